@@ -1,0 +1,115 @@
+"""Platform events: source, detail-type and a versioned detail schema, defined once.
+
+Infra builds rule patterns from these constants, services publish through `publish`, and tests
+validate every emitted event with `parse_event`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SOURCE_PREFIX = "etl"
+PUT_EVENTS_BATCH = 10
+
+
+class EventDetail(BaseModel):
+    """Base of every platform event's detail; subclasses set SOURCE and DETAIL_TYPE."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    SOURCE: ClassVar[str]
+    DETAIL_TYPE: ClassVar[str]
+    schema_version: int = 1
+
+    def entry(self, bus_name: str) -> dict[str, Any]:
+        return {
+            "Source": self.SOURCE,
+            "DetailType": self.DETAIL_TYPE,
+            "Detail": self.model_dump_json(),
+            "EventBusName": bus_name,
+        }
+
+
+class RawObjectStored(EventDetail):
+    """A landing object was copied, untouched, to the raw bucket."""
+
+    SOURCE = f"{SOURCE_PREFIX}.ingest"
+    DETAIL_TYPE = "RawObjectStored"
+    dataset: str
+    object_id: str = Field(description="stable id of the landing object version (lineage key)")
+    raw_bucket: str
+    raw_key: str
+    size: int = Field(ge=0)
+    etag: str
+    source_bucket: str
+    source_key: str
+    source_version: str | None = None
+    content_type: str | None = None
+
+
+class ObjectRejected(EventDetail):
+    """A landing object cannot enter the platform; it is kept (raw copy) and the reason is given."""
+
+    SOURCE = f"{SOURCE_PREFIX}.ingest"
+    DETAIL_TYPE = "ObjectRejected"
+    dataset: str | None
+    object_id: str
+    reason: str
+    source_bucket: str
+    source_key: str
+    source_version: str | None = None
+    size: int = Field(ge=0)
+    raw_bucket: str | None = None
+    raw_key: str | None = None
+
+
+EVENT_TYPES: dict[str, type[EventDetail]] = {cls.DETAIL_TYPE: cls for cls in (RawObjectStored, ObjectRejected)}
+
+
+def register(cls: type[EventDetail]) -> type[EventDetail]:
+    """Add an event type defined by another contract module (keeps one registry)."""
+    EVENT_TYPES[cls.DETAIL_TYPE] = cls
+    return cls
+
+
+def pattern(*types: type[EventDetail]) -> dict[str, Any]:
+    """EventBridge pattern matching exactly these platform events."""
+    return {
+        "source": sorted({t.SOURCE for t in types}),
+        "detail-type": sorted({t.DETAIL_TYPE for t in types}),
+    }
+
+
+def s3_object_created_pattern(bucket_name: str) -> dict[str, Any]:
+    """Pattern for S3 'Object Created' events of one bucket (as S3 sends them to the default bus)."""
+    return {"source": ["aws.s3"], "detail-type": ["Object Created"], "detail": {"bucket": {"name": [bucket_name]}}}
+
+
+def parse_event(envelope: dict[str, Any] | str) -> EventDetail:
+    """Validate an EventBridge envelope against the contract; raises on unknown type or bad detail."""
+    env = json.loads(envelope) if isinstance(envelope, str) else envelope
+    cls = EVENT_TYPES.get(env.get("detail-type", ""))
+    if cls is None:
+        raise ValueError(f"unknown detail-type {env.get('detail-type')!r}")
+    if env.get("source") != cls.SOURCE:
+        raise ValueError(f"{cls.DETAIL_TYPE} must come from {cls.SOURCE}, not {env.get('source')!r}")
+    return cls.model_validate(env["detail"])
+
+
+class PublishError(RuntimeError):
+    """EventBridge refused some entries; raising makes the message retry instead of losing events."""
+
+
+def publish(events_client: Any, bus_name: str, details: Sequence[EventDetail] | Iterable[EventDetail]) -> int:
+    """Put events in batches of 10 and raise if any entry failed."""
+    entries = [d.entry(bus_name) for d in details]
+    for i in range(0, len(entries), PUT_EVENTS_BATCH):
+        batch = entries[i : i + PUT_EVENTS_BATCH]
+        resp = events_client.put_events(Entries=batch)
+        if resp.get("FailedEntryCount"):
+            errors = [e for e in resp["Entries"] if e.get("ErrorCode")]
+            raise PublishError(f"{len(errors)} of {len(batch)} events refused: {errors[:3]}")
+    return len(entries)
