@@ -1,0 +1,1 @@
+"""`etl`: the command-line tool — local platform, loading, status, and (later) deploy and query."""

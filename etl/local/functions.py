@@ -1,0 +1,178 @@
+"""Run a function declared in the program in-process, fed by its SQS event source mapping.
+
+Honours what Lambda's SQS poller does: batch size, maximum concurrency (one polling thread per
+slot), partial batch failures (`batchItemFailures`), the visibility timeout and, through moto,
+the queue's redrive policy to the DLQ. Run as `python -m etl.local.functions SPEC_JSON` with the
+function's environment variables; the supervisor starts one such process per function.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from contracts import aws
+
+LOCAL_CONCURRENCY_CAP = int(os.environ.get("ETL_LOCAL_MAX_CONCURRENCY", "2"))
+
+
+@dataclass(frozen=True)
+class FunctionSpec:
+    name: str
+    handler: str
+    timeout_s: int
+    memory_mb: int
+    environment: dict[str, str]
+
+
+@dataclass(frozen=True)
+class MappingSpec:
+    queue_arn: str
+    queue_url: str
+    batch_size: int
+    max_concurrency: int
+    report_batch_item_failures: bool
+
+
+class LambdaContext:
+    """The subset of Lambda's context object handlers and powertools use."""
+
+    def __init__(self, fn: FunctionSpec) -> None:
+        self.function_name = fn.name
+        self.function_version = "$LATEST"
+        self.memory_limit_in_mb = fn.memory_mb
+        self.aws_request_id = str(uuid.uuid4())
+        self.invoked_function_arn = f"arn:aws:lambda:local:000000000000:function:{fn.name}"
+        self.log_group_name = f"/aws/lambda/{fn.name}"
+        self.log_stream_name = "local"
+        self._deadline = time.monotonic() + fn.timeout_s
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self._deadline - time.monotonic()) * 1000))
+
+
+def load_handler(dotted: str) -> Any:
+    module, _, attr = dotted.rpartition(".")
+    return getattr(importlib.import_module(module), attr)
+
+
+def sqs_event(messages: list[dict[str, Any]], queue_arn: str, region: str) -> dict[str, Any]:
+    """The event Lambda builds from a received SQS batch."""
+    return {
+        "Records": [
+            {
+                "messageId": m["MessageId"],
+                "receiptHandle": m["ReceiptHandle"],
+                "body": m["Body"],
+                "attributes": m.get("Attributes", {}),
+                "messageAttributes": m.get("MessageAttributes", {}),
+                "md5OfBody": m.get("MD5OfBody", ""),
+                "eventSource": "aws:sqs",
+                "eventSourceARN": queue_arn,
+                "awsRegion": region,
+            }
+            for m in messages
+        ]
+    }
+
+
+def failed_ids(response: Any, messages: list[dict[str, Any]], reports_failures: bool) -> set[str]:
+    """Which messages stay on the queue: the reported failures, or all if the response is malformed."""
+    if not reports_failures:
+        return set()
+    if response is None or response == {}:
+        return set()
+    try:
+        return {f["itemIdentifier"] for f in response.get("batchItemFailures", [])}
+    except (AttributeError, KeyError, TypeError):
+        return {m["MessageId"] for m in messages}
+
+
+class Poller:
+    def __init__(self, fn: FunctionSpec, mapping: MappingSpec, stop: threading.Event) -> None:
+        self.fn, self.mapping, self.stop = fn, mapping, stop
+        self.handler = load_handler(fn.handler)
+        self.retry_delay = os.environ.get("ETL_LOCAL_RETRY_DELAY_S")
+
+    def run(self) -> None:
+        sqs = aws.client("sqs")
+        while not self.stop.is_set():
+            try:
+                resp = sqs.receive_message(
+                    QueueUrl=self.mapping.queue_url,
+                    MaxNumberOfMessages=min(10, self.mapping.batch_size),
+                    WaitTimeSeconds=1,
+                    AttributeNames=["All"],
+                    MessageAttributeNames=["All"],
+                )
+            except Exception:  # the emulator is going away or restarting: back off, keep polling
+                if self.stop.wait(1):
+                    return
+                continue
+            messages = resp.get("Messages", [])
+            if messages:
+                self.invoke(sqs, messages)
+
+    def invoke(self, sqs: Any, messages: list[dict[str, Any]]) -> None:
+        event = sqs_event(messages, self.mapping.queue_arn, sqs.meta.region_name)
+        try:
+            response = self.handler(event, LambdaContext(self.fn))
+            failed = failed_ids(response, messages, self.mapping.report_batch_item_failures)
+        except Exception:  # a raising handler fails the whole batch, as on Lambda
+            traceback.print_exc()
+            failed = {m["MessageId"] for m in messages}
+        done = [m for m in messages if m["MessageId"] not in failed]
+        for i in range(0, len(done), 10):
+            sqs.delete_message_batch(
+                QueueUrl=self.mapping.queue_url,
+                Entries=[{"Id": str(n), "ReceiptHandle": m["ReceiptHandle"]} for n, m in enumerate(done[i : i + 10])],
+            )
+        if failed and self.retry_delay is not None:
+            # Local-only shortcut: make failed messages visible again sooner than the queue's timeout.
+            for m in messages:
+                if m["MessageId"] in failed:
+                    sqs.change_message_visibility(
+                        QueueUrl=self.mapping.queue_url,
+                        ReceiptHandle=m["ReceiptHandle"],
+                        VisibilityTimeout=int(self.retry_delay),
+                    )
+        print(json.dumps({"local": "invocation", "function": self.fn.name, "records": len(messages),
+                          "failed": len(failed)}), flush=True)
+
+
+def serve(fn: FunctionSpec, mappings: list[MappingSpec]) -> None:
+    """Poll every mapping of the function until SIGTERM/SIGINT."""
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    threads = []
+    for mapping in mappings:
+        slots = max(1, min(mapping.max_concurrency, LOCAL_CONCURRENCY_CAP))
+        poller = Poller(fn, mapping, stop)
+        for n in range(slots):
+            t = threading.Thread(target=poller.run, name=f"{fn.name}-{n}", daemon=True)
+            t.start()
+            threads.append(t)
+    while not stop.wait(0.5):
+        pass
+    for t in threads:
+        t.join(timeout=5)
+
+
+def main(argv: list[str]) -> None:
+    spec = json.loads(argv[1])
+    fn = FunctionSpec(**spec["function"])
+    serve(fn, [MappingSpec(**m) for m in spec["mappings"]])
+
+
+if __name__ == "__main__":
+    main(sys.argv)

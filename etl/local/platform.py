@@ -1,0 +1,236 @@
+"""The local platform supervisor: moto server + every stack of the `local` env + function hosts.
+
+`etl local up` runs `serve()` (in the foreground, or detached in its own session); it writes a state
+file that `etl local status/down`, `etl load` and `etl status` read. Nothing is exported into the
+caller's environment: clients point the standard AWS_ENDPOINT_URL at the printed endpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from contracts import aws, naming
+from etl.local.functions import FunctionSpec, MappingSpec
+from etl.local.program import Registered, run_stack
+
+ENV = "local"
+ROOT = Path(__file__).resolve().parents[2]
+CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+def state_dir() -> Path:
+    return Path(os.environ.get("ETL_LOCAL_DIR", ROOT / ".etl" / "local"))
+
+
+def state_file() -> Path:
+    return state_dir() / "state.json"
+
+
+@dataclass
+class StackState:
+    outputs: dict[str, Any]
+    resources: list[dict[str, Any]]
+
+
+@dataclass
+class PlatformState:
+    pid: int
+    endpoint: str
+    status: str  # starting | ready | failed
+    stacks: dict[str, StackState] = field(default_factory=dict)
+    functions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    error: str | None = None
+
+    def save(self) -> None:
+        path = state_file()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=2, default=str))
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls) -> PlatformState | None:
+        path = state_file()
+        if not path.exists():
+            return None
+        data = json.loads(path.read_text())
+        data["stacks"] = {k: StackState(**v) for k, v in data.get("stacks", {}).items()}
+        return cls(**data)
+
+    def client_env(self) -> dict[str, str]:
+        """What a client needs to talk to the emulator: the endpoint and dummy credentials."""
+        return {"AWS_ENDPOINT_URL": self.endpoint, **CREDENTIALS}
+
+    def output(self, component: str, key: str) -> Any:
+        return self.stacks[naming.stack_name(component, ENV)].outputs[key]
+
+
+def stack_config(stack: str) -> dict[str, Any]:
+    """The `config:` of Pulumi.<stack>.yaml if present — the same file `pulumi up` would read."""
+    path = ROOT / f"Pulumi.{stack}.yaml"
+    if not path.exists():
+        return {}
+    return dict((yaml.safe_load(path.read_text()) or {}).get("config") or {})
+
+
+def functions_of(resources: list[Registered]) -> dict[str, dict[str, Any]]:
+    """Function specs with their SQS mappings, from what the program registered."""
+    by_arn: dict[str, dict[str, Any]] = {}
+    for r in resources:
+        if r.type == "aws:lambda/function:Function":
+            spec = FunctionSpec(
+                name=r.inputs["name"],
+                handler=r.inputs["handler"],
+                timeout_s=int(r.inputs.get("timeout") or 3),
+                memory_mb=int(r.inputs.get("memorySize") or 128),
+                environment={k: str(v) for k, v in (r.inputs.get("environment") or {}).get("variables", {}).items()},
+            )
+            by_arn[r.state["arn"]] = {"function": asdict(spec), "mappings": []}
+    sqs = aws.client("sqs")
+    for r in resources:
+        if r.type == "aws:lambda/eventSourceMapping:EventSourceMapping":
+            fn = by_arn.get(r.inputs["functionName"])
+            if fn is None:
+                raise LookupError(f"event source mapping {r.name} targets unknown function {r.inputs['functionName']}")
+            queue_arn = r.inputs["eventSourceArn"]
+            url = sqs.get_queue_url(QueueName=queue_arn.rsplit(":", 1)[-1])["QueueUrl"]
+            mapping = MappingSpec(
+                queue_arn=queue_arn,
+                queue_url=url,
+                batch_size=int(r.inputs.get("batchSize") or 10),
+                max_concurrency=int((r.inputs.get("scalingConfig") or {}).get("maximumConcurrency") or 2),
+                report_batch_item_failures="ReportBatchItemFailures" in (r.inputs.get("functionResponseTypes") or []),
+            )
+            fn["mappings"].append(asdict(mapping))
+    return {spec["function"]["name"]: spec for spec in by_arn.values()}
+
+
+class Supervisor:
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.server: Any = None
+        self.children: dict[str, subprocess.Popen] = {}
+        self.stop = threading.Event()
+
+    def start_emulator(self) -> str:
+        import logging
+
+        from moto.server import ThreadedMotoServer
+
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)
+
+        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        self.server.start()
+        host, port = self.server.get_host_and_port()
+        endpoint = f"http://{host}:{port}"
+        os.environ.update({"AWS_ENDPOINT_URL": endpoint, **CREDENTIALS})
+        return endpoint
+
+    def provision(self, state: PlatformState) -> None:
+        from etl.local.moto_backend import MotoBackend
+        from infra.program import BUILDERS
+
+        backend = MotoBackend()
+        outputs: dict[str, dict[str, Any]] = {}
+        for component in BUILDERS:  # core first: the services read its outputs
+            stack = naming.stack_name(component, ENV)
+            run = run_stack(stack, backend, stack_config(stack), outputs)
+            outputs[stack] = run.outputs
+            state.stacks[stack] = StackState(
+                outputs=run.outputs,
+                resources=[{"type": r.type, "name": r.name, "id": r.id, "effect": r.effect} for r in run.resources],
+            )
+            state.functions.update(functions_of(run.resources))
+
+    def spawn(self, name: str, spec: dict[str, Any]) -> None:
+        logs = state_dir() / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, **spec["function"]["environment"], "PYTHONPATH": str(ROOT)}
+        out = open(logs / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child for its lifetime
+        self.children[name] = subprocess.Popen(
+            [sys.executable, "-m", "etl.local.functions", json.dumps(spec)],
+            env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
+        )
+
+    def watch(self, state: PlatformState) -> None:
+        """Restart a function host that died (its log says why) until asked to stop."""
+        while not self.stop.wait(1.0):
+            for name, proc in list(self.children.items()):
+                if proc.poll() is not None:
+                    print(f"function host {name} exited with {proc.returncode}; restarting", flush=True)
+                    self.spawn(name, state.functions[name])
+
+    def shutdown(self) -> None:
+        for proc in self.children.values():
+            proc.terminate()
+        for proc in self.children.values():
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        if self.server is not None:
+            self.server.stop()
+
+
+def serve(port: int) -> None:
+    """Run the platform until SIGTERM/SIGINT; the state file says when it is ready."""
+    sup = Supervisor(port)
+    signal.signal(signal.SIGTERM, lambda *_: sup.stop.set())
+    signal.signal(signal.SIGINT, lambda *_: sup.stop.set())
+    state = PlatformState(pid=os.getpid(), endpoint="", status="starting")
+    try:
+        state.endpoint = sup.start_emulator()
+        state.save()
+        sup.provision(state)
+        for name, spec in state.functions.items():
+            sup.spawn(name, spec)
+        state.status = "ready"
+        state.save()
+        print(f"local platform ready at {state.endpoint}", flush=True)
+        sup.watch(state)
+    except Exception as exc:
+        state.status, state.error = "failed", f"{type(exc).__name__}: {exc}"
+        state.save()
+        raise
+    finally:
+        sup.shutdown()
+        if state.status != "failed":
+            state_file().unlink(missing_ok=True)
+
+
+def wait_ready(timeout_s: float = 120) -> PlatformState:
+    """Block until a (detached) platform reports ready; raise with its error if it failed."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        st = PlatformState.load()
+        if st and st.status == "ready":
+            return st
+        if st and st.status == "failed":
+            raise RuntimeError(f"local platform failed to start: {st.error} (see {state_dir() / 'platform.log'})")
+        time.sleep(0.2)
+    raise TimeoutError(f"local platform not ready after {timeout_s:.0f}s (see {state_dir() / 'platform.log'})")
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+if __name__ == "__main__":
+    serve(int(sys.argv[1]) if len(sys.argv) > 1 else 4566)

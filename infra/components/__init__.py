@@ -1,0 +1,1 @@
+"""Reusable ComponentResources: a secure bucket and a queue-driven function."""

@@ -1,0 +1,36 @@
+"""IAM policy documents built as JSON from resolved ARNs (least privilege, no `*` actions)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import pulumi
+
+
+def statement(actions: Sequence[str], resources: Sequence[pulumi.Input[str]], sid: str | None = None) -> dict:
+    st: dict[str, Any] = {"Effect": "Allow", "Action": sorted(actions), "Resource": list(resources)}
+    if sid:
+        st["Sid"] = sid
+    return st
+
+
+def document(statements: Sequence[dict]) -> pulumi.Output[str]:
+    """Resolve every Output inside the statements and render one policy document."""
+    return pulumi.Output.from_input(list(statements)).apply(
+        lambda sts: json.dumps({"Version": "2012-10-17", "Statement": sts}, sort_keys=True)
+    )
+
+
+def assume_role(service: str) -> str:
+    return json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [{"Effect": "Allow", "Principal": {"Service": service}, "Action": "sts:AssumeRole"}],
+        }
+    )
+
+
+def objects(bucket_arn: pulumi.Input[str], prefix: str = "") -> pulumi.Output[str]:
+    return pulumi.Output.concat(bucket_arn, "/", prefix, "*")

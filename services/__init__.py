@@ -1,0 +1,1 @@
+"""Services: what each Lambda runs. No service imports another."""
