@@ -1,0 +1,232 @@
+"""`etl` — the platform's command line: local platform, loading, status, datasets, demo."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from contracts import aws, progress
+from contracts.datasets import ContractError, load_dataset_file, load_datasets
+from etl import loader, targets
+from etl.local import platform
+
+app = typer.Typer(help=__doc__, no_args_is_help=True, pretty_exceptions_enable=False)
+local_app = typer.Typer(help="Run the whole platform on this machine (moto server + the Pulumi program).",
+                        no_args_is_help=True)
+datasets_app = typer.Typer(help="Dataset contracts: list and validate.", no_args_is_help=True)
+app.add_typer(local_app, name="local")
+app.add_typer(datasets_app, name="datasets")
+console = Console()
+err = Console(stderr=True)
+
+EnvOpt = Annotated[str, typer.Option("--env", "-e", help="Environment: `local` or a deployed env (dev, prod…).")]
+
+
+def fail(message: str, code: int = 1) -> None:
+    err.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(code)
+
+
+# -- local platform -------------------------------------------------------------------------------
+@local_app.command("up")
+def local_up(
+    port: Annotated[int, typer.Option(help="Loopback port of the emulator (0 = any free port).")] = 4566,
+    detach: Annotated[bool, typer.Option("--detach", "-d", help="Run in the background; stop with `etl local down`.")]
+    = False,
+) -> None:
+    """Start moto server on loopback and stand up every stack of the `local` env from the Pulumi program."""
+    existing = platform.PlatformState.load()
+    if existing and platform.pid_alive(existing.pid):
+        fail(f"already running at {existing.endpoint} (pid {existing.pid}); `etl local down` stops it")
+    platform.state_file().unlink(missing_ok=True)
+    if not detach:
+        console.print("starting the local platform (Ctrl-C stops it)…")
+        platform.serve(port)
+        return
+    log = platform.state_dir() / "platform.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as out:
+        subprocess.Popen(
+            [sys.executable, "-m", "etl.local.platform", str(port)],
+            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            cwd=platform.ROOT,
+        )
+    with console.status("provisioning the local env from the Pulumi program…"):
+        try:
+            st = platform.wait_ready()
+        except (RuntimeError, TimeoutError) as exc:
+            fail(str(exc))
+    _print_ready(st)
+
+
+def _print_ready(st: platform.PlatformState) -> None:
+    console.print(f"[green]local platform ready[/] at [bold]{st.endpoint}[/] (pid {st.pid})")
+    console.print(f"  point any AWS client at it:  export AWS_ENDPOINT_URL={st.endpoint} "
+                  "AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_DEFAULT_REGION=us-east-1")
+    console.print(f"  landing bucket: s3://{st.output('core', 'landingBucket')}   try: etl load samples/customers "
+                  "--dataset customers")
+
+
+@local_app.command("status")
+def local_status() -> None:
+    """List stacks, resources (and what the emulator does with each), queues with depths and DLQ depths."""
+    try:
+        st = targets.local_state()
+    except targets.TargetError as exc:
+        fail(str(exc))
+    os.environ.update(st.client_env())
+    console.print(f"endpoint [bold]{st.endpoint}[/]  pid {st.pid}  status {st.status}")
+    res = Table(title="resources", show_lines=False)
+    for col in ("stack", "type", "name", "local effect"):
+        res.add_column(col)
+    for stack, s in st.stacks.items():
+        for r in s.resources:
+            effect = r["effect"] if r["effect"] == "created" else f"[yellow]{r['effect']}[/]"
+            res.add_row(stack, r["type"].split(":")[-1], r["name"], effect)
+    console.print(res)
+    queues = Table(title="queues")
+    for col in ("function", "queue", "visible", "in flight", "DLQ", "DLQ depth"):
+        queues.add_column(col)
+    sqs = aws.client("sqs")
+    for name, spec in st.functions.items():
+        for m in spec["mappings"]:
+            a = sqs.get_queue_attributes(QueueUrl=m["queue_url"], AttributeNames=["All"])["Attributes"]
+            dlq_name = json.loads(a.get("RedrivePolicy", "{}")).get("deadLetterTargetArn", "").rsplit(":", 1)[-1]
+            dlq_depth = "-"
+            if dlq_name:
+                dlq_url = sqs.get_queue_url(QueueName=dlq_name)["QueueUrl"]
+                dlq_depth = sqs.get_queue_attributes(
+                    QueueUrl=dlq_url, AttributeNames=["ApproximateNumberOfMessages"]
+                )["Attributes"]["ApproximateNumberOfMessages"]
+            queues.add_row(name, m["queue_url"].rsplit("/", 1)[-1], a["ApproximateNumberOfMessages"],
+                           a["ApproximateNumberOfMessagesNotVisible"], dlq_name or "[red]none[/]", str(dlq_depth))
+    console.print(queues)
+
+
+@local_app.command("down")
+def local_down() -> None:
+    """Stop the local platform and every process it started."""
+    st = platform.PlatformState.load()
+    if st is None or not platform.pid_alive(st.pid):
+        platform.state_file().unlink(missing_ok=True)
+        console.print("the local platform is not running")
+        return
+    try:
+        os.killpg(st.pid, signal.SIGTERM)
+    except (ProcessLookupError, PermissionError):
+        os.kill(st.pid, signal.SIGTERM)
+    deadline = time.monotonic() + 20
+    while platform.pid_alive(st.pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if platform.pid_alive(st.pid):
+        os.killpg(st.pid, signal.SIGKILL)
+    platform.state_file().unlink(missing_ok=True)
+    console.print("[green]local platform stopped[/]")
+
+
+@local_app.command("logs")
+def local_logs(
+    function: Annotated[str, typer.Argument(help="Function name, e.g. etl-local-ingest.")] = "",
+    lines: Annotated[int, typer.Option("-n", help="How many lines.")] = 40,
+) -> None:
+    """Show the last lines a function (or the supervisor) printed."""
+    path = platform.state_dir() / ("logs" if function else "") / (f"{function}.log" if function else "platform.log")
+    if not path.exists():
+        known = sorted(p.stem for p in (platform.state_dir() / "logs").glob("*.log"))
+        fail(f"no log at {path}; functions with logs: {', '.join(known) or 'none yet'}")
+    sys.stdout.write("".join(path.read_text(errors="replace").splitlines(True)[-lines:]))
+
+
+# -- data producers --------------------------------------------------------------------------------
+@app.command("load")
+def load(
+    path: Annotated[Path, typer.Argument(help="A file or a folder (uploaded recursively).")],
+    dataset: Annotated[str, typer.Option("--dataset", "-d", help="Dataset name: the first key segment.")],
+    prefix: Annotated[str, typer.Option(help="Extra key prefix under the dataset folder.")] = "",
+    env: EnvOpt = "local",
+) -> None:
+    """Upload files to the landing bucket under `<dataset>/` (a progress bar shows the bytes)."""
+    if dataset not in load_datasets():
+        err.print(f"[yellow]warning:[/] {dataset!r} has no contract (known: {', '.join(load_datasets())}); "
+                  "ingest will keep the raw copy and reject it")
+    try:
+        target = targets.resolve(env)
+        files = [(f, loader.landing_key(dataset, path, f, prefix)) for f in loader.files_under(path)]
+    except (targets.TargetError, FileNotFoundError) as exc:
+        fail(str(exc))
+    bucket = target.out("core", "landingBucket")
+    keys = list(loader.upload(files, bucket))
+    console.print(f"[green]landed {len(keys)} object(s)[/] in s3://{bucket}/{dataset}/ — follow them with `etl status`")
+
+
+@app.command("status")
+def status(env: EnvOpt = "local") -> None:
+    """Each landed object and how far it got (ingested, rejected with the reason, …)."""
+    try:
+        target = targets.resolve(env)
+    except targets.TargetError as exc:
+        fail(str(exc))
+    rows = progress.list_objects(aws.client("dynamodb"), target.out("core", "stateTable"))
+    table = Table(title=f"objects in {env}")
+    for col in ("object", "dataset", "source key", "stage", "size", "detail"):
+        table.add_column(col)
+    colours = {"rejected": "red", "failed": "red", "ingested": "cyan"}
+    for r in rows:
+        stage = r.get("stage", "?")
+        table.add_row(r["object_id"][:12], str(r.get("dataset") or "-"), str(r.get("source_key", "")),
+                      f"[{colours.get(stage, 'green')}]{stage}[/]", str(r.get("size", "")),
+                      str(r.get("reason") or r.get("raw_key") or ""))
+    console.print(table if rows else "no objects yet: land some with `etl load PATH --dataset NAME`")
+
+
+# -- datasets ---------------------------------------------------------------------------------------
+@datasets_app.command("list")
+def datasets_list() -> None:
+    """The dataset contracts shipped with the platform."""
+    table = Table(title="datasets")
+    for col in ("name", "format", "columns", "subject columns", "partitioned by", "target MB", "raw TTL (days)"):
+        table.add_column(col)
+    for ds in load_datasets().values():
+        table.add_row(ds.name, ds.format.type, str(len(ds.columns)), ", ".join(ds.subject_columns) or "-",
+                      "/".join(p.name for p in ds.partitioning) or "-",
+                      str(ds.storage.target_file_mb), str(ds.raw_retention_days))
+    console.print(table)
+
+
+@datasets_app.command("validate")
+def datasets_validate(
+    paths: Annotated[list[Path] | None, typer.Argument(help="Contract files (default: every shipped contract).")]
+    = None,
+) -> None:
+    """Check contract files; every problem is named with its file and field."""
+    from contracts.datasets import DATASETS_DIR
+
+    files = paths or sorted(DATASETS_DIR.glob("*.toml"))
+    bad = 0
+    for f in files:
+        try:
+            ds = load_dataset_file(f)
+            console.print(f"[green]ok[/]    {f}  ({ds.name}: {len(ds.columns)} columns)")
+        except (ContractError, OSError) as exc:
+            bad += 1
+            err.print(f"[red]error[/] {exc}")
+    if bad:
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
