@@ -224,6 +224,14 @@ def datasets_validate(
         raise typer.Exit(1)
 
 
+@app.command("demo")
+def demo(timeout: Annotated[int, typer.Option(help="Seconds to wait for the data to flow.")] = 90) -> None:
+    """Start the local platform, land the sample datasets (and two bad files), show them flow, stop."""
+    from etl import demo as demo_mod
+
+    demo_mod.run(console, timeout)
+
+
 def main() -> None:
     app()
 

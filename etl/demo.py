@@ -1,0 +1,108 @@
+"""`etl demo`: start the local platform, land the sample data, show it flow, stop cleanly."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from contracts import aws, progress
+from etl import loader, targets
+from etl.local import platform
+
+SAMPLES = platform.ROOT / "samples"
+FINAL_STAGES = {"rejected", "failed", "transformed", "ingested"}
+
+
+def _observer(bus: str) -> str:
+    """A demo queue subscribed to every platform event, so the demo can show what was announced."""
+    sqs, ev = aws.client("sqs"), aws.client("events")
+    url = sqs.create_queue(QueueName=f"demo-observer-{uuid.uuid4().hex[:6]}")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    from contracts.events import EVENT_TYPES
+
+    ev.put_rule(Name="demo-observer", EventBusName=bus,
+                EventPattern=json.dumps({"source": sorted({t.SOURCE for t in EVENT_TYPES.values()})}))
+    ev.put_targets(Rule="demo-observer", EventBusName=bus, Targets=[{"Id": "demo", "Arn": arn}])
+    return url
+
+
+def _drain(url: str) -> list[dict[str, Any]]:
+    sqs, out = aws.client("sqs"), []
+    while msgs := sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", []):
+        for m in msgs:
+            out.append(json.loads(m["Body"]))
+            sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+    return out
+
+
+def _demo_files() -> list[tuple[Path, str]]:
+    """The shipped samples plus two files that must be rejected (and kept)."""
+    files = []
+    for dataset_dir in sorted(p for p in SAMPLES.iterdir() if p.is_dir()):
+        for f in loader.files_under(dataset_dir):
+            files.append((f, loader.landing_key(dataset_dir.name, dataset_dir, f)))
+    scratch = Path(tempfile.mkdtemp(prefix="etl-demo-"))
+    (scratch / "empty.csv").write_bytes(b"")
+    (scratch / "mystery.csv").write_bytes(b"a,b\n1,2\n")
+    files += [(scratch / "empty.csv", "customers/empty.csv"), (scratch / "mystery.csv", "unknown_feed/mystery.csv")]
+    return files
+
+
+def run(console: Console, timeout_s: float = 60) -> None:
+    started_here = False
+    try:
+        targets.local_state()
+        console.print("[dim]reusing the local platform that is already running[/]")
+    except targets.TargetError:
+        console.rule("1. etl local up --detach")
+        proc = subprocess.run([sys.executable, "-m", "etl.cli", "local", "up", "--detach", "--port", "0"],
+                              check=False)
+        if proc.returncode != 0:
+            raise SystemExit(proc.returncode) from None
+        started_here = True
+    try:
+        target = targets.resolve("local")
+        observer = _observer(target.out("core", "busName"))
+        console.rule("2. etl load samples → landing bucket")
+        files = _demo_files()
+        list(loader.upload(files, target.out("core", "landingBucket")))
+        console.rule("3. watch the objects flow")
+        table_name = target.out("core", "stateTable")
+        deadline = time.monotonic() + timeout_s
+        with console.status("waiting for every object to be ingested…"):
+            while time.monotonic() < deadline:
+                rows = progress.list_objects(aws.client("dynamodb"), table_name)
+                if len(rows) >= len(files) and all(r.get("stage") in FINAL_STAGES for r in rows):
+                    break
+                time.sleep(0.5)
+        subprocess.run([sys.executable, "-m", "etl.cli", "status"], check=False)
+        events = _drain(observer)
+        t = Table(title="events announced on the platform bus")
+        for col in ("detail-type", "dataset", "source key", "detail"):
+            t.add_column(col)
+        for e in events:
+            d = e["detail"]
+            t.add_row(e["detail-type"], str(d.get("dataset") or "-"), d.get("source_key", ""),
+                      d.get("reason") or d.get("raw_key", ""))
+        console.print(t)
+        raw = aws.client("s3").list_objects_v2(Bucket=target.out("core", "rawBucket")).get("KeyCount", 0)
+        console.print(f"raw bucket holds [bold]{raw}[/] untouched copies (expire after the raw TTL)")
+    finally:
+        if started_here:
+            console.rule("4. etl local down")
+            subprocess.run([sys.executable, "-m", "etl.cli", "local", "down"], check=False)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("COLUMNS", "140")
+    run(Console())
