@@ -43,6 +43,38 @@ class MappingSpec:
     report_batch_item_failures: bool
 
 
+@dataclass(frozen=True)
+class ScheduleSpec:
+    rule: str
+    expression: str
+
+    @property
+    def every_s(self) -> float:
+        return rate_seconds(self.expression)
+
+
+_RATE_UNITS = {"minute": 60, "minutes": 60, "hour": 3600, "hours": 3600, "day": 86400, "days": 86400}
+
+
+def rate_seconds(expression: str) -> float:
+    """Seconds between firings of `rate(N unit)`; cron expressions are not fired locally."""
+    expr = expression.strip()
+    if not (expr.startswith("rate(") and expr.endswith(")")):
+        raise ValueError(f"the local timer fires rate(...) schedules only, not {expression!r}")
+    value, _, unit = expr[5:-1].strip().partition(" ")
+    if unit not in _RATE_UNITS or not value.isdigit() or int(value) < 1:
+        raise ValueError(f"malformed schedule expression {expression!r}")
+    return int(value) * _RATE_UNITS[unit] * float(os.environ.get("ETL_LOCAL_SCHEDULE_SCALE", "1"))
+
+
+def scheduled_event(rule_arn: str, region: str) -> dict[str, Any]:
+    return {
+        "version": "0", "id": str(uuid.uuid4()), "detail-type": "Scheduled Event", "source": "aws.events",
+        "account": "000000000000", "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "region": region, "resources": [rule_arn], "detail": {},
+    }
+
+
 class LambdaContext:
     """The subset of Lambda's context object handlers and powertools use."""
 
@@ -149,8 +181,23 @@ class Poller:
                           "failed": len(failed)}), flush=True)
 
 
-def serve(fn: FunctionSpec, mappings: list[MappingSpec]) -> None:
-    """Poll every mapping of the function until SIGTERM/SIGINT."""
+def fire_schedule(fn: FunctionSpec, schedule: ScheduleSpec, stop: threading.Event) -> None:
+    """Invoke the handler every period, like an EventBridge schedule; errors are printed, not hidden."""
+    handler = load_handler(fn.handler)
+    region = os.environ.get("AWS_DEFAULT_REGION", "us-east-1")
+    while not stop.wait(schedule.every_s):
+        try:
+            handler(scheduled_event(schedule.rule, region), LambdaContext(fn))
+            outcome = "ok"
+        except Exception:  # EventBridge would retry and then drop; the log shows the failure
+            traceback.print_exc()
+            outcome = "error"
+        print(json.dumps({"local": "schedule", "function": fn.name, "rule": schedule.rule, "outcome": outcome}),
+              flush=True)
+
+
+def serve(fn: FunctionSpec, mappings: list[MappingSpec], schedules: list[ScheduleSpec] = ()) -> None:
+    """Poll every mapping and fire every schedule of the function until SIGTERM/SIGINT."""
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -162,6 +209,10 @@ def serve(fn: FunctionSpec, mappings: list[MappingSpec]) -> None:
             t = threading.Thread(target=poller.run, name=f"{fn.name}-{n}", daemon=True)
             t.start()
             threads.append(t)
+    for schedule in schedules:
+        t = threading.Thread(target=fire_schedule, args=(fn, schedule, stop), name=schedule.rule, daemon=True)
+        t.start()
+        threads.append(t)
     while not stop.wait(0.5):
         pass
     for t in threads:
@@ -171,7 +222,7 @@ def serve(fn: FunctionSpec, mappings: list[MappingSpec]) -> None:
 def main(argv: list[str]) -> None:
     spec = json.loads(argv[1])
     fn = FunctionSpec(**spec["function"])
-    serve(fn, [MappingSpec(**m) for m in spec["mappings"]])
+    serve(fn, [MappingSpec(**m) for m in spec["mappings"]], [ScheduleSpec(**x) for x in spec.get("schedules", [])])
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 
 from contracts import aws, naming
-from etl.local.functions import FunctionSpec, MappingSpec
+from etl.local.functions import FunctionSpec, MappingSpec, ScheduleSpec, rate_seconds
 from etl.local.program import Registered, run_stack
 
 ENV = "local"
@@ -96,7 +96,7 @@ def functions_of(resources: list[Registered]) -> dict[str, dict[str, Any]]:
                 memory_mb=int(r.inputs.get("memorySize") or 128),
                 environment={k: str(v) for k, v in (r.inputs.get("environment") or {}).get("variables", {}).items()},
             )
-            by_arn[r.state["arn"]] = {"function": asdict(spec), "mappings": []}
+            by_arn[r.state["arn"]] = {"function": asdict(spec), "mappings": [], "schedules": []}
     sqs = aws.client("sqs")
     for r in resources:
         if r.type == "aws:lambda/eventSourceMapping:EventSourceMapping":
@@ -113,6 +113,15 @@ def functions_of(resources: list[Registered]) -> dict[str, dict[str, Any]]:
                 report_batch_item_failures="ReportBatchItemFailures" in (r.inputs.get("functionResponseTypes") or []),
             )
             fn["mappings"].append(asdict(mapping))
+    rules = {r.inputs["name"]: r for r in resources if r.type == "aws:cloudwatch/eventRule:EventRule"}
+    for r in resources:
+        if r.type == "aws:cloudwatch/eventTarget:EventTarget" and r.inputs["arn"] in by_arn:
+            rule = rules.get(r.inputs["rule"])
+            if rule is None or not rule.inputs.get("scheduleExpression"):
+                raise LookupError(f"target {r.name}: only schedules may target a function directly")
+            expression = rule.inputs["scheduleExpression"]
+            rate_seconds(expression)  # a schedule the local timer cannot fire fails now, by name
+            by_arn[r.inputs["arn"]]["schedules"].append(asdict(ScheduleSpec(rule.state["arn"], expression)))
     return {spec["function"]["name"]: spec for spec in by_arn.values()}
 
 
