@@ -66,7 +66,68 @@ class ObjectRejected(EventDetail):
     raw_key: str | None = None
 
 
-EVENT_TYPES: dict[str, type[EventDetail]] = {cls.DETAIL_TYPE: cls for cls in (RawObjectStored, ObjectRejected)}
+class ChunkPlanned(EventDetail):
+    """One line-aligned byte range of a big raw object, to be transformed by its own invocation."""
+
+    SOURCE = f"{SOURCE_PREFIX}.transform"
+    DETAIL_TYPE = "ChunkPlanned"
+    dataset: str
+    object_id: str
+    raw_bucket: str
+    raw_key: str
+    chunk_index: int = Field(ge=0)
+    chunk_count: int = Field(ge=1)
+    start: int = Field(ge=0)
+    end: int = Field(ge=0, description="exclusive")
+    first_line: int = Field(ge=1, description="1-based line number of the chunk's first line in the object")
+
+
+class PartitionFilesAdded(EventDetail):
+    """Files were committed to one partition of a dataset (compaction counts them)."""
+
+    SOURCE = f"{SOURCE_PREFIX}.transform"
+    DETAIL_TYPE = "PartitionFilesAdded"
+    dataset: str
+    partition: dict[str, str]
+    generation: int = Field(ge=0)
+    files: list[str]
+    rows: int = Field(ge=0)
+    bytes: int = Field(ge=0)
+    object_id: str
+
+
+class ObjectTransformed(EventDetail):
+    """Every chunk of a raw object is in the lake (and its bad rows in quarantine)."""
+
+    SOURCE = f"{SOURCE_PREFIX}.transform"
+    DETAIL_TYPE = "ObjectTransformed"
+    dataset: str
+    object_id: str
+    raw_key: str
+    chunks: int = Field(ge=1)
+    rows_in: int = Field(ge=0)
+    rows_good: int = Field(ge=0)
+    rows_quarantined: int = Field(ge=0)
+    partitions: int = Field(ge=0)
+
+
+class ObjectFailed(EventDetail):
+    """A raw object (or chunk) could not be transformed after every retry; the raw copy is kept."""
+
+    SOURCE = f"{SOURCE_PREFIX}.transform"
+    DETAIL_TYPE = "ObjectFailed"
+    dataset: str
+    object_id: str
+    raw_key: str
+    chunk_index: int | None = None
+    reason: str
+    attempts: int = Field(ge=1)
+
+
+EVENT_TYPES: dict[str, type[EventDetail]] = {
+    cls.DETAIL_TYPE: cls
+    for cls in (RawObjectStored, ObjectRejected, ChunkPlanned, PartitionFilesAdded, ObjectTransformed, ObjectFailed)
+}
 
 
 def register(cls: type[EventDetail]) -> type[EventDetail]:
