@@ -23,7 +23,7 @@ OnlyOpt = Annotated[
 
 
 def _fail(exc: deploy.DeployError) -> None:
-    err.print(f"[bold red]error:[/] {escape(str(exc))}")
+    err.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
     raise typer.Exit(exc.exit_code)
 
 
