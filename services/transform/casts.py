@@ -1,0 +1,209 @@
+"""Text to the contract's types, vectorised, finding exactly which values fail and why.
+
+Clean columns cost one pyarrow cast. Only when that cast fails are values trimmed, checked with a
+pattern, and the remaining failures located by halving (a failing cast says *that* something is
+wrong, not *where*); the reason for each bad value is then worded in Python, which is cheap
+because bad values are few. The fast cast never accepts a value the slow path would refuse, so
+both give the same result.
+
+Rules: surrounding blanks are ignored for non-string types; an empty value is null (strings too:
+CSV cannot tell empty from missing); integers are decimal digits with an optional sign; decimals
+are rejected, not rounded, when they have more places than the scale; dates are YYYY-MM-DD and
+must exist; timestamps are ISO 8601 with up to microseconds, an offset or Z converts to UTC and
+the value is stored without zone (microseconds, which Athena reads as `timestamp`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from decimal import Decimal, InvalidOperation
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from contracts.datasets import DECIMAL_RE
+from services.transform.rows import shorten
+
+_CAST_ERRORS = (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError, OverflowError)
+_SIMPLE = {
+    "string": pa.string(),
+    "int32": pa.int32(),
+    "int64": pa.int64(),
+    "float64": pa.float64(),
+    "bool": pa.bool_(),
+    "date": pa.date32(),
+    "timestamp": pa.timestamp("us"),
+}
+_INT_SYNTAX = r"^[+-]?[0-9]+$"
+_DECIMAL_SYNTAX = r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$"
+_DATE_SYNTAX = r"^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$"
+_TS_ZONE = r"(Z|[+-][0-9]{2}:?[0-9]{2})$"
+_TS_SYNTAX = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}([T ][0-9]{2}(:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,6})?)?)?" + _TS_ZONE[:-1] + "?)?$"
+_DATE_SHAPE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+_LEAF = 8
+Column = pa.Array | pa.ChunkedArray
+
+
+def arrow_type(contract_type: str) -> pa.DataType:
+    """The Arrow type a contract type is stored as (Parquet physical type follows from it)."""
+    if contract_type in _SIMPLE:
+        return _SIMPLE[contract_type]
+    m = DECIMAL_RE.match(contract_type)
+    if not m:
+        raise ValueError(f"unknown contract type {contract_type!r}")
+    precision, scale = int(m.group(1)), int(m.group(2))
+    return pa.decimal128(precision, scale)
+
+
+def _cast_timestamp(values: Column) -> Column:
+    """Naive values as they are; values with Z or an offset converted to UTC, then stored naive."""
+    zoned = pc.match_substring_regex(values, _TS_ZONE)
+    if not pc.any(zoned).as_py():
+        return pc.cast(values, pa.timestamp("us"))
+    naive = pc.cast(pc.if_else(zoned, pa.scalar(None, pa.string()), values), pa.timestamp("us"))
+    utc = pc.cast(pc.if_else(zoned, values, pa.scalar(None, pa.string())), pa.timestamp("us", "UTC"))
+    return pc.if_else(zoned, pc.cast(utc, pa.timestamp("us")), naive)
+
+
+def _caster(contract_type: str) -> Callable[[Column], Column]:
+    if contract_type == "timestamp":
+        return _cast_timestamp
+    target = arrow_type(contract_type)
+    return lambda values: pc.cast(values, target)
+
+
+def _failing(values: pa.Array, cast: Callable[[Column], Column]) -> list[int]:
+    """Positions whose cast fails, found by halving (few casts when failures are few)."""
+    try:
+        cast(values)
+        return []
+    except _CAST_ERRORS:
+        pass
+    if len(values) <= _LEAF:
+        bad = []
+        for i in range(len(values)):
+            try:
+                cast(values.slice(i, 1))
+            except _CAST_ERRORS:
+                bad.append(i)
+        return bad
+    mid = len(values) // 2
+    return _failing(values.slice(0, mid), cast) + [mid + i for i in _failing(values.slice(mid), cast)]
+
+
+def _syntax(contract_type: str) -> str | None:
+    if contract_type in ("int32", "int64"):
+        return _INT_SYNTAX
+    if contract_type == "date":
+        return _DATE_SYNTAX
+    if contract_type == "timestamp":
+        return _TS_SYNTAX
+    if contract_type.startswith("decimal"):
+        return _DECIMAL_SYNTAX
+    return None
+
+
+def describe(value: str, contract_type: str) -> str:
+    """Why `value` is not a `contract_type` (value quoted, shortened)."""
+    shown = repr(shorten(value))
+    if contract_type in ("int32", "int64"):
+        if re.fullmatch(_INT_SYNTAX, value.strip()):
+            return f"{shown} is out of range for {contract_type}"
+        return f"{shown} is not an integer"
+    if contract_type.startswith("decimal"):
+        return _describe_decimal(value.strip(), shown, contract_type)
+    if contract_type == "date":
+        if _DATE_SHAPE.fullmatch(value.strip()):
+            return f"{shown} is not a calendar date"
+        return f"{shown} is not a date (expected YYYY-MM-DD)"
+    if contract_type == "timestamp":
+        return f"{shown} is not a timestamp (expected ISO 8601, e.g. 2024-03-07T12:30:00, up to microseconds)"
+    if contract_type == "bool":
+        return f"{shown} is not a boolean (expected true, false, 1 or 0)"
+    return f"{shown} is not a {contract_type} number"
+
+
+def _describe_decimal(value: str, shown: str, contract_type: str) -> str:
+    m = DECIMAL_RE.match(contract_type)
+    precision, scale = (int(m.group(1)), int(m.group(2))) if m else (38, 0)
+    try:
+        number = Decimal(value)
+    except InvalidOperation:
+        number = None
+    if number is None or not number.is_finite() or not re.fullmatch(_DECIMAL_SYNTAX, value):
+        return f"{shown} is not a decimal number"
+    _, digits, exponent = number.normalize().as_tuple()
+    exponent = int(exponent)  # finite, so never 'n'/'N'/'F'
+    places = max(0, -exponent)
+    if places > scale:
+        return f"{shown} has {places} decimal places, {contract_type} allows {scale}"
+    whole = len(digits) + exponent if digits != (0,) else 0
+    return f"{shown} has {whole} digits before the decimal point, {contract_type} allows {precision - scale}"
+
+
+def _null_empty(values: Column) -> Column:
+    if pc.min(pc.binary_length(values)).as_py() == 0:  # cheaper than comparing every value to ""
+        return pc.if_else(pc.equal(values, ""), pa.scalar(None, values.type), values)
+    return values
+
+
+def _fast(values: Column, contract_type: str) -> Column | None:
+    """One cast of the untrimmed values, or None when the slow path must decide."""
+    try:
+        typed = _caster(contract_type)(values)
+    except _CAST_ERRORS:
+        return None
+    # Where pyarrow accepts more than the rules, check the rules; each pre-check is a cheap literal scan.
+    if (
+        contract_type in ("int32", "int64")
+        and not pc.all(pc.utf8_is_digit(values)).as_py()  # common case: no sign, so no hex either
+        and (_contains(values, "x") or _contains(values, "X"))
+    ):
+        return None  # pyarrow reads hexadecimal (0x1F)
+    if (
+        contract_type.startswith("decimal")
+        and (_contains(values, "e") or _contains(values, "E"))
+        and not pc.all(pc.match_substring_regex(values, _DECIMAL_SYNTAX)).as_py()
+    ):
+        return None  # pyarrow reads '1e0x9' as 1
+    return typed
+
+
+def _contains(values: Column, literal: str) -> bool:
+    return bool(pc.any(pc.match_substring(values, literal)).as_py())
+
+
+def cast_text(values: Column, contract_type: str) -> tuple[Column, dict[int, str]]:
+    """Cast strings; returns the typed values (null where bad) and {position: why}."""
+    if values.type != pa.string():
+        values = pc.cast(values, pa.string())
+    values = _null_empty(values)
+    if contract_type == "string":
+        return values, {}
+    typed = _fast(values, contract_type)
+    if typed is not None:
+        return typed, {}
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    values = _null_empty(pc.utf8_trim_whitespace(values))
+    if contract_type in ("int32", "int64"):
+        values = pc.replace_substring_regex(values, r"^\+", "")
+    syntax = _syntax(contract_type)
+    ok = values
+    bad = np.zeros(0, dtype=np.int64)
+    if syntax is not None:
+        wrong = pc.invert(pc.match_substring_regex(values, syntax)).fill_null(False)
+        bad = np.flatnonzero(wrong.to_numpy(zero_copy_only=False))
+        ok = pc.if_else(wrong, pa.scalar(None, pa.string()), values)
+    cast = _caster(contract_type)
+    failing = np.array(_failing(ok, cast), dtype=np.int64)
+    bad = np.union1d(bad, failing)
+    if len(bad):
+        mask = np.zeros(len(values), dtype=bool)
+        mask[bad] = True
+        ok = pc.if_else(pa.array(mask), pa.scalar(None, pa.string()), values)
+    typed = cast(ok)
+    shown = values.take(pa.array(bad)).to_pylist()
+    return typed, {int(i): describe(v, contract_type) for i, v in zip(bad, shown, strict=True)}

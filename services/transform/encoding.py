@@ -1,0 +1,50 @@
+"""Which columns are worth dictionary encoding: decided from a small, evenly spaced sample.
+
+Used twice: repeated string columns are dictionary-encoded before the partition sort (moving
+int32 codes is far cheaper than moving strings, and the Parquet writer then needs no hashing),
+and the writer enables dictionary pages only for columns that repeat; on high-cardinality
+columns pyarrow would build a dictionary, give up at 1 MiB and fall back, costing time and bytes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+#: rows sampled per decision
+SAMPLE_ROWS = 2048
+#: a column repeats when at most this share of the sampled values is distinct
+MAX_DISTINCT_SHARE = 0.5
+
+
+def _sample(table: pa.Table) -> pa.Table:
+    n = table.num_rows
+    if n <= SAMPLE_ROWS:
+        return table
+    positions = np.linspace(0, n - 1, SAMPLE_ROWS).astype(np.int64)
+    return table.take(pa.Array.from_buffers(pa.int64(), SAMPLE_ROWS, [None, pa.py_buffer(positions)]))
+
+
+def repeating_columns(table: pa.Table, candidates: list[str] | None = None) -> set[str]:
+    """Columns (of `candidates`, default all) whose values repeat enough for a dictionary to pay off.
+
+    Dictionary-typed columns repeat by construction; the others are judged on one shared sample.
+    """
+    names = table.column_names if candidates is None else candidates
+    found = {n for n in names if pa.types.is_dictionary(table.schema.field(n).type)}
+    plain = [n for n in names if n not in found]
+    if plain:
+        sample = _sample(table.select(plain))
+        limit = MAX_DISTINCT_SHARE * max(1, sample.num_rows)
+        found |= {n for n in plain if pc.count_distinct(sample[n]).as_py() <= limit}
+    return found
+
+
+def encode_repeated_strings(table: pa.Table) -> pa.Table:
+    """Dictionary-encode the string columns that repeat (values unchanged, only the layout)."""
+    strings = [f.name for f in table.schema if pa.types.is_string(f.type)]
+    for name in repeating_columns(table, strings):
+        i = table.schema.get_field_index(name)
+        table = table.set_column(i, name, pc.dictionary_encode(table.column(i)))
+    return table

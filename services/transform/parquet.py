@@ -1,0 +1,107 @@
+"""Parquet files of one partition, written the way Athena and the erasure service read them best.
+
+Choices (measured in docs/benchmarks.md, TPC-H orders):
+* pyarrow 26 writes Parquet bloom filters itself (`bloom_filter_options`), so no DuckDB detour:
+  one on each subject column lets erasure skip row groups without the subject.
+* compression per contract (zstd by default; level 3 for free text, 1 for the rest: same bytes
+  for less CPU than 3 everywhere), statistics and the page index on, row groups of
+  `storage.row_group_rows`, the sort order recorded as `sorting_columns`.
+* dictionary encoding only where a sample says values repeat (encoding.py).
+* no Arrow schema in the footer: every reader (pyarrow, DuckDB, pandas, Athena) takes the types
+  from Parquet's own logical types, so dictionary-encoded string columns read back as strings.
+* DELTA_BINARY_PACKED for `_source_line` and integer sort-key columns: near-monotonic values shrink
+  to a few bits each.
+* decimals with precision <= 18 as INT64 (like DuckDB and Spark write them); Athena, Trino, Spark
+  and DuckDB read them as decimal(p,s). Timestamps are microseconds without zone
+  (TIMESTAMP(isAdjustedToUTC=false, MICROS)), which Athena reads as `timestamp`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from contracts.datasets import Dataset
+from services.transform.casts import arrow_type
+from services.transform.encoding import repeating_columns
+from services.transform.lineage import LINE_COLUMN, OBJECT_COLUMN
+from services.transform.partition import partition_path
+
+#: false-positive probability of the subject-column bloom filters
+BLOOM_FPP = 0.05
+_CODECS = {"zstd": "zstd", "snappy": "snappy", "gzip": "gzip", "none": "none"}
+#: zstd effort: free text (plain string columns) gains from level 3; numbers, dates and
+#: dictionary codes compress as well at level 1, which is faster (measured on TPC-H orders)
+ZSTD_TEXT_LEVEL, ZSTD_LEVEL = 3, 1
+
+
+def lake_schema(dataset: Dataset) -> pa.Schema:
+    """Schema of the lake's Parquet files: contract columns typed, then lineage; no partition columns."""
+    fields = [pa.field(c.name, arrow_type(c.type), nullable=c.nullable) for c in dataset.columns]
+    return pa.schema([*fields, pa.field(OBJECT_COLUMN, pa.string(), False), pa.field(LINE_COLUMN, pa.int64(), False)])
+
+
+def _zstd_levels(table: pa.Table, dictionary: list[str]) -> dict[str, int]:
+    return {
+        f.name: ZSTD_TEXT_LEVEL if pa.types.is_string(f.type) and f.name not in dictionary else ZSTD_LEVEL
+        for f in table.schema
+    }
+
+
+def writer_options(table: pa.Table, dataset: Dataset) -> dict[str, Any]:
+    """ParquetWriter keyword arguments for one partition table."""
+    names = table.column_names
+    delta = [
+        n
+        for n in names
+        if n == LINE_COLUMN or (n in dataset.sort_key and pa.types.is_integer(table.schema.field(n).type))
+    ]
+    candidates = [n for n in names if n not in delta and not pa.types.is_boolean(table.schema.field(n).type)]
+    dictionary = sorted(repeating_columns(table, candidates), key=names.index)
+    ndv = max(1, min(table.num_rows, dataset.storage.row_group_rows))
+    codec = _CODECS[dataset.storage.compression]
+    return {
+        "compression": codec,
+        "compression_level": _zstd_levels(table, dictionary) if codec == "zstd" else None,
+        "use_dictionary": dictionary,
+        "column_encoding": dict.fromkeys(delta, "DELTA_BINARY_PACKED"),
+        "write_statistics": True,
+        "write_page_index": True,
+        "store_decimal_as_integer": True,
+        "store_schema": False,  # readers take types from Parquet alone: dictionary columns read back as strings
+        "bloom_filter_options": {c: {"ndv": ndv, "fpp": BLOOM_FPP} for c in dataset.subject_columns if c in names},
+        "sorting_columns": pq.SortingColumn.from_ordering(
+            table.schema, [(c, "ascending") for c in dataset.sort_key if c in names]
+        )
+        or None,
+    }
+
+
+def write_partition(table: pa.Table, sink: Any, dataset: Dataset) -> pq.FileMetaData:
+    """Write one partition table to `sink` (path, file object or pyarrow stream); returns its footer."""
+    writer = pq.ParquetWriter(sink, table.schema, **writer_options(table, dataset))
+    try:
+        writer.write_table(table, row_group_size=dataset.storage.row_group_rows)
+    finally:
+        writer.close()
+    return writer.writer.metadata
+
+
+def parquet_bytes(table: pa.Table, dataset: Dataset) -> bytes:
+    """The Parquet file of one partition table, in memory (for a single S3 PUT)."""
+    sink = pa.BufferOutputStream()
+    write_partition(table, sink, dataset)
+    return sink.getvalue().to_pybytes()
+
+
+def file_name(object_id: str, chunk_index: int, partition_values: dict[str, str]) -> str:
+    """Deterministic name of the file one chunk writes into one partition: a retry overwrites it.
+
+    The partition is hashed into the name as well, so files moved out of their folder (compaction
+    staging, erasure copies) still cannot collide.
+    """
+    digest = hashlib.sha256(partition_path(partition_values).encode()).hexdigest()[:12]
+    return f"{object_id}-{chunk_index:05d}-{digest}.parquet"

@@ -1,0 +1,200 @@
+"""CSV text to string columns, with the raw line number of every row.
+
+Fast path: pyarrow's CSV reader (all columns as strings) on the whole buffer, rows with a wrong
+field count diverted by `invalid_row_handler`. pyarrow does not report line numbers of good rows,
+so rows are matched to non-empty lines; that is exact when the reader produced exactly one row per
+non-empty line (it can merge lines, through quotes, but never split one), which is checked by
+counting. When the count differs (a quoted value spans lines), the exact Python `csv` path runs:
+
+* `embedded_newlines = false`: every line is one record and quotes never span lines, which is also
+  what byte-range chunks see, so whole and chunked processing agree;
+* `embedded_newlines = true`: records may span lines; a row's line number is its first line.
+
+Blank lines (zero length) are skipped and are not rows; a whitespace-only line is a row (usually
+one with a wrong field count). The header, when the contract has one, must list the contract's
+columns in contract order (case and surrounding blanks ignored): chunks after the first carry no
+header and are read in contract order, so any other order would silently swap columns.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from collections.abc import Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+from contracts.datasets import Dataset
+from services.transform.errors import TransformError
+from services.transform.lines import index_lines
+from services.transform.rows import COLUMN_COUNT, Parsed, Reject, Segment
+
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+_LINE_BREAK_BYTES = re.compile(rb"\r\n|\r|\n")
+#: pyarrow block size: large blocks read faster single-threaded; rows never straddle them.
+BLOCK_SIZE = 32 * 1024 * 1024
+FIELD_LIMIT = 1 << 30
+
+
+def _dialect(dataset: Dataset) -> dict[str, object]:
+    fmt = dataset.format
+    if fmt.quote:
+        return {"delimiter": fmt.delimiter, "quotechar": fmt.quote, "doublequote": True, "strict": False}
+    return {"delimiter": fmt.delimiter, "quoting": csv.QUOTE_NONE, "strict": False}
+
+
+def _split_line(line: str, dataset: Dataset) -> list[str]:
+    """Fields of one line on its own (quotes cannot continue on the next line)."""
+    return next(csv.reader((line,), **_dialect(dataset)), [])  # type: ignore[arg-type]
+
+
+def _check_header(fields: list[str], dataset: Dataset, object_id: str, line: int) -> None:
+    found = [f.strip().lower() for f in fields]
+    expected = [c.name for c in dataset.columns]
+    if found == expected:
+        return
+    missing = [c for c in expected if c not in found]
+    extra = [c for c in found if c not in expected]
+    if missing or extra:
+        detail = "; ".join(
+            part
+            for part in (
+                f"missing {', '.join(missing)}" if missing else "",
+                f"unexpected {', '.join(repr(e) for e in extra)}" if extra else "",
+            )
+            if part
+        )
+    else:
+        detail = f"columns in another order: found {', '.join(found)}"
+    raise TransformError(
+        object_id,
+        f"CSV header on line {line} does not match dataset {dataset.name!r} (expected {', '.join(expected)}): {detail}",
+    )
+
+
+def _skip_header(buf: bytes, dataset: Dataset, object_id: str, first_line: int) -> tuple[int, int] | None:
+    """Check the first non-empty line against the contract; (offset, line) just after it, or None if no line."""
+    pos, line = 0, first_line
+    while pos < len(buf):
+        brk = _LINE_BREAK_BYTES.search(buf, pos)
+        end, nxt = (brk.start(), brk.end()) if brk else (len(buf), len(buf))
+        if end > pos:
+            _check_header(_split_line(buf[pos:end].decode("utf-8"), dataset), dataset, object_id, line)
+            return nxt, line + 1
+        pos, line = nxt, line + 1
+    return None
+
+
+def _read_fast(buf: bytes, body: int, first_line: int, dataset: Dataset) -> Parsed | None:
+    """pyarrow read plus line matching, or None when rows cannot be matched to lines exactly."""
+    names = [c.name for c in dataset.columns]
+    invalid: list[tuple[int, str, int]] = []
+
+    def on_invalid(row: pacsv.InvalidRow) -> str:
+        invalid.append((row.number, row.text, row.actual_columns))
+        return "skip"
+
+    fmt = dataset.format
+    try:
+        table = pacsv.read_csv(
+            pa.BufferReader(pa.py_buffer(buf)[body:]),
+            read_options=pacsv.ReadOptions(use_threads=False, block_size=BLOCK_SIZE, column_names=names),
+            parse_options=pacsv.ParseOptions(
+                delimiter=fmt.delimiter,
+                quote_char=fmt.quote or False,
+                double_quote=True,
+                newlines_in_values=True,  # quote-aware block splitting: deterministic merges
+                ignore_empty_lines=True,
+                invalid_row_handler=on_invalid,
+            ),
+            convert_options=pacsv.ConvertOptions(
+                column_types=dict.fromkeys(names, pa.string()),
+                strings_can_be_null=False,
+                quoted_strings_can_be_null=False,
+            ),
+        )
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+    rows = table.num_rows + len(invalid)
+    ends_open = len(buf) > body and buf[-1:] != b"\n"
+    if buf.find(b"\r", body) < 0 and buf.count(b"\n", body) + ends_open == rows:
+        lines = first_line + np.arange(rows, dtype=np.int64)  # no empty line, no merge
+    else:
+        nonempty = index_lines(buf, body).nonempty
+        if len(nonempty) != rows:
+            return None
+        lines = first_line + nonempty.astype(np.int64)
+    ordinals = np.array([n for n, _, _ in invalid], dtype=np.int64) - 1
+    if len(ordinals) and (ordinals.min() < 0 or ordinals.max() >= rows):
+        return None  # row numbers unknown or inconsistent: do not guess
+    rejects = [
+        Reject(int(lines[o]), COLUMN_COUNT, f"wrong column count: expected {len(names)} fields, found {found}", text)
+        for o, (_, text, found) in zip(ordinals, invalid, strict=True)
+    ]
+    good_lines = np.delete(lines, ordinals)
+    return Parsed([Segment(table, good_lines)], rejects)
+
+
+def _records_by_line(text: str, dataset: Dataset) -> Iterator[tuple[int, list[str], str]]:
+    """(line offset, fields, raw) of every non-empty line; quotes never span lines."""
+    dialect = _dialect(dataset)
+    for offset, line in enumerate(_LINE_BREAK.split(text)):
+        if line:
+            yield offset, next(csv.reader((line,), **dialect), []), line  # type: ignore[arg-type]
+
+
+def _records_multiline(text: str, dataset: Dataset, object_id: str) -> Iterator[tuple[int, list[str], str]]:
+    """(offset of first line, fields, raw) of every record; quoted values may span lines."""
+    reader = csv.reader(io.StringIO(text, newline=""), **_dialect(dataset))  # type: ignore[arg-type]
+    physical: list[str] | None = None
+    before = 0
+    try:
+        for fields in reader:
+            start, before = before, reader.line_num
+            if fields:
+                physical = physical if physical is not None else _LINE_BREAK.split(text)
+                yield start, fields, "\n".join(physical[start:before])
+    except csv.Error as exc:
+        raise TransformError(object_id, f"unreadable CSV after line {before}: {exc}") from exc
+
+
+def _read_python(buf: bytes, body: int, first_line: int, dataset: Dataset, object_id: str) -> Parsed:
+    """Exact but slower path: Python's csv module, one record at a time."""
+    names = [c.name for c in dataset.columns]
+    # pyarrow has no field size limit; match it (this only ever raises the process-wide limit)
+    csv.field_size_limit(max(csv.field_size_limit(), FIELD_LIMIT))
+    text = buf[body:].decode("utf-8")
+    records = (
+        _records_multiline(text, dataset, object_id)
+        if dataset.format.embedded_newlines
+        else _records_by_line(text, dataset)
+    )
+    columns: list[list[str]] = [[] for _ in names]
+    lines: list[int] = []
+    rejects: list[Reject] = []
+    for offset, fields, raw in records:
+        if len(fields) != len(names):
+            reason = f"wrong column count: expected {len(names)} fields, found {len(fields)}"
+            rejects.append(Reject(first_line + offset, COLUMN_COUNT, reason, raw))
+            continue
+        lines.append(first_line + offset)
+        for column, value in zip(columns, fields, strict=True):
+            column.append(value)
+    table = pa.table({n: pa.array(c, pa.string()) for n, c in zip(names, columns, strict=True)})
+    return Parsed([Segment(table, np.array(lines, dtype=np.int64))], rejects)
+
+
+def parse_csv(buf: bytes, dataset: Dataset, *, object_id: str, first_line: int, with_header: bool) -> Parsed:
+    """All rows of a CSV text as strings, plus the rows that do not have the contract's field count."""
+    body, body_line = 0, first_line
+    if with_header and dataset.format.header:
+        after = _skip_header(buf, dataset, object_id, first_line)
+        if after is None:
+            return Parsed()
+        body, body_line = after
+    if body >= len(buf):
+        return Parsed()
+    return _read_fast(buf, body, body_line, dataset) or _read_python(buf, body, body_line, dataset, object_id)

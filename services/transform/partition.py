@@ -1,0 +1,169 @@
+"""Hive partitions: values from the contract's partition spec, one sorted table per partition.
+
+Values are strings as they appear in the path (`year=2024/month=03/day=07`, zero-padded so paths
+sort like dates). Partition columns are not stored in the Parquet files; they live in the path and
+in the Glue partition. One sort (partition values, then the contract's sort key, then the source
+line for determinism) makes every partition a contiguous, already sorted slice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from contracts.datasets import Dataset, PartitionKey
+from services.transform.encoding import encode_repeated_strings
+from services.transform.lineage import LINE_COLUMN
+from services.transform.rows import shorten
+
+_TEMPORAL = {"year": pc.year, "month": pc.month, "day": pc.day}
+_WIDTH = {"year": 4, "month": 2, "day": 2}
+#: characters that would change the meaning of a key or are invisible
+_UNSAFE = r"[/\\\x00-\x1f\x7f]|^\.\.?$"
+_UNSAFE_WHY = "it is '.', '..' or holds '/', a backslash or a control character"
+
+
+@dataclass(frozen=True)
+class PartitionOutput:
+    """Rows of one partition, sorted by the contract's sort key, without partition columns.
+
+    String columns whose values repeat are dictionary-encoded (same values, cheaper to move and
+    to write); `pa.Table.cast(parquet.lake_schema(dataset))` gives plain types if needed.
+    """
+
+    values: dict[str, str]
+    table: pa.Table
+
+    @property
+    def path(self) -> str:
+        return partition_path(self.values)
+
+
+def partition_path(values: dict[str, str]) -> str:
+    """Hive-style relative path, e.g. 'order_year=2024/order_month=03' ('' when unpartitioned)."""
+    return "/".join(f"{k}={v}" for k, v in values.items())
+
+
+def _key_array(table: pa.Table, key: PartitionKey) -> pa.Array:
+    """One partition key per row (year/month/day as integers; identity as the source values)."""
+    source = table[key.source].combine_chunks()
+    return source if key.transform == "identity" else _TEMPORAL[key.transform](source)
+
+
+def partition_problems(table: pa.Table, dataset: Dataset, skip: Collection[int] = ()) -> dict[int, str]:
+    """{row: reason} for rows without a usable partition value (rows in `skip` are already bad)."""
+    found: dict[int, str] = {}
+    for key in dataset.partitioning:
+        source = table[key.source]
+        missing = np.flatnonzero(np.asarray(pc.is_null(source))) if source.null_count else []
+        for row in list(missing):
+            if row not in skip and row not in found:
+                found[row] = f"{key.name}: partition source {key.source} is empty, so the row has no partition"
+        if key.transform == "identity" and pa.types.is_string(source.type):
+            unsafe = np.asarray(pc.match_substring_regex(source, _UNSAFE).fill_null(False))
+            for row in np.flatnonzero(unsafe).tolist():
+                if row not in skip and row not in found:
+                    value = shorten(str(table[key.source][row].as_py()))
+                    found[row] = f"{key.name}: {value!r} cannot be a partition value ({_UNSAFE_WHY})"
+    return found
+
+
+def format_value(key: PartitionKey, value: object) -> str:
+    """The path text of one partition value."""
+    if key.transform in _WIDTH:
+        return f"{int(value):0{_WIDTH[key.transform]}d}"  # type: ignore[call-overload]
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, date | datetime):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    return str(value)
+
+
+def _sort_implies_partitions(dataset: Dataset) -> bool:
+    """True when sorting by the first sort column already groups partitions (year[/month[/day]] of it)."""
+    transforms = [p.transform for p in dataset.partitioning]
+    return (
+        bool(dataset.sort_key)
+        and all(p.source == dataset.sort_key[0] for p in dataset.partitioning)
+        and transforms == ["year", "month", "day"][: len(transforms)]
+    )
+
+
+def _changes(array: pa.Array) -> np.ndarray:
+    """Positions i where array[i] != array[i - 1]."""
+    if len(array) < 2:
+        return np.zeros(0, dtype=np.int64)
+    differs = pc.not_equal(array.slice(1), array.slice(0, len(array) - 1)).to_numpy(zero_copy_only=False)
+    return np.flatnonzero(differs) + 1
+
+
+def _sorted_suffix(keys: list[pa.Array]) -> int:
+    """Index of the first key of the longest key suffix the rows already follow (len(keys) if none).
+
+    Rows arrive in line order, so `_source_line` (the last key) is always sorted. Files are often
+    already in id order; then a stable sort by the remaining prefix gives the full order at a
+    fraction of the cost of a multi-key sort.
+    """
+    n = len(keys[0])
+    ok: pa.Array | None = None  # per adjacent pair: ordered by the suffix checked so far
+    first = len(keys) - 1
+    for i in range(len(keys) - 2, -1, -1):
+        key = keys[i]
+        if key.null_count:
+            break
+        before, after = key.slice(0, n - 1), key.slice(1)
+        pair_ok = (
+            pc.greater_equal(after, before)
+            if ok is None
+            else pc.or_(pc.greater(after, before), pc.and_(pc.equal(after, before), ok))
+        )
+        if not pc.all(pair_ok).as_py():
+            break
+        ok, first = pair_ok, i
+    return first
+
+
+def _order(keys: list[pa.Array]) -> pa.Array | None:
+    """Indices of a stable sort by `keys`, or None when the rows are already in that order."""
+    if len(keys[0]) < 2:
+        return None
+    first = _sorted_suffix(keys)
+    if first == 0:
+        return None
+    if first == 1:
+        return pc.sort_indices(keys[0])
+    prefix = pa.table({f"k{i}": k for i, k in enumerate(keys[:first])})
+    return pc.sort_indices(prefix, sort_keys=[(f"k{i}", "ascending") for i in range(first)])
+
+
+def split_partitions(table: pa.Table, dataset: Dataset) -> list[PartitionOutput]:
+    """Sort once and slice into partitions; `table` holds typed good rows and `_source_line`."""
+    if table.num_rows == 0:
+        return []
+    table = table.combine_chunks()
+    keys = [_key_array(table, k) for k in dataset.partitioning]
+    sort_keys = [table[c].chunk(0) for c in (*dataset.sort_key, LINE_COLUMN)]
+    if not _sort_implies_partitions(dataset):
+        sort_keys = keys + sort_keys
+    order = _order(sort_keys)
+    ordered = encode_repeated_strings(table)
+    if order is not None:
+        ordered = ordered.take(order)
+        keys = [k.take(order) for k in keys]
+    cuts = np.unique(np.concatenate([[0], *[_changes(k) for k in keys], [table.num_rows]]))
+    outputs: list[PartitionOutput] = []
+    for start, end in zip(cuts[:-1].tolist(), cuts[1:].tolist(), strict=True):
+        values = {
+            key.name: format_value(key, array[start].as_py())
+            for key, array in zip(dataset.partitioning, keys, strict=True)
+        }
+        outputs.append(PartitionOutput(values, ordered.slice(start, end - start)))
+    return outputs

@@ -1,0 +1,78 @@
+"""Row-level checks of one segment: cast every column, enforce nullability and partition values.
+
+A row is good only when every column casts, every non-nullable column has a value and the row
+maps to a valid partition; otherwise it is quarantined with all of its problems in one reason,
+column by column, in contract order.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from contracts.datasets import Dataset
+from services.transform.casts import arrow_type, cast_text
+from services.transform.partition import partition_problems
+from services.transform.rows import BAD_PARTITION, BAD_VALUE, MISSING_VALUE, Segment
+
+
+@dataclass(frozen=True)
+class BadRows:
+    """Refused rows of one segment: original text of the contract's columns, lines, reasons, codes."""
+
+    values: pa.Table
+    lines: np.ndarray
+    reasons: list[str]
+    codes: list[str]
+
+
+def null_positions(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """Row positions holding null."""
+    return np.flatnonzero(np.asarray(pc.is_null(values)))
+
+
+def as_text(table: pa.Table) -> pa.Table:
+    """Every column as strings: the quarantine keeps what was read, not what it was cast to."""
+    return pa.table({n: pc.cast(table[n], pa.string()) for n in table.column_names})
+
+
+def check(segment: Segment, dataset: Dataset) -> tuple[Segment, BadRows]:
+    """Cast and check every row of a segment: (good rows typed per contract, refused rows)."""
+    problems: dict[int, list[str]] = defaultdict(list)
+    codes: dict[int, str] = {}
+    typed: dict[str, pa.Array] = {}
+    for column in dataset.columns:
+        values = segment.table[column.name]
+        target = arrow_type(column.type)
+        if values.type == target and column.type != "string":
+            out, bad = values, {}
+        else:
+            out, bad = cast_text(values, column.type)
+        for row, why in bad.items():
+            problems[row].append(f"{column.name}: {why}")
+            codes.setdefault(row, BAD_VALUE)
+        if not column.nullable and out.null_count:
+            for row in null_positions(out).tolist():
+                if row not in bad:
+                    problems[row].append(f"{column.name}: empty, but the column is not nullable")
+                    codes.setdefault(row, MISSING_VALUE)
+        typed[column.name] = out
+    table = pa.table(typed)
+    for row, why in partition_problems(table, dataset, skip=problems.keys()).items():
+        problems[row].append(why)
+        codes.setdefault(row, BAD_PARTITION)
+    bad_rows = np.array(sorted(problems), dtype=np.int64)
+    keep = np.ones(table.num_rows, dtype=bool)
+    keep[bad_rows] = False
+    good = table if not len(bad_rows) else table.filter(pa.array(keep))
+    bad = BadRows(
+        values=as_text(segment.table.take(pa.array(bad_rows))),
+        lines=segment.lines[bad_rows],
+        reasons=["; ".join(problems[r]) for r in bad_rows.tolist()],
+        codes=[codes[r] for r in bad_rows.tolist()],
+    )
+    return Segment(good, segment.lines[keep]), bad
