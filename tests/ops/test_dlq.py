@@ -14,6 +14,7 @@ import boto3
 import pytest
 import typer
 from botocore.exceptions import ClientError
+from rich.console import Console
 from typer.testing import CliRunner
 
 from etl import dlq, dlq_cli
@@ -198,10 +199,14 @@ def test_auto_falls_back_to_one_at_a_time_without_move_tasks(env: Env) -> None:
 
 # -- the command ----------------------------------------------------------------------------------------------------
 def invoke(*args: str) -> Any:
+    """`etl dlq …` as wired into the main app, on consoles wide enough that no name is cut."""
     root = typer.Typer()
     root.add_typer(dlq_cli.app, name="dlq")
     root.callback()(lambda: None)
-    return CliRunner().invoke(root, ["dlq", *args], env={"COLUMNS": "200"})
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(dlq_cli, "console", Console(width=200))
+        mp.setattr(dlq_cli, "err", Console(width=200, stderr=True))
+        return CliRunner().invoke(root, ["dlq", *args])
 
 
 def test_cli_list_show_redrive_on_a_deployed_env(env: Env) -> None:

@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 import pytest
 import typer
 from botocore.stub import Stubber
+from rich.console import Console
 from typer.testing import CliRunner
 
 from contracts.datasets import load_datasets
@@ -279,7 +280,10 @@ def cli(*args: str) -> Any:
     root = typer.Typer()
     root.add_typer(query_cli.app)
     root.callback()(lambda: None)
-    return CliRunner().invoke(root, ["query", *args, "--env", ENV, "--engine", "duckdb"], env={"COLUMNS": "200"})
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(query_cli, "console", Console(width=200))
+        mp.setattr(query_cli, "err", Console(width=200, stderr=True))
+        return CliRunner().invoke(root, ["query", *args, "--env", ENV, "--engine", "duckdb"])
 
 
 def test_cli_formats_and_verbose(lake: Lake, tmp_path: Path) -> None:
