@@ -175,6 +175,31 @@ def _contains(values: Column, literal: str) -> bool:
     return bool(pc.any(pc.match_substring(values, literal)).as_py())
 
 
+def _without(values: pa.Array, bad: np.ndarray) -> pa.Array:
+    """`values` with the positions in `bad` set to null."""
+    if not len(bad):
+        return values
+    mask = np.zeros(len(values), dtype=bool)
+    mask[bad] = True
+    return pc.if_else(pa.array(mask), pa.scalar(None, values.type), values)
+
+
+def cast_typed(values: Column, contract_type: str) -> tuple[Column, dict[int, str]]:
+    """Cast values a reader already typed (e.g. a wider decimal) to the contract type, locating failures."""
+    cast = _caster(contract_type)
+    try:
+        return cast(values), {}
+    except _CAST_ERRORS:
+        pass
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    bad = np.array(_failing(values, cast), dtype=np.int64)
+    shown = values.take(pa.array(bad)).to_pylist()
+    return cast(_without(values, bad)), {
+        int(i): describe(str(v), contract_type) for i, v in zip(bad, shown, strict=True)
+    }
+
+
 def cast_text(values: Column, contract_type: str) -> tuple[Column, dict[int, str]]:
     """Cast strings; returns the typed values (null where bad) and {position: why}."""
     if values.type != pa.string():
@@ -200,10 +225,6 @@ def cast_text(values: Column, contract_type: str) -> tuple[Column, dict[int, str
     cast = _caster(contract_type)
     failing = np.array(_failing(ok, cast), dtype=np.int64)
     bad = np.union1d(bad, failing)
-    if len(bad):
-        mask = np.zeros(len(values), dtype=bool)
-        mask[bad] = True
-        ok = pc.if_else(pa.array(mask), pa.scalar(None, pa.string()), values)
-    typed = cast(ok)
+    typed = cast(_without(values, bad))
     shown = values.take(pa.array(bad)).to_pylist()
     return typed, {int(i): describe(v, contract_type) for i, v in zip(bad, shown, strict=True)}

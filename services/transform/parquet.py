@@ -39,9 +39,13 @@ ZSTD_TEXT_LEVEL, ZSTD_LEVEL = 3, 1
 
 
 def lake_schema(dataset: Dataset) -> pa.Schema:
-    """Schema of the lake's Parquet files: contract columns typed, then lineage; no partition columns."""
-    fields = [pa.field(c.name, arrow_type(c.type), nullable=c.nullable) for c in dataset.columns]
-    return pa.schema([*fields, pa.field(OBJECT_COLUMN, pa.string(), False), pa.field(LINE_COLUMN, pa.int64(), False)])
+    """Schema of the lake's Parquet files: contract columns typed, then lineage; no partition columns.
+
+    Every column is written OPTIONAL (nullability is enforced by validation, not by the file), so a
+    contract that later relaxes a column does not conflict with the files already in the lake.
+    """
+    fields = [pa.field(c.name, arrow_type(c.type)) for c in dataset.columns]
+    return pa.schema([*fields, pa.field(OBJECT_COLUMN, pa.string()), pa.field(LINE_COLUMN, pa.int64())])
 
 
 def _zstd_levels(table: pa.Table, dictionary: list[str]) -> dict[str, int]:

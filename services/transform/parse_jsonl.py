@@ -47,11 +47,19 @@ class _Pairs(list):  # type: ignore[type-arg]
 
 
 def _json_schema(dataset: Dataset) -> pa.Schema:
-    """Types pyarrow's JSON reader produces exactly like the string casts; text for the rest."""
+    """Types pyarrow's JSON reader produces exactly like the string casts; text for the rest.
+
+    Decimals are read at the widest precision with the contract's scale: pyarrow checks the scale
+    but not the precision (12345678901.5 would land in a decimal(12,2) unchecked), so the
+    precision is checked by the cast to the contract type in validate.py.
+    """
     fields = []
     for c in dataset.columns:
-        exact = c.type in _EXACT_IN_JSON or c.type.startswith("decimal")
-        fields.append(pa.field(c.name, arrow_type(c.type) if exact else pa.string()))
+        target = arrow_type(c.type)
+        if pa.types.is_decimal(target):
+            fields.append(pa.field(c.name, pa.decimal256(76, target.scale)))
+        else:
+            fields.append(pa.field(c.name, target if c.type in _EXACT_IN_JSON else pa.string()))
     return pa.schema(fields)
 
 
@@ -174,7 +182,8 @@ def _read_line(raw: str, names: list[str]) -> tuple[dict[str, str | None] | None
     if _SURROGATE_ESCAPE.search(raw) and _has_lone_surrogate(obj):
         return None, (INVALID_JSON, "invalid JSON: a \\u escape encodes a lone surrogate, not a character")
     if not isinstance(obj, _Pairs):
-        kind = _KINDS.get(type(obj), "a number")
+        number = isinstance(obj, str) and not raw.lstrip(" \t").startswith('"')  # parse_int/float give str
+        kind = "a number" if number else _KINDS.get(type(obj), "a number")
         return None, (NOT_OBJECT, f"the line holds {kind}, not a JSON object")
     seen: set[str] = set()
     for key, _ in obj:

@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from contracts.datasets import Dataset
-from services.transform.casts import arrow_type, cast_text
+from services.transform.casts import arrow_type, cast_text, cast_typed
 from services.transform.partition import partition_problems
 from services.transform.rows import BAD_PARTITION, BAD_VALUE, MISSING_VALUE, Segment
 
@@ -50,8 +50,10 @@ def check(segment: Segment, dataset: Dataset) -> tuple[Segment, BadRows]:
         target = arrow_type(column.type)
         if values.type == target and column.type != "string":
             out, bad = values, {}
-        else:
+        elif pa.types.is_string(values.type):
             out, bad = cast_text(values, column.type)
+        else:
+            out, bad = cast_typed(values, column.type)
         for row, why in bad.items():
             problems[row].append(f"{column.name}: {why}")
             codes.setdefault(row, BAD_VALUE)

@@ -1,0 +1,414 @@
+"""transform(): parsing, per-type casting, hostile input and whole-object errors."""
+
+from __future__ import annotations
+
+import datetime as dt
+import gzip
+import io
+from decimal import Decimal
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from contracts.datasets import get_dataset
+from etl import samples
+from services.transform.chunks import ByteRange
+from services.transform.errors import TransformError
+from services.transform.parquet import lake_schema
+from tests.services.test_transform_helpers import (
+    TYPED_COLUMNS,
+    by_partition,
+    csv_text,
+    good_rows,
+    plain,
+    reasons,
+    run,
+    typed_dataset,
+)
+
+CUSTOMERS = get_dataset("customers")
+ORDERS = get_dataset("orders")
+HEADER = b"customer_id,name,email,phone,country,signup_date\n"
+
+
+def customers(*lines: str) -> bytes:
+    return HEADER + "".join(f"{line}\n" for line in lines).encode()
+
+
+def orders(*lines: str) -> bytes:
+    return "".join(f"{line}\n" for line in lines).encode()
+
+
+def order(**overrides: object) -> str:
+    import json
+
+    values = {"order_id": 1, "customer_id": 7, "amount": "12.30", "status": "paid", "order_date": "2024-03-07"}
+    values.update(overrides)
+    return json.dumps(values)
+
+
+def typed_row(**values: str) -> list[str]:
+    row = {"id": "1", "region": "eu"} | values
+    return [row.get(c, "") for c in TYPED_COLUMNS]
+
+
+# --- happy paths ---------------------------------------------------------------------------------
+
+
+def test_customers_are_typed_partitioned_and_sorted() -> None:
+    data = customers(
+        "3,Cleo,c@x.io,+4930,DE,2024-03-07",
+        "1,Ann,a@x.io,,FR,2024-03-01",
+        "2,Bob,,,US,2023-12-31",
+    )
+    result = run(CUSTOMERS, data)
+    assert result.rows_in == 3 and result.rows_good == 3 and result.rows_quarantined == 0
+    parts = by_partition(result)
+    assert list(parts) == ["signup_year=2023/signup_month=12", "signup_year=2024/signup_month=03"]
+    assert [r["customer_id"] for r in parts["signup_year=2024/signup_month=03"]] == [1, 3]
+    first = parts["signup_year=2024/signup_month=03"][0]
+    assert first == {
+        "customer_id": 1,
+        "name": "Ann",
+        "email": "a@x.io",
+        "phone": None,  # empty CSV field: null
+        "country": "FR",
+        "signup_date": dt.date(2024, 3, 1),
+        "_source_object_id": "obj",
+        "_source_line": 3,
+    }
+    for p in result.partitions:
+        schema = plain(p.table).schema
+        assert [(f.name, f.type) for f in schema] == [(f.name, f.type) for f in lake_schema(CUSTOMERS)]
+        assert "signup_year" not in p.table.column_names and "signup_month" not in p.table.column_names
+
+
+def test_orders_jsonl_are_typed_with_exact_decimals() -> None:
+    result = run(ORDERS, orders(order(amount=12.3), order(order_id=2, amount="0.10", order_date="2023-01-05")))
+    rows = good_rows(result)
+    assert [r["amount"] for r in rows] == [Decimal("12.30"), Decimal("0.10")]
+    assert [p.path for p in result.partitions] == ["order_year=2023/order_month=01", "order_year=2024/order_month=03"]
+    assert [f.type for f in plain(result.partitions[0].table).schema] == [f.type for f in lake_schema(ORDERS)]
+
+
+def test_shipped_samples_quarantine_exactly_their_hostile_lines() -> None:
+    root = Path(__file__).resolve().parents[2] / "samples"
+    for dataset, path, gen in [
+        (CUSTOMERS, root / "customers" / "customers-0001.csv", samples.customers_csv(200, hostile=7)),
+        (ORDERS, root / "orders" / "orders-0001.jsonl", samples.orders_jsonl(500, hostile=10)),
+    ]:
+        assert path.read_bytes() == gen.data  # the committed files are what the generator makes
+        result = run(dataset, path)
+        assert set(reasons(result)) == set(gen.hostile)
+        assert result.rows_in == gen.rows
+
+
+# --- per-type casting ----------------------------------------------------------------------------
+
+GOOD_VALUES = [
+    ("small", "42", 42),
+    ("small", " -7 ", -7),
+    ("small", "+5", 5),
+    ("price", "12.3", Decimal("12.30")),
+    ("price", "-0.5", Decimal("-0.50")),
+    ("price", "1e2", Decimal("100.00")),
+    ("price", "12.300", Decimal("12.30")),
+    ("ratio", "1.5e3", 1500.0),
+    ("flag", "TRUE", True),
+    ("flag", "0", False),
+    ("day", "2024-02-29", dt.date(2024, 2, 29)),
+    ("at", "2024-03-07T12:30:00", dt.datetime(2024, 3, 7, 12, 30)),
+    ("at", "2024-03-07 12:30:00.123456", dt.datetime(2024, 3, 7, 12, 30, 0, 123456)),
+    ("at", "2024-03-07T12:30:00+02:00", dt.datetime(2024, 3, 7, 10, 30)),
+    ("at", "2024-03-07T12:30:00Z", dt.datetime(2024, 3, 7, 12, 30)),
+    ("at", "2024-03-07", dt.datetime(2024, 3, 7)),
+    ("note", "  spaced  ", "  spaced  "),
+    ("note", "", None),
+    ("small", "", None),
+]
+
+BAD_VALUES = [
+    ("small", "4.2", "small: '4.2' is not an integer"),
+    ("small", "0x1F", "small: '0x1F' is not an integer"),
+    ("small", "3000000000", "small: '3000000000' is out of range for int32"),
+    ("id", "9223372036854775808", "id: '9223372036854775808' is out of range for int64"),
+    ("price", "1.005", "price: '1.005' has 3 decimal places, decimal(5,2) allows 2"),
+    ("price", "1234.5", "price: '1234.5' has 4 digits before the decimal point, decimal(5,2) allows 3"),
+    ("price", "1e0x9", "price: '1e0x9' is not a decimal number"),
+    ("price", "12.5.0", "price: '12.5.0' is not a decimal number"),
+    ("ratio", "1.5.0", "ratio: '1.5.0' is not a float64 number"),
+    ("flag", "yes", "flag: 'yes' is not a boolean"),
+    ("day", "2023-02-29", "day: '2023-02-29' is not a calendar date"),
+    ("day", "2024-02-30", "day: '2024-02-30' is not a calendar date"),
+    ("day", "07/03/2024", "day: '07/03/2024' is not a date (expected YYYY-MM-DD)"),
+    ("at", "2024-03-07T25:00:00", "at: '2024-03-07T25:00:00' is not a timestamp"),
+    ("id", "", "id: empty, but the column is not nullable"),
+]
+
+
+@pytest.mark.parametrize(("column", "text", "expected"), GOOD_VALUES)
+def test_good_values_cast_per_type(column: str, text: str, expected: object) -> None:
+    # alone in its column (fast path) and next to a bad value (slow path): same result
+    for extra in ([], [typed_row(id="2", **{column: "\u00a7bad"})]):
+        result = run(typed_dataset(), csv_text([typed_row(**{column: text}), *extra]))
+        row = good_rows(result)[0]
+        assert row[column] == expected
+        assert row["_source_line"] == 2
+
+
+@pytest.mark.parametrize(("column", "text", "reason"), BAD_VALUES)
+def test_bad_values_are_quarantined_with_column_and_value(column: str, text: str, reason: str) -> None:
+    data = csv_text([typed_row(id="1"), typed_row(**{"id": "2", column: text})])
+    result = run(typed_dataset(), data)
+    assert result.rows_quarantined == 1 and result.rows_good == 1
+    assert reasons(result)[3].startswith(reason)
+    bad = result.quarantine.to_pylist()[0]
+    assert bad[column] == text and bad["_raw"] is None  # the original text is kept
+
+
+def test_all_problems_of_a_row_are_reported_in_column_order() -> None:
+    result = run(typed_dataset(), csv_text([typed_row(id="x", price="1.234", day="2024-13-01")]))
+    assert reasons(result)[2] == (
+        "id: 'x' is not an integer; price: '1.234' has 3 decimal places, decimal(5,2) allows 2; "
+        "day: '2024-13-01' is not a calendar date"
+    )
+    assert result.quarantine_reasons == {"bad_value": 1}
+
+
+# --- hostile rows: quarantine with a specific reason -------------------------------------------------
+
+HOSTILE_CSV = [
+    ("1,Ann,a@x.io,,DE", "wrong column count: expected 6 fields, found 5"),
+    ("1,Ann,a@x.io,,DE,2024-01-01,extra", "wrong column count: expected 6 fields, found 7"),
+    ("   ", "wrong column count: expected 6 fields, found 1"),
+    ("C-1,Ann,a@x.io,,DE,2024-01-01", "customer_id: 'C-1' is not an integer"),
+    ("1,Ann,a@x.io,,,2024-01-01", "country: empty, but the column is not nullable"),
+    ("1,Ann,a@x.io,,DE,2024-02-30", "signup_date: '2024-02-30' is not a calendar date"),
+    ("1,Ann,a@x.io,,DE,", "signup_date: empty, but the column is not nullable"),
+]
+
+HOSTILE_JSONL = [
+    ('{"order_id": 1, "customer_id": 7', "invalid JSON: Expecting ',' delimiter (column 33)"),
+    ("[1, 2]", "the line holds an array, not a JSON object"),
+    ('"just text"', "the line holds a string, not a JSON object"),
+    ("42", "the line holds a number, not a JSON object"),
+    ("null", "the line holds null, not a JSON object"),
+    (order(amount={"value": 1}), "amount: expected a single value, found an object"),
+    (order(status=["paid"]), "status: expected a single value, found an array"),
+    (order()[:-1] + ', "order_id": 2}', "key 'order_id' appears twice in the JSON object"),
+    (order(status=None), "status: empty, but the column is not nullable"),
+    (order()[:-1].replace('"status": "paid", ', "") + "}", "status: empty, but the column is not nullable"),
+    (order(customer_id=10**20), "customer_id: '100000000000000000000' is out of range for int64"),
+    (order(amount="12.345"), "amount: '12.345' has 3 decimal places, decimal(12,2) allows 2"),
+    # the fast reader has already made a decimal of it: the reason shows it at the contract's scale
+    (order(amount=12345678901.5), "amount: '12345678901.50' has 11 digits before the decimal point, decimal(12,2)"),
+    (order(amount="-12345678901"), "amount: '-12345678901.00' has 11 digits before the decimal point"),
+    (order(order_date="2023-02-29"), "order_date: '2023-02-29' is not a calendar date"),
+    (order(order_id=1.5), "order_id: '1.5' is not an integer"),
+    (order(order_id=True), "order_id: 'true' is not an integer"),
+    (order() + order(), "invalid JSON: Extra data (column"),
+    ('{"order_id": NaN}', "invalid JSON: NaN is not valid JSON"),
+    ('{"status": "\\ud800"}', "invalid JSON: a \\u escape encodes a lone surrogate"),
+    ('{"order_id": 1,}', "invalid JSON: Expecting property name enclosed in double quotes"),
+]
+
+
+@pytest.mark.parametrize(("line", "reason"), HOSTILE_CSV)
+def test_hostile_csv_rows_are_quarantined(line: str, reason: str) -> None:
+    result = run(CUSTOMERS, customers("1,Ann,a@x.io,,DE,2024-01-01", line, "2,Bob,b@x.io,,FR,2024-01-02"))
+    assert result.rows_in == 3 and result.rows_good == 2 and result.rows_quarantined == 1
+    assert reasons(result)[3].startswith(reason)
+    assert [r["_source_line"] for r in good_rows(result)] == [2, 4]
+
+
+@pytest.mark.parametrize(("line", "reason"), HOSTILE_JSONL)
+def test_hostile_jsonl_lines_are_quarantined(line: str, reason: str) -> None:
+    result = run(ORDERS, orders(order(order_id=10), line, order(order_id=11)))
+    assert result.rows_in == 3 and result.rows_good == 2 and result.rows_quarantined == 1
+    assert reasons(result)[2].startswith(reason)
+    assert [r["order_id"] for r in good_rows(result)] == [10, 11]
+    bad = result.quarantine.to_pylist()[0]
+    assert bad["_source"] == "s3://raw/obj" and bad["_source_object_id"] == "obj"
+
+
+def test_unsplittable_rows_keep_their_raw_text() -> None:
+    result = run(ORDERS, orders("{broken", order()))
+    (bad,) = result.quarantine.to_pylist()
+    assert bad["_raw"] == "{broken" and bad["order_id"] is None
+    assert result.quarantine_reasons == {"invalid_json": 1}
+
+
+def test_unusable_partition_values_are_quarantined() -> None:
+    ds = typed_dataset()
+    rows = [typed_row(id="1", region="eu"), typed_row(id="2", region="a/b"), typed_row(id="3", region="..")]
+    result = run(ds, csv_text(rows))
+    assert result.rows_good == 1 and result.quarantine_reasons == {"bad_partition": 2}
+    assert reasons(result)[3].startswith("region_key: 'a/b' cannot be a partition value")
+    assert reasons(result)[4].startswith("region_key: '..' cannot be a partition value")
+
+
+def test_missing_partition_source_is_quarantined() -> None:
+    toml = CUSTOMERS.model_dump()
+    toml["columns"] = [dict(c, nullable=True) if c["name"] == "signup_date" else c for c in toml["columns"]]
+    ds = type(CUSTOMERS).model_validate(toml)
+    result = run(ds, customers("1,Ann,a@x.io,,DE,", "2,Bob,b@x.io,,FR,2024-01-02"))
+    assert reasons(result)[2] == "signup_year: partition source signup_date is empty, so the row has no partition"
+
+
+def test_quoted_newline_where_the_contract_forbids_it_splits_the_record() -> None:
+    # embedded_newlines = false: each line is a record, exactly as a byte-range chunk would see it
+    result = run(CUSTOMERS, customers('1,"Ann', 'Smith",a@x.io,,DE,2024-01-01', "2,Bob,b@x.io,,FR,2024-01-02"))
+    assert result.rows_in == 3 and result.rows_good == 1
+    assert reasons(result) == {
+        2: "wrong column count: expected 6 fields, found 2",
+        3: "wrong column count: expected 6 fields, found 5",
+    }
+
+
+def test_quoted_newline_where_the_contract_allows_it_is_one_value() -> None:
+    ds = typed_dataset(embedded=True)
+    data = csv_text([typed_row(id="1", note='"two\nlines"'), typed_row(id="2", note='"x"')])
+    result = run(ds, data)
+    rows = good_rows(result)
+    assert [(r["note"], r["_source_line"]) for r in rows] == [("two\nlines", 2), ("x", 4)]
+    bad = run(ds, csv_text([typed_row(id="1"), ["1", "2"], typed_row(id="3", note='"a\nb"')]))
+    assert reasons(bad) == {3: "wrong column count: expected 9 fields, found 2"}
+    assert [r["_source_line"] for r in good_rows(bad)] == [2, 4]
+
+
+def test_unterminated_quote_at_the_end_reads_to_the_end() -> None:
+    result = run(CUSTOMERS, customers("1,Ann,a@x.io,,DE,2024-01-01", '2,"Bob,b@x.io,,FR,2024-01-02'))
+    assert result.rows_in == 2
+    assert reasons(result)[3] == "wrong column count: expected 6 fields, found 2"
+
+
+# --- whole-object errors -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ("customer_id,name\nä,1\n".encode("latin-1"), "is not UTF-8 text (invalid byte 0xe4 at offset 17)"),
+        (bytes(range(256)) * 4, "is not UTF-8 text"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00", "is not UTF-8 text"),
+        (HEADER + b"1,Ann,\x00,,DE,2024-01-01\n", "contains a NUL byte at offset 55"),
+        ("customer_id,name\n".encode("utf-16"), "is UTF-16 (byte order mark found)"),
+        (b"PK\x03\x04rest", "is a zip archive"),
+        (gzip.compress(HEADER * 50)[:40], "is not a readable gzip stream"),
+        (b"customer_id,name,email,phone,country\n1,a,b,c,DE\n", "missing signup_date"),
+        (b"customer_id,name,email,phone,country,signup_date,vip\n", "unexpected 'vip'"),
+        (b"name,customer_id,email,phone,country,signup_date\n", "columns in another order"),
+        (b"id;name;email;phone;country;signup_date\n", "CSV header on line 1 does not match dataset 'customers'"),
+    ],
+)
+def test_unreadable_objects_raise_with_object_and_reason(data: bytes, message: str) -> None:
+    with pytest.raises(TransformError) as exc:
+        run(CUSTOMERS, data, object_id="raw-42")
+    assert str(exc.value).startswith("object raw-42: ")
+    assert message in str(exc.value)
+
+
+def test_chunks_that_cannot_work_raise() -> None:
+    data = customers("1,Ann,a@x.io,,DE,2024-01-01", "2,Bob,b@x.io,,FR,2024-01-02")
+    with pytest.raises(TransformError, match="cannot be processed in byte ranges"):
+        run(CUSTOMERS, gzip.compress(data), chunk=ByteRange(0, 30))
+    with pytest.raises(TransformError, match="allows newlines in values: it cannot be chunked"):
+        run(typed_dataset(embedded=True), data, chunk=ByteRange(0, 30))
+    with pytest.raises(TransformError, match="beyond the object's"):
+        run(CUSTOMERS, data, chunk=ByteRange(0, len(data) + 1))
+
+
+# --- structure: empty, blank lines, endings, BOM, gzip, sources -----------------------------------------
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"", b"\xef\xbb\xbf", HEADER, HEADER + b"\n\n", b"\n\n" + HEADER, gzip.compress(b""), gzip.compress(HEADER)],
+)
+def test_empty_csv_objects_have_no_rows(data: bytes) -> None:
+    result = run(CUSTOMERS, data)
+    assert (result.rows_in, result.partitions, result.quarantine.num_rows) == (0, [], 0)
+
+
+@pytest.mark.parametrize("data", [b"", b"\n", b"\r\n\r\n", b"  \n\t\n"])
+def test_empty_jsonl_objects_have_no_rows(data: bytes) -> None:
+    assert run(ORDERS, data).rows_in == 0
+
+
+def test_line_endings_bom_trailing_newline_and_blank_lines_do_not_change_rows() -> None:
+    lines = ["1,Ann,a@x.io,,DE,2024-01-01", "2,Bob,b@x.io,,FR,2024-01-02"]
+    reference = good_rows(run(CUSTOMERS, customers(*lines)))
+    variants = {
+        "crlf": (HEADER.decode() + "".join(f"{x}\r\n" for x in lines)).encode(),
+        "no trailing newline": (HEADER.decode() + "\n".join(lines)).encode(),
+        "bom": b"\xef\xbb\xbf" + customers(*lines),
+        "lone cr": (HEADER.decode().replace("\n", "\r") + "\r".join(lines)).encode(),
+        "gzip": gzip.compress(customers(*lines)),
+    }
+    for name, data in variants.items():
+        assert good_rows(run(CUSTOMERS, data)) == reference, name
+    blank = good_rows(run(CUSTOMERS, HEADER + b"\n" + lines[0].encode() + b"\r\n\r\n\n" + lines[1].encode()))
+    assert [r["_source_line"] for r in blank] == [3, 6]
+    assert [{k: v for k, v in r.items() if k != "_source_line"} for r in blank] == [
+        {k: v for k, v in r.items() if k != "_source_line"} for r in reference
+    ]
+
+
+def test_jsonl_blank_lines_padding_and_line_numbers() -> None:
+    data = b"\n" + order(order_id=1).encode() + b"\r\n   \n  " + order(order_id=2).encode() + b"  \n\n"
+    result = run(ORDERS, data)
+    assert [(r["order_id"], r["_source_line"]) for r in good_rows(result)] == [(1, 2), (2, 4)]
+
+
+def test_header_matching_ignores_case_and_blanks() -> None:
+    data = b"Customer_ID , NAME,email,phone,country,signup_date\r\n1,Ann,a@x.io,,DE,2024-01-01\r\n"
+    assert run(CUSTOMERS, data).rows_good == 1
+
+
+def test_json_extra_fields_are_ignored_and_quoted_numbers_accepted() -> None:
+    line = '{"order_id": "5", "customer_id": 7, "amount": "1", "status": "paid", "order_date": "2024-01-01", "x": [1]}'
+    (row,) = good_rows(run(ORDERS, orders(line)))
+    assert (row["order_id"], row["amount"]) == (5, Decimal("1.00"))
+    assert "x" not in row
+
+
+def test_bytes_paths_files_and_pyarrow_files_give_the_same_result(tmp_path: Path) -> None:
+    data = samples.customers_csv(50, hostile=3).data
+    path = tmp_path / "whatever.name"
+    path.write_bytes(data)
+    expected = run(CUSTOMERS, data)
+    for source in (path, str(path), io.BytesIO(data), pa.BufferReader(data), pa.OSFile(str(path))):
+        result = run(CUSTOMERS, source)
+        assert good_rows(result) == good_rows(expected)
+        assert result.quarantine.equals(expected.quarantine)
+
+
+def test_partition_tables_are_sorted_by_sort_key_then_line() -> None:
+    data = orders(
+        order(order_id=3, order_date="2024-03-02"),
+        order(order_id=1, order_date="2024-03-02"),
+        order(order_id=2, order_date="2024-03-01"),
+        order(order_id=1, order_date="2024-03-02", status="dup"),
+    )
+    (part,) = run(ORDERS, data).partitions
+    rows = part.table.to_pylist()
+    assert [(r["order_date"].day, r["order_id"], r["_source_line"]) for r in rows] == [
+        (1, 2, 3),
+        (2, 1, 2),
+        (2, 1, 4),
+        (2, 3, 1),
+    ]
+
+
+def test_quarantine_table_schema() -> None:
+    result = run(CUSTOMERS, customers("x,Ann,a@x.io,,DE,2024-01-01"))
+    assert result.quarantine.schema.names == [
+        *[c.name for c in CUSTOMERS.columns],
+        "_reason",
+        "_raw",
+        "_source_object_id",
+        "_source_line",
+        "_source",
+    ]
+    assert {f.type for f in result.quarantine.schema} == {pa.string(), pa.int64()}
