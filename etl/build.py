@@ -42,7 +42,7 @@ DIRECT_UPLOAD_LIMIT = 50 * MB  # a zip above this must be staged in S3
 _BASE = ("aws-lambda-powertools", "pydantic")
 SERVICE_REQUIREMENTS: dict[str, tuple[str, ...]] = {
     "ingest": _BASE,
-    "transform": (*_BASE, "pyarrow"),
+    "transform": (*_BASE, "pyarrow", "numpy"),  # services/transform uses numpy beside pyarrow
     "compact": (*_BASE, "pyarrow"),
     "erasure": (*_BASE, "pyarrow"),
 }

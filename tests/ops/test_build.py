@@ -252,16 +252,17 @@ def test_ingest_handler_runs_a_sample_event_with_only_its_artifacts(
     assert len(raw) == 1 and raw[0]["Key"].startswith("customers/received=") and raw[0]["Key"].endswith("/2024/c.csv")
 
 
-def test_trimmed_pyarrow_still_reads_and_writes_parquet(tmp_path: Path) -> None:
-    """The pyarrow trim rules (headers, sources, Flight, link-name copies) applied to the installed pyarrow."""
+def test_trimmed_pyarrow_and_numpy_still_work(tmp_path: Path) -> None:
+    """The trim rules (tests, headers, sources, Flight, link-name copies) on the installed pyarrow and numpy."""
     layer = tmp_path / "python"
-    build.copy_installed(["pyarrow"], layer)
+    build.copy_installed(["pyarrow", "numpy"], layer)
     report = build.trim(layer)
     assert report.bytes > 10 * build.MB
     assert not list(layer.glob("pyarrow/libarrow_flight.so*")) and not (layer / "pyarrow" / "include").exists()
-    assert not list((layer / "pyarrow").glob("*.pxd"))
+    assert not list((layer / "pyarrow").glob("*.pxd")) and not list(layer.glob("numpy/**/tests"))
     out = clean_python([
-        "import pyarrow as pa, pyarrow.parquet as pq, pyarrow.compute as pc, pyarrow.dataset as ds, pyarrow.fs",
+        "import numpy as np, pyarrow as pa, pyarrow.parquet as pq, pyarrow.compute as pc, pyarrow.dataset, pyarrow.fs",
+        "assert pa.array(np.arange(4)).to_numpy().sum() == 6",
         f"pq.write_table(pa.table({{'a': [1, 2, 3]}}), {str(tmp_path / 't.parquet')!r}, compression='zstd')",
         f"print(pc.sum(pq.read_table({str(tmp_path / 't.parquet')!r})['a']).as_py())",
         "try:\n    import pyarrow.flight\nexcept ImportError:\n    print('no flight')",
