@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from enum import StrEnum
 from pathlib import Path
@@ -89,8 +90,6 @@ def run(sql: str, env: str, engine: Engine) -> q.QueryResult:
             st = targets.local_state()
         except targets.TargetError as exc:
             raise q.QueryError(str(exc)) from exc
-        import os
-
         os.environ.update(st.client_env())
         if use == "athena":
             raise q.QueryError("the local platform has no Athena: DuckDB stands in for it (drop --engine athena)")
