@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 
 from contracts.datasets import Dataset
 from services.transform.casts import arrow_type
-from services.transform.encoding import repeating_columns
+from services.transform.encoding import WRITER_SAMPLE_ROWS, repeating_columns
 from services.transform.lineage import LINE_COLUMN, OBJECT_COLUMN
 from services.transform.partition import partition_path
 
@@ -64,7 +64,7 @@ def writer_options(table: pa.Table, dataset: Dataset) -> dict[str, Any]:
         if n == LINE_COLUMN or (n in dataset.sort_key and pa.types.is_integer(table.schema.field(n).type))
     ]
     candidates = [n for n in names if n not in delta and not pa.types.is_boolean(table.schema.field(n).type)]
-    dictionary = sorted(repeating_columns(table, candidates), key=names.index)
+    dictionary = sorted(repeating_columns(table, candidates, WRITER_SAMPLE_ROWS), key=names.index)
     ndv = max(1, min(table.num_rows, dataset.storage.row_group_rows))
     codec = _CODECS[dataset.storage.compression]
     return {

@@ -148,9 +148,8 @@ def split_partitions(table: pa.Table, dataset: Dataset) -> list[PartitionOutput]
     """Sort once and slice into partitions; `table` holds typed good rows and `_source_line`."""
     if table.num_rows == 0:
         return []
-    table = table.combine_chunks()
     keys = [_key_array(table, k) for k in dataset.partitioning]
-    sort_keys = [table[c].chunk(0) for c in (*dataset.sort_key, LINE_COLUMN)]
+    sort_keys = [table[c].combine_chunks() for c in (*dataset.sort_key, LINE_COLUMN)]
     if not _sort_implies_partitions(dataset):
         sort_keys = keys + sort_keys
     order = _order(sort_keys)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from contracts.datasets import get_dataset
+from contracts.datasets import get_dataset, parse_dataset
 from etl import samples
 from services.transform.chunks import ByteRange
 from services.transform.errors import TransformError
@@ -412,3 +412,56 @@ def test_quarantine_table_schema() -> None:
         "_source",
     ]
     assert {f.type for f in result.quarantine.schema} == {pa.string(), pa.int64()}
+
+
+def test_contract_delimiter_and_quote_are_used() -> None:
+    ds = typed_dataset().model_copy(update={"format": typed_dataset().format.model_copy(update={"delimiter": "|"})})
+    data = "|".join(TYPED_COLUMNS).encode() + b'\n7|1|2.5|||2024-01-02||"a|b, c"|eu\n'
+    (row,) = good_rows(run(ds, data))
+    assert (row["id"], row["price"], row["note"]) == (7, Decimal("2.50"), "a|b, c")
+
+
+def test_identity_and_temporal_partitions_of_other_types() -> None:
+    ds = parse_dataset(
+        """
+        name = "events"
+        sort_key = ["at"]
+        [format]
+        type = "jsonl"
+        [[partitioning]]
+        name = "kind_key"
+        source = "kind"
+        [[partitioning]]
+        name = "on"
+        source = "day"
+        [[partitioning]]
+        name = "at_day"
+        source = "at"
+        transform = "day"
+        [[columns]]
+        name = "kind"
+        type = "int32"
+        nullable = false
+        [[columns]]
+        name = "day"
+        type = "date"
+        nullable = false
+        [[columns]]
+        name = "at"
+        type = "timestamp"
+        nullable = false
+        """,
+        "events.toml",
+    )
+    data = b'{"kind": -3, "day": "2024-03-07", "at": "2024-03-07T23:30:00-02:00"}\n'
+    (part,) = run(ds, data).partitions
+    assert part.values == {"kind_key": "-3", "on": "2024-03-07", "at_day": "08"}
+    assert part.path == "kind_key=-3/on=2024-03-07/at_day=08"
+    assert part.table["at"].to_pylist() == [dt.datetime(2024, 3, 8, 1, 30)]
+
+
+def test_gzip_jsonl_equals_plain() -> None:
+    sample = samples.orders_jsonl(200, hostile=10, seed=1)
+    plain_result, packed = run(ORDERS, sample.data), run(ORDERS, gzip.compress(sample.data))
+    assert good_rows(packed) == good_rows(plain_result)
+    assert packed.quarantine.equals(plain_result.quarantine)
