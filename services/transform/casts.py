@@ -212,9 +212,10 @@ def cast_text(values: Column, contract_type: str) -> tuple[Column, dict[int, str
         return typed, {}
     if isinstance(values, pa.ChunkedArray):
         values = values.combine_chunks()
-    values = _null_empty(pc.utf8_trim_whitespace(values))
+    trimmed = _null_empty(pc.utf8_trim_whitespace(values))
+    values = trimmed
     if contract_type in ("int32", "int64"):
-        values = pc.replace_substring_regex(values, r"^\+", "")
+        values = pc.replace_substring_regex(values, r"^\+([0-9])", r"\1")  # pyarrow refuses a leading "+"
     syntax = _syntax(contract_type)
     ok = values
     bad = np.zeros(0, dtype=np.int64)
@@ -226,5 +227,5 @@ def cast_text(values: Column, contract_type: str) -> tuple[Column, dict[int, str
     failing = np.array(_failing(ok, cast), dtype=np.int64)
     bad = np.union1d(bad, failing)
     typed = cast(_without(values, bad))
-    shown = values.take(pa.array(bad)).to_pylist()
+    shown = trimmed.take(pa.array(bad)).to_pylist()
     return typed, {int(i): describe(v, contract_type) for i, v in zip(bad, shown, strict=True)}

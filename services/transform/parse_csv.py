@@ -127,6 +127,8 @@ def _read_fast(buf: bytes, body: int, first_line: int, dataset: Dataset) -> Pars
         if len(nonempty) != rows:
             return None
         lines = first_line + nonempty.astype(np.int64)
+    if any(n is None for n, _, _ in invalid):
+        return None  # pyarrow could not number a row: do not guess
     ordinals = np.array([n for n, _, _ in invalid], dtype=np.int64) - 1
     if len(ordinals) and (ordinals.min() < 0 or ordinals.max() >= rows):
         return None  # row numbers unknown or inconsistent: do not guess

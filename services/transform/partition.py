@@ -65,6 +65,10 @@ def partition_problems(table: pa.Table, dataset: Dataset, skip: Collection[int] 
         for row in list(missing):
             if row not in skip and row not in found:
                 found[row] = f"{key.name}: partition source {key.source} is empty, so the row has no partition"
+        if key.transform == "identity" and pa.types.is_floating(source.type):
+            for row in np.flatnonzero(np.asarray(pc.is_nan(source).fill_null(False))).tolist():
+                if row not in skip and row not in found:
+                    found[row] = f"{key.name}: NaN cannot be a partition value"
         if key.transform == "identity" and pa.types.is_string(source.type):
             unsafe = np.asarray(pc.match_substring_regex(source, _UNSAFE).fill_null(False))
             for row in np.flatnonzero(unsafe).tolist():
@@ -84,6 +88,8 @@ def format_value(key: PartitionKey, value: object) -> str:
         return value.isoformat()
     if isinstance(value, Decimal):
         return format(value, "f")
+    if isinstance(value, float):
+        return repr(value + 0.0)  # -0.0 and 0.0 are one partition
     return str(value)
 
 
