@@ -465,3 +465,19 @@ def test_gzip_jsonl_equals_plain() -> None:
     plain_result, packed = run(ORDERS, sample.data), run(ORDERS, gzip.compress(sample.data))
     assert good_rows(packed) == good_rows(plain_result)
     assert packed.quarantine.equals(plain_result.quarantine)
+
+
+def test_float_identity_partitions_fold_negative_zero_and_refuse_nan() -> None:
+    ds = parse_dataset(
+        'name = "f"\n[format]\ntype = "jsonl"\n[[partitioning]]\nname = "k"\nsource = "x"\n'
+        '[[columns]]\nname = "x"\ntype = "float64"\n',
+        "f.toml",
+    )
+    result = run(ds, b'{"x": -0.0}\n{"x": 0.0}\n{"x": "nan"}\n{"x": 1.5}\n')
+    assert [(p.path, p.table.num_rows) for p in result.partitions] == [("k=0.0", 2), ("k=1.5", 1)]
+    assert reasons(result) == {3: "k: NaN cannot be a partition value"}
+
+
+def test_a_lone_sign_is_not_an_integer() -> None:
+    result = run(typed_dataset(), csv_text([typed_row(small="+"), typed_row(id="2", small="+-3")]))
+    assert reasons(result) == {2: "small: '+' is not an integer", 3: "small: '+-3' is not an integer"}
