@@ -51,3 +51,8 @@ def raw_key(dataset: str | None, received_date: str, oid: str, relative: str) ->
     """Raw copy key: unique per landing object version, grouped by dataset and day of arrival."""
     prefix = dataset if dataset else REJECTED_PREFIX
     return f"{prefix}/received={received_date}/{oid}/{relative}"
+
+
+def quarantine_key(dataset: str, oid: str, chunk_index: int) -> str:
+    """Quarantined rows of one chunk: deterministic, so a retry overwrites instead of duplicating."""
+    return f"{dataset}/object={oid}/chunk-{chunk_index:05d}.parquet"

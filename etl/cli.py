@@ -17,7 +17,7 @@ from rich.table import Table
 
 from contracts import aws, progress
 from contracts.datasets import ContractError, load_dataset_file, load_datasets
-from etl import loader, targets
+from etl import build_cli, deploy_cli, dlq_cli, loader, query_cli, targets
 from etl.local import platform
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, pretty_exceptions_enable=False)
@@ -26,6 +26,10 @@ local_app = typer.Typer(help="Run the whole platform on this machine (moto serve
 datasets_app = typer.Typer(help="Dataset contracts: list and validate.", no_args_is_help=True)
 app.add_typer(local_app, name="local")
 app.add_typer(datasets_app, name="datasets")
+app.add_typer(deploy_cli.app)  # etl deploy | preview | destroy | init ENV
+app.add_typer(build_cli.app)  # etl build [SERVICE]
+app.add_typer(query_cli.app)  # etl query "SQL"
+app.add_typer(dlq_cli.app, name="dlq")  # etl dlq list | show | redrive QUEUE
 console = Console()
 err = Console(stderr=True)
 
@@ -171,22 +175,58 @@ def load(
 
 @app.command("status")
 def status(env: EnvOpt = "local") -> None:
-    """Each landed object and how far it got (ingested, rejected with the reason, …)."""
+    """Each landed object and how far it got: ingested, chunks transformed, rows, quarantined, or why it failed."""
     try:
         target = targets.resolve(env)
     except targets.TargetError as exc:
         fail(str(exc))
     rows = progress.list_objects(aws.client("dynamodb"), target.out("core", "stateTable"))
+    if not rows:
+        console.print("no objects yet: land some with `etl load PATH --dataset NAME`")
+        return
     table = Table(title=f"objects in {env}")
-    for col in ("object", "dataset", "source key", "stage", "size", "detail"):
+    for col in ("object", "dataset", "source key", "stage", "chunks", "rows", "good", "quarantined", "detail"):
         table.add_column(col)
-    colours = {"rejected": "red", "failed": "red", "ingested": "cyan"}
+    colours = {"rejected": "red", "failed": "red", "ingested": "cyan", "chunked": "cyan", "transforming": "cyan"}
     for r in rows:
         stage = r.get("stage", "?")
+        done = len(r.get("chunks_done") or [])
+        chunks = f"{done}/{r['chunk_count']}" if r.get("chunk_count") else "-"
         table.add_row(r["object_id"][:12], str(r.get("dataset") or "-"), str(r.get("source_key", "")),
-                      f"[{colours.get(stage, 'green')}]{stage}[/]", str(r.get("size", "")),
-                      str(r.get("reason") or r.get("raw_key") or ""))
-    console.print(table if rows else "no objects yet: land some with `etl load PATH --dataset NAME`")
+                      f"[{colours.get(stage, 'green')}]{stage}[/]", chunks, str(r.get("rows_in", "")),
+                      str(r.get("rows_good", "")), str(r.get("rows_quarantined", "")), str(r.get("reason") or ""))
+    console.print(table)
+
+
+@app.command("watch")
+def watch(
+    env: EnvOpt = "local",
+    timeout: Annotated[int, typer.Option(help="Stop watching after this many seconds.")] = 600,
+) -> None:
+    """Live progress bars: chunks transformed per object, until every object is done (or Ctrl-C)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    try:
+        target = targets.resolve(env)
+    except targets.TargetError as exc:
+        fail(str(exc))
+    final = {"transformed", "rejected", "failed"}
+    tasks: dict[str, int] = {}
+    deadline = time.monotonic() + timeout
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("{task.fields[stage]}"), console=console) as bars:
+        while time.monotonic() < deadline:
+            rows = progress.list_objects(aws.client("dynamodb"), target.out("core", "stateTable"))
+            for r in rows:
+                total = int(r.get("chunk_count") or 1)
+                done = total if r.get("stage") in final else len(r.get("chunks_done") or [])
+                label = f"{r.get('dataset') or '-'} {str(r.get('source_key', ''))[-40:]}"
+                if r["object_id"] not in tasks:
+                    tasks[r["object_id"]] = bars.add_task(label, total=total, stage="")
+                bars.update(tasks[r["object_id"]], total=total, completed=done, stage=r.get("stage", ""))
+            if rows and all(r.get("stage") in final for r in rows):
+                return
+            time.sleep(0.5)
 
 
 # -- datasets ---------------------------------------------------------------------------------------

@@ -20,7 +20,14 @@ from etl import loader, targets
 from etl.local import platform
 
 SAMPLES = platform.ROOT / "samples"
-FINAL_STAGES = {"rejected", "failed", "transformed", "ingested"}
+FINAL_STAGES = {"rejected", "failed", "transformed"}
+ANALYST_SQL = (
+    "SELECT country, count(*) AS customers FROM customers GROUP BY country ORDER BY customers DESC, country LIMIT 5",
+    "SELECT order_year, order_month, count(*) AS orders, sum(amount) AS revenue FROM orders "
+    "WHERE order_year >= '2023' GROUP BY ALL ORDER BY order_year, order_month LIMIT 12",
+    "SELECT c.country, count(*) AS orders, sum(o.amount) AS revenue FROM orders o "
+    "JOIN customers c USING (customer_id) GROUP BY c.country ORDER BY revenue DESC LIMIT 5",
+)
 
 
 def _observer(bus: str) -> str:
@@ -79,7 +86,7 @@ def run(console: Console, timeout_s: float = 60) -> None:
         console.rule("3. watch the objects flow")
         table_name = target.out("core", "stateTable")
         deadline = time.monotonic() + timeout_s
-        with console.status("waiting for every object to be ingested…"):
+        with console.status("waiting for every object to be ingested and transformed…"):
             while time.monotonic() < deadline:
                 rows = progress.list_objects(aws.client("dynamodb"), table_name)
                 if len(rows) >= len(files) and all(r.get("stage") in FINAL_STAGES for r in rows):
@@ -90,16 +97,27 @@ def run(console: Console, timeout_s: float = 60) -> None:
         t = Table(title="events announced on the platform bus")
         for col in ("detail-type", "dataset", "source key", "detail"):
             t.add_column(col)
+        files_added: dict[str, int] = {}
         for e in events:
             d = e["detail"]
-            t.add_row(e["detail-type"], str(d.get("dataset") or "-"), d.get("source_key", ""),
-                      d.get("reason") or d.get("raw_key", ""))
+            if e["detail-type"] == "PartitionFilesAdded":  # one per partition: summarised below
+                files_added[d["dataset"]] = files_added.get(d["dataset"], 0) + 1
+                continue
+            counts = f"{d['rows_good']} rows, {d['rows_quarantined']} quarantined" if "rows_good" in d else ""
+            t.add_row(e["detail-type"], str(d.get("dataset") or "-"), d.get("source_key", d.get("raw_key", "")),
+                      d.get("reason") or counts or d.get("raw_key", ""))
+        for dataset, n in sorted(files_added.items()):
+            t.add_row("PartitionFilesAdded", dataset, "", f"{n} partition commits")
         console.print(t)
         raw = aws.client("s3").list_objects_v2(Bucket=target.out("core", "rawBucket")).get("KeyCount", 0)
         console.print(f"raw bucket holds [bold]{raw}[/] untouched copies (expire after the raw TTL)")
+        console.rule("4. analysts: etl query (DuckDB over the Glue catalog's current partitions)")
+        for sql in ANALYST_SQL:
+            console.print(f"[bold]$ etl query[/] \"{sql}\"")
+            subprocess.run([sys.executable, "-m", "etl.cli", "query", sql], check=False)
     finally:
         if started_here:
-            console.rule("4. etl local down")
+            console.rule("5. etl local down")
             subprocess.run([sys.executable, "-m", "etl.cli", "local", "down"], check=False)
 
 

@@ -46,6 +46,29 @@ class Core(pulumi.ComponentResource):
         self.quarantine = bucket(
             "quarantine", True, [noncurrent_rule("quarantine-old-versions", s.noncurrent_version_days)]
         )
+        self.results = bucket("results", False, [expire_rule("expire-query-results", s.query_results_days)])
+        self.artifacts = bucket("artifacts", False, [])
+        self.workgroup = aws.athena.Workgroup(
+            "athena",
+            name=naming.prefix(env),
+            description="Analyst queries of the compacted tables",
+            force_destroy=True,
+            configuration=aws.athena.WorkgroupConfigurationArgs(
+                enforce_workgroup_configuration=True,
+                publish_cloudwatch_metrics_enabled=True,
+                bytes_scanned_cutoff_per_query=s.athena_bytes_cutoff,
+                engine_version=aws.athena.WorkgroupConfigurationEngineVersionArgs(
+                    selected_engine_version="Athena engine version 3"
+                ),
+                result_configuration=aws.athena.WorkgroupConfigurationResultConfigurationArgs(
+                    output_location=self.results.bucket.bucket.apply(lambda b: f"s3://{b}/athena/"),
+                    encryption_configuration=aws.athena.WorkgroupConfigurationResultConfigurationEncryptionConfigurationArgs(
+                        encryption_option="SSE_S3"
+                    ),
+                ),
+            ),
+            opts=child,
+        )
         aws.s3.BucketNotification(
             "landing-to-eventbridge", bucket=self.landing.bucket.id, eventbridge=True, opts=child
         )
@@ -129,6 +152,8 @@ class Core(pulumi.ComponentResource):
             "rawBucket": self.raw.bucket,
             "lakeBucket": self.lake.bucket,
             "quarantineBucket": self.quarantine.bucket,
+            "resultsBucket": self.results.bucket,
+            "artifactsBucket": self.artifacts.bucket,
         }
         out: dict[str, pulumi.Input] = {}
         for key, res in b.items():
@@ -144,6 +169,7 @@ class Core(pulumi.ComponentResource):
             idempotencyTable=self.idempotency_table.name,
             idempotencyTableArn=self.idempotency_table.arn,
             alertsTopicArn=self.alerts.arn,
+            athenaWorkgroup=self.workgroup.name,
         )
         return out
 

@@ -7,6 +7,7 @@ import pulumi
 from contracts import events, naming
 from infra import policy
 from infra.components.queue_function import QueueFunction, QueueFunctionArgs
+from infra.layers import dependency_layers
 from infra.packaging import build_archive
 from infra.settings import Settings
 
@@ -55,7 +56,7 @@ def build(s: Settings) -> dict[str, pulumi.Input]:
             ],
             architecture=s.lambda_architecture,
             runtime=s.lambda_runtime,
-            layers=s.lambda_layers,
+            layers=dependency_layers(s, "ingest", core.require_output("artifactsBucket")),
             memory_mb=1024,
             timeout_s=300,
             max_concurrency=s.max_concurrency,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,5 +52,14 @@ def build_archive(service: str, out_dir: Path = BUILD_DIR) -> Archive:
             info.compress_type = zipfile.ZIP_DEFLATED
             zf.writestr(info, src.read_bytes())
     tmp.replace(path)
-    digest = base64.b64encode(hashlib.sha256(path.read_bytes()).digest()).decode()
-    return Archive(path=path, sha256_b64=digest, files=tuple(a for _, a in entries))
+    return Archive(path=path, sha256_b64=file_sha256_b64(path), files=tuple(a for _, a in entries))
+
+
+def build_dir() -> Path:
+    """Where `etl build` leaves artifacts (ETL_BUILD_DIR overrides, e.g. for tests)."""
+    return Path(os.environ.get("ETL_BUILD_DIR") or BUILD_DIR)
+
+
+def file_sha256_b64(path: Path) -> str:
+    """What Lambda's `source_code_hash` compares: base64 of the zip's SHA-256."""
+    return base64.b64encode(hashlib.sha256(path.read_bytes()).digest()).decode()

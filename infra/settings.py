@@ -23,6 +23,9 @@ class Settings:
     lambda_layers: tuple[str, ...] = ()
     max_concurrency: int = 10
     max_receive_count: int = 3
+    chunk_bytes: int = 128 * 1024 * 1024
+    query_results_days: int = 7
+    athena_bytes_cutoff: int = 10 * 1024**3
     alert_email: str | None = None
     core_stack: str | None = None
 
@@ -57,6 +60,9 @@ def load() -> Settings:
         lambda_layers=tuple(cfg.get_object("lambdaLayers") or ()),
         max_concurrency=max(2, cfg.get_int("maxConcurrency") or 10),
         max_receive_count=cfg.get_int("maxReceiveCount") or 3,
+        chunk_bytes=cfg.get_int("chunkBytes") or (cfg.get_int("chunkMb") or 128) * 1024 * 1024,
+        query_results_days=cfg.get_int("queryResultsDays") or 7,
+        athena_bytes_cutoff=cfg.get_int("athenaBytesScannedCutoff") or 10 * 1024**3,
         alert_email=cfg.get("alertEmail"),
         core_stack=cfg.get("coreStack"),
     )

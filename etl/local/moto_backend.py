@@ -65,6 +65,7 @@ class MotoBackend:
             "aws:dynamodb/table:Table": self._table,
             "aws:sns/topic:Topic": self._topic,
             "aws:sns/topicSubscription:TopicSubscription": self._recorded,
+            "aws:athena/workgroup:Workgroup": self._workgroup,
         }
 
     # -- Backend protocol -------------------------------------------------------------------------
@@ -342,6 +343,20 @@ class MotoBackend:
                 TimeToLiveSpecification={"Enabled": True, "AttributeName": ttl["attributeName"]},
             )
         return i["name"], {"arn": desc["TableArn"], "name": i["name"]}, CREATED
+
+    def _workgroup(self, name: str, i: dict[str, Any]) -> Result:
+        """Created so tools find it; queries run on DuckDB locally (moto's Athena executes no SQL)."""
+        conf = i.get("configuration") or {}
+        config: dict[str, Any] = {"EnforceWorkGroupConfiguration": bool(conf.get("enforceWorkgroupConfiguration"))}
+        location = (conf.get("resultConfiguration") or {}).get("outputLocation")
+        if location:
+            config["ResultConfiguration"] = {"OutputLocation": location}
+        if conf.get("bytesScannedCutoffPerQuery"):
+            config["BytesScannedCutoffPerQuery"] = int(conf["bytesScannedCutoffPerQuery"])
+        aws.client("athena").create_work_group(Name=i["name"], Configuration=config,
+                                               Description=i.get("description", ""))
+        return i["name"], {"arn": self._arn("athena", f"workgroup/{i['name']}"), "name": i["name"]}, (
+            "created; local queries run on DuckDB (etl query)")
 
     def _topic(self, name: str, i: dict[str, Any]) -> Result:
         arn = aws.client("sns").create_topic(Name=i["name"])["TopicArn"]

@@ -11,7 +11,7 @@ REGION = "eu-west-1"
 class RecordingBackend:
     def create(self, type_: str, name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any], str]:
         service = type_.split(":")[1].split("/")[0]
-        physical = inputs.get("name") or inputs.get("bucket") or name
+        physical = inputs.get("name") or inputs.get("bucket") or inputs.get("layerName") or name
         state: dict[str, Any] = {"arn": f"arn:aws:{service}:{REGION}:{ACCOUNT}:{physical}"}
         if type_ == "aws:s3/bucket:Bucket":
             state = {"arn": f"arn:aws:s3:::{physical}", "bucket": physical}

@@ -45,14 +45,16 @@ def test_good_contract_parses_with_defaults() -> None:
     ("edit", "message"),
     [
         (lambda t: t.replace('type = "int64"', 'type = "integer"'), "type 'integer' is not one of"),
-        (lambda t: t.replace('subject_columns = ["person_id"]', 'subject_columns = ["nobody"]'),
-         "subject column 'nobody' is not a column"),
+        (
+            lambda t: t.replace('subject_columns = ["person_id"]', 'subject_columns = ["nobody"]'),
+            "subject column 'nobody' is not a column",
+        ),
         (lambda t: t.replace('source = "born"', 'source = "person_id"'), "year needs a date/timestamp source"),
         (lambda t: t.replace("personal = true", "personal = false"), "must also be marked personal"),
         (lambda t: t.replace('name = "people"', 'name = "People!"'), "lower snake case"),
         (lambda t: t + "\nsurprise = 1\n", "Extra inputs are not permitted"),
         (lambda t: t.replace("[[columns]]", "[[columns", 1), "not valid TOML"),
-        (lambda t: t + '\n[storage]\ntarget_file_mb = 1024\n', "less than or equal to 512"),
+        (lambda t: t + "\n[storage]\ntarget_file_mb = 1024\n", "less than or equal to 512"),
     ],
 )
 def test_bad_contracts_name_the_problem(edit, message: str) -> None:
@@ -63,9 +65,14 @@ def test_bad_contracts_name_the_problem(edit, message: str) -> None:
 
 @pytest.mark.parametrize(
     ("key", "problem"),
-    [("customers/a b/c+d.csv", None), ("customers/ünï/日本.csv", None), ("customers/x\n.csv", "control"),
-     ("customers/../x.csv", "'..'"), ("customers/folder/", "folder marker"),
-     ("customers/e\u0301.csv", "NFC")],
+    [
+        ("customers/a b/c+d.csv", None),
+        ("customers/ünï/日本.csv", None),
+        ("customers/x\n.csv", "control"),
+        ("customers/../x.csv", "'..'"),
+        ("customers/folder/", "folder marker"),
+        ("customers/e\u0301.csv", "NFC"),
+    ],
 )
 def test_key_problems(key: str, problem: str | None) -> None:
     found = layout.key_problem(key)
@@ -85,8 +92,16 @@ def test_landing_key_and_raw_key() -> None:
 
 
 def test_events_round_trip_and_reject_bad_details() -> None:
-    detail = events.RawObjectStored(dataset="orders", object_id="abc", raw_bucket="r", raw_key="k", size=3,
-                                    etag="e", source_bucket="l", source_key="orders/x")
+    detail = events.RawObjectStored(
+        dataset="orders",
+        object_id="abc",
+        raw_bucket="r",
+        raw_key="k",
+        size=3,
+        etag="e",
+        source_bucket="l",
+        source_key="orders/x",
+    )
     entry = detail.entry("bus")
     envelope = {"source": entry["Source"], "detail-type": entry["DetailType"], "detail": json.loads(entry["Detail"])}
     assert events.parse_event(envelope) == detail

@@ -86,3 +86,20 @@ def test_alert_email_subscribes_when_configured() -> None:
     stack = build("core-test", {"alertEmail": "oncall@example.com"})
     sub = stack.one("aws:sns/topicSubscription:TopicSubscription", "alerts-email")
     assert sub.inputs["protocol"] == "email" and sub.inputs["endpoint"] == "oncall@example.com"
+
+
+def test_athena_workgroup_is_enforced_engine_v3_with_a_cutoff(core: Stack) -> None:
+    wg = core.one("aws:athena/workgroup:Workgroup", "athena")
+    assert wg.inputs["name"] == "etl-dev"
+    conf = wg.inputs["configuration"]
+    assert conf["enforceWorkgroupConfiguration"] is True
+    assert conf["engineVersion"]["selectedEngineVersion"] == "Athena engine version 3"
+    assert conf["bytesScannedCutoffPerQuery"] == 10 * 1024**3
+    assert conf["resultConfiguration"]["outputLocation"] == "s3://etl-dev-results-123456789012/athena/"
+    (rule,) = _rules(core, "results")
+    assert rule["expiration"]["days"] == 7
+
+
+def test_athena_cutoff_from_config() -> None:
+    wg = build("core-test", {"athenaBytesScannedCutoff": 1024**3}).one("aws:athena/workgroup:Workgroup", "athena")
+    assert wg.inputs["configuration"]["bytesScannedCutoffPerQuery"] == 1024**3

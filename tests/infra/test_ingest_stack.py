@@ -63,3 +63,26 @@ def test_archive_is_deterministic_and_clean(tmp_path) -> None:
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
     assert not [n for n in names if n.startswith("services/") and n.count("/") > 1
                 and not n.startswith("services/ingest/")], "only the ingest service is packaged"
+
+
+def test_dependencies_ship_as_a_layer_built_by_etl_build(ingest: Stack, built_layers) -> None:
+    layer = ingest.one("aws:lambda/layerVersion:LayerVersion", "ingest-deps")
+    assert layer.inputs["layerName"] == "etl-dev-ingest-deps"
+    assert layer.inputs["compatibleArchitectures"] == ["arm64"]
+    assert layer.inputs["compatibleRuntimes"] == ["python3.12"]
+    fn = ingest.one("aws:lambda/function:Function", "ingest-function")
+    assert fn.inputs["layers"] == ["arn:aws:lambda:eu-west-1:123456789012:etl-dev-ingest-deps"]
+
+
+def test_missing_layer_says_to_run_etl_build(built_layers, monkeypatch) -> None:
+    monkeypatch.setenv("ETL_BUILD_DIR", str(built_layers / "nowhere"))
+    import pytest
+
+    with pytest.raises(Exception, match="run `etl build ingest --arch arm64` first"):
+        build("ingest-dev")
+
+
+def test_local_env_uses_the_venv_not_a_layer() -> None:
+    local = build("ingest-local")
+    assert not local.of_type("aws:lambda/layerVersion:LayerVersion")
+    assert local.one("aws:lambda/function:Function", "ingest-function").inputs["layers"] == []

@@ -18,6 +18,7 @@ SERVERLESS_TYPES = {
     "aws:lambda/function:Function", "aws:lambda/eventSourceMapping:EventSourceMapping",
     "aws:glue/catalogDatabase:CatalogDatabase", "aws:glue/catalogTable:CatalogTable",
     "aws:dynamodb/table:Table", "aws:sns/topic:Topic", "aws:sns/topicSubscription:TopicSubscription",
+    "aws:athena/workgroup:Workgroup", "aws:lambda/layerVersion:LayerVersion", "aws:s3/bucketObjectv2:BucketObjectv2",
 }
 
 
@@ -66,7 +67,7 @@ def test_iam_is_least_privilege(all_stacks: list[Stack]) -> None:
 
 def test_buckets_are_private_encrypted_and_tls_only(core: Stack) -> None:
     buckets = core.of_type("aws:s3/bucket:Bucket")
-    assert {b.name for b in buckets} == {"landing", "raw", "lake", "quarantine"}
+    assert {b.name for b in buckets} == {"landing", "raw", "lake", "quarantine", "results", "artifacts"}
     for b in buckets:
         pab = core.one("aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock", f"{b.name}-public-access")
         assert all(pab.inputs[k] for k in ("blockPublicAcls", "blockPublicPolicy", "ignorePublicAcls",
