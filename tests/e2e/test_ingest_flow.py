@@ -161,7 +161,7 @@ def test_status_commands_show_objects_resources_and_queues(platform: Platform) -
     key = f"{unique()}/status.csv"
     land(platform, key)
     platform.wait_for(lambda _: platform.events_for("RawObjectStored", source_key=key))
-    status = etl("status", env=platform.cli_env)
+    status = etl("status", env={**platform.cli_env, "COLUMNS": "250"})
     assert status.returncode == 0, status.stderr
     assert "rejected" in status.stdout and ("ingested" in status.stdout or "transformed" in status.stdout)
     local = etl("local", "status", env={**platform.cli_env, "COLUMNS": "250"})

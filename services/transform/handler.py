@@ -1,0 +1,105 @@
+"""Lambda entry point: SQS batch of RawObjectStored / ChunkPlanned events → plan or transform.
+
+A RawObjectStored of a big splittable object becomes ChunkPlanned events (one invocation each);
+otherwise the object is transformed as its single chunk. A record that raises is reported as a
+batch item failure and retried; on its last attempt an ObjectFailed event says why before the
+message goes to the DLQ. Nothing is swallowed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.idempotency import (
+    DynamoDBPersistenceLayer,
+    IdempotencyConfig,
+    idempotent_function,
+)
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from contracts import aws, events, progress
+from contracts.commits import PartitionCommitter
+from services.transform import jobs
+
+logger = Logger()
+metrics = Metrics()
+processor = BatchProcessor(event_type=EventType.SQS)
+idempotency_config = IdempotencyConfig(
+    event_key_jmespath="[kind, object_id, chunk_index]", expires_after_seconds=7 * 24 * 3600
+)
+persistence = DynamoDBPersistenceLayer(table_name=os.environ.get("IDEMPOTENCY_TABLE", "idempotency"))
+
+
+def _committer(env: jobs.Env) -> PartitionCommitter:
+    return PartitionCommitter.on_aws(bucket=env.lake, table_name=env.state_table, database=env.database)
+
+
+@idempotent_function(data_keyword_argument="job", config=idempotency_config, persistence_store=persistence)
+def run_once(job: dict[str, Any]) -> dict[str, Any]:
+    env = jobs.Env.from_environ()
+    if job["kind"] == "plan":
+        detail = events.RawObjectStored.model_validate(job["detail"])
+        chunks = jobs.plan(detail, env)
+        if len(chunks) > 1:
+            progress.record(aws.client("dynamodb"), env.state_table, detail.object_id, "chunked",
+                            chunk_count=len(chunks))
+            events.publish(aws.client("events"), env.bus, chunks)
+            logger.info("object split into chunks", object_id=detail.object_id, chunks=len(chunks))
+            return {"object_id": detail.object_id, "chunks": len(chunks)}
+        job = {"detail": chunks[0].model_dump()}
+    chunk = events.ChunkPlanned.model_validate(job["detail"])
+    out = jobs.transform_chunk(chunk, env, _committer(env))
+    logger.info("chunk transformed", **{k: v for k, v in out.items() if k != "object_id"}, object_id=chunk.object_id)
+    metrics.add_metric(name="RowsGood", unit=MetricUnit.Count, value=out["rows_good"])
+    metrics.add_metric(name="RowsQuarantined", unit=MetricUnit.Count, value=out["rows_quarantined"])
+    return out
+
+
+def job_of(envelope: dict[str, Any]) -> dict[str, Any]:
+    detail = events.parse_event(envelope)
+    if isinstance(detail, events.RawObjectStored):
+        return {"kind": "plan", "object_id": detail.object_id, "chunk_index": -1, "detail": detail.model_dump()}
+    if isinstance(detail, events.ChunkPlanned):
+        return {"kind": "chunk", "object_id": detail.object_id, "chunk_index": detail.chunk_index,
+                "detail": detail.model_dump()}
+    raise ValueError(f"transform does not handle {envelope.get('detail-type')!r}")
+
+
+def record_handler(record: SQSRecord) -> dict[str, Any]:
+    envelope = json.loads(record.body)
+    logger.set_correlation_id(envelope.get("id"))
+    job = job_of(envelope)
+    try:
+        return run_once(job=job)
+    except Exception as exc:
+        attempts = int(record.attributes.approximate_receive_count or 1)
+        if attempts >= int(os.environ.get("MAX_RECEIVE_COUNT", "3")):
+            announce_failure(job, exc, attempts)
+        raise
+
+
+def announce_failure(job: dict[str, Any], exc: Exception, attempts: int) -> None:
+    """Last attempt: say why before the message goes to the DLQ (the raw copy is untouched)."""
+    detail = job["detail"]
+    reason = f"{type(exc).__name__}: {exc}"[:1000]
+    env = jobs.Env.from_environ()
+    progress.record(aws.client("dynamodb"), env.state_table, job["object_id"], "failed", reason=reason,
+                    attempts=attempts)
+    events.publish(aws.client("events"), env.bus, [events.ObjectFailed(
+        dataset=detail["dataset"], object_id=job["object_id"], raw_key=detail["raw_key"],
+        chunk_index=None if job["kind"] == "plan" else job["chunk_index"], reason=reason, attempts=attempts)])
+    logger.error("object failed after every attempt", object_id=job["object_id"], reason=reason, attempts=attempts)
+    metrics.add_metric(name="ObjectsFailed", unit=MetricUnit.Count, value=1)
+
+
+@metrics.log_metrics(raise_on_empty_metrics=False)
+@logger.inject_lambda_context(clear_state=True)
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    idempotency_config.register_lambda_context(context)
+    return process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)

@@ -1,0 +1,124 @@
+"""What one transform invocation does on AWS: plan chunks of a big object, or transform one chunk.
+
+The pure work (parse, validate, partition, Parquet) lives in `core`; this module reads the raw
+object, commits partition files through the partition-commit protocol, writes quarantine Parquet,
+records progress and publishes events. Every step is safe to repeat: names and op ids derive from
+(object, chunk, partition), so a retry replays instead of duplicating.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow.parquet as pq
+
+from contracts import aws, events, layout, progress
+from contracts.commits import PartitionCommitter, PartitionRef
+from contracts.datasets import Dataset, get_dataset
+from services.transform import fanin
+from services.transform.chunks import ByteRange, can_split, plan_chunks
+from services.transform.core import TransformResult, transform
+from services.transform.errors import TransformError
+from services.transform.parquet import file_name, parquet_bytes
+from services.transform.partition import partition_path
+
+
+@dataclass(frozen=True)
+class Env:
+    bus: str
+    lake: str
+    quarantine: str
+    state_table: str
+    database: str
+    chunk_bytes: int
+
+    @classmethod
+    def from_environ(cls) -> Env:
+        e = os.environ
+        return cls(e["BUS_NAME"], e["LAKE_BUCKET"], e["QUARANTINE_BUCKET"], e["STATE_TABLE"], e["GLUE_DATABASE"],
+                   int(e.get("CHUNK_BYTES", str(128 * 1024 * 1024))))
+
+
+def dataset_of(name: str, object_id: str) -> Dataset:
+    ds = get_dataset(name)
+    if ds is None:
+        raise TransformError(object_id, f"dataset {name!r} has no contract in this deployment")
+    return ds
+
+
+def _raw_file(bucket: str, key: str) -> Any:
+    """A seekable file over the raw object: ranged GETs, so a chunk reads only its bytes."""
+    return aws.s3_filesystem().open_input_file(f"{bucket}/{key}")
+
+
+def plan(detail: events.RawObjectStored, env: Env) -> list[events.ChunkPlanned]:
+    """Chunks of an object: one whole range unless it is big and its format can be cut on lines."""
+    ds = dataset_of(detail.dataset, detail.object_id)
+    if detail.size <= env.chunk_bytes or not can_split(ds):
+        return [_chunk_event(detail, ByteRange(0, detail.size), 1)]
+    with _raw_file(detail.raw_bucket, detail.raw_key) as f:
+        ranges = plan_chunks(detail.size, env.chunk_bytes, lambda a, b: f.read_at(b - a, a))
+    return [_chunk_event(detail, r, len(ranges)) for r in ranges]
+
+
+def _chunk_event(d: events.RawObjectStored, r: ByteRange, count: int) -> events.ChunkPlanned:
+    return events.ChunkPlanned(dataset=d.dataset, object_id=d.object_id, raw_bucket=d.raw_bucket, raw_key=d.raw_key,
+                               chunk_index=r.index, chunk_count=count, start=r.start, end=r.end,
+                               first_line=r.first_line)
+
+
+def transform_chunk(job: events.ChunkPlanned, env: Env, committer: PartitionCommitter) -> dict[str, Any]:
+    """Transform one chunk, commit its partitions, quarantine its bad rows, fan in, announce."""
+    ds = dataset_of(job.dataset, job.object_id)
+    whole = job.chunk_count == 1
+    chunk = None if whole else ByteRange(job.start, job.end, job.chunk_index, job.first_line)
+    with _raw_file(job.raw_bucket, job.raw_key) as f:
+        result = transform(ds, f, object_id=job.object_id, source=f"s3://{job.raw_bucket}/{job.raw_key}", chunk=chunk)
+    added = commit_partitions(result, ds, committer)
+    if result.rows_quarantined:
+        write_quarantine(result, env)
+    published: list[events.EventDetail] = list(added)
+    counts = {"rows_in": result.rows_in, "rows_good": result.rows_good,
+              "rows_quarantined": result.rows_quarantined, "partitions": len(result.partitions)}
+    ddb = aws.client("dynamodb")
+    totals = fanin.record_chunk(ddb, env.state_table, job.object_id, job.chunk_index, job.chunk_count, counts)
+    if totals is not None:
+        published.append(events.ObjectTransformed(
+            dataset=job.dataset, object_id=job.object_id, raw_key=job.raw_key, chunks=totals.chunks,
+            rows_in=totals.rows_in, rows_good=totals.rows_good, rows_quarantined=totals.rows_quarantined,
+            partitions=totals.partitions))
+    events.publish(aws.client("events"), env.bus, published)
+    if totals is not None:
+        fanin.mark_announced(ddb, env.state_table, job.object_id)
+        progress.record(ddb, env.state_table, job.object_id, "transformed", rows_in=totals.rows_in,
+                        rows_good=totals.rows_good, rows_quarantined=totals.rows_quarantined,
+                        partitions=totals.partitions, reason=None)
+    return {**counts, "object_id": job.object_id, "chunk": job.chunk_index, "complete": totals is not None}
+
+
+def commit_partitions(
+    result: TransformResult, ds: Dataset, committer: PartitionCommitter
+) -> list[events.PartitionFilesAdded]:
+    """One append per partition; the op id makes a retried chunk a replay, not a second copy."""
+    out = []
+    for part in result.partitions:
+        values = dict(part.values)
+        ref = PartitionRef(ds.name, values)
+        op_id = f"transform:{result.object_id}:{result.chunk_index}:{partition_path(values)}"
+        name = file_name(result.object_id, result.chunk_index, values)
+        data = parquet_bytes(part.table, ds)
+        staged = committer.stage(ref, op_id, name, data, part.table.num_rows)
+        res = committer.append(ref, [staged], op_id)
+        out.append(events.PartitionFilesAdded(dataset=ds.name, partition=values, generation=res.generation,
+                                              files=[name], rows=part.table.num_rows, bytes=len(data),
+                                              object_id=result.object_id))
+    return out
+
+
+def write_quarantine(result: TransformResult, env: Env) -> str:
+    key = layout.quarantine_key(result.dataset, result.object_id, result.chunk_index)
+    with aws.s3_filesystem().open_output_stream(f"{env.quarantine}/{key}") as out:
+        pq.write_table(result.quarantine, out, compression="zstd")
+    return key
