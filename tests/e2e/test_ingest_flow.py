@@ -158,9 +158,11 @@ def test_rejected_objects_keep_a_raw_copy_and_say_why(platform: Platform, key: s
 
 
 def test_status_commands_show_objects_resources_and_queues(platform: Platform) -> None:
-    key = f"{unique()}/status.csv"
+    key, empty = f"{unique()}/status.csv", f"{unique()}/status-empty.csv"
     land(platform, key)
+    land(platform, empty, b"")
     platform.wait_for(lambda _: platform.events_for("RawObjectStored", source_key=key))
+    platform.wait_for(lambda _: platform.events_for("ObjectRejected", source_key=empty))
     status = etl("status", env={**platform.cli_env, "COLUMNS": "250"})
     assert status.returncode == 0, status.stderr
     assert "rejected" in status.stdout and ("ingested" in status.stdout or "transformed" in status.stdout)
