@@ -124,9 +124,63 @@ class ObjectFailed(EventDetail):
     attempts: int = Field(ge=1)
 
 
+class PartitionCompacted(EventDetail):
+    """Small files of a partition were rewritten into few large ones and swapped in atomically."""
+
+    SOURCE = f"{SOURCE_PREFIX}.compact"
+    DETAIL_TYPE = "PartitionCompacted"
+    dataset: str
+    partition: dict[str, str]
+    generation: int = Field(ge=0)
+    files_before: int = Field(ge=0)
+    files_after: int = Field(ge=0)
+    bytes_before: int = Field(ge=0)
+    bytes_after: int = Field(ge=0)
+    rows: int = Field(ge=0)
+    duration_ms: int = Field(ge=0)
+
+
+class ErasureRequested(EventDetail):
+    """A right-to-be-forgotten request from another system. Subject ids travel only inside this
+    event to the erasure service, which stores them encrypted at rest and logs only salted hashes."""
+
+    SOURCE = f"{SOURCE_PREFIX}.erasure-intake"
+    DETAIL_TYPE = "ErasureRequested"
+    subject_ids: list[str] = Field(min_length=1)
+    datasets: list[str] | None = None
+    reason: str
+    requested_by: str
+    ticket: str | None = None
+    client_request_id: str | None = None
+
+
+class ErasureCompleted(EventDetail):
+    """An erasure request ended; carries only salted hashes of the subjects, never their ids."""
+
+    SOURCE = f"{SOURCE_PREFIX}.erasure"
+    DETAIL_TYPE = "ErasureCompleted"
+    request_id: str
+    state: str
+    subject_hashes: list[str]
+    datasets: list[str]
+    rows_removed: int = Field(ge=0)
+    files_rewritten: int = Field(ge=0)
+    verified: bool
+
+
 EVENT_TYPES: dict[str, type[EventDetail]] = {
     cls.DETAIL_TYPE: cls
-    for cls in (RawObjectStored, ObjectRejected, ChunkPlanned, PartitionFilesAdded, ObjectTransformed, ObjectFailed)
+    for cls in (
+        RawObjectStored,
+        ObjectRejected,
+        ChunkPlanned,
+        PartitionFilesAdded,
+        ObjectTransformed,
+        ObjectFailed,
+        PartitionCompacted,
+        ErasureRequested,
+        ErasureCompleted,
+    )
 }
 
 
