@@ -126,8 +126,11 @@ def test_form_encoded_keys_from_s3_notifications_are_resolved(platform: Platform
     envelope["detail"]["object"]["etag"] = "form-encoded-redelivery"
     queue = platform.state.functions["etl-local-ingest"]["mappings"][0]["queue_url"]
     platform.client("sqs").send_message(QueueUrl=queue, MessageBody=json.dumps(envelope))
-    both = platform.wait_for(lambda _: [e for e in platform.events_for("RawObjectStored", source_key=key)
-                                        if len(platform.events_for("RawObjectStored", source_key=key)) == 2])
+    def two_stored(_events: list) -> list | None:
+        stored = platform.events_for("RawObjectStored", source_key=key)
+        return stored if len(stored) == 2 else None
+
+    both = platform.wait_for(two_stored)
     assert both[0]["detail"]["object_id"] == both[1]["detail"]["object_id"], "same object version, same lineage id"
     assert not platform.events_for("RawObjectStored", source_key=f"{folder}/a+b.csv")
     dead = platform.client("sqs").receive_message(QueueUrl=dlq_url(platform), MaxNumberOfMessages=10,
