@@ -32,8 +32,23 @@ def _stream(line: str) -> None:
     console.out(line.rstrip("\n"), highlight=False)
 
 
-def _run(action: deploy.Action, env: str, only: list[str] | None) -> None:
+def _build_layers(env: str, only: list[str] | None, arch: str) -> None:
+    """The program publishes the layers `etl build` made: build them first, so a deploy never ships stale ones."""
+    from etl import build
+
+    for stack in deploy.plan("deploy", env, only):
+        component = stack.split("-", 1)[0]
+        if component in build.buildable_services():
+            with console.status(f"building the {component} layer for {arch}…"):
+                _, sizes = build.build_service(component, arch)
+            console.print(f"built {component}: layer {sizes.layer_zipped / 1e6:.1f} MB zipped")
+
+
+def _run(action: deploy.Action, env: str, only: list[str] | None, arch: str | None = None) -> None:
     try:
+        if arch is not None:
+            deploy.require_cli()
+            _build_layers(env, only, arch)
         outcomes = deploy.run(action, env, only, on_output=_stream)
     except deploy.DeployError as exc:
         _fail(exc)
@@ -47,16 +62,21 @@ def _run(action: deploy.Action, env: str, only: list[str] | None) -> None:
     console.print(table)
 
 
+ArchOpt = Annotated[str, typer.Option("--arch", help="Lambda architecture of the layers to build (arm64|x86_64).")]
+
+
 @app.command("deploy")
-def deploy_cmd(env: EnvArg, only: OnlyOpt = None) -> None:
-    """Create or update every stack of ENV: core first, then each service (`pulumi up`, streamed)."""
-    _run("deploy", env, only)
+def deploy_cmd(env: EnvArg, only: OnlyOpt = None, arch: ArchOpt = "arm64") -> None:
+    """Create or update every stack of ENV: core first, then each service (`pulumi up`, streamed).
+
+    Builds each service's dependency layer first (`etl build`)."""
+    _run("deploy", env, only, arch)
 
 
 @app.command("preview")
-def preview_cmd(env: EnvArg, only: OnlyOpt = None) -> None:
+def preview_cmd(env: EnvArg, only: OnlyOpt = None, arch: ArchOpt = "arm64") -> None:
     """Show what `etl deploy ENV` would change, stack by stack, without changing anything."""
-    _run("preview", env, only)
+    _run("preview", env, only, arch)
 
 
 @app.command("destroy")

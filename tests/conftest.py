@@ -2,7 +2,11 @@
 
 import os
 import sys
+import zipfile
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -16,3 +20,22 @@ for _key, _value in {
     os.environ.setdefault(_key, _value)
 for _key in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
     os.environ.pop(_key, None)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def built_layers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Stand-ins for what `etl build` makes: the program only hashes and uploads these zips."""
+    out = tmp_path_factory.mktemp("build")
+    from contracts import naming
+
+    for service in naming.SERVICES:
+        for arch in ("arm64", "x86_64"):
+            with zipfile.ZipFile(out / f"{service}-layer-{arch}.zip", "w") as zf:
+                zf.writestr("python/placeholder.py", f"# {service} {arch}\n")
+    previous = os.environ.get("ETL_BUILD_DIR")
+    os.environ["ETL_BUILD_DIR"] = str(out)
+    yield out
+    if previous is None:
+        os.environ.pop("ETL_BUILD_DIR", None)
+    else:
+        os.environ["ETL_BUILD_DIR"] = previous

@@ -3,15 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
-import zipfile
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from contracts import naming
 from etl.local.program import Registered, StackRun, run_stack
 from etl.local.recording import RecordingBackend
 
@@ -54,23 +49,6 @@ class Stack:
 def build(stack: str, config: dict[str, Any] | None = None) -> Stack:
     refs = {"core-dev": CORE_SENTINELS, "core-test": CORE_SENTINELS, "core-local": CORE_SENTINELS}
     return Stack(run_stack(stack, RecordingBackend(), config or {}, refs))
-
-
-@pytest.fixture(scope="session", autouse=True)
-def built_layers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """Stand-ins for what `etl build` makes: the program only hashes and uploads these zips."""
-    out = tmp_path_factory.mktemp("build")
-    for service in naming.SERVICES:
-        for arch in ("arm64", "x86_64"):
-            with zipfile.ZipFile(out / f"{service}-layer-{arch}.zip", "w") as zf:
-                zf.writestr("python/placeholder.py", f"# {service} {arch}\n")
-    previous = os.environ.get("ETL_BUILD_DIR")
-    os.environ["ETL_BUILD_DIR"] = str(out)
-    yield out
-    if previous is None:
-        os.environ.pop("ETL_BUILD_DIR", None)
-    else:
-        os.environ["ETL_BUILD_DIR"] = previous
 
 
 @pytest.fixture(scope="module")
