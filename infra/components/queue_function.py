@@ -144,52 +144,35 @@ class QueueFunction(pulumi.ComponentResource):
 
     def _alarms(self, name: str, fn_name: str, topic: pulumi.Input[str], timeout_s: int) -> None:
         """Alarms evaluate only when metrics arrive: no always-on cost."""
-        child = pulumi.ResourceOptions(parent=self)
-        common = dict(
-            alarm_actions=[topic], ok_actions=[topic], treat_missing_data="notBreaching", evaluation_periods=1
-        )
-        aws.cloudwatch.MetricAlarm(
-            f"{name}-dlq-depth",
-            name=f"{fn_name}-dlq-not-empty",
-            alarm_description=f"Messages {fn_name} could not process are waiting in its DLQ (etl dlq list).",
-            namespace="AWS/SQS",
-            metric_name="ApproximateNumberOfMessagesVisible",
-            dimensions={"QueueName": self.dlq.name},
-            statistic="Maximum",
-            period=60,
-            threshold=0,
-            comparison_operator="GreaterThanThreshold",
-            opts=child,
-            **common,
-        )
-        aws.cloudwatch.MetricAlarm(
-            f"{name}-errors",
-            name=f"{fn_name}-errors",
-            alarm_description=f"{fn_name} raised errors (messages are retried, then dead-lettered).",
-            namespace="AWS/Lambda",
-            metric_name="Errors",
-            dimensions={"FunctionName": self.function.name},
-            statistic="Sum",
-            period=300,
-            threshold=0,
-            comparison_operator="GreaterThanThreshold",
-            opts=child,
-            **common,
-        )
-        aws.cloudwatch.MetricAlarm(
-            f"{name}-backlog-age",
-            name=f"{fn_name}-backlog-age",
-            alarm_description=f"The oldest message for {fn_name} waited longer than 10 function timeouts.",
-            namespace="AWS/SQS",
-            metric_name="ApproximateAgeOfOldestMessage",
-            dimensions={"QueueName": self.queue.name},
-            statistic="Maximum",
-            period=300,
-            threshold=10 * timeout_s,
-            comparison_operator="GreaterThanThreshold",
-            opts=child,
-            **common,
-        )
+        sqs, lam = "AWS/SQS", "AWS/Lambda"
+        specs = [
+            ("dlq-depth", f"{fn_name}-dlq-not-empty", sqs, "ApproximateNumberOfMessagesVisible",
+             {"QueueName": self.dlq.name}, "Maximum", 60, 0,
+             f"Messages {fn_name} could not process are waiting in its DLQ (etl dlq list)."),
+            ("errors", f"{fn_name}-errors", lam, "Errors", {"FunctionName": self.function.name}, "Sum", 300, 0,
+             f"{fn_name} raised errors (messages are retried, then dead-lettered)."),
+            ("backlog-age", f"{fn_name}-backlog-age", sqs, "ApproximateAgeOfOldestMessage",
+             {"QueueName": self.queue.name}, "Maximum", 300, 10 * timeout_s,
+             f"The oldest message for {fn_name} waited longer than 10 function timeouts."),
+        ]
+        for suffix, alarm_name, namespace, metric, dimensions, statistic, period, threshold, description in specs:
+            aws.cloudwatch.MetricAlarm(
+                f"{name}-{suffix}",
+                name=alarm_name,
+                alarm_description=description,
+                namespace=namespace,
+                metric_name=metric,
+                dimensions=dimensions,
+                statistic=statistic,
+                period=period,
+                threshold=threshold,
+                comparison_operator="GreaterThanThreshold",
+                evaluation_periods=1,
+                treat_missing_data="notBreaching",
+                alarm_actions=[topic],
+                ok_actions=[topic],
+                opts=pulumi.ResourceOptions(parent=self),
+            )
 
 
 def _events_may_send(queue_arn: str, rule_arn: str) -> str:
