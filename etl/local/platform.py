@@ -50,6 +50,7 @@ class PlatformState:
     status: str  # starting | ready | failed
     stacks: dict[str, StackState] = field(default_factory=dict)
     functions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    hosts: dict[str, int] = field(default_factory=dict)  # function name -> pid of its host process
     error: str | None = None
 
     def save(self) -> None:
@@ -179,6 +180,8 @@ class Supervisor:
                 if proc.poll() is not None:
                     print(f"function host {name} exited with {proc.returncode}; restarting", flush=True)
                     self.spawn(name, state.functions[name])
+                    state.hosts[name] = self.children[name].pid
+                    state.save()
 
     def shutdown(self) -> None:
         for proc in self.children.values():
@@ -204,6 +207,7 @@ def serve(port: int) -> None:
         sup.provision(state)
         for name, spec in state.functions.items():
             sup.spawn(name, spec)
+        state.hosts = {name: proc.pid for name, proc in sup.children.items()}
         state.status = "ready"
         state.save()
         print(f"local platform ready at {state.endpoint}", flush=True)

@@ -97,4 +97,5 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
         stopped = etl("local", "down", env=env)
         assert stopped.returncode == 0, stopped.stderr
         assert not pid_alive(state.pid), "supervisor still running after `etl local down`"
+        assert state.hosts and not [n for n, pid in state.hosts.items() if pid_alive(pid)], "function hosts left"
         os.environ.pop("ETL_LOCAL_DIR", None)
