@@ -481,3 +481,37 @@ def test_float_identity_partitions_fold_negative_zero_and_refuse_nan() -> None:
 def test_a_lone_sign_is_not_an_integer() -> None:
     result = run(typed_dataset(), csv_text([typed_row(small="+"), typed_row(id="2", small="+-3")]))
     assert reasons(result) == {2: "small: '+' is not an integer", 3: "small: '+-3' is not an integer"}
+
+
+def test_jsonl_quoted_numbers_mixed_with_numbers_and_bad_lines(monkeypatch: pytest.MonkeyPatch) -> None:
+    from services.transform import parse_jsonl
+
+    lines = []
+    for i in range(1, 61):
+        order_id = f'"{i}"' if i % 3 else str(i)  # quoted in two of three lines
+        amount = ("12.345", '"7.5"', "8")[i % 3] if i % 7 == 0 else '"1.25"'
+        lines.append(
+            f'{{"order_id": {order_id}, "customer_id": {i}, "amount": {amount}, "status": "paid", '
+            f'"order_date": "2024-01-{i % 28 + 1:02d}"}}'
+        )
+    lines[10] = "{not json"
+    lines[40] = '{"order_id": {"nested": 1}}'
+    data = ("\n".join(lines) + "\n").encode()
+    expected = run(ORDERS, data)
+    assert expected.rows_in == 60 and set(reasons(expected)) == {11, 41, 21, 42}  # 21 and 42: 12.345
+    for block in (4, 16):  # small blocks: type switches, named rows and Python blocks all happen
+        monkeypatch.setattr(parse_jsonl, "BLOCK_LINES", block)
+        result = run(ORDERS, data)
+        assert good_rows(result) == good_rows(expected)
+        assert result.quarantine.equals(expected.quarantine)
+    assert [r["order_id"] for r in good_rows(expected)][:3] == [1, 2, 3]
+
+
+def test_many_bad_values_are_found_without_losing_good_ones() -> None:
+    rows = [typed_row(id=str(i), day=("2023-02-29", "2024-02-29")[i % 2], price=("1.234", "1.23")[i % 2])
+            for i in range(1, 2001)]  # fmt: skip
+    result = run(typed_dataset(), csv_text(rows))
+    assert result.rows_good == 1000 and result.rows_quarantined == 1000
+    assert reasons(result)[3] == (
+        "price: '1.234' has 3 decimal places, decimal(5,2) allows 2; day: '2023-02-29' is not a calendar date"
+    )
