@@ -178,8 +178,9 @@ class CommitSettings:
 
     - `max_op_seconds`: no attempt runs longer (Lambda's hard timeout; 900 s is Lambda's maximum).
     - `clock_margin_seconds`: covers clock skew and a request landing after it was sent.
-    - `grace_seconds`: replaced files live this long after the flip; must outlast queries (Athena's
-      DML timeout is 30 min by default) and any attempt, and stay far below the erasure window.
+    - `grace_seconds`: replaced and staged files live this long; must outlast queries (Athena's DML
+      timeout is 30 min by default) and two attempts (a staged file may be reserved one attempt
+      before it is committed), and stay far below the erasure window.
     """
 
     grace_seconds: float = 4 * 3600
@@ -190,8 +191,8 @@ class CommitSettings:
     busy_wait_seconds: float = 20
 
     def __post_init__(self) -> None:
-        if self.grace_seconds <= self.max_op_seconds + self.clock_margin_seconds:
-            raise ValueError("grace_seconds must exceed max_op_seconds + clock_margin_seconds")
+        if self.grace_seconds <= 2 * self.max_op_seconds + self.clock_margin_seconds:
+            raise ValueError("grace_seconds must exceed 2 * max_op_seconds + clock_margin_seconds")
         if self.grace_seconds >= self.erasure_window_seconds:
             raise ValueError("grace_seconds must be shorter than erasure_window_seconds")
         if self.op_record_ttl_seconds <= self.grace_seconds:
@@ -501,7 +502,7 @@ class PartitionCommitter:
     ) -> _Pending | None:
         """Turn a request into an intent against the state it will be conditioned on."""
         gone = [n for n in spec.remove if n not in state.files]
-        if False:
+        if gone:
             raise ReplaceConflict(f"{where.pk}: {len(gone)} file(s) to replace are no longer current: {gone[:3]}")
         present = [n for n in spec.names if n in state.files]
         if present and len(present) == len(spec.names):
@@ -533,9 +534,9 @@ class PartitionCommitter:
         """Make a claimed intent visible, record it, clear it. Every step may be repeated."""
         p = state.pending
         assert p is not None
+        result = self._result(where, p.op_id, p.dst, [s.name for s in p.add], p.remove)
         try:
             self._apply(where, state, p, attempt)
-            result = self._result(where, p.op_id, p.dst, tuple(s.name for s in p.add), p.remove)
             self._guard(attempt)
             self._table.put(self._op_item(where, p, result))
             self._guard(attempt)
@@ -687,7 +688,10 @@ class PartitionCommitter:
     def _stat_staged(self, where: _Where, spec: _Spec) -> list[_Staged]:
         """Check staged files before the intent: a pending commit must never wait for a missing file."""
         staged = []
-        oldest = self._clock.now() - (self.settings.grace_seconds - self.settings.max_op_seconds)
+        # a staged key is purged `grace` after its reservation (at most one attempt before the write);
+        # it must stay until this attempt's claim has certainly ended
+        s = self.settings
+        oldest = self._clock.now() - (s.grace_seconds - 2 * s.max_op_seconds - s.clock_margin_seconds)
         prefix = f"{lake.STAGING_ROOT}{where.ref.dataset}/{where.path}/{spec.digest}/"
         for name, f in zip(spec.names, spec.add, strict=True):
             if not f.staged_key.startswith(prefix):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -42,6 +43,7 @@ PARQUET_SERDE = "org.apache.hadoop.hive.ql.io.parquet.serde.ParquetHiveSerDe"
 
 @pytest.fixture(scope="module")
 def moto_endpoint() -> Iterator[str]:
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
@@ -94,15 +96,14 @@ class Lake:
             settings=SETTINGS,
         )
 
-    def partition(self) -> dict[str, Any]:
+    def partition(self, values: tuple[str, str] = ("2024", "05")) -> dict[str, Any]:
         glue = aws.client("glue")
-        return glue.get_partition(DatabaseName=self.database, TableName="orders", PartitionValues=["2024", "05"])[
-            "Partition"
-        ]
+        part = glue.get_partition(DatabaseName=self.database, TableName="orders", PartitionValues=list(values))
+        return part["Partition"]
 
-    def view(self) -> list[int]:
+    def view(self, values: tuple[str, str] = ("2024", "05")) -> list[int]:
         """Order ids a query reads: every object under the Glue partition's location."""
-        location = self.partition()["StorageDescriptor"]["Location"]
+        location = self.partition(values)["StorageDescriptor"]["Location"]
         prefix = location.removeprefix(f"s3://{self.bucket}/")
         s3 = aws.client("s3")
         ids: list[int] = []
@@ -300,3 +301,17 @@ def test_erasure_to_zero_files_and_reconcile_after_the_partition_was_dropped(lak
     assert lake_env.partition()["StorageDescriptor"]["Location"] == result.location
     assert lake_env.view() == [2]
     assert c.reconcile(REF) is None
+
+
+def test_partition_values_needing_escapes_survive_s3_copies_and_glue(lake_env: Lake) -> None:
+    c = lake_env.committer()
+    ref = PartitionRef("orders", {"order_year": "2024", "order_month": "a/b c%"})
+    first = c.append(ref, [c.stage(ref, "obj-1", "p.parquet", parquet([1]), 1)], "obj-1")
+    c.append(ref, [c.stage(ref, "obj-2", "p.parquet", parquet([2]), 1)], "obj-2")
+    result = c.replace(
+        ref, [f.name for f in c.current(ref).files], [c.stage(ref, "c", "p.parquet", parquet([1, 2]), 2)], "c"
+    )
+
+    assert first.location.endswith("/orders/order_year=2024/order_month=a%2Fb c%25/gen=1/")
+    assert lake_env.partition(("2024", "a/b c%"))["StorageDescriptor"]["Location"] == result.location
+    assert lake_env.view(("2024", "a/b c%")) == [1, 2]
