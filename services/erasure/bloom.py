@@ -1,0 +1,172 @@
+"""Parquet split-block bloom filters, read straight from the file (pyarrow writes them, cannot read them).
+
+A column chunk's footer entry gives the filter's offset and length; the filter is a small Thrift
+header and a bitset of 32-byte blocks. A value's xxHash64 (seed 0, over its PLAIN encoding) picks a
+block and eight bits in it; any bit unset proves the value absent. Probing is a few integer
+operations per value, so a pure-Python xxHash64 is enough for the handful of subjects in a run.
+Spec: https://github.com/apache/parquet-format/blob/master/BloomFilter.md
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+_M = (1 << 64) - 1
+_P1, _P2, _P3 = 0x9E3779B185EBCA87, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9
+_P4, _P5 = 0x85EBCA77C2B2AE63, 0x27D4EB2F165667C5
+SALT = (0x47B6137B, 0x44974D91, 0x8824AD5B, 0xA2B7289D, 0x705495C7, 0x2DF1424B, 0x9EFC4947, 0x5C6BFB31)
+BLOCK_BYTES = 32
+
+
+def _rotl(x: int, r: int) -> int:
+    return ((x << r) | (x >> (64 - r))) & _M
+
+
+def _round(acc: int, lane: int) -> int:
+    return (_rotl((acc + lane * _P2) & _M, 31) * _P1) & _M
+
+
+def xxh64(data: bytes, seed: int = 0) -> int:
+    """xxHash64 (the reference algorithm), for short inputs such as one encoded value."""
+    n, i = len(data), 0
+    if n >= 32:
+        v = [(seed + _P1 + _P2) & _M, (seed + _P2) & _M, seed & _M, (seed - _P1) & _M]
+        while i + 32 <= n:
+            for j in range(4):
+                v[j] = _round(v[j], int.from_bytes(data[i + 8 * j : i + 8 * j + 8], "little"))
+            i += 32
+        h = (_rotl(v[0], 1) + _rotl(v[1], 7) + _rotl(v[2], 12) + _rotl(v[3], 18)) & _M
+        for lane in v:
+            h = ((h ^ _round(0, lane)) * _P1 + _P4) & _M
+    else:
+        h = (seed + _P5) & _M
+    h = (h + n) & _M
+    while i + 8 <= n:
+        h ^= _round(0, int.from_bytes(data[i : i + 8], "little"))
+        h = (_rotl(h, 27) * _P1 + _P4) & _M
+        i += 8
+    if i + 4 <= n:
+        h ^= (int.from_bytes(data[i : i + 4], "little") * _P1) & _M
+        h = (_rotl(h, 23) * _P2 + _P3) & _M
+        i += 4
+    while i < n:
+        h ^= (data[i] * _P5) & _M
+        h = (_rotl(h, 11) * _P1) & _M
+        i += 1
+    h ^= h >> 33
+    h = (h * _P2) & _M
+    h ^= h >> 29
+    h = (h * _P3) & _M
+    return h ^ (h >> 32)
+
+
+def plain_bytes(value: int | str | bytes, physical_type: str) -> bytes:
+    """A value's PLAIN encoding as the bloom filter hashes it (no length prefix for byte arrays)."""
+    if physical_type == "INT64":
+        return struct.pack("<q", int(value))  # type: ignore[arg-type]
+    if physical_type == "INT32":
+        return struct.pack("<i", int(value))  # type: ignore[arg-type]
+    if physical_type in ("BYTE_ARRAY", "FIXED_LEN_BYTE_ARRAY"):
+        return value.encode("utf-8") if isinstance(value, str) else bytes(value)  # type: ignore[arg-type]
+    raise ValueError(f"bloom probes of {physical_type} columns are not supported")
+
+
+class BloomFormatError(ValueError):
+    """The bytes at the footer's bloom filter offset are not a split-block bloom filter."""
+
+
+def _varint(buf: bytes, pos: int) -> tuple[int, int]:
+    shift = result = 0
+    while True:
+        if pos >= len(buf):
+            raise BloomFormatError("truncated bloom filter header")
+        b = buf[pos]
+        pos += 1
+        result |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return result, pos
+        shift += 7
+
+
+def _skip_struct(buf: bytes, pos: int, depth: int = 0) -> int:
+    """Skip a Thrift compact struct whose fields are structs or integers (all the header holds)."""
+    if depth > 4:
+        raise BloomFormatError("bloom filter header nests too deep")
+    while True:
+        if pos >= len(buf):
+            raise BloomFormatError("truncated bloom filter header")
+        head = buf[pos]
+        pos += 1
+        kind = head & 0x0F
+        if kind == 0:
+            return pos
+        if head >> 4 == 0:  # long form: explicit field id follows
+            _, pos = _varint(buf, pos)
+        if kind == 12:
+            pos = _skip_struct(buf, pos, depth + 1)
+        elif kind in (3,):
+            pos += 1
+        elif kind in (4, 5, 6):
+            _, pos = _varint(buf, pos)
+        elif kind not in (1, 2):
+            raise BloomFormatError(f"unexpected Thrift type {kind} in bloom filter header")
+
+
+def parse_header(buf: bytes) -> tuple[int, int]:
+    """(bitset bytes, header length) of a BloomFilterHeader at the start of `buf`."""
+    num_bytes = None
+    pos = 0
+    field = 0
+    while True:
+        if pos >= len(buf):
+            raise BloomFormatError("truncated bloom filter header")
+        head = buf[pos]
+        pos += 1
+        kind = head & 0x0F
+        if kind == 0:
+            break
+        delta = head >> 4
+        if delta:
+            field += delta
+        else:
+            raw, pos = _varint(buf, pos)
+            field = (raw >> 1) ^ -(raw & 1)
+        if field == 1 and kind == 5:
+            raw, pos = _varint(buf, pos)
+            num_bytes = (raw >> 1) ^ -(raw & 1)
+        elif kind == 12:
+            pos = _skip_struct(buf, pos)
+        elif kind in (4, 5, 6):
+            _, pos = _varint(buf, pos)
+        else:
+            raise BloomFormatError(f"unexpected Thrift type {kind} in bloom filter header")
+    if num_bytes is None or num_bytes <= 0 or num_bytes % BLOCK_BYTES:
+        raise BloomFormatError(f"bloom filter size {num_bytes} is not a positive multiple of {BLOCK_BYTES}")
+    return num_bytes, pos
+
+
+@dataclass(frozen=True)
+class SplitBlockBloom:
+    """A bitset; `might_contain(hash)` is False only for values certainly absent."""
+
+    bitset: bytes
+
+    @classmethod
+    def from_bytes(cls, buf: bytes) -> SplitBlockBloom:
+        """`buf` starts with the header; it may hold more bytes than the filter (they are ignored)."""
+        num_bytes, header = parse_header(buf)
+        if len(buf) < header + num_bytes:
+            raise BloomFormatError(f"bloom filter needs {header + num_bytes} bytes, got {len(buf)}")
+        return cls(bytes(buf[header : header + num_bytes]))
+
+    def might_contain(self, h: int) -> bool:
+        blocks = len(self.bitset) // BLOCK_BYTES
+        base = (((h >> 32) * blocks) >> 32) * BLOCK_BYTES
+        key = h & 0xFFFFFFFF
+        for i, salt in enumerate(SALT):
+            bit = ((key * salt) & 0xFFFFFFFF) >> 27
+            word = int.from_bytes(self.bitset[base + 4 * i : base + 4 * i + 4], "little")
+            if not (word >> bit) & 1:
+                return False
+        return True

@@ -1,0 +1,247 @@
+"""The lake side of a run: list partitions, FIND per partition, REWRITE + commit, purge old generations.
+
+Every change goes through the partition-commit protocol (`PartitionCommitter.replace`), so
+transform appends and compaction on the same partition stay safe: a commit that lost a race raises
+ReplaceConflict and the partition is planned again from the new manifest. The op id is derived
+from the run, attempt, partition and the exact files replaced, so a retried task replays the
+committed op instead of committing twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from contracts import aws
+from contracts import lake as layout
+from contracts.commits import MissingObject, NewFile, PartitionCommitter, PartitionRef, ReplaceConflict
+from contracts.datasets import Dataset
+from services.erasure.blobs import S3Blob
+from services.erasure.find import FileProbe, FindStats, partition_may_match, probe
+from services.erasure.rewrite import rewrite
+from services.erasure.subjects import ColumnValues
+from services.erasure.versions import versions
+
+PROBE_THREADS = 8
+MAX_REPLANS = 5
+
+
+class OutOfTime(RuntimeError):
+    """The invocation's budget ends before the next file; progress is checkpointed, continue later."""
+
+
+@dataclass(frozen=True)
+class Partition:
+    dataset: str
+    values: Mapping[str, str]
+    location: str
+
+    @property
+    def ref(self) -> PartitionRef:
+        return PartitionRef(self.dataset, self.values)
+
+
+def glue_partitions(database: str, dataset: Dataset) -> list[Partition]:
+    """Every registered partition of the dataset's table with its current location."""
+    out = []
+    pages = aws.client("glue").get_paginator("get_partitions").paginate(DatabaseName=database, TableName=dataset.name)
+    for page in pages:
+        for p in page["Partitions"]:
+            values = dict(zip(dataset.partition_names, p["Values"], strict=True))
+            out.append(Partition(dataset.name, values, p["StorageDescriptor"].get("Location", "")))
+    return sorted(out, key=lambda p: tuple(p.values.values()))
+
+
+def candidate_partitions(
+    database: str, dataset: Dataset, columns: Sequence[ColumnValues]
+) -> tuple[list[Partition], int]:
+    """(partitions that may hold a subject, partitions pruned by their values)."""
+    parts = glue_partitions(database, dataset)
+    kept = [p for p in parts if partition_may_match(dataset, p.values, columns)]
+    return kept, len(parts) - len(kept)
+
+
+_POOL: list[ThreadPoolExecutor] = []
+
+
+def _pool() -> ThreadPoolExecutor:
+    """One pool per process: its threads keep their boto3 clients (creating one costs ~0.1 s)."""
+    if not _POOL:
+        _POOL.append(ThreadPoolExecutor(max_workers=PROBE_THREADS, thread_name_prefix="probe"))
+    return _POOL[0]
+
+
+@dataclass
+class FileHit:
+    name: str
+    key: str
+    bytes: int
+    probe: FileProbe
+
+
+def probe_files(
+    bucket: str, files: Sequence[tuple[str, str, int]], columns: Sequence[ColumnValues]
+) -> tuple[list[FileHit], FindStats]:
+    """Probe files (name, key, size) concurrently (I/O bound); hits in input order and summed stats."""
+    stats = FindStats()
+
+    def one(f: tuple[str, str, int]) -> FileHit:
+        name, key, size = f
+        return FileHit(name, key, size, probe(S3Blob(bucket, key, size), columns))
+
+    results = list(map(one, files)) if len(files) < 2 else list(_pool().map(one, files))
+    for r in results:
+        stats.add(r.probe.stats)
+    return [r for r in results if r.probe.matched], stats
+
+
+def find_in_partition(
+    committer: PartitionCommitter, part: Partition, columns: Sequence[ColumnValues]
+) -> tuple[list[FileHit], FindStats]:
+    state = committer.current(part.ref)
+    files = [(f.name, f.key, f.bytes) for f in state.files]
+    return probe_files(committer.bucket, files, columns)
+
+
+class Checkpoint:
+    """Where a partition task keeps its progress between invocations (see worker.py)."""
+
+    def load(self) -> dict[str, Any] | None:
+        raise NotImplementedError
+
+    def save(self, data: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+
+def op_id_for(prefix: str, names: Sequence[str]) -> str:
+    digest = hashlib.sha256("\n".join(sorted(names)).encode()).hexdigest()[:16]
+    return f"{prefix}:{digest}"
+
+
+def _idx_keys(d: Mapping[int, int]) -> dict[str, int]:
+    return {str(k): v for k, v in d.items()}
+
+
+def _rewrite_hit(
+    committer: PartitionCommitter, ref: PartitionRef, op_id: str, hit: FileHit, index: int,
+    columns: Sequence[ColumnValues],
+) -> dict[str, Any]:
+    fs = aws.s3_filesystem()
+    staged = committer.reserve_staging(ref, op_id, f"erased-{index:04d}.parquet")
+    with fs.open_input_file(f"{committer.bucket}/{hit.key}") as src:
+        result = rewrite(src, lambda: fs.open_output_stream(f"{committer.bucket}/{staged}"), columns,
+                         row_groups=hit.probe.matched_row_groups)
+    out_bytes = 0
+    if result.rows_out:
+        out_bytes = fs.get_file_info(f"{committer.bucket}/{staged}").size
+    return {
+        "name": hit.name, "key": hit.key, "bytes_in": hit.bytes, "rows_in": result.rows_in,
+        "rows_removed": result.rows_removed, "rows_out": result.rows_out, "bytes_out": out_bytes,
+        "staged_key": staged if result.rows_out else None, "by_subject": _idx_keys(result.by_subject),
+        "lineage": result.lineage, "row_groups_in": result.row_groups_in, "row_groups_out": result.row_groups_out,
+    }
+
+
+def erase_partition(
+    committer: PartitionCommitter,
+    part: Partition,
+    columns: Sequence[ColumnValues],
+    *,
+    op_prefix: str,
+    checkpoint: Checkpoint,
+    deadline: float,
+    clock: Callable[[], float] = time.time,
+    hook: Callable[[str], None] = lambda step: None,
+) -> dict[str, Any]:
+    """Rewrite every file of the partition holding a subject and commit them in one replace.
+
+    Returns the outcome (JSON-able): files replaced (old key → new key, rows), rows per subject
+    index, lineage of the erased rows, the generation committed and what FIND read.
+    """
+    ref = part.ref
+    saved = checkpoint.load()
+    if saved and saved.get("outcome"):
+        return saved["outcome"]
+    find_stats = FindStats()
+    for _ in range(MAX_REPLANS):
+        if saved and saved.get("staged_all"):
+            try:
+                return _commit(committer, part, saved, checkpoint, deadline, clock, hook)
+            except (ReplaceConflict, MissingObject):
+                saved = None  # the files changed (compaction won) or staging expired: plan again
+                continue
+        hits, stats = find_in_partition(committer, part, columns)
+        find_stats.add(stats)
+        if not hits:
+            outcome = {"dataset": part.dataset, "partition": dict(part.values), "files": [], "rows_removed": 0,
+                       "by_subject": {}, "lineage": {}, "generation": None, "op_id": None,
+                       "find": find_stats.to_json()}
+            checkpoint.save({"outcome": outcome})
+            return outcome
+        op_id = op_id_for(op_prefix, [h.name for h in hits])
+        done = {f["name"]: f for f in (saved or {}).get("files", [])} if (saved or {}).get("op_id") == op_id else {}
+        plan: dict[str, Any] = {"op_id": op_id, "files": list(done.values()), "find": find_stats.to_json()}
+        for i, hit in enumerate(hits):
+            if hit.name in done:
+                continue
+            if clock() >= deadline:
+                checkpoint.save(plan)
+                raise OutOfTime(f"{part.dataset} {dict(part.values)}: {len(plan['files'])}/{len(hits)} files done")
+            plan["files"].append(_rewrite_hit(committer, ref, op_id, hit, i, columns))
+            checkpoint.save(plan)
+            hook("file-rewritten")
+        plan["staged_all"] = True
+        checkpoint.save(plan)
+        hook("staged")
+        saved = plan
+    raise ReplaceConflict(f"{part.dataset} {dict(part.values)}: still conflicting after {MAX_REPLANS} plans")
+
+
+def _commit(
+    committer: PartitionCommitter, part: Partition, plan: dict[str, Any], checkpoint: Checkpoint, deadline: float,
+    clock: Callable[[], float], hook: Callable[[str], None],
+) -> dict[str, Any]:
+    files = plan["files"]
+    kept = [f for f in files if f["staged_key"]]
+    add = [NewFile(f"erased-{i:04d}.parquet", f["staged_key"], f["rows_out"]) for i, f in enumerate(kept)]
+    result = committer.replace(part.ref, remove=[f["name"] for f in files], add=add, op_id=plan["op_id"],
+                               deadline=deadline)
+    hook("committed")
+    path = layout.partition_path(list(part.values), part.values)
+    for f, name in zip(kept, result.added, strict=True):
+        f["new_name"] = name
+        f["new_key"] = layout.file_key(part.dataset, path, result.generation, name)
+    by_subject: dict[str, int] = {}
+    lineage: dict[str, list[int]] = {}
+    for f in files:
+        for k, v in f["by_subject"].items():
+            by_subject[k] = by_subject.get(k, 0) + v
+        for oid, lines in f["lineage"].items():
+            lineage.setdefault(oid, []).extend(lines)
+    outcome = {
+        "dataset": part.dataset, "partition": dict(part.values), "op_id": plan["op_id"],
+        "generation": result.generation, "committed_at": clock(), "replayed": result.replayed,
+        "files": [{k: v for k, v in f.items() if k not in ("lineage", "staged_key", "by_subject")} for f in files],
+        "rows_removed": sum(f["rows_removed"] for f in files), "by_subject": by_subject,
+        "lineage": {oid: sorted(set(lines)) for oid, lines in lineage.items()}, "find": plan.get("find", {}),
+    }
+    checkpoint.save({"outcome": outcome})
+    return outcome
+
+
+def old_generation_versions(
+    bucket: str, dataset: Dataset, values: Mapping[str, str], below: int
+) -> list[tuple[str, str]]:
+    """Every version of every object in generations older than `below` of one partition."""
+    path = layout.partition_path(dataset.partition_names, values)
+    prefix = layout.partition_prefix(dataset.name, path)
+    out = []
+    for key, version in versions(bucket, prefix):
+        gen = key[len(prefix):].split("/", 1)[0]
+        if gen.startswith("gen=") and gen[4:].isdigit() and int(gen[4:]) < below:
+            out.append((key, version))
+    return out

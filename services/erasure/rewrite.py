@@ -1,0 +1,160 @@
+"""REWRITE: a Parquet file without the subjects' rows, streamed row group by row group.
+
+The new file keeps what readers rely on, taken from the old file's own footer: schema, codec per
+column, dictionary and delta encodings, statistics, page index, bloom filters on the same columns,
+`sorting_columns`, decimal storage, and the row-group boundaries (each old row group becomes one
+new row group, minus the erased rows, so sort order and group sizes stay as compaction left them).
+Rows are removed with `pyarrow.compute.is_in` (vectorised). Memory holds one row group at a time.
+
+Not recorded in Parquet, so taken from the platform's writer convention (services/transform/
+parquet.py): zstd level 3 for plain (non-dictionary) text, 1 for the rest; bloom filters sized for
+the row group's rows at a 5 % false-positive rate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from services.erasure.find import count_by_subject, match_mask
+from services.erasure.subjects import ColumnValues
+
+#: lineage columns every lake row carries (written by transform, see docs/design/erasure.md)
+OBJECT_COLUMN, LINE_COLUMN = "_source_object_id", "_source_line"
+BLOOM_FPP = 0.05
+ZSTD_TEXT_LEVEL, ZSTD_LEVEL = 3, 1
+_CODECS = {"ZSTD": "zstd", "SNAPPY": "snappy", "GZIP": "gzip", "UNCOMPRESSED": "none", "BROTLI": "brotli",
+           "LZ4": "lz4", "LZ4_RAW": "lz4"}
+_DICTIONARY = {"PLAIN_DICTIONARY", "RLE_DICTIONARY"}
+_COLUMN_ENCODINGS = ("DELTA_BINARY_PACKED", "DELTA_LENGTH_BYTE_ARRAY", "DELTA_BYTE_ARRAY", "BYTE_STREAM_SPLIT")
+
+
+@dataclass
+class RewriteResult:
+    rows_in: int = 0
+    rows_removed: int = 0
+    by_subject: dict[int, int] = field(default_factory=dict)
+    lineage: dict[str, list[int]] = field(default_factory=dict)  # object id -> removed line numbers
+    row_groups_in: int = 0
+    row_groups_out: int = 0
+
+    @property
+    def rows_out(self) -> int:
+        return self.rows_in - self.rows_removed
+
+
+def writer_options(pf: pq.ParquetFile) -> dict[str, Any]:
+    """ParquetWriter keyword arguments that reproduce the file's physical layout."""
+    md = pf.metadata
+    schema = pf.schema_arrow
+    names = schema.names
+    if md.num_row_groups == 0:
+        return {"compression": "zstd"}
+    rg = md.row_group(0)
+    chunks = {names[i]: rg.column(i) for i in range(rg.num_columns)}
+    codecs = {n: _CODECS.get(c.compression, "zstd") for n, c in chunks.items()}
+    dictionary = [n for n, c in chunks.items() if _DICTIONARY & set(c.encodings)]
+    encodings = {}
+    for n, c in chunks.items():
+        special = [e for e in _COLUMN_ENCODINGS if e in c.encodings]
+        if special and n not in dictionary:
+            encodings[n] = special[0]
+    levels = {
+        n: ZSTD_TEXT_LEVEL if pa.types.is_string(schema.field(n).type) and n not in dictionary else ZSTD_LEVEL
+        for n, codec in codecs.items()
+        if codec == "zstd"
+    }
+    max_rows = max(md.row_group(i).num_rows for i in range(md.num_row_groups))
+    bloom = {n: {"ndv": max(1, max_rows), "fpp": BLOOM_FPP} for n, c in chunks.items() if c.bloom_filter_offset}
+    decimals_as_int = any(
+        pa.types.is_decimal(schema.field(n).type) and c.physical_type in ("INT32", "INT64") for n, c in chunks.items()
+    )
+    stored_schema = bool(md.metadata and b"ARROW:schema" in md.metadata)
+    return {
+        "compression": codecs,
+        "compression_level": levels or None,
+        "use_dictionary": dictionary,
+        "column_encoding": encodings or None,
+        "write_statistics": [n for n, c in chunks.items() if c.is_stats_set],
+        "write_page_index": any(c.has_column_index for c in chunks.values()),
+        "bloom_filter_options": bloom or None,
+        "sorting_columns": rg.sorting_columns or None,
+        "store_decimal_as_integer": decimals_as_int,
+        "store_schema": stored_schema,
+        "version": md.format_version if md.format_version in ("1.0", "2.4", "2.6") else "2.6",
+    }
+
+
+def _lineage(removed: pa.Table, into: dict[str, list[int]]) -> None:
+    if OBJECT_COLUMN not in removed.column_names or LINE_COLUMN not in removed.column_names:
+        return
+    for oid, line in zip(removed[OBJECT_COLUMN].to_pylist(), removed[LINE_COLUMN].to_pylist(), strict=True):
+        if oid is not None and line is not None:
+            into.setdefault(oid, []).append(int(line))
+
+
+def _drop_matches(t: pa.Table, columns: Sequence[ColumnValues], result: RewriteResult) -> pa.Table:
+    mask = match_mask(t, columns)
+    if mask is None or not pc.any(mask).as_py():
+        return t
+    removed = t.filter(mask)
+    result.rows_removed += removed.num_rows
+    for i, c in count_by_subject(removed, columns).items():
+        result.by_subject[i] = result.by_subject.get(i, 0) + c
+    _lineage(removed, result.lineage)
+    return t.filter(pc.invert(mask))
+
+
+def _close(sink: Any) -> None:
+    if sink is not None and hasattr(sink, "close") and not getattr(sink, "closed", False):
+        sink.close()
+
+
+def rewrite(
+    source: Any,
+    open_sink: Callable[[], Any],
+    columns: Sequence[ColumnValues],
+    *,
+    row_groups: Sequence[int] | None = None,
+) -> RewriteResult:
+    """Copy `source` to the sink `open_sink()` returns, without rows matching `columns`.
+
+    The sink is opened only when a row survives: a file left with no rows produces no file (the
+    caller removes it from the partition). `row_groups`, when given, names the only row groups that
+    can match (from FIND); the others are copied without testing.
+    """
+    result = RewriteResult()
+    pf = pq.ParquetFile(source)
+    options = writer_options(pf)
+    schema = pf.schema_arrow
+    may_match = None if row_groups is None else set(row_groups)
+    writer: pq.ParquetWriter | None = None
+    sink = None
+    try:
+        for r in range(pf.metadata.num_row_groups):
+            t = pf.read_row_group(r)
+            result.row_groups_in += 1
+            result.rows_in += t.num_rows
+            if may_match is None or r in may_match:
+                t = _drop_matches(t, columns, result)
+            if t.num_rows == 0:
+                continue
+            if writer is None:
+                sink = open_sink()
+                writer = pq.ParquetWriter(sink, schema, **options)
+            writer.write_table(t, row_group_size=t.num_rows)
+            result.row_groups_out += 1
+    except BaseException:
+        _close(sink)  # no footer: a half-written file never looks like a whole one
+        raise
+    if writer is not None:
+        writer.close()
+    _close(sink)
+    for lines in result.lineage.values():
+        lines.sort()
+    return result

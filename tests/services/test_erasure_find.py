@@ -1,0 +1,117 @@
+"""FIND: xxHash64, the bloom filter reader against pyarrow-written filters, statistics, pruning, probes."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from contracts.datasets import load_datasets
+from services.erasure.blobs import LocalBlob
+from services.erasure.bloom import BloomFormatError, SplitBlockBloom, parse_header, plain_bytes, xxh64
+from services.erasure.find import partition_may_match, probe
+from services.erasure.subjects import Subjects
+from services.transform.parquet import lake_schema, write_partition
+
+ORDERS = load_datasets()["orders"]
+SALT = b"unit-test-salt-0123456789"
+
+
+def orders_table(customers: list[int], seed: int = 0) -> pa.Table:
+    rnd = random.Random(seed)
+    n = len(customers)
+    import datetime as dt
+    from decimal import Decimal
+
+    t = pa.table({
+        "order_id": pa.array(range(n), pa.int64()),
+        "customer_id": pa.array(customers, pa.int64()),
+        "amount": pa.array([Decimal(rnd.randrange(100, 9999)) / 100 for _ in range(n)], pa.decimal128(12, 2)),
+        "status": pa.array([rnd.choice(["placed", "paid"]) for _ in range(n)]),
+        "order_date": pa.array([dt.date(2024, 5, 1 + i % 28) for i in range(n)], pa.date32()),
+        "_source_object_id": pa.array(["obj"] * n),
+        "_source_line": pa.array(range(1, n + 1), pa.int64()),
+    })
+    return t.cast(lake_schema(ORDERS))
+
+
+def write(tmp_path: Path, name: str, customers: list[int], row_group_rows: int | None = None) -> Path:
+    ds = ORDERS if row_group_rows is None else ORDERS.model_copy(
+        update={"storage": ORDERS.storage.model_copy(update={"row_group_rows": row_group_rows})})
+    path = tmp_path / name
+    write_partition(orders_table(customers), str(path), ds)
+    return path
+
+
+@pytest.mark.parametrize(("data", "expected"), [
+    (b"", 0xEF46DB3751D8E999), (b"a", 0xD24EC4F1A98C6E5B), (b"abc", 0x44BC2CF5AD770999),
+    (b"Nobody inspects the spammish repetition", 0xFBCEA83C8A378BF1),
+])
+def test_xxh64_reference_vectors(data: bytes, expected: int) -> None:
+    assert xxh64(data) == expected
+
+
+def test_bloom_filter_written_by_pyarrow_has_no_false_negatives_and_few_false_positives(tmp_path: Path) -> None:
+    present = random.Random(3).sample(range(10**6), 5000)
+    path = write(tmp_path, "f.parquet", present)
+    chunk = pq.ParquetFile(path).metadata.row_group(0).column(1)
+    raw = path.read_bytes()[chunk.bloom_filter_offset : chunk.bloom_filter_offset + chunk.bloom_filter_length]
+    bloom = SplitBlockBloom.from_bytes(raw)
+    assert all(bloom.might_contain(xxh64(plain_bytes(v, "INT64"))) for v in present)
+    absent = [v for v in range(10**6, 10**6 + 20000)]
+    rate = sum(bloom.might_contain(xxh64(plain_bytes(v, "INT64"))) for v in absent) / len(absent)
+    assert rate < 0.06, "the platform writes filters at 5% false positives"
+
+
+def test_bloom_header_errors_are_named() -> None:
+    with pytest.raises(BloomFormatError, match="multiple of 32"):
+        parse_header(bytes([0x15, 0x06, 0x00]))  # numBytes = 3
+    with pytest.raises(BloomFormatError, match="truncated"):
+        parse_header(bytes([0x15]))
+
+
+def test_string_values_hash_their_utf8_bytes() -> None:
+    assert plain_bytes("kåre", "BYTE_ARRAY") == "kåre".encode()
+    assert plain_bytes(7, "INT32") == b"\x07\x00\x00\x00"
+
+
+def test_probe_prunes_by_statistics_then_bloom_then_reads_exactly(tmp_path: Path) -> None:
+    # three row groups of sorted customers (min/max separate them); big enough that the footer read is not all
+    path = write(tmp_path, "f.parquet", list(range(300_000)), row_group_rows=100_000)
+    subjects = Subjects.of(["150000", "5000000"], SALT)
+    blob = LocalBlob(str(path))
+    result = probe(blob, subjects.columns(ORDERS))
+    s = result.stats
+    assert (result.matched_rows, result.by_subject, result.matched_row_groups) == (1, {0: 1}, (1,))
+    assert s.row_groups == 3 and s.row_groups_pruned_by_stats == 2 and s.row_groups_scanned == 1
+    assert s.bytes_read == blob.stats.bytes < path.stat().st_size / 2
+
+
+def test_bloom_rules_out_a_file_whose_statistics_cannot(tmp_path: Path) -> None:
+    customers = [c * 2 for c in range(2000)]  # even ids: the range covers odd ones, the filter does not
+    path = write(tmp_path, "f.parquet", customers)
+    odd = [str(c) for c in range(1, 3999, 2) if c % 7 == 1][:20]
+    result = probe(LocalBlob(str(path)), Subjects.of(odd, SALT).columns(ORDERS))
+    assert result.matched_rows == 0
+    assert result.stats.row_groups_pruned_by_bloom + result.stats.row_groups_scanned == 1
+    assert result.stats.bloom_filters_read == 1
+
+
+def test_ids_that_cannot_be_values_of_the_column_do_not_match(tmp_path: Path) -> None:
+    path = write(tmp_path, "f.parquet", [1, 2, 3])
+    subjects = Subjects.of(["abc", "99999999999999999999999"], SALT)
+    assert subjects.columns(ORDERS) == []
+    assert probe(LocalBlob(str(path)), subjects.columns(ORDERS)).matched_rows == 0
+
+
+def test_partition_pruning_only_when_every_subject_column_is_an_identity_key() -> None:
+    tenant = ORDERS.model_copy(update={"partitioning": (
+        *ORDERS.partitioning, ORDERS.partitioning[0].model_copy(update={"name": "cust", "source": "customer_id",
+                                                                       "transform": "identity"}))})
+    cols = Subjects.of(["42"], SALT).columns(tenant)
+    assert partition_may_match(tenant, {"order_year": "2024", "order_month": "05", "cust": "42"}, cols)
+    assert not partition_may_match(tenant, {"order_year": "2024", "order_month": "05", "cust": "43"}, cols)
+    assert partition_may_match(ORDERS, {"order_year": "2024", "order_month": "05"}, cols)

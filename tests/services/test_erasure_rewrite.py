@@ -1,0 +1,84 @@
+"""REWRITE: the new file is the old one minus the subjects' rows, with the same physical layout."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from pathlib import Path
+
+import duckdb
+import pyarrow.parquet as pq
+
+from services.erasure.rewrite import rewrite, writer_options
+from services.erasure.subjects import Subjects
+from tests.services.test_erasure_find import ORDERS, SALT, write
+
+
+def layout(path: Path) -> dict:
+    md = pq.ParquetFile(path).metadata
+    rg = md.row_group(0)
+    return {
+        "schema": pq.ParquetFile(path).schema_arrow,
+        "codecs": [rg.column(i).compression for i in range(rg.num_columns)],
+        "dictionary": [("RLE_DICTIONARY" in rg.column(i).encodings) for i in range(rg.num_columns)],
+        "delta": [("DELTA_BINARY_PACKED" in rg.column(i).encodings) for i in range(rg.num_columns)],
+        "bloom": [bool(rg.column(i).bloom_filter_offset) for i in range(rg.num_columns)],
+        "page_index": [rg.column(i).has_column_index for i in range(rg.num_columns)],
+        "sorting": rg.sorting_columns,
+    }
+
+
+def test_rewrite_removes_exactly_the_subject_rows_and_keeps_layout(tmp_path: Path) -> None:
+    rnd = random.Random(5)
+    customers = [rnd.randrange(500) for _ in range(30_000)]
+    src = write(tmp_path, "src.parquet", customers, row_group_rows=10_000)
+    subjects = Subjects.of(["7", "42", "abc"], SALT)
+    out = tmp_path / "out.parquet"
+    result = rewrite(str(src), lambda: str(out), subjects.columns(ORDERS))
+    before, after = pq.read_table(src), pq.read_table(out)
+    gone = Counter(c for c in customers if c in (7, 42))
+    assert result.rows_removed == sum(gone.values()) and after.num_rows == len(customers) - result.rows_removed
+    assert result.by_subject == {0: gone[7], 1: gone[42]}
+    kept = before.filter([c not in (7, 42) for c in customers])
+    assert after.equals(kept), "same rows, same order: nothing but the subject rows differs"
+    assert layout(out) == layout(src)
+    assert [pq.ParquetFile(out).metadata.row_group(i).num_rows for i in range(3)] == [
+        10_000 - sum(1 for c in customers[i * 10_000 : (i + 1) * 10_000] if c in (7, 42)) for i in range(3)]
+    lines = sorted(line for ls in result.lineage.values() for line in ls)
+    assert lines == [i + 1 for i, c in enumerate(customers) if c in (7, 42)]
+
+
+def test_rewritten_file_reads_back_in_duckdb_with_bloom_filters_still_used(tmp_path: Path) -> None:
+    src = write(tmp_path, "src.parquet", list(range(5000)))
+    out = tmp_path / "out.parquet"
+    rewrite(str(src), lambda: str(out), Subjects.of(["10"], SALT).columns(ORDERS))
+    con = duckdb.connect()
+    assert con.execute(f"SELECT count(*) FROM '{out}' WHERE customer_id = 10").fetchone() == (0,)
+    assert con.execute(f"SELECT count(*) FROM '{out}'").fetchone() == (4999,)
+    probe = con.execute(f"SELECT * FROM parquet_bloom_probe('{out}', 'customer_id', 10)").fetchall()
+    assert probe and all(row[-1] is True for row in probe), "the filter proves 10 absent"
+
+
+def test_a_file_left_without_rows_produces_no_file(tmp_path: Path) -> None:
+    src = write(tmp_path, "src.parquet", [3] * 50)
+    opened = []
+    result = rewrite(str(src), lambda: opened.append(1) or str(tmp_path / "never.parquet"),
+                     Subjects.of(["3"], SALT).columns(ORDERS))
+    assert result.rows_out == 0 and result.rows_removed == 50 and opened == []
+    assert not (tmp_path / "never.parquet").exists()
+
+
+def test_row_groups_outside_the_hint_are_copied_without_testing(tmp_path: Path) -> None:
+    src = write(tmp_path, "src.parquet", [1] * 100 + [2] * 100, row_group_rows=1000)
+    out = tmp_path / "out.parquet"
+    result = rewrite(str(src), lambda: str(out), Subjects.of(["1"], SALT).columns(ORDERS), row_groups=[])
+    assert result.rows_removed == 0 and pq.read_table(out).num_rows == 200
+
+
+def test_writer_options_reflect_the_footer(tmp_path: Path) -> None:
+    src = write(tmp_path, "src.parquet", list(range(100)))
+    opts = writer_options(pq.ParquetFile(src))
+    assert set(opts["bloom_filter_options"]) == {"customer_id"}
+    assert opts["store_schema"] is False and opts["store_decimal_as_integer"] is True
+    assert opts["column_encoding"]["_source_line"] == "DELTA_BINARY_PACKED"
+    assert [c.column_index for c in opts["sorting_columns"]] == [4, 0]
