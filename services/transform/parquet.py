@@ -1,8 +1,10 @@
 """Parquet files of one partition, written the way Athena and the erasure service read them best.
 
 Choices (measured in docs/benchmarks.md, TPC-H orders):
-* pyarrow 26 writes Parquet bloom filters itself (`bloom_filter_options`), so no DuckDB detour:
-  one on each subject column lets erasure skip row groups without the subject.
+* pyarrow 26 writes Parquet bloom filters itself (`bloom_filter_options`): one on each subject
+  column lets erasure skip row groups without the subject. DuckDB's COPY was measured as the
+  alternative writer and rejected: slower on the same tables, and it only writes bloom filters
+  for dictionary-encoded columns, i.e. never for a high-cardinality subject id.
 * compression per contract (zstd by default; level 3 for free text, 1 for the rest: same bytes
   for less CPU than 3 everywhere), statistics and the page index on, row groups of
   `storage.row_group_rows`, the sort order recorded as `sorting_columns`.
@@ -11,7 +13,7 @@ Choices (measured in docs/benchmarks.md, TPC-H orders):
   from Parquet's own logical types, so dictionary-encoded string columns read back as strings.
 * DELTA_BINARY_PACKED for `_source_line` and integer sort-key columns: near-monotonic values shrink
   to a few bits each.
-* decimals with precision <= 18 as INT64 (like DuckDB and Spark write them); Athena, Trino, Spark
+* decimals with precision <= 18 as INT32/INT64 (as DuckDB and Spark write them); Athena, Trino, Spark
   and DuckDB read them as decimal(p,s). Timestamps are microseconds without zone
   (TIMESTAMP(isAdjustedToUTC=false, MICROS)), which Athena reads as `timestamp`.
 """
