@@ -65,6 +65,22 @@ def _demo_files() -> list[tuple[Path, str]]:
     return files
 
 
+def _show_quarantine(console: Console, bucket: str, limit: int = 8) -> None:
+    """A few quarantined rows with their reasons (sample data only: reasons may quote values)."""
+    import pyarrow.parquet as pq
+
+    t = Table(title=f"quarantined rows (first {limit}), kept in s3://{bucket} with their reason")
+    for col in ("dataset", "source line", "reason"):
+        t.add_column(col)
+    shown = 0
+    for obj in aws.client("s3").list_objects_v2(Bucket=bucket).get("Contents", []):
+        rows = pq.read_table(f"{bucket}/{obj['Key']}", filesystem=aws.s3_filesystem()).to_pylist()
+        for row in rows[: limit - shown]:
+            t.add_row(obj["Key"].split("/", 1)[0], str(row.get("_source_line")), str(row.get("_reason")))
+            shown += 1
+    console.print(t)
+
+
 def run(console: Console, timeout_s: float = 60) -> None:
     started_here = False
     try:
@@ -109,6 +125,7 @@ def run(console: Console, timeout_s: float = 60) -> None:
         for dataset, n in sorted(files_added.items()):
             t.add_row("PartitionFilesAdded", dataset, "", f"{n} partition commits")
         console.print(t)
+        _show_quarantine(console, target.out("core", "quarantineBucket"))
         raw = aws.client("s3").list_objects_v2(Bucket=target.out("core", "rawBucket")).get("KeyCount", 0)
         console.print(f"raw bucket holds [bold]{raw}[/] untouched copies (expire after the raw TTL)")
         console.rule("4. analysts: etl query (DuckDB over the Glue catalog's current partitions)")

@@ -56,6 +56,10 @@ def _raw_file(bucket: str, key: str) -> Any:
 def plan(detail: events.RawObjectStored, env: Env) -> list[events.ChunkPlanned]:
     """Chunks of an object: one whole range unless it is big and its format can be cut on lines."""
     ds = dataset_of(detail.dataset, detail.object_id)
+    if detail.size > env.chunk_bytes and not can_split(ds):
+        progress.record(aws.client("dynamodb"), env.state_table, detail.object_id, "transforming",
+                        reason=f"warning: {detail.size} bytes processed whole — the contract allows newlines "
+                               "in values, so the object cannot be cut on lines")
     if detail.size <= env.chunk_bytes or not can_split(ds):
         return [_chunk_event(detail, ByteRange(0, detail.size), 1)]
     with _raw_file(detail.raw_bucket, detail.raw_key) as f:
@@ -94,7 +98,7 @@ def transform_chunk(job: events.ChunkPlanned, env: Env, committer: PartitionComm
         fanin.mark_announced(ddb, env.state_table, job.object_id)
         progress.record(ddb, env.state_table, job.object_id, "transformed", rows_in=totals.rows_in,
                         rows_good=totals.rows_good, rows_quarantined=totals.rows_quarantined,
-                        partitions=totals.partitions, reason=None)
+                        partitions=totals.partitions)
     return {**counts, "object_id": job.object_id, "chunk": job.chunk_index, "complete": totals is not None}
 
 
