@@ -1,0 +1,102 @@
+"""Rewrite one bin of small local Parquet files into target-sized files: runs, merge, writer; no AWS.
+
+This is what the benchmark measures (bench/compact_bench.py) and what the service runs on the files
+it downloaded to its work directory. Memory holds about `budget_rows` rows for sorting and merging
+plus one output row group (pyarrow writes a row group from memory); the work directory holds the
+inputs, the spilled runs and the outputs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+
+from contracts.datasets import Dataset
+from services.compact.merge import MergeStats, merge_runs
+from services.compact.runs import InputFile, groups, make_runs, read_whole, sort_table
+from services.compact.schema import dictionary_columns, lake_schema, read_schema
+from services.compact.writer import OutputFile, RollingWriter
+
+#: rows sorted or merged in memory at once (about 15-40 MB for typical lake rows)
+DEFAULT_BUDGET_ROWS = 262_144
+#: rows the merge buffers across all runs while the writer fills a row group
+DEFAULT_MERGE_ROWS = 65_536
+
+
+@dataclass(frozen=True)
+class Rewrite:
+    outputs: list[OutputFile]
+    rows: int
+    runs: int
+    merge: MergeStats = field(default_factory=MergeStats)
+
+
+def release_memory() -> None:
+    """Hand memory freed by Arrow (and glibc's heap) back to the OS, so the next phase starts low."""
+    pa.default_memory_pool().release_unused()
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to trim
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def compact_files(
+    inputs: Sequence[InputFile],
+    dataset: Dataset,
+    workdir: Path,
+    *,
+    target_bytes: int | None = None,
+    row_group_rows: int | None = None,
+    budget_rows: int = DEFAULT_BUDGET_ROWS,
+    merge_rows: int = DEFAULT_MERGE_ROWS,
+    threads: int = 1,
+) -> Rewrite:
+    """Merge `inputs` into `workdir`/out-NNNN.parquet, sorted by the contract's sort key.
+
+    Ties keep input order, so the same inputs always give the same files (a retried bin commits
+    the same rows under the same op id).
+    """
+    if not inputs:
+        raise ValueError("nothing to compact")
+    schema = lake_schema(dataset)
+    dictionary = dictionary_columns([f.path for f in inputs], schema, exclude=dataset.sort_key)
+    merge_schema = read_schema(schema, dictionary)
+    rows = sum(f.rows for f in inputs)
+    group_rows = row_group_rows or dataset.storage.row_group_rows
+    writer = RollingWriter(
+        path_for=lambda i: workdir / f"out-{i:04d}.parquet",
+        dataset=dataset,
+        target_bytes=target_bytes or dataset.target_file_bytes,
+        row_group_rows=group_rows,
+        expected_rows=rows,
+    )
+    stats = MergeStats()
+    planned = groups(inputs, budget_rows)
+    try:
+        if len(planned) == 1:  # the whole bin fits the budget: one sort, no spill
+            whole = pa.concat_tables([read_whole(f.path, merge_schema, dictionary) for f in inputs])
+            whole = whole.unify_dictionaries().combine_chunks()
+            merged: Iterator[pa.Table] = iter([sort_table(whole, dataset.sort_key)])
+            del whole
+            run_count = 1
+        else:
+            run_rows = max(1, budget_rows // max(1, threads))
+            count = len(groups(inputs, run_rows))
+            runs = make_runs(inputs, merge_schema, dataset.sort_key, dictionary, workdir, run_rows=run_rows,
+                             batch_rows=max(1024, merge_rows // count), threads=threads)
+            release_memory()  # pass 1's freed buffers would otherwise count again during the merge
+            merged = merge_runs(runs, dataset.sort_key, budget_rows=merge_rows, stats=stats)
+            run_count = len(runs)
+        for table in merged:
+            writer.write(table)
+        outputs = writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+    written = sum(o.rows for o in outputs)
+    if written != rows:  # a broken invariant must never reach a commit
+        raise RuntimeError(f"compaction wrote {written} rows, the inputs hold {rows}")
+    return Rewrite(outputs, rows, run_count, stats)

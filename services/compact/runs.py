@@ -1,0 +1,141 @@
+"""Sorted runs for the merge: small input files are read whole, in groups, sorted and spilled.
+
+A bin of small files can hold thousands of them; a k-way merge over all of them at once would keep
+a decoded page of every file in memory (the partition, not a row group) and one file descriptor
+each. So inputs are first grouped up to `run_rows` rows, read (in parallel threads), sorted and
+written to the work directory as Arrow IPC runs (LZ4: cheap to write and read back in batches).
+An input with at least `run_rows` rows is already a run on its own: it is streamed, not re-sorted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.ipc as ipc
+import pyarrow.parquet as pq
+
+from services.compact.schema import conform
+
+
+@dataclass(frozen=True)
+class InputFile:
+    """A local input: its path and row count (from the commit manifest or the footer)."""
+
+    path: Path
+    rows: int
+
+
+@dataclass(frozen=True)
+class ParquetRun:
+    """An input file that is big enough to be a run by itself (sorted by its writer)."""
+
+    path: Path
+    rows: int
+    schema: pa.Schema
+    dictionary: tuple[str, ...]
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def batches(self, batch_rows: int) -> Iterator[pa.RecordBatch]:
+        with open_parquet(self.path, self.dictionary) as f:
+            for batch in f.iter_batches(batch_size=batch_rows, use_threads=False):
+                yield conform(batch, self.schema, self.name)
+
+
+@dataclass(frozen=True)
+class SpilledRun:
+    """A sorted run in the work directory (Arrow IPC file of batches of `batch_rows`)."""
+
+    path: Path
+    rows: int
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def batches(self, batch_rows: int) -> Iterator[pa.RecordBatch]:
+        with pa.OSFile(str(self.path)) as f:
+            reader = ipc.open_file(f)
+            for i in range(reader.num_record_batches):
+                yield reader.get_batch(i)
+
+
+def open_parquet(path: Path, dictionary: Sequence[str]) -> pq.ParquetFile:
+    """The file with the chosen string columns read as dictionaries (those it has: older files may lack some)."""
+    try:
+        return pq.ParquetFile(str(path), read_dictionary=list(dictionary) or None)
+    except KeyError:
+        present = set(pq.read_schema(str(path)).names)
+        return pq.ParquetFile(str(path), read_dictionary=[c for c in dictionary if c in present] or None)
+
+
+def read_whole(path: Path, schema: pa.Schema, dictionary: Sequence[str]) -> pa.Table:
+    """One input file in the merge schema (strings chosen for dictionaries read as dictionaries)."""
+    table = open_parquet(path, dictionary).read(use_threads=False)
+    return pa.Table.from_batches([conform(b, schema, path.name) for b in table.to_batches()], schema=schema)
+
+
+def sort_table(table: pa.Table, sort_key: Sequence[str]) -> pa.Table:
+    if not sort_key or table.num_rows < 2:
+        return table
+    order = [(c, "ascending") for c in sort_key]
+    return table.take(pc.sort_indices(table.select(list(sort_key)), sort_keys=order))
+
+
+def groups(inputs: Sequence[InputFile], run_rows: int) -> list[list[InputFile]]:
+    """Consecutive inputs packed up to `run_rows` rows (a bigger input forms its own group)."""
+    out: list[list[InputFile]] = []
+    current: list[InputFile] = []
+    rows = 0
+    for f in inputs:
+        if current and rows + f.rows > run_rows:
+            out.append(current)
+            current, rows = [], 0
+        current.append(f)
+        rows += f.rows
+    if current:
+        out.append(current)
+    return out
+
+
+def make_runs(
+    inputs: Sequence[InputFile],
+    schema: pa.Schema,
+    sort_key: Sequence[str],
+    dictionary: Sequence[str],
+    workdir: Path,
+    *,
+    run_rows: int,
+    batch_rows: int,
+    threads: int = 1,
+    compression: str | None = None,
+) -> list[ParquetRun | SpilledRun]:
+    """Sorted runs covering every input row, in input order (the merge's tie-break).
+
+    Groups are independent, so `threads` workers build runs at once (memory: threads x run_rows).
+    """
+
+    def build(n: int, group: list[InputFile]) -> ParquetRun | SpilledRun:
+        if len(group) == 1 and group[0].rows >= run_rows // 2:
+            return ParquetRun(group[0].path, group[0].rows, schema, tuple(dictionary))
+        table = pa.concat_tables([read_whole(f.path, schema, dictionary) for f in group])
+        table = sort_table(table.unify_dictionaries().combine_chunks(), sort_key)
+        path = workdir / f"run-{n:05d}.arrow"
+        options = ipc.IpcWriteOptions(compression=compression)
+        with pa.OSFile(str(path), "wb") as sink, ipc.new_file(sink, schema, options=options) as writer:
+            for batch in table.to_batches(max_chunksize=batch_rows):
+                writer.write_batch(batch)
+        return SpilledRun(path, table.num_rows)
+
+    planned = groups(inputs, run_rows)
+    if threads <= 1:
+        return [build(n, g) for n, g in enumerate(planned)]
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        return list(pool.map(build, range(len(planned)), planned))

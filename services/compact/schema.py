@@ -1,0 +1,106 @@
+"""The lake's Parquet schema, as compaction reads and writes it.
+
+Copied in spirit from services/transform (services never import each other): contract types map
+to the same Arrow types, and the two lineage columns follow the contract's columns. Compaction
+reads every input through this schema, so files written before a contract gained a nullable
+column still merge (the column reads as nulls).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from contracts.datasets import DECIMAL_RE, Dataset
+
+OBJECT_COLUMN = "_source_object_id"
+LINE_COLUMN = "_source_line"
+_SIMPLE = {
+    "string": pa.string(),
+    "int32": pa.int32(),
+    "int64": pa.int64(),
+    "float64": pa.float64(),
+    "bool": pa.bool_(),
+    "date": pa.date32(),
+    "timestamp": pa.timestamp("us"),
+}
+DICTIONARY = pa.dictionary(pa.int32(), pa.string())
+#: rows sampled to decide which strings repeat, and the distinct share under which one does
+SAMPLE_ROWS, MAX_DISTINCT_SHARE = 8192, 0.5
+
+
+class SchemaMismatch(ValueError):
+    """An input file has a column whose type cannot be read as the contract's type."""
+
+
+def arrow_type(contract_type: str) -> pa.DataType:
+    """The Arrow type a contract type is stored as (same mapping as the transform service)."""
+    if contract_type in _SIMPLE:
+        return _SIMPLE[contract_type]
+    m = DECIMAL_RE.match(contract_type)
+    if not m:
+        raise ValueError(f"unknown contract type {contract_type!r}")
+    return pa.decimal128(int(m.group(1)), int(m.group(2)))
+
+
+def lake_schema(dataset: Dataset) -> pa.Schema:
+    """Contract columns (all nullable in the file), then lineage; partition columns live in the path."""
+    fields = [pa.field(c.name, arrow_type(c.type)) for c in dataset.columns]
+    return pa.schema([*fields, pa.field(OBJECT_COLUMN, pa.string()), pa.field(LINE_COLUMN, pa.int64())])
+
+
+def dictionary_columns(paths: Sequence[Path], schema: pa.Schema, exclude: Iterable[str] = ()) -> list[str]:
+    """String columns to move through the merge as dictionaries (int32 codes are cheaper than strings).
+
+    Judged on the first inputs' values (at least SAMPLE_ROWS rows): a thousand clerks are unique in a
+    small file, so the writers' own per-file choices would miss columns that repeat at row-group scale.
+    """
+    skip = set(exclude)
+    strings = [f.name for f in schema if pa.types.is_string(f.type) and f.name not in skip]
+    if not strings:
+        return []
+    tables, rows = [], 0
+    for path in paths:
+        available = [n for n in strings if n in pq.read_schema(str(path)).names]
+        tables.append(pq.read_table(str(path), columns=available).cast(
+            pa.schema([schema.field(n) for n in available]), safe=False))
+        rows += tables[-1].num_rows
+        if rows >= SAMPLE_ROWS:
+            break
+    sample = pa.concat_tables(tables, promote_options="default")
+    limit = MAX_DISTINCT_SHARE * max(1, sample.num_rows)
+    return [n for n in strings if n in sample.column_names and pc.count_distinct(sample[n]).as_py() <= limit]
+
+
+def read_schema(schema: pa.Schema, dictionary: Iterable[str]) -> pa.Schema:
+    """The lake schema with the chosen string columns as dictionaries (what the merge moves)."""
+    chosen = set(dictionary)
+    return pa.schema([pa.field(f.name, DICTIONARY) if f.name in chosen else f for f in schema])
+
+
+def conform(batch: pa.RecordBatch, schema: pa.Schema, source: str) -> pa.RecordBatch:
+    """`batch` with exactly `schema`'s columns: missing ones as nulls, others cast (safely) to type.
+
+    A column the contract does not know is an error, not dropped: compaction never loses data.
+    """
+    extra = [n for n in batch.schema.names if schema.get_field_index(n) < 0]
+    if extra:
+        raise SchemaMismatch(f"{source}: columns {extra} are not in the contract; refusing to drop them")
+    columns = []
+    for f in schema:
+        i = batch.schema.get_field_index(f.name)
+        if i < 0:
+            columns.append(pa.nulls(batch.num_rows, f.type))
+            continue
+        col = batch.column(i)
+        if not col.type.equals(f.type):
+            try:
+                col = col.cast(f.type)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                raise SchemaMismatch(f"{source}: column {f.name!r} is {col.type}, expected {f.type}") from exc
+        columns.append(col)
+    return pa.RecordBatch.from_arrays(columns, schema=schema)

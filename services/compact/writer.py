@@ -1,0 +1,168 @@
+"""Parquet output of a compaction: the transform service's writer choices, rolled into target-sized files.
+
+Same options as services/transform/parquet.py (copied, services never import each other):
+contract compression (zstd level 3 for free text, 1 for the rest), statistics and page index,
+decimals as integers, no Arrow schema in the footer, DELTA_BINARY_PACKED for `_source_line` and
+integer sort-key columns, bloom filters on the subject columns, `sorting_columns` from the
+contract, dictionary pages for columns that repeat in a sample of the first row group.
+
+Memory: pyarrow cannot append to an open row group, so rows are buffered until a full row group
+(`row_group_rows`) is written; that buffer plus the merge's is the service's whole footprint.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from contracts.datasets import Dataset
+from services.compact.schema import LINE_COLUMN
+
+BLOOM_FPP = 0.05
+#: rows sampled for the dictionary decision (a row group, not a small file: 8,192 rows recognise a
+#: thousand clerks as repeating), and the distinct share under which a column "repeats"
+WRITER_SAMPLE_ROWS, MAX_DISTINCT_SHARE = 8192, 0.5
+ZSTD_TEXT_LEVEL, ZSTD_LEVEL = 3, 1
+_CODECS = {"zstd": "zstd", "snappy": "snappy", "gzip": "gzip", "none": "none"}
+#: roll over to a new file only if at least this share of a target is still to come (no runt files)
+MIN_TAIL_SHARE = 0.25
+
+
+def repeating_columns(table: pa.Table, candidates: Sequence[str]) -> list[str]:
+    """Columns whose values repeat in an evenly spaced sample: dictionary pages pay off only for those.
+
+    Judged on the output's first row group, not on the inputs' choices: a column with a thousand
+    clerks is unique in a 1,500-row input file but repeats heavily in a million-row row group.
+    """
+    n = table.num_rows
+    if n > WRITER_SAMPLE_ROWS:
+        step = n / WRITER_SAMPLE_ROWS
+        table = table.take(pa.array([int(i * step) for i in range(WRITER_SAMPLE_ROWS)], pa.int64()))
+    limit = MAX_DISTINCT_SHARE * max(1, table.num_rows)
+    out = []
+    for name in candidates:
+        col = table.column(name)
+        if pa.types.is_dictionary(col.type):
+            col = col.cast(col.type.value_type)
+        if pc.count_distinct(col).as_py() <= limit:
+            out.append(name)
+    return out
+
+
+def writer_options(first: pa.Table, dataset: Dataset, ndv: int) -> dict[str, Any]:
+    """ParquetWriter keyword arguments (the transform's choices), decided from the first row group."""
+    schema = first.schema
+    names = schema.names
+    delta = [
+        n for n in names if n == LINE_COLUMN or (n in dataset.sort_key and pa.types.is_integer(schema.field(n).type))
+    ]
+    candidates = [n for n in names if n not in delta and not pa.types.is_boolean(schema.field(n).type)]
+    dictionary = repeating_columns(first, candidates)
+    codec = _CODECS[dataset.storage.compression]
+    levels = {f.name: ZSTD_TEXT_LEVEL if _is_text(f.type) and f.name not in dictionary else ZSTD_LEVEL for f in schema}
+    sorting = pq.SortingColumn.from_ordering(schema, [(c, "ascending") for c in dataset.sort_key if c in names])
+    return {
+        "compression": codec,
+        "compression_level": levels if codec == "zstd" else None,
+        "use_dictionary": dictionary,
+        "column_encoding": dict.fromkeys(delta, "DELTA_BINARY_PACKED"),
+        "write_statistics": True,
+        "write_page_index": True,
+        "store_decimal_as_integer": True,
+        "store_schema": False,
+        "bloom_filter_options": {
+            c: {"ndv": max(1, ndv), "fpp": BLOOM_FPP} for c in dataset.subject_columns if c in names
+        },
+        "sorting_columns": sorting or None,
+    }
+
+
+def _is_text(t: pa.DataType) -> bool:
+    return pa.types.is_string(t) or (pa.types.is_dictionary(t) and pa.types.is_string(t.value_type))
+
+
+@dataclass(frozen=True)
+class OutputFile:
+    path: Path
+    rows: int
+    bytes: int
+
+
+@dataclass
+class RollingWriter:
+    """Writes sorted tables as full row groups into files of about `target_bytes` each.
+
+    `expected_rows` (the bin's row count) lets the writer avoid a runt last file: it rolls over
+    only when the rows still to come would fill at least MIN_TAIL_SHARE of a target.
+    """
+
+    path_for: Callable[[int], Path]
+    dataset: Dataset
+    target_bytes: int
+    row_group_rows: int
+    expected_rows: int
+    done: list[OutputFile] = field(default_factory=list)
+    _pending: list[pa.Table] = field(default_factory=list)
+    _pending_rows: int = 0
+    _writer: pq.ParquetWriter | None = None
+    _sink: Any = None
+    _file_rows: int = 0
+    _written_rows: int = 0
+    _options: dict[str, Any] | None = None
+
+    def write(self, table: pa.Table) -> None:
+        """Buffer rows; write every full row group."""
+        if table.num_rows == 0:
+            return
+        self._pending.append(table)
+        self._pending_rows += table.num_rows
+        while self._pending_rows >= self.row_group_rows:
+            buffered = pa.concat_tables(self._pending)
+            self._flush(buffered.slice(0, self.row_group_rows))
+            rest = buffered.slice(self.row_group_rows)
+            self._pending, self._pending_rows = ([rest] if rest.num_rows else []), rest.num_rows
+
+    def close(self) -> list[OutputFile]:
+        """Write the last (partial) row group and close the open file; returns every file written."""
+        if self._pending_rows:
+            self._flush(pa.concat_tables(self._pending))
+            self._pending, self._pending_rows = [], 0
+        self._finish()
+        return self.done
+
+    def abort(self) -> None:
+        """Close without completing (the files are garbage: the caller deletes its work directory)."""
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    def _flush(self, group: pa.Table) -> None:
+        if self._options is None:  # one decision for every file of the bin: the first row group is the sample
+            self._options = writer_options(group, self.dataset, ndv=min(self.expected_rows, self.row_group_rows))
+        if self._writer is None:
+            path = self.path_for(len(self.done))
+            self._sink = pa.OSFile(str(path), "wb")
+            self._writer = pq.ParquetWriter(self._sink, group.schema, **self._options)
+        self._writer.write_table(group, row_group_size=group.num_rows)
+        self._file_rows += group.num_rows
+        self._written_rows += group.num_rows
+        written = self._sink.tell()
+        still = self.expected_rows - self._written_rows
+        per_row = written / max(1, self._file_rows)
+        if written >= self.target_bytes and still * per_row >= MIN_TAIL_SHARE * self.target_bytes:
+            self._finish()
+
+    def _finish(self) -> None:
+        if self._writer is None:
+            return
+        self._writer.close()
+        self._sink.close()
+        path = self.path_for(len(self.done))
+        self.done.append(OutputFile(path, self._file_rows, path.stat().st_size))
+        self._writer, self._sink, self._file_rows = None, None, 0
