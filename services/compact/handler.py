@@ -1,0 +1,170 @@
+"""Lambda entry point: an SQS batch (PartitionFilesAdded events, commands) or the sweep schedule.
+
+* SQS: each record is a platform event (PartitionFilesAdded) or a command (commands.py). A record
+  that raises is reported as a batch item failure and retried, then dead-lettered; nothing is
+  swallowed. Duplicates are harmless: plans come from the committed manifest, op ids from inputs.
+* Schedule (EventBridge `Scheduled Event`): queue compactions of quiet partitions, then delete what
+  is past its grace period. An error raises (Lambda retries the async invoke; the errors alarm fires).
+Logs carry dataset, partition values, counts and sizes; never row values or subject ids.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from contracts import aws, events
+from contracts.commits import CommitSettings, PartitionCommitter, PartitionRef
+from contracts.datasets import load_datasets
+from services.compact.commands import Cleanup, CompactPartition, is_command, message, parse_command
+from services.compact.files import S3LakeFiles
+from services.compact.jobs import Compactor, Outcome
+from services.compact.state import DynamoCompactState
+
+logger = Logger()
+metrics = Metrics()
+processor = BatchProcessor(event_type=EventType.SQS)
+#: stop starting work this long before Lambda's hard timeout (uploads and the commit must finish):
+#: 10 s, or a tenth of the time left for short local timeouts
+SAFETY_SECONDS = 10.0
+
+
+@dataclass(frozen=True)
+class Env:
+    bus: str
+    lake: str
+    state_table: str
+    database: str
+    queue_name: str
+    settings: CommitSettings
+    quiet_seconds: float
+    min_files: int | None
+    work_dir: Path
+    threads: int
+
+    @classmethod
+    def from_environ(cls) -> Env:
+        e = os.environ
+        settings = CommitSettings(
+            grace_seconds=float(e.get("GRACE_SECONDS", 4 * 3600)),
+            max_op_seconds=float(e.get("MAX_OP_SECONDS", 900)),
+            clock_margin_seconds=float(e.get("CLOCK_MARGIN_SECONDS", 30)),
+        )
+        return cls(
+            e["BUS_NAME"], e["LAKE_BUCKET"], e["STATE_TABLE"], e["GLUE_DATABASE"], e["QUEUE_NAME"], settings,
+            float(e.get("QUIET_SECONDS", 900)), int(e["MIN_FILES"]) if e.get("MIN_FILES") else None,
+            Path(e.get("WORK_DIR", "/tmp")), int(e.get("THREADS") or os.cpu_count() or 1),
+        )
+
+
+class AwsOutbox:
+    """Events to the platform bus; follow-up commands to this service's own queue."""
+
+    def __init__(self, bus: str, queue_name: str) -> None:
+        self.bus, self.queue_name = bus, queue_name
+
+    def publish(self, details: Sequence[events.EventDetail]) -> None:
+        events.publish(aws.client("events"), self.bus, details)
+
+    def enqueue(self, commands: Sequence[CompactPartition | Cleanup]) -> None:
+        sqs = aws.client("sqs")
+        url = sqs.get_queue_url(QueueName=self.queue_name)["QueueUrl"]
+        for i in range(0, len(commands), 10):
+            batch = [{"Id": str(n), "MessageBody": message(c)} for n, c in enumerate(commands[i : i + 10])]
+            resp = sqs.send_message_batch(QueueUrl=url, Entries=batch)
+            if resp.get("Failed"):
+                raise RuntimeError(f"{len(resp['Failed'])} of {len(batch)} commands refused: {resp['Failed'][:3]}")
+
+
+@cache
+def compactor() -> Compactor:
+    """One per execution environment: the Arrow pool, clients and contracts are reused across invocations."""
+    env = Env.from_environ()
+    committer = PartitionCommitter.on_aws(bucket=env.lake, table_name=env.state_table, database=env.database,
+                                          settings=env.settings)
+    return Compactor(
+        committer=committer,
+        files=S3LakeFiles(aws.client("s3"), env.lake),
+        state=DynamoCompactState(aws.client("dynamodb"), env.state_table),
+        outbox=AwsOutbox(env.bus, env.queue_name),
+        datasets=load_datasets(),
+        work_root=env.work_dir / "compact",
+        min_files=env.min_files,
+        quiet_seconds=env.quiet_seconds,
+        lease_margin_seconds=env.settings.clock_margin_seconds,
+        threads=env.threads,
+    )
+
+
+def deadline_of(context: LambdaContext) -> float:
+    left = context.get_remaining_time_in_millis() / 1000
+    return time.time() + left - min(SAFETY_SECONDS, 0.1 * left)
+
+
+def record_handler(record: SQSRecord, lambda_context: LambdaContext) -> dict[str, Any]:
+    body = json.loads(record.body)
+    deadline = deadline_of(lambda_context)
+    c = compactor()
+    if is_command(body):
+        cmd = parse_command(body)
+        if isinstance(cmd, Cleanup):
+            return _cleaned(c, deadline)
+        return _compacted(c.compact(PartitionRef(cmd.dataset, cmd.partition), cmd.reason, deadline))
+    logger.set_correlation_id(body.get("id"))
+    detail = events.parse_event(body)
+    if not isinstance(detail, events.PartitionFilesAdded):
+        raise ValueError(f"compact does not handle {body.get('detail-type')!r}")
+    return _compacted(c.files_added(detail, deadline))
+
+
+def _compacted(outcome: Outcome) -> dict[str, Any]:
+    summary = outcome.summary()
+    logger.info("partition checked", **summary)
+    if outcome.bins:
+        metrics.add_metric(name="BinsCommitted", unit=MetricUnit.Count, value=len(outcome.bins))
+        metrics.add_metric(name="FilesCompacted", unit=MetricUnit.Count, value=int(summary["files_before"]))
+        metrics.add_metric(name="BytesCompacted", unit=MetricUnit.Bytes, value=int(summary["bytes_before"]))
+    return summary
+
+
+def _cleaned(c: Compactor, deadline: float) -> dict[str, Any]:
+    report = c.cleanup(deadline)
+    out = {"entries": report.entries, "objects_deleted": report.objects_deleted, "postponed": report.postponed,
+           "overdue": report.overdue, "max_lag_seconds": round(report.max_lag_seconds, 1), "complete": report.complete}
+    metrics.add_metric(name="CleanupObjectsDeleted", unit=MetricUnit.Count, value=report.objects_deleted)
+    metrics.add_metric(name="CleanupOverdue", unit=MetricUnit.Count, value=report.overdue)
+    if report.overdue:
+        logger.error("cleanup deleted garbage later than the erasure window allows", **out)
+    else:
+        logger.info("cleanup", **out)
+    return out
+
+
+def scheduled(context: LambdaContext) -> dict[str, Any]:
+    """The sweep: queue quiet partitions (fast), then clean up with the time that is left."""
+    c = compactor()
+    queued = c.sweep()
+    logger.info("sweep queued quiet partitions", partitions=len(queued))
+    return {"queued": len(queued), "cleanup": _cleaned(c, deadline_of(context))}
+
+
+@metrics.log_metrics(raise_on_empty_metrics=False)
+@logger.inject_lambda_context(clear_state=True)
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    if event.get("source") == "aws.events" and event.get("detail-type") == "Scheduled Event":
+        return scheduled(context)
+    if "Records" not in event:
+        raise ValueError(f"compact expects an SQS batch or the sweep schedule, got keys {sorted(event)[:5]}")
+    return process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)

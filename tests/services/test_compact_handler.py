@@ -1,0 +1,113 @@
+"""The Lambda entry point: dispatch, partial batch failures, the schedule, and the CLI's commands."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from contracts import events
+from contracts.commits import CleanupReport, PartitionRef
+from contracts.datasets import get_dataset
+from etl.compact_cli import CLEANUP_MESSAGE, compact_message, parse_selection
+from etl.local.functions import FunctionSpec, LambdaContext, scheduled_event
+from services.compact import handler
+from services.compact.commands import Cleanup, CompactPartition, parse_command
+from services.compact.jobs import Outcome
+from services.compact.plan import Trigger
+
+ORDERS = get_dataset("orders")
+PART = {"order_year": "2024", "order_month": "05"}
+
+
+@dataclass
+class FakeCompactor:
+    calls: list[tuple[str, Any]] = field(default_factory=list)
+
+    def files_added(self, detail: events.PartitionFilesAdded, deadline: float) -> Outcome:
+        self.calls.append(("files_added", detail.object_id))
+        return Outcome(detail.dataset, detail.partition, "below-threshold")
+
+    def compact(self, ref: PartitionRef, trigger: Trigger, deadline: float) -> Outcome:
+        self.calls.append(("compact", (ref.dataset, dict(ref.values), trigger)))
+        return Outcome(ref.dataset, dict(ref.values), "compacted")
+
+    def sweep(self) -> list[CompactPartition]:
+        self.calls.append(("sweep", None))
+        return []
+
+    def cleanup(self, deadline: float) -> CleanupReport:
+        self.calls.append(("cleanup", None))
+        return CleanupReport(entries=1, objects_deleted=3)
+
+
+@pytest.fixture
+def fake(monkeypatch: pytest.MonkeyPatch) -> FakeCompactor:
+    f = FakeCompactor()
+    monkeypatch.setattr(handler, "compactor", lambda: f)
+    return f
+
+
+def context() -> LambdaContext:
+    return LambdaContext(FunctionSpec("etl-test-compact", "services.compact.handler.handler", 60, 512, {}))
+
+
+def record(body: str) -> dict[str, Any]:
+    return {"messageId": uuid.uuid4().hex, "receiptHandle": "r", "body": body, "attributes": {},
+            "messageAttributes": {}, "md5OfBody": "", "eventSource": "aws:sqs", "eventSourceARN": "arn",
+            "awsRegion": "x"}
+
+
+def envelope(detail: events.EventDetail) -> str:
+    return json.dumps({"id": uuid.uuid4().hex, "source": detail.SOURCE, "detail-type": detail.DETAIL_TYPE,
+                       "detail": detail.model_dump(mode="json")})
+
+
+def test_each_record_is_dispatched_and_only_the_bad_one_is_retried(fake: FakeCompactor) -> None:
+    added = events.PartitionFilesAdded(dataset="orders", partition=PART, generation=1, files=["a.parquet"],
+                                       rows=5, bytes=100, object_id="obj1")
+    wrong = events.ObjectTransformed(dataset="orders", object_id="o", raw_key="k", chunks=1, rows_in=1,
+                                     rows_good=1, rows_quarantined=0, partitions=1)
+    records = [record(envelope(added)), record(compact_message("orders", PART)), record(CLEANUP_MESSAGE),
+               record('{"command": "compact", "dataset": "orders"}'), record(envelope(wrong))]
+    response = handler.handler({"Records": records}, context())
+    failed = {f["itemIdentifier"] for f in response["batchItemFailures"]}
+    assert failed == {records[3]["messageId"], records[4]["messageId"]}, "malformed command, foreign event"
+    assert fake.calls == [("files_added", "obj1"), ("compact", ("orders", PART, Trigger.MANUAL)), ("cleanup", None)]
+
+
+def test_the_schedule_sweeps_then_cleans_up(fake: FakeCompactor) -> None:
+    out = handler.handler(scheduled_event("arn:aws:events:x:1:rule/etl-test-compact-sweep", "us-east-1"), context())
+    assert [c[0] for c in fake.calls] == ["sweep", "cleanup"]
+    assert out["cleanup"]["objects_deleted"] == 3
+
+
+@pytest.mark.filterwarnings("ignore:No application metrics")
+def test_anything_else_is_refused(fake: FakeCompactor) -> None:
+    with pytest.raises(ValueError, match="SQS batch or the sweep"):
+        handler.handler({"hello": "world"}, context())
+
+
+def test_the_deadline_leaves_room_before_the_hard_timeout() -> None:
+    import time
+
+    ctx = context()
+    deadline = handler.deadline_of(ctx)
+    assert time.time() + 50 - 1 <= deadline <= time.time() + 60 - 6 + 1
+
+
+def test_cli_messages_are_the_commands_the_service_reads() -> None:
+    assert parse_command(json.loads(compact_message("orders", PART))) == CompactPartition(
+        dataset="orders", partition=PART, reason=Trigger.MANUAL)
+    assert isinstance(parse_command(json.loads(CLEANUP_MESSAGE)), Cleanup)
+
+
+def test_cli_partition_selection_is_checked_against_the_contract() -> None:
+    assert parse_selection(ORDERS, ["order_year=2024", "order_month=05"]) == PART
+    assert parse_selection(ORDERS, ["order_year=2024"]) == {"order_year": "2024"}
+    for bad in (["order_day=1"], ["order_year"], ["order_year=2024", "order_year=2025"]):
+        with pytest.raises(ValueError):
+            parse_selection(ORDERS, bad)
