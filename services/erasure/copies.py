@@ -247,7 +247,7 @@ def _delete_landing(meta: dict[str, str], landing_bucket: str) -> bool:
         if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
             return False
         raise
-    if head.get("ETag") != meta.get("etl-source-etag"):
+    if head.get("ETag", "").strip('"') != meta.get("etl-source-etag", "").strip('"'):
         return False  # a newer object under the same key: not our copy
     for k, v in versions(landing_bucket, key, exact=True):
         s3.delete_object(Bucket=landing_bucket, Key=k, VersionId=v)

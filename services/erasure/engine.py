@@ -254,23 +254,27 @@ class Engine:
         subjects = self.subjects(run)
         key = f"{run_prefix(run.id)}find-{attempt}.json"
         doc = self.ws.get_json(key) or self._find_plan(subjects)
-        stats = FindStats.from_json(doc["stats"])
+        stats = {ds: FindStats.from_json(v) for ds, v in doc["stats"].items()}
+
+        def stats_json() -> dict[str, Any]:
+            return {ds: st.to_json() for ds, st in stats.items()}
+
         parts = doc["partitions"]
         while doc["next"] < len(parts):
             if self.clock() >= deadline:
-                self.ws.put_json(key, {**doc, "stats": stats.to_json()})
+                self.ws.put_json(key, {**doc, "stats": stats_json()})
                 return False
             dataset, values, location = parts[doc["next"]]
             columns = subjects.by_dataset[dataset].columns(self.datasets[dataset])
             hits, s = find_in_partition(self.committer, Partition(dataset, values, location), columns)
-            stats.add(s)
+            stats.setdefault(dataset, FindStats()).add(s)
             if hits:
                 doc["hits"].append({"dataset": dataset, "values": values, "location": location,
                                     "files": len(hits), "rows": sum(h.probe.matched_rows for h in hits)})
             doc["next"] += 1
             if doc["next"] % FIND_SAVE_EVERY == 0:
-                self.ws.put_json(key, {**doc, "stats": stats.to_json()})
-        doc["stats"] = stats.to_json()
+                self.ws.put_json(key, {**doc, "stats": stats_json()})
+        doc["stats"] = stats_json()
         self.ws.put_json(key, doc)
         self.hook("found")
         if attempt == 1:
@@ -298,7 +302,7 @@ class Engine:
             kept, n = candidate_partitions(self.cfg.database, ds, columns)
             pruned += n
             parts += [[ds_name, dict(p.values), p.location] for p in kept]
-        return {"partitions": parts, "next": 0, "hits": [], "stats": FindStats().to_json(), "pruned": pruned}
+        return {"partitions": parts, "next": 0, "hits": [], "stats": {}, "pruned": pruned}
 
     def _phase_lake(self, run: Run, deadline: float) -> bool:
         self._send_stage(run, "lake")
@@ -433,7 +437,7 @@ class Engine:
             for a in attempts:
                 find_doc = self.ws.get_json(f"{run_prefix(run.id)}find-{a}.json")
                 if find_doc:
-                    find.add(FindStats.from_json(find_doc["stats"]))
+                    find.add(FindStats.from_json(find_doc["stats"].get(ds_name, {})))
             parts = []
             rows = 0
             for r in lake_results:
@@ -443,8 +447,9 @@ class Engine:
                 if not n:
                     continue
                 rows += n
-                parts.append({"partition": r["partition"], "generation": r["generation"], "files": r["files"],
-                              "rows_removed_for_request": n})
+                names = self.datasets[ds_name].partition_names
+                parts.append({"partition": {k: r["partition"][k] for k in names}, "generation": r["generation"],
+                              "files": r["files"], "rows_removed_for_request": n})
             datasets[ds_name] = {
                 "rows_removed": rows, "partitions": parts,
                 "files_rewritten": sum(1 for p in parts for f in p["files"] if f.get("new_key")),

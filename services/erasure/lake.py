@@ -211,10 +211,10 @@ def _commit(
     result = committer.replace(part.ref, remove=[f["name"] for f in files], add=add, op_id=plan["op_id"],
                                deadline=deadline)
     hook("committed")
-    path = layout.partition_path(list(part.values), part.values)
+    prefix = result.location.removeprefix(f"s3://{committer.bucket}/")
     for f, name in zip(kept, result.added, strict=True):
         f["new_name"] = name
-        f["new_key"] = layout.file_key(part.dataset, path, result.generation, name)
+        f["new_key"] = prefix + name
     by_subject: dict[str, int] = {}
     lineage: dict[str, list[int]] = {}
     for f in files:

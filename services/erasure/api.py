@@ -1,0 +1,177 @@
+"""The erasure HTTP API (API Gateway HTTP API, IAM-authorised routes, Lambda proxy, payload 2.0).
+
+  POST /erasure-requests                     file a request → 202 {id, state, deadline}
+  GET  /erasure-requests?limit=&next=        page through requests, newest first
+  GET  /erasure-requests/{id}                state, progress, deadline
+  POST /erasure-requests/{id}/cancel         before rewriting starts → 200, else 409
+  GET  /erasure-requests/{id}/certificate    JSON, or Markdown with ?format=md / Accept: text/markdown
+  POST /erasure-runs                         start a run now with every pending request → 202
+Bad input gets a 4xx whose message says what is wrong; subject ids are never echoed.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from typing import Any
+
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
+from aws_lambda_powertools.event_handler.exceptions import BadRequestError, NotFoundError
+
+from contracts.datasets import load_datasets
+from services.erasure import intake
+from services.erasure.config import Config
+from services.erasure.model import CANCELLABLE, ErasureRequest, State
+from services.erasure.store import IdempotencyConflict, NotFound, Store
+from services.erasure.vault import load_salt
+from services.erasure.workspace import Workspace, certificate_key
+
+logger = Logger()
+app = APIGatewayHttpResolver()
+ID_RE = re.compile(r"^er-\d{14}-[0-9a-f]{10}$")
+MAX_PAGE = 100
+
+
+def _cfg() -> Config:
+    return Config.from_environ()
+
+
+def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
+    return Response(status_code=status, content_type="application/json", body=json.dumps(body, default=str),
+                    headers=headers)
+
+
+def _error(status: int, message: str, errors: list[str] | None = None) -> Response:
+    return _json(status, {"message": message, **({"errors": errors} if errors else {})})
+
+
+def _caller() -> str | None:
+    ctx = app.current_event.raw_event.get("requestContext", {})
+    iam = (ctx.get("authorizer") or {}).get("iam") or {}
+    return iam.get("userArn") or iam.get("callerId")
+
+
+def _load(request_id: str) -> ErasureRequest:
+    if not ID_RE.match(request_id):
+        raise NotFoundError(f"no erasure request {request_id!r} (ids look like er-20250101120000-0a1b2c3d4e)")
+    try:
+        return Store(_cfg().state_table).get(request_id)
+    except NotFound:
+        raise NotFoundError(f"no erasure request {request_id!r}") from None
+
+
+def _progress(req: ErasureRequest) -> dict[str, Any] | None:
+    if req.terminal or not req.run_id:
+        return None
+    try:
+        run = Store(_cfg().state_table).get_run(req.run_id)
+    except NotFound:
+        return None
+    stage = run.body["stages"].get(f"{run.body['attempt']}.{run.body['phase']}")
+    total = len(stage["tasks"]) if stage else 0
+    done = len(set(stage["tasks"]) & run.done) if stage else 0
+    return {"run_id": run.id, "phase": run.body["phase"], "attempt": run.body["attempt"], "tasks_done": done,
+            "tasks_total": total}
+
+
+@app.post("/erasure-requests")
+def file_request() -> Response:
+    cfg = _cfg()
+    try:
+        data = json.loads(app.current_event.body or "")
+    except (json.JSONDecodeError, TypeError):
+        return _error(400, "the body must be JSON: {\"subject_ids\": [...], \"reason\": \"...\", ...}")
+    try:
+        body = intake.parse(data, load_datasets())
+    except intake.InvalidRequest as exc:
+        return _error(400, "invalid erasure request", exc.errors)
+    store = Store(cfg.state_table)
+    try:
+        req, created = intake.create(cfg, store, load_salt(cfg.salt_parameter), body, caller=_caller(), source="api",
+                                     idempotency=body.client_request_id)
+    except IdempotencyConflict as exc:
+        return _error(409, str(exc))
+    logger.info("erasure request received" if created else "duplicate erasure request", request_id=req.id,
+                subjects=len(req.subject_hashes), datasets=req.datasets)
+    if created:
+        _maybe_start(cfg, store)
+    return _json(202, {"id": req.id, "state": str(req.state), "deadline": req.deadline, "duplicate": not created},
+                 {"Location": f"/erasure-requests/{req.id}"})
+
+
+def _maybe_start(cfg: Config, store: Store) -> None:
+    """Enough requests waiting: ask for a run now instead of at the next schedule."""
+    if cfg.run_queue_url and len(store.pending()) >= cfg.batch_size:
+        from contracts import aws
+
+        aws.client("sqs").send_message(QueueUrl=cfg.run_queue_url, MessageBody=json.dumps({"action": "start"}))
+
+
+@app.get("/erasure-requests")
+def list_requests() -> Response:
+    params = app.current_event.query_string_parameters or {}
+    try:
+        limit = int(params.get("limit", "20"))
+    except ValueError:
+        raise BadRequestError("limit must be an integer") from None
+    if not 1 <= limit <= MAX_PAGE:
+        raise BadRequestError(f"limit must be between 1 and {MAX_PAGE}")
+    after = params.get("next")
+    if after is not None and not ID_RE.match(after):
+        raise BadRequestError("next must be the `next` value of a previous page")
+    reqs, nxt = Store(_cfg().state_table).list_requests(limit, after)
+    now = time.time()
+    return _json(200, {"items": [r.public(now) for r in reqs], "next": nxt})
+
+
+@app.get("/erasure-requests/<request_id>")
+def get_request(request_id: str) -> Response:
+    req = _load(request_id)
+    return _json(200, {**req.public(time.time()), "progress": _progress(req)})
+
+
+@app.post("/erasure-requests/<request_id>/cancel")
+def cancel(request_id: str) -> Response:
+    cfg = _cfg()
+    req = _load(request_id)
+
+    def change(r: ErasureRequest) -> bool:
+        if r.state not in CANCELLABLE:
+            return False
+        r.move(State.CANCELLED, time.time(), f"cancelled by {_caller() or 'unknown'}")
+        return True
+
+    req = Store(cfg.state_table).update(req.id, change, retention_s=cfg.record_retention_days * 86400)
+    if req.state != State.CANCELLED:
+        return _error(409, f"request {req.id} is {req.state}: it can be cancelled only before rewriting starts "
+                           f"({', '.join(sorted(CANCELLABLE))})")
+    logger.info("erasure request cancelled", request_id=req.id)
+    return _json(200, req.public(time.time()))
+
+
+@app.get("/erasure-requests/<request_id>/certificate")
+def get_certificate(request_id: str) -> Response:
+    cfg = _cfg()
+    req = _load(request_id)
+    params = app.current_event.query_string_parameters or {}
+    accept = (app.current_event.headers or {}).get("accept", "")
+    markdown = params.get("format") == "md" or "text/markdown" in accept
+    data = Workspace(cfg.erasure_bucket).get_bytes(certificate_key(req.id, "md" if markdown else "json"))
+    if data is None:
+        why = "it was cancelled" if req.state == State.CANCELLED else f"it is {req.state}"
+        raise NotFoundError(f"request {req.id} has no certificate: {why} (certificates are issued once verified)")
+    return Response(status_code=200, content_type="text/markdown" if markdown else "application/json",
+                    body=data.decode())
+
+
+@app.post("/erasure-runs")
+def start_run() -> Response:
+    cfg = _cfg()
+    from contracts import aws
+
+    aws.client("sqs").send_message(QueueUrl=cfg.run_queue_url, MessageBody=json.dumps({"action": "start"}))
+    pending = len(Store(cfg.state_table).pending())
+    logger.info("run requested", pending=pending)
+    return _json(202, {"message": "a run starts now", "pending": pending})

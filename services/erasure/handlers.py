@@ -1,0 +1,157 @@
+"""Lambda entry points of the erasure service.
+
+- `api_handler`: the HTTP API (api.py).
+- `events_handler`: ErasureRequested from the platform bus (SQS batch): validated and stored like an
+  API request, idempotent on client_request_id (else the event id). An invalid request cannot get
+  better by retrying: it is recorded as FAILED and announced (ErasureCompleted); errors that may
+  pass on retry (throttling, network) raise, so the message is retried and then dead-lettered.
+- `run_handler`: ticks of the run engine, from the schedule or its SQS queue (on demand, fan-in).
+- `worker_handler`: one task of a run per SQS message; on the last delivery its failure is recorded
+  so verification can decide, then it raises so the message is dead-lettered.
+Handlers never log subject ids: only request ids, hashes and counts.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from contracts import aws, events
+from contracts.commits import PartitionCommitter
+from contracts.datasets import load_datasets
+from services.erasure import api, intake, worker
+from services.erasure.config import Config
+from services.erasure.engine import Engine, Ports
+from services.erasure.lake import OutOfTime
+from services.erasure.store import Store
+from services.erasure.vault import load_salt
+from services.erasure.workspace import Workspace
+
+logger = Logger()
+metrics = Metrics()
+processor = BatchProcessor(event_type=EventType.SQS)
+#: stop starting new work this long before Lambda's hard timeout
+SAFETY_S = 60
+
+
+def engine(cfg: Config | None = None) -> Engine:
+    cfg = cfg or Config.from_environ()
+
+    def send(url: str, body: dict[str, Any]) -> None:
+        aws.client("sqs").send_message(QueueUrl=url, MessageBody=json.dumps(body))
+
+    def notify(subject: str, message: str) -> None:
+        if cfg.alerts_topic:
+            aws.client("sns").publish(TopicArn=cfg.alerts_topic, Subject=subject[:100], Message=message)
+
+    ports = Ports(
+        send=send,
+        publish=lambda details: events.publish(aws.client("events"), cfg.bus, details),
+        notify=notify,
+        metric=lambda name, value: metrics.add_metric(name=name, unit=MetricUnit.Count, value=value),
+    )
+    return Engine(
+        cfg, store=Store(cfg.state_table), workspace=Workspace(cfg.erasure_bucket),
+        committer=PartitionCommitter.on_aws(bucket=cfg.lake_bucket, table_name=cfg.state_table,
+                                            database=cfg.database),
+        ports=ports, salt=load_salt(cfg.salt_parameter),
+    )
+
+
+def _deadline(context: LambdaContext) -> float:
+    return time.time() + max(5.0, context.get_remaining_time_in_millis() / 1000 - SAFETY_S)
+
+
+# -- API ----------------------------------------------------------------------------------------------
+@logger.inject_lambda_context(clear_state=True)
+def api_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return api.app.resolve(event, context)
+
+
+# -- ErasureRequested from the bus ----------------------------------------------------------------
+def _intake_record(record: SQSRecord) -> dict[str, Any]:
+    envelope = json.loads(record.body)
+    logger.set_correlation_id(envelope.get("id"))
+    if envelope.get("detail-type") != events.ErasureRequested.DETAIL_TYPE:
+        raise ValueError(f"erasure intake does not handle {envelope.get('detail-type')!r}")
+    cfg = Config.from_environ()
+    store, salt = Store(cfg.state_table), load_salt(cfg.salt_parameter)
+    data = envelope.get("detail") or {}
+    key = data.get("client_request_id") or f"event:{envelope.get('id')}"
+    try:
+        body = intake.parse({k: v for k, v in data.items() if k != "schema_version"}, load_datasets())
+    except intake.InvalidRequest as exc:
+        req, created = intake.refuse(cfg, store, salt, data, exc.errors, source="event", idempotency=key)
+        if created:
+            events.publish(aws.client("events"), cfg.bus, [events.ErasureCompleted(
+                request_id=req.id, state="FAILED", subject_hashes=req.subject_hashes, datasets=req.datasets,
+                rows_removed=0, files_rewritten=0, verified=False)])
+        logger.warning("invalid ErasureRequested recorded as FAILED", request_id=req.id, problems=exc.errors)
+        return {"request_id": req.id, "created": created}
+    req, created = intake.create(cfg, store, salt, body, caller=envelope.get("source"), source="event",
+                                 idempotency=key)
+    logger.info("erasure request received" if created else "duplicate erasure request", request_id=req.id,
+                subjects=len(req.subject_hashes))
+    if created:
+        api._maybe_start(cfg, store)
+    return {"request_id": req.id, "created": created}
+
+
+@metrics.log_metrics(raise_on_empty_metrics=False)
+@logger.inject_lambda_context(clear_state=True)
+def events_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return process_partial_response(event=event, record_handler=_intake_record, processor=processor, context=context)
+
+
+# -- run ticks ----------------------------------------------------------------------------------------
+@metrics.log_metrics(raise_on_empty_metrics=False)
+@logger.inject_lambda_context(clear_state=True)
+def run_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    """One tick for a whole batch (schedule or SQS): failing raises, so SQS redelivers every message."""
+    start, run_ids = False, []
+    if "Records" in event:
+        for r in event["Records"]:
+            body = json.loads(r["body"])
+            start |= body.get("action") == "start"
+            if body.get("run_id"):
+                run_ids.append(body["run_id"])
+    report = engine().tick(start=start, deadline=_deadline(context), run_ids=run_ids)
+    logger.info("tick", started=report["started"], advanced=report["advanced"], at_risk=report["at_risk"])
+    return {"batchItemFailures": []}
+
+
+# -- worker tasks -------------------------------------------------------------------------------------
+def _task_record(record: SQSRecord, lambda_context: LambdaContext) -> dict[str, Any]:
+    body = json.loads(record.body)
+    run_id, task = body["run_id"], body["task_id"]
+    logger.append_keys(run_id=run_id, task_id=task)
+    eng = engine()
+    try:
+        out = worker.run_task(eng, run_id, task, deadline=_deadline(lambda_context))
+    except OutOfTime as exc:
+        eng.ports.send(eng.cfg.work_queue_url, body)  # continue in a fresh invocation from the checkpoint
+        logger.info("task continues in another invocation", detail=str(exc))
+        return {"status": "continued"}
+    except Exception as exc:
+        attempts = int(record.attributes.approximate_receive_count or 1)
+        if attempts >= eng.cfg.max_receive_count:
+            worker.record_failure(eng, run_id, task, f"{type(exc).__name__}: {exc}")
+            logger.error("task failed on its last delivery", attempts=attempts, error=type(exc).__name__)
+        raise
+    logger.info("task finished", **out)
+    metrics.add_metric(name="ErasureRowsRemoved", unit=MetricUnit.Count, value=out.get("rows_removed", 0))
+    return out
+
+
+@metrics.log_metrics(raise_on_empty_metrics=False)
+@logger.inject_lambda_context(clear_state=True)
+def worker_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return process_partial_response(event=event, record_handler=_task_record, processor=processor, context=context)
+
