@@ -364,6 +364,7 @@ def file_rows(world: World, key: str) -> list[int]:
 
 # -- the state machine ------------------------------------------------------------------------------
 MAX_ACTORS = 4
+CRITICAL = ("glue.set_location", "glue.create", "s3.copy", "ddb.put_if_version", "s3.purge_prefix")
 
 
 class CommitMachine(RuleBasedStateMachine):
@@ -463,6 +464,20 @@ class CommitMachine(RuleBasedStateMachine):
                 break
             actor.step()
             self._check()
+        self._reap()
+
+    @precondition(lambda self: self.running)
+    @rule(i=st.integers(0, MAX_ACTORS - 1), at=st.sampled_from(CRITICAL))
+    def run_to(self, i: int, at: str) -> None:
+        """Park an attempt right before a write that changes what readers see or who owns the partition."""
+        actor, _ = self.running[i % len(self.running)]
+        for _ in range(60):
+            if actor.finished:
+                break
+            actor.step()
+            self._check()
+            if actor.at == at:
+                break
         self._reap()
 
     @rule(dt=st.sampled_from([0.2, 1.0, 10.0, PAST_CLAIMS, PAST_GRACE]))
@@ -753,3 +768,27 @@ def test_a_staged_file_close_to_its_purge_is_refused_before_any_intent() -> None
     assert c.current(PARTS[0]).version == 0  # no intent was written
     c.append(PARTS[0], [c.stage(PARTS[0], "a", "f.json", encode([1]), 1)], "a")
     assert w.view(PARTS[0]) == [1]
+
+
+def test_cleanup_postpones_a_partition_whose_claim_is_live() -> None:
+    """Settling takes over expired claims only: a live claimant may be about to flip."""
+    w = World()
+    ref = PARTS[0]
+    for i in range(3):
+        Op(f"a{i}", "append", ref, [[i]]).attempt(w)(w.clock.now() + 60)
+    w.committer.stage(ref, "abandoned", "f.json", encode([9]), 1)  # its writer died before committing
+    w.clock.t += PAST_GRACE
+    name = {file_rows(w, f.key)[0]: f.name for f in w.committer.current(ref).files}
+    compaction = w.spawn("compact", Op("compact", "compact", ref, [[0, 1]], [name[0], name[1]]).attempt(w))
+    while compaction.at != "glue.set_location":
+        compaction.step()
+    report = w.committer.cleanup()
+    assert report.postponed >= 1
+    with pytest.raises(PartitionBusy):  # two files: would build and flip a newer generation
+        Op("late", "append", ref, [[10], [11]]).attempt(w)(w.clock.now() + 60)
+    compaction.run()
+    assert compaction.error is None, compaction.error
+    Op("late", "append", ref, [[10], [11]]).attempt(w)(w.clock.now() + 60)
+    assert sorted(w.view(ref)) == [0, 1, 2, 10, 11]
+    w.cleanup_until_clean()
+    w.assert_no_garbage()
