@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import time
+from contextvars import ContextVar
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
@@ -34,6 +36,8 @@ idempotency_config = IdempotencyConfig(
     event_key_jmespath="[kind, object_id, chunk_index]", expires_after_seconds=7 * 24 * 3600
 )
 persistence = DynamoDBPersistenceLayer(table_name=os.environ.get("IDEMPOTENCY_TABLE", "idempotency"))
+#: end of the current invocation (epoch seconds): commits stop before it, so a timeout never holds a partition
+deadline: ContextVar[float | None] = ContextVar("deadline", default=None)
 
 
 def _committer(env: jobs.Env) -> PartitionCommitter:
@@ -54,7 +58,7 @@ def run_once(job: dict[str, Any]) -> dict[str, Any]:
             return {"object_id": detail.object_id, "chunks": len(chunks)}
         job = {"detail": chunks[0].model_dump()}
     chunk = events.ChunkPlanned.model_validate(job["detail"])
-    out = jobs.transform_chunk(chunk, env, _committer(env))
+    out = jobs.transform_chunk(chunk, env, _committer(env), deadline.get())
     logger.info("chunk transformed", **{k: v for k, v in out.items() if k != "object_id"}, object_id=chunk.object_id)
     metrics.add_metric(name="RowsGood", unit=MetricUnit.Count, value=out["rows_good"])
     metrics.add_metric(name="RowsQuarantined", unit=MetricUnit.Count, value=out["rows_quarantined"])
@@ -102,4 +106,5 @@ def announce_failure(job: dict[str, Any], exc: Exception, attempts: int) -> None
 @logger.inject_lambda_context(clear_state=True)
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     idempotency_config.register_lambda_context(context)
+    deadline.set(time.time() + context.get_remaining_time_in_millis() / 1000 - 5)
     return process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)

@@ -73,14 +73,16 @@ def _chunk_event(d: events.RawObjectStored, r: ByteRange, count: int) -> events.
                                first_line=r.first_line)
 
 
-def transform_chunk(job: events.ChunkPlanned, env: Env, committer: PartitionCommitter) -> dict[str, Any]:
+def transform_chunk(
+    job: events.ChunkPlanned, env: Env, committer: PartitionCommitter, deadline: float | None = None
+) -> dict[str, Any]:
     """Transform one chunk, commit its partitions, quarantine its bad rows, fan in, announce."""
     ds = dataset_of(job.dataset, job.object_id)
     whole = job.chunk_count == 1
     chunk = None if whole else ByteRange(job.start, job.end, job.chunk_index, job.first_line)
     with _raw_file(job.raw_bucket, job.raw_key) as f:
         result = transform(ds, f, object_id=job.object_id, source=f"s3://{job.raw_bucket}/{job.raw_key}", chunk=chunk)
-    added = commit_partitions(result, ds, committer)
+    added = commit_partitions(result, ds, committer, deadline)
     if result.rows_quarantined:
         write_quarantine(result, env)
     published: list[events.EventDetail] = list(added)
@@ -103,9 +105,12 @@ def transform_chunk(job: events.ChunkPlanned, env: Env, committer: PartitionComm
 
 
 def commit_partitions(
-    result: TransformResult, ds: Dataset, committer: PartitionCommitter
+    result: TransformResult, ds: Dataset, committer: PartitionCommitter, deadline: float | None = None
 ) -> list[events.PartitionFilesAdded]:
-    """One append per partition; the op id makes a retried chunk a replay, not a second copy."""
+    """One append per partition; the op id makes a retried chunk a replay, not a second copy.
+
+    `deadline` (epoch seconds, the invocation's end) keeps a killed attempt from holding the partition.
+    """
     out = []
     for part in result.partitions:
         values = dict(part.values)
@@ -114,9 +119,9 @@ def commit_partitions(
         name = file_name(result.object_id, result.chunk_index, values)
         data = parquet_bytes(part.table, ds)
         staged = committer.stage(ref, op_id, name, data, part.table.num_rows)
-        res = committer.append(ref, [staged], op_id)
+        res = committer.append(ref, [staged], op_id, deadline=deadline)
         out.append(events.PartitionFilesAdded(dataset=ds.name, partition=values, generation=res.generation,
-                                              files=[name], rows=part.table.num_rows, bytes=len(data),
+                                              files=list(res.added), rows=part.table.num_rows, bytes=len(data),
                                               object_id=result.object_id))
     return out
 
