@@ -6,13 +6,14 @@ from collections.abc import Callable
 
 import pulumi
 
-from infra import core, ingest, transform
+from infra import compact, core, ingest, transform
 from infra.settings import Settings, load
 
 BUILDERS: dict[str, Callable[[Settings], dict[str, pulumi.Input]]] = {
     "core": core.build,
     "ingest": ingest.build,
     "transform": transform.build,
+    "compact": compact.build,
 }
 
 
