@@ -97,11 +97,11 @@ def main() -> None:
         "",
         "| path | seconds | MB/s | vs direct |",
         "|---|---:|---:|---:|",
-        f"| direct `transform()` + Parquet, one process | {t_direct:.2f} | {mb / t_direct:.1f} | 1.00x |",
+        f"| direct `transform()` + Parquet, one process | {t_direct:.2f} | {mb / t_direct:.2f} | 1.00x |",
         f"| local platform: land → ObjectTransformed ({p['chunks']} chunks of 64 KiB) | {p['transformed']:.2f} | "
-        f"{mb / p['transformed']:.1f} | {t_direct / p['transformed']:.2f}x |",
+        f"{mb / p['transformed']:.3f} | {t_direct / p['transformed']:.2f}x |",
         f"| local platform: land → first `etl query` sees every row | {p['queryable']:.2f} | "
-        f"{mb / p['queryable']:.1f} | {t_direct / p['queryable']:.2f}x |",
+        f"{mb / p['queryable']:.3f} | {t_direct / p['queryable']:.2f}x |",
         "",
         "The local platform emulates S3, SQS, EventBridge, DynamoDB and Glue over HTTP on loopback and runs "
         "two function slots; the small local chunk size (64 KiB, `Pulumi.transform-local.yaml`) makes every "

@@ -9,6 +9,7 @@ records progress and publishes events. Every step is safe to repeat: names and o
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +23,9 @@ from services.transform.chunks import ByteRange, can_split, plan_chunks
 from services.transform.core import TransformResult, transform
 from services.transform.errors import TransformError
 from services.transform.parquet import file_name, parquet_bytes
-from services.transform.partition import partition_path
+from services.transform.partition import PartitionOutput, partition_path
+
+COMMIT_THREADS = 8
 
 
 @dataclass(frozen=True)
@@ -107,12 +110,14 @@ def transform_chunk(
 def commit_partitions(
     result: TransformResult, ds: Dataset, committer: PartitionCommitter, deadline: float | None = None
 ) -> list[events.PartitionFilesAdded]:
-    """One append per partition; the op id makes a retried chunk a replay, not a second copy.
+    """One append per partition, partitions in parallel (each commit is a few S3/DynamoDB/Glue round
+    trips); the op id makes a retried chunk a replay, not a second copy. An error in any partition
+    raises after the others finish: the retry replays those that committed.
 
     `deadline` (epoch seconds, the invocation's end) keeps a killed attempt from holding the partition.
     """
-    out = []
-    for part in result.partitions:
+
+    def commit(part: PartitionOutput) -> events.PartitionFilesAdded:
         values = dict(part.values)
         ref = PartitionRef(ds.name, values)
         op_id = f"transform:{result.object_id}:{result.chunk_index}:{partition_path(values)}"
@@ -120,10 +125,14 @@ def commit_partitions(
         data = parquet_bytes(part.table, ds)
         staged = committer.stage(ref, op_id, name, data, part.table.num_rows)
         res = committer.append(ref, [staged], op_id, deadline=deadline)
-        out.append(events.PartitionFilesAdded(dataset=ds.name, partition=values, generation=res.generation,
-                                              files=list(res.added), rows=part.table.num_rows, bytes=len(data),
-                                              object_id=result.object_id))
-    return out
+        return events.PartitionFilesAdded(dataset=ds.name, partition=values, generation=res.generation,
+                                          files=list(res.added), rows=part.table.num_rows, bytes=len(data),
+                                          object_id=result.object_id)
+
+    if not result.partitions:
+        return []
+    with ThreadPoolExecutor(max_workers=min(COMMIT_THREADS, len(result.partitions))) as pool:
+        return list(pool.map(commit, result.partitions))
 
 
 def write_quarantine(result: TransformResult, env: Env) -> str:
