@@ -96,12 +96,12 @@ def file_request() -> Response:
     logger.info("erasure request received" if created else "duplicate erasure request", request_id=req.id,
                 subjects=len(req.subject_hashes), datasets=req.datasets)
     if created:
-        _maybe_start(cfg, store)
+        maybe_start(cfg, store)
     return _json(202, {"id": req.id, "state": str(req.state), "deadline": req.deadline, "duplicate": not created},
                  {"Location": f"/erasure-requests/{req.id}"})
 
 
-def _maybe_start(cfg: Config, store: Store) -> None:
+def maybe_start(cfg: Config, store: Store) -> None:
     """Enough requests waiting: ask for a run now instead of at the next schedule."""
     if cfg.run_queue_url and len(store.pending()) >= cfg.batch_size:
         from contracts import aws

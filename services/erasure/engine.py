@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -30,7 +31,7 @@ from contracts.datasets import Dataset, load_datasets
 from services.erasure import certificate, verify
 from services.erasure.config import Config
 from services.erasure.find import FindStats
-from services.erasure.hashing import salt_id
+from services.erasure.hashing import redact, salt_id, subject_hash
 from services.erasure.lake import Partition, candidate_partitions, find_in_partition, old_generation_versions
 from services.erasure.model import ErasureRequest, State, new_run_id
 from services.erasure.store import Conflict, NotFound, Run, Store
@@ -447,9 +448,7 @@ class Engine:
                 if not n:
                     continue
                 rows += n
-                names = self.datasets[ds_name].partition_names
-                parts.append({"partition": {k: r["partition"][k] for k in names}, "generation": r["generation"],
-                              "files": r["files"], "rows_removed_for_request": n})
+                parts.append(self._public_partition(ds_name, r, n))
             datasets[ds_name] = {
                 "rows_removed": rows, "partitions": parts,
                 "files_rewritten": sum(1 for p in parts for f in p["files"] if f.get("new_key")),
@@ -492,10 +491,37 @@ class Engine:
             problems += [f"{ds_name}: {p}" for p in d["failed_tasks"][:20]]
             problems += [f"{ds_name}: quarantine key with old versions {k}"
                          for k in d["quarantine"]["keys_with_old_versions"][:20]]
+        ids = [i for s in self.subjects(run).by_dataset.values() for i in s.ids]
+
+        def clean(texts: list[str]) -> list[str]:  # keys of subject-keyed partitions would name subjects
+            return [redact(t, ids, self.salt) for t in texts]
+
+        for d in vds.values():
+            d["lake"]["files_with_subjects"] = clean(d["lake"]["files_with_subjects"])
+            d["quarantine"]["files_with_subjects"] = clean(d["quarantine"]["files_with_subjects"])
+            for k in ("old_generations", "raw", "failed_tasks"):
+                d[k] = clean(d[k])
         verification = {"passed": report["passed"].get(req.id, False),
-                        "at": certificate._iso(report["at"]), "datasets": vds, "problems": problems}
+                        "at": certificate._iso(report["at"]), "datasets": vds, "problems": clean(problems)}
         return {"attempts": run.body["attempt"], "datasets": datasets, "copies": copies,
                 "verification": verification}
+
+    def _public_partition(self, ds_name: str, r: dict[str, Any], rows: int) -> dict[str, Any]:
+        """A partition's outcome for the certificate; a partition key drawn from a subject column (a
+        tenant id) would name the subject, so its value, in the values and in every key, is hashed."""
+        ds = self.datasets[ds_name]
+        values = {k: r["partition"][k] for k in ds.partition_names}
+        secret = [p.name for p in ds.partitioning if p.source in ds.subject_columns and p.transform == "identity"]
+        files = [dict(f) for f in r["files"]]
+        for name in secret:
+            hidden = subject_hash(values[name], self.salt)
+            segment = re.compile(rf"(^|/){re.escape(name)}=[^/]+")
+            values[name] = hidden
+            for f in files:
+                for k in ("key", "new_key"):
+                    if f.get(k):
+                        f[k] = segment.sub(lambda m, h=hidden, n=name: f"{m.group(1)}{n}={h}", f[k])
+        return {"partition": values, "generation": r["generation"], "files": files, "rows_removed_for_request": rows}
 
     def _finalize(self, run: Run, report: dict[str, Any]) -> None:
         """Per request: terminal state, certificate, ErasureCompleted (each step repeatable after a crash)."""

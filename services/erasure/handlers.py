@@ -100,7 +100,7 @@ def _intake_record(record: SQSRecord) -> dict[str, Any]:
     logger.info("erasure request received" if created else "duplicate erasure request", request_id=req.id,
                 subjects=len(req.subject_hashes))
     if created:
-        api._maybe_start(cfg, store)
+        api.maybe_start(cfg, store)
     return {"request_id": req.id, "created": created}
 
 
@@ -137,7 +137,8 @@ def _task_record(record: SQSRecord, lambda_context: LambdaContext) -> dict[str, 
         out = worker.run_task(eng, run_id, task, deadline=_deadline(lambda_context))
     except OutOfTime as exc:
         eng.ports.send(eng.cfg.work_queue_url, body)  # continue in a fresh invocation from the checkpoint
-        logger.info("task continues in another invocation", detail=str(exc))
+        logger.info("task continues in another invocation",
+                    detail=worker.safe_text(eng, eng.store.get_run(run_id), str(exc)))
         return {"status": "continued"}
     except Exception as exc:
         attempts = int(record.attributes.approximate_receive_count or 1)

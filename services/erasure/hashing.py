@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
+from collections.abc import Iterable
 
 MIN_SALT_BYTES = 16
 PREFIX = "hmac-sha256:"
@@ -27,6 +29,15 @@ def subject_hash(subject_id: str, salt: bytes) -> str:
     """`hmac-sha256:<hex>` of the subject id as given (stripped); stable for a given salt."""
     digest = hmac.new(check_salt(salt), subject_id.strip().encode("utf-8"), hashlib.sha256).hexdigest()
     return PREFIX + digest
+
+
+def redact(text: str, subject_ids: Iterable[str], salt: bytes) -> str:
+    """Replace whole-token occurrences of subject ids (e.g. in an error message) by their hashes."""
+    ids = sorted({i.strip() for i in subject_ids if i.strip()}, key=len, reverse=True)
+    if not ids:
+        return text
+    pattern = re.compile("|".join(rf"(?<![0-9A-Za-z]){re.escape(i)}(?![0-9A-Za-z])" for i in ids))
+    return pattern.sub(lambda m: subject_hash(m.group(0), salt), text)
 
 
 def salt_id(salt: bytes) -> str:

@@ -90,6 +90,19 @@ def writer_options(pf: pq.ParquetFile) -> dict[str, Any]:
     }
 
 
+def dictionary_passthrough(pf: pq.ParquetFile, options: dict[str, Any], columns: Sequence[ColumnValues]) -> list[str]:
+    """Dictionary-encoded columns to read as Arrow dictionaries and write back as they are.
+
+    The Parquet bytes are the same (the writer takes the dictionary instead of rebuilding it), so
+    only when the file stores no Arrow schema (it would then record dictionary types) and not for
+    subject columns (they are matched with is_in on plain values).
+    """
+    if options.get("store_schema"):
+        return []
+    subject = {cv.column for cv in columns}
+    return [c for c in options.get("use_dictionary") or [] if c not in subject and "." not in c]
+
+
 def _lineage(removed: pa.Table, into: dict[str, list[int]]) -> None:
     if OBJECT_COLUMN not in removed.column_names or LINE_COLUMN not in removed.column_names:
         return
@@ -99,6 +112,7 @@ def _lineage(removed: pa.Table, into: dict[str, list[int]]) -> None:
 
 
 def _drop_matches(t: pa.Table, columns: Sequence[ColumnValues], result: RewriteResult) -> pa.Table:
+    """The rows that stay (one vectorised filter; a chunked zero-copy slicing made the writer slower)."""
     mask = match_mask(t, columns)
     if mask is None or not pc.any(mask).as_py():
         return t
@@ -131,6 +145,9 @@ def rewrite(
     result = RewriteResult()
     pf = pq.ParquetFile(source)
     options = writer_options(pf)
+    passthrough = dictionary_passthrough(pf, options, columns)
+    if passthrough:  # decode dictionary columns to dictionary arrays: the writer reuses them (half the work)
+        pf = pq.ParquetFile(source, read_dictionary=passthrough)
     schema = pf.schema_arrow
     may_match = None if row_groups is None else set(row_groups)
     writer: pq.ParquetWriter | None = None

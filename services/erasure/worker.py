@@ -15,6 +15,7 @@ from contracts.lake import partition_path
 from services.erasure import lake
 from services.erasure.copies import erase_quarantine, erase_raw_object, raw_keys
 from services.erasure.engine import Engine
+from services.erasure.hashing import redact
 from services.erasure.store import NotFound
 from services.erasure.workspace import run_prefix
 
@@ -100,8 +101,15 @@ def finish(engine: Engine, run_id: str, task: str, result: dict[str, Any]) -> No
 def record_failure(engine: Engine, run_id: str, task: str, reason: str) -> None:
     """Last delivery failed: the task counts as done with its failure, so verification decides the outcome."""
     try:
-        engine.store.get_run(run_id)
+        run = engine.store.get_run(run_id)
     except NotFound:
         return
     desc = engine.ws.get_json(f"{run_prefix(run_id)}tasks/{task}.json") or {}
-    finish(engine, run_id, task, {**desc, "task_id": task, "failed": reason[:500]})
+    finish(engine, run_id, task, {**desc, "task_id": task, "failed": safe_text(engine, run, reason)[:500]})
+
+
+def safe_text(engine: Engine, run: Any, text: str) -> str:
+    """An error message fit for records and logs: any subject id of the run in it becomes its hash
+    (a partition keyed by a subject column would otherwise carry the id in paths)."""
+    ids = [i for s in engine.subjects(run).by_dataset.values() for i in s.ids]
+    return redact(text, ids, engine.salt)
