@@ -301,3 +301,27 @@ def certificate(
         from rich.markdown import Markdown
 
         console.print(Markdown(text))
+
+
+def demo(subject_id: str, env: str = "local", timeout: int = 180) -> str:
+    """What `etl demo` shows: file a request for a sample customer, follow it live, print its certificate."""
+    from rich.markdown import Markdown
+
+    client = api_for(env)
+    console.print(f"[bold]$ etl erasure request[/] --subject-id {subject_id} --reason 'GDPR art. 17 (demo)' "
+                  "--ticket DEMO-1 --now")
+    _, resp = client.call("POST", "/erasure-requests", {
+        "subject_ids": [subject_id], "reason": "GDPR art. 17 (demo)", "ticket": "DEMO-1",
+        "client_request_id": f"demo-{subject_id}"})
+    client.call("POST", "/erasure-runs")
+    rid = resp["id"]
+    console.print(f"[bold]$ etl erasure status[/] {rid} --watch")
+    _, r = client.call("GET", f"/erasure-requests/{rid}")
+    if r["state"] not in FINAL:
+        r = _watch(client, rid, timeout, r)
+    _show(r)
+    if r["state"] in ("COMPLETED", "FAILED"):
+        console.print(f"[bold]$ etl erasure certificate[/] {rid}")
+        _, text = client.call("GET", f"/erasure-requests/{rid}/certificate?format=md", accept="text/markdown")
+        console.print(Markdown(str(text)))
+    return rid
