@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -90,8 +91,12 @@ class AwsOutbox:
 
 @cache
 def compactor() -> Compactor:
-    """One per execution environment: the Arrow pool, clients and contracts are reused across invocations."""
+    """One per execution environment: the Arrow pool, clients and contracts are reused across invocations.
+
+    Work files a crashed invocation left in this sandbox's /tmp are removed here, before any bin runs.
+    """
     env = Env.from_environ()
+    shutil.rmtree(env.work_dir / "compact", ignore_errors=True)
     committer = PartitionCommitter.on_aws(bucket=env.lake, table_name=env.state_table, database=env.database,
                                           settings=env.settings)
     return Compactor(

@@ -69,11 +69,12 @@ class SpilledRun:
 
 def open_parquet(path: Path, dictionary: Sequence[str]) -> pq.ParquetFile:
     """The file with the chosen string columns read as dictionaries (those it has: older files may lack some)."""
-    try:
-        return pq.ParquetFile(str(path), read_dictionary=list(dictionary) or None)
+    try:  # local files: pre-buffering only adds IO-thread handoffs
+        return pq.ParquetFile(str(path), read_dictionary=list(dictionary) or None, pre_buffer=False)
     except KeyError:
         present = set(pq.read_schema(str(path)).names)
-        return pq.ParquetFile(str(path), read_dictionary=[c for c in dictionary if c in present] or None)
+        return pq.ParquetFile(str(path), read_dictionary=[c for c in dictionary if c in present] or None,
+                              pre_buffer=False)
 
 
 def read_whole(path: Path, schema: pa.Schema, dictionary: Sequence[str]) -> pa.Table:
