@@ -362,7 +362,11 @@ class Engine:
         key = f"{run_prefix(run.id)}verify-{run.body['attempt']}.json"
         report = self.ws.get_json(key)
         if report is None:  # a tick that died while finalising reuses the verdict its requests got
-            report = self._verify(run, self.subjects(run))
+            subjects = self.subjects(run)
+            lake = self._verify_lake(run, subjects, deadline)
+            if lake is None:
+                return False  # the scan continues in the next tick from where it stopped
+            report = self._verify(run, subjects, lake)
             self.ws.put_json(key, report)
             self.hook("verified")
         run.body.setdefault("verifications", []).append({"attempt": run.body["attempt"], "passed_all": all(
@@ -377,7 +381,32 @@ class Engine:
         self._finalize(run, report)
         return self._finish(run)
 
-    def _verify(self, run: Run, subjects: RunSubjects) -> dict[str, Any]:
+    def _verify_lake(self, run: Run, subjects: RunSubjects, deadline: float) -> dict[str, Any] | None:
+        """Probe every file under every current Glue location, resumably (a big lake takes several ticks)."""
+        key = f"{run_prefix(run.id)}verify-lake-{run.body['attempt']}.json"
+        doc = self.ws.get_json(key)
+        if doc is None:
+            parts = []
+            for ds_name, subs in sorted(subjects.by_dataset.items()):
+                columns = subs.columns(self.datasets[ds_name])
+                if columns:
+                    kept, _ = candidate_partitions(self.cfg.database, self.datasets[ds_name], columns)
+                    parts += [[ds_name, p.location] for p in kept]
+            doc = {"partitions": parts, "next": 0, "datasets": {ds: verify.empty_lake() for ds in subjects.by_dataset}}
+        while doc["next"] < len(doc["partitions"]):
+            if self.clock() >= deadline:
+                self.ws.put_json(key, doc)
+                return None
+            ds_name, location = doc["partitions"][doc["next"]]
+            verify.merge_lake(doc["datasets"][ds_name], verify.verify_partition(
+                self.cfg.lake_bucket, location, subjects.by_dataset[ds_name], self.datasets[ds_name]))
+            doc["next"] += 1
+            if doc["next"] % FIND_SAVE_EVERY == 0:
+                self.ws.put_json(key, doc)
+        self.ws.put_json(key, doc)
+        return doc["datasets"]
+
+    def _verify(self, run: Run, subjects: RunSubjects, lake: dict[str, Any]) -> dict[str, Any]:
         datasets: dict[str, Any] = {}
         raw_results = [r for a in range(1, run.body["attempt"] + 1) for r in self.results(run, "raw", a)]
         q_results = [r for a in range(1, run.body["attempt"] + 1) for r in self.results(run, "lake", a)
@@ -400,7 +429,7 @@ class Engine:
             rewritten_q = [f["key"] for r in q_results if r["dataset"] == ds_name for f in r.get("files", [])
                            if f["action"] == "rewritten"]
             datasets[ds_name] = {
-                "lake": verify.verify_lake(self.cfg.lake_bucket, self.cfg.database, ds, subs),
+                "lake": lake.get(ds_name, verify.empty_lake()),
                 "old_generations": verify.verify_old_generations(self.cfg.lake_bucket, ds, committed),
                 "quarantine": verify.verify_quarantine(self.cfg.quarantine_bucket, ds, subs, rewritten_q),
                 "raw": verify.verify_raw(self.cfg.raw_bucket, copies, []) + landing_left,

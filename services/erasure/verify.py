@@ -18,7 +18,7 @@ from contracts import aws
 from contracts.datasets import Dataset
 from services.erasure.copies import raw_object_clean, scan_quarantine
 from services.erasure.find import FindStats
-from services.erasure.lake import candidate_partitions, old_generation_versions, probe_files
+from services.erasure.lake import old_generation_versions, probe_files
 from services.erasure.subjects import Subjects
 from services.erasure.versions import versions
 
@@ -34,24 +34,32 @@ def _files_at(location: str) -> list[tuple[str, str, int]]:
     return out
 
 
-def verify_lake(lake_bucket: str, database: str, dataset: Dataset, subjects: Subjects) -> dict[str, Any]:
+def verify_partition(lake_bucket: str, location: str, subjects: Subjects, dataset: Dataset) -> dict[str, Any]:
+    """Rows of each subject left in the files a reader of this partition sees, and what the check read."""
     columns = subjects.columns(dataset)
-    stats = FindStats()
+    if not location.startswith(f"s3://{lake_bucket}/"):
+        return {"rows_remaining": {}, "files_with_subjects": [f"a partition points outside the lake: {location}"],
+                "scan": FindStats().to_json()}
+    hits, stats = probe_files(lake_bucket, _files_at(location), columns)
     remaining: dict[str, int] = {}
-    files_left: list[str] = []
-    if columns:
-        parts, _ = candidate_partitions(database, dataset, columns)
-        for part in parts:
-            if not part.location.startswith(f"s3://{lake_bucket}/"):
-                files_left.append(f"partition {dict(part.values)} points outside the lake: {part.location}")
-                continue
-            hits, s = probe_files(lake_bucket, _files_at(part.location), columns)
-            stats.add(s)
-            for h in hits:
-                files_left.append(h.key)
-                for i, n in h.probe.by_subject.items():
-                    remaining[subjects.hashes[i]] = remaining.get(subjects.hashes[i], 0) + n
-    return {"rows_remaining": remaining, "files_with_subjects": files_left, "scan": stats.to_json()}
+    for h in hits:
+        for i, n in h.probe.by_subject.items():
+            remaining[subjects.hashes[i]] = remaining.get(subjects.hashes[i], 0) + n
+    return {"rows_remaining": remaining, "files_with_subjects": [h.key for h in hits], "scan": stats.to_json()}
+
+
+def merge_lake(into: dict[str, Any], part: dict[str, Any]) -> None:
+    """Add one partition's verification to a dataset's."""
+    for h, n in part["rows_remaining"].items():
+        into["rows_remaining"][h] = into["rows_remaining"].get(h, 0) + n
+    into["files_with_subjects"] += part["files_with_subjects"]
+    scan = FindStats.from_json(into["scan"])
+    scan.add(FindStats.from_json(part["scan"]))
+    into["scan"] = scan.to_json()
+
+
+def empty_lake() -> dict[str, Any]:
+    return {"rows_remaining": {}, "files_with_subjects": [], "scan": FindStats().to_json()}
 
 
 def verify_old_generations(lake_bucket: str, dataset: Dataset, committed: Sequence[Mapping[str, Any]]) -> list[str]:
