@@ -187,8 +187,8 @@ class Erasure(pulumi.ComponentResource):
         self._mapping("erasure-worker", self.work_queue, self.worker_fn, batch_size=1,
                       concurrency=s.max_concurrency)
         topic = out("alertsTopicArn")
-        _dlq_alarms(self, "erasure-run", self._physical("erasure-run"), topic, self.run_queue, self.run_dlq, self.run_fn,
-                    RUN_TIMEOUT_S)
+        _dlq_alarms(self, "erasure-run", self._physical("erasure-run"), topic, self.run_queue, self.run_dlq,
+                    self.run_fn, RUN_TIMEOUT_S)
         _dlq_alarms(self, "erasure-worker", self._physical("erasure-worker"), topic, self.work_queue, self.work_dlq,
                     self.worker_fn, WORKER_TIMEOUT_S)
         self._schedule()
