@@ -27,6 +27,9 @@ lint: setup
 bench: setup
 	$(BIN)/python -m pip install --quiet -e ".[dev,bench]"
 	$(BIN)/python bench/transform_bench.py --sf 1
+	$(BIN)/python bench/compact_bench.py --sf 1
+	$(BIN)/python bench/erasure_bench.py
+	$(BIN)/python bench/e2e_bench.py
 
 clean:
 	rm -rf $(VENV) build .etl .pytest_cache .hypothesis

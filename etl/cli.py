@@ -17,7 +17,7 @@ from rich.table import Table
 
 from contracts import aws, progress
 from contracts.datasets import ContractError, load_dataset_file, load_datasets
-from etl import build_cli, deploy_cli, dlq_cli, loader, query_cli, targets
+from etl import build_cli, compact_cli, deploy_cli, dlq_cli, erasure_cli, loader, query_cli, targets
 from etl.local import platform
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, pretty_exceptions_enable=False)
@@ -30,6 +30,8 @@ app.add_typer(deploy_cli.app)  # etl deploy | preview | destroy | init ENV
 app.add_typer(build_cli.app)  # etl build [SERVICE]
 app.add_typer(query_cli.app)  # etl query "SQL"
 app.add_typer(dlq_cli.app, name="dlq")  # etl dlq list | show | redrive QUEUE
+app.add_typer(compact_cli.app)  # etl compact DATASET [-p k=v …] | etl compact-cleanup
+app.add_typer(erasure_cli.app, name="erasure")  # etl erasure request | run | status | list | cancel | certificate
 console = Console()
 err = Console(stderr=True)
 

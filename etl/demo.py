@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from contracts import aws, progress
-from etl import loader, targets
+from etl import erasure_cli, loader, targets
 from etl.local import platform
 
 SAMPLES = platform.ROOT / "samples"
@@ -81,6 +81,30 @@ def _show_quarantine(console: Console, bucket: str, limit: int = 8) -> None:
     console.print(t)
 
 
+def _compaction_live(console: Console, landing: str, observer: str, files: int = 18, timeout_s: float = 120) -> None:
+    """Many small objects for one month: the partition crosses its threshold and is compacted by itself."""
+    s3 = aws.client("s3")
+    with console.status(f"landing {files} small orders files for June 2024…"):
+        for f in range(files):
+            lines = [json.dumps({"order_id": 9_000_000 + f * 100 + i, "customer_id": 1 + (f * 7 + i) % 200,
+                                 "amount": f"{10 + i}.50", "status": "paid", "order_date": f"2024-06-{1 + i % 28:02d}"})
+                     for i in range(25)]
+            s3.put_object(Bucket=landing, Key=f"orders/demo-small/part-{f:03d}.jsonl", Body="\n".join(lines) + "\n")
+    deadline = time.monotonic() + timeout_s
+    with console.status("waiting for the compaction service to notice and rewrite the partition…"):
+        while time.monotonic() < deadline:
+            done = [e for e in _drain(observer) if e["detail-type"] == "PartitionCompacted"
+                    and e["detail"]["partition"] == {"order_year": "2024", "order_month": "06"}]
+            if done:
+                d = done[0]["detail"]
+                console.print(f"[green]PartitionCompacted[/] orders 2024/06: {d['files_before']} files → "
+                              f"{d['files_after']} ({d['bytes_before']:,} → {d['bytes_after']:,} bytes, "
+                              f"{d['rows']:,} rows, generation {d['generation']}, {d['duration_ms']} ms)")
+                return
+            time.sleep(1)
+    console.print("[yellow]no compaction within the timeout[/] — see `etl local logs etl-local-compact`")
+
+
 def run(console: Console, timeout_s: float = 60) -> None:
     started_here = False
     try:
@@ -132,9 +156,13 @@ def run(console: Console, timeout_s: float = 60) -> None:
         for sql in ANALYST_SQL:
             console.print(f"[bold]$ etl query[/] \"{sql}\"")
             subprocess.run([sys.executable, "-m", "etl.cli", "query", sql], check=False)
+        console.rule("5. compaction: small files in, few large files out, swapped in atomically")
+        _compaction_live(console, target.out("core", "landingBucket"), observer)
+        console.rule("6. compliance: erase sample customer 42 (request --now, status --watch, certificate)")
+        erasure_cli.demo("42")
     finally:
         if started_here:
-            console.rule("5. etl local down")
+            console.rule("7. etl local down")
             subprocess.run([sys.executable, "-m", "etl.cli", "local", "down"], check=False)
 
 

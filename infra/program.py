@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import pulumi
 
-from infra import compact, core, ingest, transform
+from infra import compact, core, erasure, ingest, transform
 from infra.settings import Settings, load
 
 BUILDERS: dict[str, Callable[[Settings], dict[str, pulumi.Input]]] = {
@@ -14,6 +14,7 @@ BUILDERS: dict[str, Callable[[Settings], dict[str, pulumi.Input]]] = {
     "ingest": ingest.build,
     "transform": transform.build,
     "compact": compact.build,
+    "erasure": erasure.build,
 }
 
 

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from contracts import aws
+from etl.local import moto_apigw
 
 Result = tuple[str, dict[str, Any], str]
 CREATED = "created"
@@ -67,6 +68,7 @@ class MotoBackend:
             "aws:sns/topicSubscription:TopicSubscription": self._recorded,
             "aws:athena/workgroup:Workgroup": self._workgroup,
         }
+        self._handlers.update(moto_apigw.handlers(self.region, self.account))
 
     # -- Backend protocol -------------------------------------------------------------------------
     def create(self, type_: str, name: str, inputs: dict[str, Any]) -> Result:

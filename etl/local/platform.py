@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from contracts import aws, naming
+from etl.local import http_api
 from etl.local.functions import FunctionSpec, MappingSpec, ScheduleSpec, rate_seconds
 from etl.local.program import Registered, run_stack
 
@@ -201,13 +202,15 @@ def serve(port: int) -> None:
     signal.signal(signal.SIGTERM, lambda *_: sup.stop.set())
     signal.signal(signal.SIGINT, lambda *_: sup.stop.set())
     state = PlatformState(pid=os.getpid(), endpoint="", status="starting")
+    apis: http_api.ApiHosts | None = None
     try:
         state.endpoint = sup.start_emulator()
         state.save()
         sup.provision(state)
         for name, spec in state.functions.items():
             sup.spawn(name, spec)
-        state.hosts = {name: proc.pid for name, proc in sup.children.items()}
+        apis = http_api.start(state.functions, state_dir())
+        state.hosts = {name: proc.pid for name, proc in sup.children.items()} | apis.pids()
         state.status = "ready"
         state.save()
         print(f"local platform ready at {state.endpoint}", flush=True)
@@ -217,6 +220,8 @@ def serve(port: int) -> None:
         state.save()
         raise
     finally:
+        if apis is not None:
+            apis.stop()
         sup.shutdown()
         if state.status != "failed":
             state_file().unlink(missing_ok=True)

@@ -24,7 +24,7 @@ def read_table(glue: Any, endpoint: str, database: str, table: str) -> tuple[pa.
     for page in glue.get_paginator("get_partitions").paginate(DatabaseName=database, TableName=table):
         for p in page["Partitions"]:
             location = p["StorageDescriptor"]["Location"].removeprefix("s3://").rstrip("/")
-            infos = filesystem.get_file_info(fs.FileSelector(location, recursive=False))
+            infos = filesystem.get_file_info(fs.FileSelector(location, recursive=False, allow_not_found=True))
             for info in sorted((i for i in infos if i.type == fs.FileType.File), key=lambda i: i.path):
                 t = pq.read_table(info.path, filesystem=filesystem)
                 for k, v in zip(keys, p["Values"], strict=True):

@@ -72,20 +72,23 @@ class Reader:
 
     def run(self) -> None:
         while not self.stop.wait(0.2):
-            try:
-                where, rows = snapshot(self.p)
-            except Exception as exc:  # the partition may not exist yet; anything else is a finding
-                if "EntityNotFound" not in repr(exc):
-                    self.problems.append(f"read failed: {exc!r}")
-                continue
-            self.snapshots += 1
-            self.locations.add(where)
-            if len(rows) != len(set(rows)):
-                self.problems.append(f"{len(rows) - len(set(rows))} rows seen twice at {where}")
-            lost = self.seen - set(rows)
-            if lost:
-                self.problems.append(f"{len(lost)} rows seen before are gone at {where}")
-            self.seen |= set(rows)
+            self.read_once()
+
+    def read_once(self) -> None:
+        try:
+            where, rows = snapshot(self.p)
+        except Exception as exc:  # the partition may not exist yet; anything else is a finding
+            if "EntityNotFound" not in repr(exc):
+                self.problems.append(f"read failed: {exc!r}")
+            return
+        self.snapshots += 1
+        self.locations.add(where)
+        if len(rows) != len(set(rows)):
+            self.problems.append(f"{len(rows) - len(set(rows))} rows seen twice at {where}")
+        lost = self.seen - set(rows)
+        if lost:
+            self.problems.append(f"{len(lost)} rows seen before are gone at {where}")
+        self.seen |= set(rows)
 
 
 @dataclass
@@ -155,6 +158,7 @@ def flow(platform: Platform) -> Iterator[Flow]:
     queue_drained(platform)
     reader.stop.set()
     thread.join(timeout=10)
+    reader.read_once()  # one read after the last commit, so `seen` can be complete
     yield Flow({(oid, line) for oid in ids for line in range(1, ROWS + 1)}, reader, ours(platform.drain_events()),
                max(e["time"] for e in transformed), event_time(first), replaced, kept, kept_at)
 
