@@ -14,6 +14,9 @@ from infra.catalog import dataset_table
 from infra.components.secure_bucket import SecureBucket, expire_rule, noncurrent_rule
 from infra.settings import Settings
 
+#: ErasureRequested carries subject ids in clear; an archive would keep them past the erasure itself.
+ARCHIVE_PATTERN = {"detail-type": [{"anything-but": [events.ErasureRequested.DETAIL_TYPE]}]}
+
 
 class Core(pulumi.ComponentResource):
     def __init__(self, s: Settings, account_id: str) -> None:
@@ -27,7 +30,8 @@ class Core(pulumi.ComponentResource):
             name=naming.name(env, "archive"),
             event_source_arn=self.bus.arn,
             retention_days=s.archive_retention_days,
-            description="Every platform event, for replay",
+            description="Every platform event but ErasureRequested (it carries subject ids), for replay",
+            event_pattern=json.dumps(ARCHIVE_PATTERN, sort_keys=True),
             opts=child,
         )
 

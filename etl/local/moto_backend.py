@@ -107,6 +107,8 @@ class MotoBackend:
             kw["RetentionDays"] = int(i["retentionDays"])
         if i.get("description"):
             kw["Description"] = i["description"]
+        if i.get("eventPattern"):
+            kw["EventPattern"] = i["eventPattern"]
         arn = aws.client("events").create_archive(**kw)["ArchiveArn"]
         return i["name"], {"arn": arn, "name": i["name"]}, CREATED
 

@@ -15,6 +15,8 @@ def test_bus_archive_and_landing_forwarding(core: Stack) -> None:
     assert bus.inputs["name"] == "etl-dev-bus"
     archive = core.one("aws:cloudwatch/eventArchive:EventArchive", "platform-archive")
     assert archive.inputs["eventSourceArn"].endswith("etl-dev-bus")
+    assert json.loads(archive.inputs["eventPattern"]) == {"detail-type": [{"anything-but": ["ErasureRequested"]}]}, (
+        "the archive must not keep subject ids in clear")
     rule = core.one("aws:cloudwatch/eventRule:EventRule", "forward-landing")
     assert rule.inputs["eventBusName"] == "default"
     pattern = json.loads(rule.inputs["eventPattern"])
