@@ -15,19 +15,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from contracts.datasets import DECIMAL_RE, Dataset
+from contracts.arrow import arrow_type
+from contracts.datasets import Dataset
 
 OBJECT_COLUMN = "_source_object_id"
 LINE_COLUMN = "_source_line"
-_SIMPLE = {
-    "string": pa.string(),
-    "int32": pa.int32(),
-    "int64": pa.int64(),
-    "float64": pa.float64(),
-    "bool": pa.bool_(),
-    "date": pa.date32(),
-    "timestamp": pa.timestamp("us"),
-}
 DICTIONARY = pa.dictionary(pa.int32(), pa.string())
 #: rows sampled to decide which strings repeat, and the distinct share under which one does
 SAMPLE_ROWS, MAX_DISTINCT_SHARE = 8192, 0.5
@@ -35,16 +27,6 @@ SAMPLE_ROWS, MAX_DISTINCT_SHARE = 8192, 0.5
 
 class SchemaMismatch(ValueError):
     """An input file has a column whose type cannot be read as the contract's type."""
-
-
-def arrow_type(contract_type: str) -> pa.DataType:
-    """The Arrow type a contract type is stored as (same mapping as the transform service)."""
-    if contract_type in _SIMPLE:
-        return _SIMPLE[contract_type]
-    m = DECIMAL_RE.match(contract_type)
-    if not m:
-        raise ValueError(f"unknown contract type {contract_type!r}")
-    return pa.decimal128(int(m.group(1)), int(m.group(2)))
 
 
 def lake_schema(dataset: Dataset) -> pa.Schema:

@@ -23,19 +23,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from contracts.arrow import arrow_type
 from contracts.datasets import DECIMAL_RE
 from services.transform.rows import shorten
 
 _CAST_ERRORS = (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError, OverflowError)
-_SIMPLE = {
-    "string": pa.string(),
-    "int32": pa.int32(),
-    "int64": pa.int64(),
-    "float64": pa.float64(),
-    "bool": pa.bool_(),
-    "date": pa.date32(),
-    "timestamp": pa.timestamp("us"),
-}
 _INT_SYNTAX = r"^[+-]?[0-9]+$"
 _DECIMAL_SYNTAX = r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$"
 _DATE_SYNTAX = r"^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$"
@@ -44,17 +36,6 @@ _TS_SYNTAX = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}([T ][0-9]{2}(:[0-9]{2}(:[0-9]{2}(\.[0
 _DATE_SHAPE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _LEAF = 8
 Column = pa.Array | pa.ChunkedArray
-
-
-def arrow_type(contract_type: str) -> pa.DataType:
-    """The Arrow type a contract type is stored as (Parquet physical type follows from it)."""
-    if contract_type in _SIMPLE:
-        return _SIMPLE[contract_type]
-    m = DECIMAL_RE.match(contract_type)
-    if not m:
-        raise ValueError(f"unknown contract type {contract_type!r}")
-    precision, scale = int(m.group(1)), int(m.group(2))
-    return pa.decimal128(precision, scale)
 
 
 def _cast_timestamp(values: Column) -> Column:
