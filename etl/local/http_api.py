@@ -194,6 +194,8 @@ class ApiHosts:
         self._stop = threading.Event()
         for spec in specs:
             self._spawn(spec)
+        for spec in specs:  # "ready" must mean the API answers, not that its process was started
+            self._wait_listening(spec)
         urls = {s.name: f"http://127.0.0.1:{s.port}" for s in specs}
         (directory / URLS_FILE).write_text(json.dumps(urls, indent=2))
         self._watcher = threading.Thread(target=self._watch, name="http-api-watch", daemon=True)
@@ -208,6 +210,18 @@ class ApiHosts:
         self.children[spec.name] = subprocess.Popen(
             [sys.executable, "-m", "etl.local.http_api", json.dumps(payload)],
             env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+
+    def _wait_listening(self, spec: ApiSpec, timeout_s: float = 60) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.children[spec.name].poll() is not None:
+                raise RuntimeError(f"http api {spec.name} exited at start; see logs/{spec.function['name']}.log")
+            try:
+                with socket.create_connection(("127.0.0.1", spec.port), timeout=1):
+                    return
+            except OSError:
+                time.sleep(0.1)
+        raise TimeoutError(f"http api {spec.name} did not listen on port {spec.port} within {timeout_s:.0f}s")
 
     def _watch(self) -> None:
         while not self._stop.wait(1.0):
