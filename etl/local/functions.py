@@ -12,11 +12,13 @@ import importlib
 import json
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
 import traceback
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,6 +92,18 @@ class LambdaContext:
 
     def get_remaining_time_in_millis(self) -> int:
         return max(0, int((self._deadline - time.monotonic()) * 1000))
+
+
+def stop_processes(procs: Iterable[subprocess.Popen], timeout_s: float = 10) -> None:
+    """SIGTERM every process, then SIGKILL whichever has not exited within the timeout."""
+    procs = list(procs)
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
 
 
 def load_handler(dotted: str) -> Any:

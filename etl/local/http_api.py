@@ -33,6 +33,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from contracts import aws
+from etl.local.functions import stop_processes
 
 URLS_FILE = "http-apis.json"
 ROOT = Path(__file__).resolve().parents[2]
@@ -235,13 +236,7 @@ class ApiHosts:
 
     def stop(self) -> None:
         self._stop.set()
-        for proc in self.children.values():
-            proc.terminate()
-        for proc in self.children.values():
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_processes(self.children.values())
         (self.directory / URLS_FILE).unlink(missing_ok=True)
 
 

@@ -22,7 +22,7 @@ import yaml
 
 from contracts import aws, naming
 from etl.local import http_api
-from etl.local.functions import FunctionSpec, MappingSpec, ScheduleSpec, rate_seconds
+from etl.local.functions import FunctionSpec, MappingSpec, ScheduleSpec, rate_seconds, stop_processes
 from etl.local.program import Registered, run_stack
 
 ENV = "local"
@@ -185,13 +185,7 @@ class Supervisor:
                     state.save()
 
     def shutdown(self) -> None:
-        for proc in self.children.values():
-            proc.terminate()
-        for proc in self.children.values():
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_processes(self.children.values())
         if self.server is not None:
             self.server.stop()
 
