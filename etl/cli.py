@@ -18,7 +18,7 @@ from rich.table import Table
 from contracts import aws, progress
 from contracts.datasets import ContractError, load_dataset_file, load_datasets
 from etl import build_cli, compact_cli, deploy_cli, dlq_cli, erasure_cli, loader, query_cli, targets
-from etl.local import platform
+from etl.local import accounting, platform
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, pretty_exceptions_enable=False)
 local_app = typer.Typer(help="Run the whole platform on this machine (moto server + the Pulumi program).",
@@ -49,11 +49,23 @@ def local_up(
     port: Annotated[int, typer.Option(help="Loopback port of the emulator (0 = any free port).")] = 4566,
     detach: Annotated[bool, typer.Option("--detach", "-d", help="Run in the background; stop with `etl local down`.")]
     = False,
+    settings: Annotated[list[str] | None, typer.Option(
+        "--set", help="Config over Pulumi.<stack>.yaml: component:key=value (e.g. transform:chunkBytes=1048576)."
+    )] = None,
+    request_log: Annotated[Path | None, typer.Option(
+        help="Append one JSON line per AWS request (caller, service, operation, bytes) to this file."
+    )] = None,
 ) -> None:
     """Start moto server on loopback and stand up every stack of the `local` env from the Pulumi program."""
     existing = platform.PlatformState.load()
     if existing and platform.pid_alive(existing.pid):
         fail(f"already running at {existing.endpoint} (pid {existing.pid}); `etl local down` stops it")
+    try:
+        os.environ[platform.CONFIG_ENV] = json.dumps(platform.config_overrides(settings or []))
+    except ValueError as exc:
+        fail(str(exc))
+    if request_log is not None:
+        os.environ[accounting.REQUEST_LOG_ENV] = str(request_log.resolve())
     platform.state_file().unlink(missing_ok=True)
     if not detach:
         console.print("starting the local platform (Ctrl-C stops it)…")

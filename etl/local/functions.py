@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -94,6 +95,12 @@ class LambdaContext:
         return max(0, int((self._deadline - time.monotonic()) * 1000))
 
 
+def report(started: float) -> dict[str, float]:
+    """Lambda's REPORT line, locally: wall duration (what Lambda bills) and the host's peak RSS so far."""
+    return {"duration_ms": round((time.perf_counter() - started) * 1000, 1),
+            "max_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+
+
 def stop_processes(procs: Iterable[subprocess.Popen], timeout_s: float = 10) -> None:
     """SIGTERM every process, then SIGKILL whichever has not exited within the timeout."""
     procs = list(procs)
@@ -170,12 +177,14 @@ class Poller:
 
     def invoke(self, sqs: Any, messages: list[dict[str, Any]]) -> None:
         event = sqs_event(messages, self.mapping.queue_arn, sqs.meta.region_name)
+        started = time.perf_counter()
         try:
             response = self.handler(event, LambdaContext(self.fn))
             failed = failed_ids(response, messages, self.mapping.report_batch_item_failures)
         except Exception:  # a raising handler fails the whole batch, as on Lambda
             traceback.print_exc()
             failed = {m["MessageId"] for m in messages}
+        took = report(started)  # the handler's time only: the poller's deletes are not Lambda's
         done = [m for m in messages if m["MessageId"] not in failed]
         for i in range(0, len(done), 10):
             sqs.delete_message_batch(
@@ -192,7 +201,7 @@ class Poller:
                         VisibilityTimeout=int(self.retry_delay),
                     )
         print(json.dumps({"local": "invocation", "function": self.fn.name, "records": len(messages),
-                          "failed": len(failed)}), flush=True)
+                          "failed": len(failed), **took}), flush=True)
 
 
 def fire_schedule(fn: FunctionSpec, schedule: ScheduleSpec, stop: threading.Event) -> None:
@@ -200,14 +209,15 @@ def fire_schedule(fn: FunctionSpec, schedule: ScheduleSpec, stop: threading.Even
     handler = load_handler(fn.handler)
     region = os.environ.get("AWS_DEFAULT_REGION", "us-east-1")
     while not stop.wait(schedule.every_s):
+        started = time.perf_counter()
         try:
             handler(scheduled_event(schedule.rule, region), LambdaContext(fn))
             outcome = "ok"
         except Exception:  # EventBridge would retry and then drop; the log shows the failure
             traceback.print_exc()
             outcome = "error"
-        print(json.dumps({"local": "schedule", "function": fn.name, "rule": schedule.rule, "outcome": outcome}),
-              flush=True)
+        print(json.dumps({"local": "schedule", "function": fn.name, "rule": schedule.rule, "outcome": outcome,
+                          **report(started)}), flush=True)
 
 
 def serve(fn: FunctionSpec, mappings: list[MappingSpec], schedules: list[ScheduleSpec] = ()) -> None:

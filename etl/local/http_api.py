@@ -33,6 +33,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from contracts import aws
+from etl.local import accounting
 from etl.local.functions import stop_processes
 
 URLS_FILE = "http-apis.json"
@@ -205,7 +206,8 @@ class ApiHosts:
     def _spawn(self, spec: ApiSpec) -> None:
         logs = self.directory / "logs"
         logs.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, **spec.function["environment"], "PYTHONPATH": str(ROOT)}
+        env = {**os.environ, **spec.function["environment"], "PYTHONPATH": str(ROOT),
+               **accounting.caller_env(spec.function["name"])}
         out = open(logs / f"{spec.function['name']}.log", "ab")  # noqa: SIM115 - owned by the child
         payload = {**asdict(spec), "routes": [asdict(r) for r in spec.routes]}
         self.children[spec.name] = subprocess.Popen(

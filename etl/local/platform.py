@@ -21,13 +21,14 @@ from typing import Any
 import yaml
 
 from contracts import aws, naming
-from etl.local import http_api
+from etl.local import accounting, http_api
 from etl.local.functions import FunctionSpec, MappingSpec, ScheduleSpec, rate_seconds, stop_processes
 from etl.local.program import Registered, run_stack
 
 ENV = "local"
 ROOT = Path(__file__).resolve().parents[2]
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+CONFIG_ENV = "ETL_LOCAL_CONFIG"  # JSON {stack: {key: value}} laid over Pulumi.<stack>.yaml (`etl local up --set`)
 
 
 def state_dir() -> Path:
@@ -79,11 +80,25 @@ class PlatformState:
 
 
 def stack_config(stack: str) -> dict[str, Any]:
-    """The `config:` of Pulumi.<stack>.yaml if present — the same file `pulumi up` would read."""
+    """The `config:` of Pulumi.<stack>.yaml if present — the same file `pulumi up` would read — plus overrides."""
     path = ROOT / f"Pulumi.{stack}.yaml"
-    if not path.exists():
-        return {}
-    return dict((yaml.safe_load(path.read_text()) or {}).get("config") or {})
+    config = dict((yaml.safe_load(path.read_text()) or {}).get("config") or {}) if path.exists() else {}
+    overrides = json.loads(os.environ.get(CONFIG_ENV) or "{}")
+    return {**config, **overrides.get(stack, {})}
+
+
+def config_overrides(settings: list[str]) -> dict[str, dict[str, str]]:
+    """`component:key=value` (e.g. `transform:chunkMb=16`) → {stack: {"etl:key": value}} for the local env."""
+    out: dict[str, dict[str, str]] = {}
+    for item in settings:
+        target, eq, value = item.partition("=")
+        component, colon, key = target.partition(":")
+        if not (eq and colon and key) or component not in naming.COMPONENTS:
+            raise ValueError(f"{item!r}: expected component:key=value with component one of "
+                             f"{', '.join(naming.COMPONENTS)} (e.g. transform:chunkBytes=1048576)")
+        full_key = key if ":" in key else f"{naming.PROJECT}:{key}"
+        out.setdefault(naming.stack_name(component, ENV), {})[full_key] = value
+    return out
 
 
 def functions_of(resources: list[Registered]) -> dict[str, dict[str, Any]]:
@@ -141,7 +156,11 @@ class Supervisor:
 
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
 
-        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        request_log = os.environ.get(accounting.REQUEST_LOG_ENV)
+        if request_log:
+            self.server = accounting.accounted_server(Path(request_log), "127.0.0.1", self.port)
+        else:
+            self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
         self.server.start()
         host, port = self.server.get_host_and_port()
         endpoint = f"http://{host}:{port}"
@@ -167,7 +186,7 @@ class Supervisor:
     def spawn(self, name: str, spec: dict[str, Any]) -> None:
         logs = state_dir() / "logs"
         logs.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, **spec["function"]["environment"], "PYTHONPATH": str(ROOT)}
+        env = {**os.environ, **spec["function"]["environment"], "PYTHONPATH": str(ROOT), **accounting.caller_env(name)}
         out = open(logs / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child for its lifetime
         self.children[name] = subprocess.Popen(
             [sys.executable, "-m", "etl.local.functions", json.dumps(spec)],
