@@ -173,10 +173,20 @@ def _changes(result: Any) -> dict[str, int]:
 # -- stack config files -----------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class ConfigKey:
+    """One `etl:` key a stack reads; tests check it against what infra/ actually reads and defaults to."""
+
     key: str  # without the `etl:` namespace
-    default: str | None
+    default: str | None  # None: unset by default, written commented out with `example`
     doc: str
     core: bool  # core reads it; services read the others
+    only: str | None = None  # the one service that reads it (None: every service); ignored for core keys
+    example: str = ""  # value shown in the commented-out line when `default` is None; `{env}` is the env
+
+    def read_by(self, component: str) -> bool:
+        """Whether the stack of `component` reads this key (so `etl init` writes it into that file)."""
+        if self.core:
+            return component == "core"
+        return component != "core" and self.only in (None, component)
 
 
 CONFIG_KEYS: tuple[ConfigKey, ...] = (
@@ -186,11 +196,56 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
               "grace period (days) before replaced or erased object versions are purged; bounds erasure", True),
     ConfigKey("archiveRetentionDays", "30", "days the platform bus archive keeps events for replay", True),
     ConfigKey("alertEmail", None,
-              "e-mail subscribed to the alerts topic (confirm the subscription mail); unset: no subscription", True),
+              "e-mail subscribed to the alerts topic (confirm the subscription mail); unset: no subscription", True,
+              example="ops@example.com"),
+    ConfigKey("queryResultsDays", "7", "days Athena query results are kept in the results bucket", True),
+    ConfigKey("athenaBytesScannedCutoff", str(10 * 1024**3),
+              "bytes one Athena query of the workgroup may scan before it is cancelled (default 10 GiB)", True),
     ConfigKey("logRetentionDays", "30", "days function logs are kept in CloudWatch Logs", False),
     ConfigKey("lambdaArchitecture", "arm64", "arm64 (cheaper per GB-second) or x86_64; layers must match", False),
+    ConfigKey("lambdaLayers", None, "layer ARNs added to the functions (docs/deploy.md § 8); unset: none", False,
+              example='["arn:aws:lambda:eu-west-1:123456789012:layer:etl-deps:1"]'),
     ConfigKey("maxConcurrency", "10", "cap on concurrent invocations per queue mapping (minimum 2)", False),
     ConfigKey("maxReceiveCount", "3", "deliveries of a message before it is dead-lettered", False),
+    ConfigKey("coreStack", None,
+              "StackReference name of core; unset: <org>/<project>/core-<env> (set it if yours differ)", False,
+              example="acme/etl/core-{env}"),
+    ConfigKey("chunkMb", "128", "size (MiB) of the chunks a large raw object is split into for transform", False,
+              only="transform"),
+    ConfigKey("chunkBytes", None, "exact chunk size in bytes; overrides chunkMb (small values exercise chunking)",
+              False, only="transform", example="65536"),
+    ConfigKey("compactTimeoutSeconds", "900", "compact function timeout, also the commits' max operation time "
+              "(1..900)", False, only="compact"),
+    ConfigKey("compactGraceSeconds", "14400", "seconds replaced files live before cleanup deletes them; must exceed "
+              "the timeout plus the clock margin", False, only="compact"),
+    ConfigKey("compactClockMarginSeconds", "30", "clock skew / request-landing margin of partition commits", False,
+              only="compact"),
+    ConfigKey("compactQuietSeconds", "900", "a partition idle this long is swept if it has more than one small file",
+              False, only="compact"),
+    ConfigKey("compactSweepRate", "rate(15 minutes)", "schedule of the sweep and cleanup, `rate(...)`", False,
+              only="compact"),
+    ConfigKey("compactMinFiles", None, "overrides every contract's compaction_min_files; unset: each contract's",
+              False, only="compact", example="4"),
+    ConfigKey("compactMemoryMb", "3008", "compact function memory (3008 MB = 2 vCPUs for the rewrite)", False,
+              only="compact"),
+    ConfigKey("compactEphemeralMb", "4096", "compact function /tmp for one bin's inputs, sorted runs and outputs",
+              False, only="compact"),
+    ConfigKey("erasureDeadlineDays", "30", "days from receipt within which an erasure request must be completed",
+              False, only="erasure"),
+    ConfigKey("erasureRiskDays", "7", "open requests this close to their deadline raise the at-risk alarm; "
+              "must be shorter than the deadline", False, only="erasure"),
+    ConfigKey("erasurePurgeGraceSeconds", "1800", "seconds between rewriting the lake and purging every version of "
+              "the replaced files (lets running Athena queries finish)", False, only="erasure"),
+    ConfigKey("erasureBatchSize", "100", "pending requests that start a run at once", False, only="erasure"),
+    ConfigKey("erasureBatchMaxWaitMinutes", "60", "a scheduled tick starts a run once the oldest pending request "
+              "waited this long", False, only="erasure"),
+    ConfigKey("erasureScheduleMinutes", "15", "minutes between the erasure schedule's ticks", False, only="erasure"),
+    ConfigKey("erasureRawRewriteMaxMb", "1024", "raw copies larger than this (MiB, uncompressed) are deleted instead "
+              "of rewritten line by line", False, only="erasure"),
+    ConfigKey("erasureRecordRetentionDays", "730", "days a finished erasure request's record is kept in the "
+              "state table (TTL)", False, only="erasure"),
+    ConfigKey("erasureKmsKeyId", None, "KMS key that also encrypts subject ids at rest; unset: DynamoDB's "
+              "encryption only", False, only="erasure", example="arn:aws:kms:eu-west-1:123456789012:key/<id>"),
 )
 DEFAULT_REGION = "eu-west-1"
 
@@ -217,12 +272,12 @@ def config_text(component: str, env: str, region: str = DEFAULT_REGION, override
         f"  aws:region: {region}",
     ]
     for k in CONFIG_KEYS:
-        if k.core != (component == "core"):
+        if not k.read_by(component):
             continue
         value = overrides.get(k.key, k.default)
         lines.append(f"  # {k.doc}")
         if value is None:
-            lines.append(f"  # etl:{k.key}: ops@example.com")
+            lines.append(f"  # etl:{k.key}: {k.example.replace('{env}', env)}")
         else:
             lines.append(f'  etl:{k.key}: "{value}"')
     return "\n".join(lines) + "\n"

@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import ast
+import contextvars
 import dataclasses
 import re
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import pulumi
 import pytest
 import yaml
 from pulumi.automation import OpType
 from typer.testing import CliRunner
 
+from contracts import naming
 from etl import deploy, deploy_cli
+from infra import settings as infra_settings
+from infra.compact import CompactConfig
+from infra.erasure import ErasureSettings
 from infra.settings import Settings
 from tests.infra.conftest import build as build_stack
 
@@ -187,15 +194,119 @@ def test_every_command_has_help(command: str) -> None:
 
 
 # -- stack config files ----------------------------------------------------------------------------------------------
-def _snake(key: str) -> str:
-    return re.sub(r"(?<!^)([A-Z])", r"_\1", key).lower()
+#: keys infra reads that are not stack settings: they override what the stack name says
+STACK_IDENTITY_KEYS = {"component", "env"}
+_CONFIG_METHOD = re.compile(r"^(get|require)(_\w+)?$")
 
 
-def test_documented_defaults_are_the_programs_defaults() -> None:
-    defaults = {f.name: f.default for f in dataclasses.fields(Settings)}
+def _is_etl_config(node: ast.expr) -> bool:
+    """`pulumi.Config("etl")` / `Config("etl")` (or no name: the project's, which is etl)."""
+    if not isinstance(node, ast.Call):
+        return False
+    func = node.func
+    name = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
+    if name != "Config":
+        return False
+    args = [a.value for a in node.args if isinstance(a, ast.Constant)] or ["etl"]
+    return args[0] == "etl"
+
+
+def keys_read_by_infra() -> dict[str, set[str]]:
+    """Every `etl:` key infra/ reads with a literal name, per file: `cfg.get_int("x")` where cfg = Config("etl")."""
+    found: dict[str, set[str]] = {}
+    for path in sorted((deploy.ROOT / "infra").rglob("*.py")):
+        tree = ast.parse(path.read_text(), str(path))
+        configs = {t.id for n in ast.walk(tree) if isinstance(n, ast.Assign) and _is_etl_config(n.value)
+                   for t in n.targets if isinstance(t, ast.Name)}
+        for n in ast.walk(tree):
+            if not (isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
+                    and _CONFIG_METHOD.match(n.func.attr)):
+                continue
+            receiver = n.func.value
+            if not ((isinstance(receiver, ast.Name) and receiver.id in configs) or _is_etl_config(receiver)):
+                continue
+            assert n.args and isinstance(n.args[0], ast.Constant), f"{path}:{n.lineno}: config key is not a literal"
+            found.setdefault(n.args[0].value, set()).add(path.name)
+    return found
+
+
+def test_the_scan_finds_config_reads() -> None:
+    """The scan itself works: it sees keys of the three readers (settings, compact, erasure)."""
+    read = keys_read_by_infra()
+    assert {"rawTtlDays", "compactSweepRate", "erasureKmsKeyId"} <= set(read)
+    assert read["erasureDeadlineDays"] == {"erasure.py"}
+
+
+def test_every_key_infra_reads_is_written_by_init_and_vice_versa() -> None:
+    """Drift guard: a key added to infra/ without a CONFIG_KEYS entry (default + doc) fails here."""
+    read = set(keys_read_by_infra()) - STACK_IDENTITY_KEYS
+    known = {k.key for k in deploy.CONFIG_KEYS}
+    assert not read - known, f"read by infra/ but missing from etl/deploy.py CONFIG_KEYS: {sorted(read - known)}"
+    assert not known - read, f"in CONFIG_KEYS but read nowhere in infra/: {sorted(known - read)}"
+    assert len(known) == len(deploy.CONFIG_KEYS), "a key is listed twice"
+
+
+def test_service_only_keys_go_to_the_stack_that_reads_them() -> None:
+    """A key read in infra/<service>.py only belongs to that service's file, not every service's.
+
+    Keys of the shared Settings (settings.py) may still name the one service that uses them (chunkMb).
+    """
+    read = keys_read_by_infra()
+    services = {f"{c}.py": c for c in naming.COMPONENTS if c != "core"}
     for k in deploy.CONFIG_KEYS:
-        expected = defaults[_snake(k.key)]
-        assert k.default == (None if expected is None else str(expected)), k.key
+        files = read[k.key]
+        owner = services.get(next(iter(files))) if len(files) == 1 else None
+        if owner is not None or files != {"settings.py"}:
+            assert k.only == owner, f"{k.key} is read in {sorted(files)}: only={owner!r}, not {k.only!r}"
+
+
+def _loaded(config: dict[str, Any], load: Any) -> Any:
+    """What one of infra's config readers returns for `config` (set in a copy of Pulumi's config context)."""
+
+    def run() -> Any:
+        pulumi.runtime.set_all_config({f"etl:{key}": str(value) for key, value in config.items()})
+        return load()
+
+    return contextvars.copy_context().run(run)
+
+
+@pytest.mark.parametrize("component", ALL)
+def test_written_defaults_are_the_programs_defaults(tmp_path: Path, component: str) -> None:
+    """Each file `etl init` writes, read by infra's own loaders, gives what they give with no config at all."""
+    deploy.init("dev", [component], work_dir=tmp_path, buildable=ALL)
+    written = yaml.safe_load((tmp_path / f"Pulumi.{component}-dev.yaml").read_text())["config"]
+    config = {k.removeprefix("etl:"): v for k, v in written.items() if k.startswith("etl:")}
+    identity = {"component": component, "env": "dev"}
+    loaders = [lambda: infra_settings.load()]
+    if component == "compact":
+        loaders.append(CompactConfig.load)
+    if component == "erasure":
+        loaders.append(lambda: ErasureSettings.load("dev"))
+    for load in loaders:
+        assert _loaded({**identity, **config}, load) == _loaded(identity, load)
+
+
+def test_documented_defaults_match_the_program_dataclasses() -> None:
+    """Unset-by-default keys are unset in the program too (None, empty), never a hidden value."""
+    defaults = {**{f.name: f.default for f in dataclasses.fields(Settings)},
+                **{f.name: f.default for f in dataclasses.fields(CompactConfig)},
+                **{f.name: f.default for f in dataclasses.fields(ErasureSettings)}}
+    unset = {"alertEmail": "alert_email", "coreStack": "core_stack", "lambdaLayers": "lambda_layers",
+             "chunkBytes": None, "compactMinFiles": "min_files", "erasureKmsKeyId": "kms_key_id"}
+    assert {k.key for k in deploy.CONFIG_KEYS if k.default is None} == set(unset)
+    for key, field in unset.items():
+        assert field is None or not defaults[field], key
+        assert next(k for k in deploy.CONFIG_KEYS if k.key == key).example, key
+
+
+def test_docs_config_table_lists_every_key_with_its_default() -> None:
+    """docs/deploy.md's config reference is the same list as CONFIG_KEYS, with the same defaults."""
+    text = (deploy.ROOT / "docs" / "deploy.md").read_text()
+    rows = dict(re.findall(r"^\| `etl:(\w+)` \| [^|]+ \| ([^|]+) \|", text, re.MULTILINE))
+    assert set(rows) == {k.key for k in deploy.CONFIG_KEYS}
+    for k in deploy.CONFIG_KEYS:
+        if k.default is not None:
+            assert rows[k.key].strip().strip("`") == k.default, k.key
 
 
 def test_init_writes_one_file_per_stack_with_the_keys_its_component_reads(tmp_path: Path) -> None:
@@ -205,7 +316,8 @@ def test_init_writes_one_file_per_stack_with_the_keys_its_component_reads(tmp_pa
     core = yaml.safe_load((tmp_path / "Pulumi.core-dev.yaml").read_text())["config"]
     ingest = yaml.safe_load((tmp_path / "Pulumi.ingest-dev.yaml").read_text())["config"]
     assert core == {"aws:region": "eu-central-1", "etl:rawTtlDays": "30", "etl:landingTtlDays": "7",
-                    "etl:noncurrentVersionDays": "3", "etl:archiveRetentionDays": "30"}
+                    "etl:noncurrentVersionDays": "3", "etl:archiveRetentionDays": "30", "etl:queryResultsDays": "7",
+                    "etl:athenaBytesScannedCutoff": str(10 * 1024**3)}
     assert ingest == {"aws:region": "eu-central-1", "etl:logRetentionDays": "30", "etl:lambdaArchitecture": "arm64",
                       "etl:maxConcurrency": "10", "etl:maxReceiveCount": "3"}
     text = (tmp_path / "Pulumi.core-dev.yaml").read_text()
