@@ -16,7 +16,7 @@ import os
 import re
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
@@ -41,6 +41,8 @@ class Request:
     service: str
     operation: str
     bytes_in: int
+    units: int = 1  # what the bill counts: entries of a PutEvents / SendMessageBatch / batch or transact write
+    bytes_out: int = 0
 
     @property
     def s3_class(self) -> str:
@@ -68,7 +70,21 @@ def classify(environ: dict[str, Any], body: bytes) -> Request:
         if not params.get("Action") and environ.get("CONTENT_TYPE", "").startswith("application/x-www-form-urlencoded"):
             params = parse_qs(body.decode("utf-8", "replace"))
         operation = (params.get("Action") or [f"{method} {environ.get('PATH_INFO', '')}"])[0]
-    return Request(caller, service, operation, len(body))
+    return Request(caller, service, operation, len(body), _units(operation, body))
+
+
+_BATCHES = {"PutEvents": "Entries", "SendMessageBatch": "Entries", "DeleteMessageBatch": "Entries",
+            "TransactWriteItems": "TransactItems", "TransactGetItems": "TransactItems"}
+
+
+def _units(operation: str, body: bytes) -> int:
+    """Entries in a batch request (JSON protocol), 1 for anything else."""
+    if operation == "BatchWriteItem":
+        items = json.loads(body).get("RequestItems", {})
+        return max(1, sum(len(v) for v in items.values()))
+    if operation in _BATCHES:
+        return max(1, len(json.loads(body).get(_BATCHES[operation], [])))
+    return 1
 
 
 def _s3_operation(method: str, environ: dict[str, Any]) -> str:
@@ -95,11 +111,22 @@ class RequestLog:
         length = int(environ.get("CONTENT_LENGTH") or 0)
         body = environ["wsgi.input"].read(length) if length else b""
         environ["wsgi.input"] = io.BytesIO(body)  # the emulator reads the body again
-        request = classify(environ, body)
-        with self.lock:
-            self.out.write(json.dumps(request.__dict__) + "\n")
-            self.out.flush()
-        return self.app(environ, start_response)
+        return self._logged(self.app(environ, start_response), classify(environ, body))
+
+    def _logged(self, response: Iterable[bytes], request: Request) -> Iterator[bytes]:
+        """Pass the response through, then log the request with its response size."""
+        size = 0
+        try:
+            for chunk in response:
+                size += len(chunk)
+                yield chunk
+        finally:
+            close = getattr(response, "close", None)
+            if close is not None:
+                close()
+            with self.lock:
+                self.out.write(json.dumps(replace(request, bytes_out=size).__dict__) + "\n")
+                self.out.flush()
 
 
 def read(path: Path) -> Iterator[Request]:

@@ -47,6 +47,8 @@ def test_every_request_is_attributed_to_the_caller_and_classified(accounted) -> 
     ddb.list_tables()
     client("sqs", endpoint, fn_key).create_queue(QueueName="q")
     client("sns", endpoint, fn_key).list_topics()  # query protocol: the action is in the form body
+    events = client("events", endpoint, fn_key)
+    events.put_events(Entries=[{"Source": "t", "DetailType": "d", "Detail": "{}"}] * 3)
 
     requests = list(accounting.read(log))
     transform = [r for r in requests if r.caller == "etl_local_transform"]
@@ -57,6 +59,8 @@ def test_every_request_is_attributed_to_the_caller_and_classified(accounted) -> 
     assert {r.s3_class for r in transform if r.operation == "COPY"} == {"tier1"}
     assert {r.s3_class for r in transform if r.operation == "DELETE"} == {"free"}
     assert next(r for r in transform if r.operation == "PUT" and r.bytes_in).bytes_in == 5
+    assert next(r.bytes_out for r in transform if r.service == "s3" and r.operation == "GET") == 5
+    assert [r.units for r in transform if r.operation == "PutEvents"] == [3]
     assert ("sqs", "CreateQueue") in {(r.service, r.operation) for r in transform}
     assert ("sns", "ListTopics") in {(r.service, r.operation) for r in transform}
     assert [(r.caller, r.service, r.operation) for r in requests if r.service == "dynamodb"] == [
