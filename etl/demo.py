@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from contracts import aws, progress
+from contracts.lineage import LINE_COLUMN, REASON_COLUMN
 from etl import erasure_cli, loader, targets
 from etl.local import platform
 
@@ -76,7 +77,7 @@ def _show_quarantine(console: Console, bucket: str, limit: int = 8) -> None:
     for obj in aws.client("s3").list_objects_v2(Bucket=bucket).get("Contents", []):
         rows = pq.read_table(f"{bucket}/{obj['Key']}", filesystem=aws.s3_filesystem()).to_pylist()
         for row in rows[: limit - shown]:
-            t.add_row(obj["Key"].split("/", 1)[0], str(row.get("_source_line")), str(row.get("_reason")))
+            t.add_row(obj["Key"].split("/", 1)[0], str(row.get(LINE_COLUMN)), str(row.get(REASON_COLUMN)))
             shown += 1
     console.print(t)
 

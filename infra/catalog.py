@@ -6,11 +6,11 @@ import pulumi
 import pulumi_aws as aws
 
 from contracts.datasets import Dataset
+from contracts.lineage import LINEAGE_COLUMNS
 
 PARQUET_INPUT = "org.apache.hadoop.hive.ql.io.parquet.MapredParquetInputFormat"
 PARQUET_OUTPUT = "org.apache.hadoop.hive.ql.io.parquet.MapredParquetOutputFormat"
 PARQUET_SERDE = "org.apache.hadoop.hive.ql.io.parquet.serde.ParquetHiveSerDe"
-LINEAGE_COLUMNS = (("_source_object_id", "string"), ("_source_line", "bigint"))
 
 
 def table_columns(ds: Dataset) -> list[tuple[str, str]]:

@@ -16,10 +16,11 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from contracts.arrow import lake_schema
 from contracts.datasets import Dataset
 from services.compact.merge import MergeStats, merge_runs
 from services.compact.runs import InputFile, groups, make_runs, read_whole, sort_table
-from services.compact.schema import dictionary_columns, lake_schema, read_schema
+from services.compact.schema import dictionary_columns, read_schema
 from services.compact.writer import OutputFile, RollingWriter
 
 #: rows sorted or merged in memory at once (about 15-40 MB for typical lake rows)

@@ -1,9 +1,7 @@
-"""The lake's Parquet schema, as compaction reads and writes it.
+"""Reading inputs through the lake's Parquet schema (`contracts.arrow.lake_schema`, shared with transform).
 
-Copied in spirit from services/transform (services never import each other): contract types map
-to the same Arrow types, and the two lineage columns follow the contract's columns. Compaction
-reads every input through this schema, so files written before a contract gained a nullable
-column still merge (the column reads as nulls).
+Compaction reads every input through that schema, so files written before a contract gained a
+nullable column still merge (the column reads as nulls); strings that repeat travel as dictionaries.
 """
 
 from __future__ import annotations
@@ -15,11 +13,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from contracts.arrow import arrow_type
-from contracts.datasets import Dataset
-
-OBJECT_COLUMN = "_source_object_id"
-LINE_COLUMN = "_source_line"
 DICTIONARY = pa.dictionary(pa.int32(), pa.string())
 #: rows sampled to decide which strings repeat, and the distinct share under which one does
 SAMPLE_ROWS, MAX_DISTINCT_SHARE = 8192, 0.5
@@ -27,12 +20,6 @@ SAMPLE_ROWS, MAX_DISTINCT_SHARE = 8192, 0.5
 
 class SchemaMismatch(ValueError):
     """An input file has a column whose type cannot be read as the contract's type."""
-
-
-def lake_schema(dataset: Dataset) -> pa.Schema:
-    """Contract columns (all nullable in the file), then lineage; partition columns live in the path."""
-    fields = [pa.field(c.name, arrow_type(c.type)) for c in dataset.columns]
-    return pa.schema([*fields, pa.field(OBJECT_COLUMN, pa.string()), pa.field(LINE_COLUMN, pa.int64())])
 
 
 def dictionary_columns(paths: Sequence[Path], schema: pa.Schema, exclude: Iterable[str] = ()) -> list[str]:

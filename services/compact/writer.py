@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from contracts.datasets import Dataset
-from services.compact.schema import LINE_COLUMN
+from contracts.lineage import LINE_COLUMN
 
 BLOOM_FPP = 0.05
 #: rows sampled for the dictionary decision (a row group, not a small file: 8,192 rows recognise a

@@ -31,12 +31,12 @@ from botocore.exceptions import ClientError
 
 from contracts import aws
 from contracts.datasets import Dataset
+from contracts.lineage import LINE_COLUMN, OBJECT_COLUMN, RAW_COLUMN
 from services.erasure.subjects import Subjects, typed_value
 from services.erasure.versions import purge_key, versions
 
 GZIP_MAGIC = b"\x1f\x8b"
 UTF8_BOM = b"\xef\xbb\xbf"
-Q_OBJECT, Q_LINE, Q_RAW = "_source_object_id", "_source_line", "_raw"
 
 
 # -- quarantine -----------------------------------------------------------------------------------
@@ -51,7 +51,7 @@ def subject_masks(table: pa.Table, dataset: Dataset, subjects: Subjects) -> dict
     n = table.num_rows
     columns = {c: (dataset.column(c).type, table[c].to_pylist()) for c in dataset.subject_columns
                if c in table.column_names}
-    raw = table[Q_RAW].to_pylist() if Q_RAW in table.column_names else [None] * n
+    raw = table[RAW_COLUMN].to_pylist() if RAW_COLUMN in table.column_names else [None] * n
     out = {}
     for sid, h in zip(subjects.ids, subjects.hashes, strict=True):
         mask = np.zeros(n, dtype=bool)
@@ -81,7 +81,7 @@ def quarantine_keys(bucket: str, dataset: str) -> list[str]:
 
 
 def _lineage(table: pa.Table, into: dict[str, list[int]]) -> None:
-    for oid, line in zip(table[Q_OBJECT].to_pylist(), table[Q_LINE].to_pylist(), strict=True):
+    for oid, line in zip(table[OBJECT_COLUMN].to_pylist(), table[LINE_COLUMN].to_pylist(), strict=True):
         if oid is not None and line is not None:
             into.setdefault(oid, []).append(int(line))
 

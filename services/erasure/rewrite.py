@@ -21,11 +21,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from contracts.lineage import LINE_COLUMN, OBJECT_COLUMN
 from services.erasure.find import count_by_subject, match_mask
 from services.erasure.subjects import ColumnValues
 
-#: lineage columns every lake row carries (written by transform, see docs/design/erasure.md)
-OBJECT_COLUMN, LINE_COLUMN = "_source_object_id", "_source_line"
 BLOOM_FPP = 0.05
 ZSTD_TEXT_LEVEL, ZSTD_LEVEL = 3, 1
 _CODECS = {"ZSTD": "zstd", "SNAPPY": "snappy", "GZIP": "gzip", "UNCOMPRESSED": "none", "BROTLI": "brotli",

@@ -14,11 +14,12 @@ import numpy as np
 import pyarrow as pa
 
 from contracts.datasets import Dataset
+from contracts.lineage import LINE_COLUMN
 from services.transform.casts import arrow_type
 from services.transform.chunks import ByteRange, can_split
 from services.transform.decode import Source, decode, read_object
 from services.transform.errors import TransformError
-from services.transform.lineage import LINE_COLUMN, line_column, with_lineage
+from services.transform.lineage import line_column, with_lineage
 from services.transform.parse import parse
 from services.transform.partition import PartitionOutput, split_partitions
 from services.transform.quarantine import build_quarantine

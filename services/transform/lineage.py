@@ -1,7 +1,8 @@
 """Lineage columns carried by every lake row: which raw object and which line it came from.
 
 Erasure and audits follow rows back to raw objects through them; they are stored as ordinary
-columns (`string`, `bigint` in Glue) after the contract's columns.
+columns (`string`, `bigint` in Glue) after the contract's columns. Their names are shared by every
+reader, so they live in `contracts.lineage`; this module builds their Arrow arrays.
 """
 
 from __future__ import annotations
@@ -9,8 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-OBJECT_COLUMN = "_source_object_id"
-LINE_COLUMN = "_source_line"
+from contracts.lineage import LINE_COLUMN, OBJECT_COLUMN
 
 
 def object_id_column(n: int, object_id: str) -> pa.DictionaryArray:

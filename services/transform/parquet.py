@@ -26,10 +26,10 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from contracts.arrow import lake_schema as lake_schema  # re-exported: the schema these files are written in
 from contracts.datasets import Dataset
-from services.transform.casts import arrow_type
+from contracts.lineage import LINE_COLUMN
 from services.transform.encoding import WRITER_SAMPLE_ROWS, repeating_columns
-from services.transform.lineage import LINE_COLUMN, OBJECT_COLUMN
 from services.transform.partition import partition_path
 
 #: false-positive probability of the subject-column bloom filters
@@ -38,16 +38,6 @@ _CODECS = {"zstd": "zstd", "snappy": "snappy", "gzip": "gzip", "none": "none"}
 #: zstd effort: free text (plain string columns) gains from level 3; numbers, dates and
 #: dictionary codes compress as well at level 1, which is faster (measured on TPC-H orders)
 ZSTD_TEXT_LEVEL, ZSTD_LEVEL = 3, 1
-
-
-def lake_schema(dataset: Dataset) -> pa.Schema:
-    """Schema of the lake's Parquet files: contract columns typed, then lineage; no partition columns.
-
-    Every column is written OPTIONAL (nullability is enforced by validation, not by the file), so a
-    contract that later relaxes a column does not conflict with the files already in the lake.
-    """
-    fields = [pa.field(c.name, arrow_type(c.type)) for c in dataset.columns]
-    return pa.schema([*fields, pa.field(OBJECT_COLUMN, pa.string()), pa.field(LINE_COLUMN, pa.int64())])
 
 
 def _zstd_levels(table: pa.Table, dictionary: list[str]) -> dict[str, int]:

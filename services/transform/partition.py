@@ -18,8 +18,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from contracts.datasets import Dataset, PartitionKey
+from contracts.lineage import LINE_COLUMN
 from services.transform.encoding import encode_repeated_strings
-from services.transform.lineage import LINE_COLUMN
 from services.transform.rows import shorten
 
 _TEMPORAL = {"year": pc.year, "month": pc.month, "day": pc.day}
@@ -34,7 +34,7 @@ class PartitionOutput:
     """Rows of one partition, sorted by the contract's sort key, without partition columns.
 
     String columns whose values repeat are dictionary-encoded (same values, cheaper to move and
-    to write); `pa.Table.cast(parquet.lake_schema(dataset))` gives plain types if needed.
+    to write); `pa.Table.cast(contracts.arrow.lake_schema(dataset))` gives plain types if needed.
     """
 
     values: dict[str, str]

@@ -13,10 +13,9 @@ import numpy as np
 import pyarrow as pa
 
 from contracts.datasets import Dataset
+from contracts.lineage import LINE_COLUMN, OBJECT_COLUMN, RAW_COLUMN, REASON_COLUMN, SOURCE_COLUMN
 from services.transform.rows import Reject
 from services.transform.validate import BadRows
-
-REASON, RAW, OBJECT_ID, LINE, SOURCE = "_reason", "_raw", "_source_object_id", "_source_line", "_source"
 
 
 def quarantine_schema(dataset: Dataset) -> pa.Schema:
@@ -24,11 +23,11 @@ def quarantine_schema(dataset: Dataset) -> pa.Schema:
     return pa.schema(
         [pa.field(c.name, pa.string()) for c in dataset.columns]
         + [
-            pa.field(REASON, pa.string(), nullable=False),
-            pa.field(RAW, pa.string()),
-            pa.field(OBJECT_ID, pa.string(), nullable=False),
-            pa.field(LINE, pa.int64(), nullable=False),
-            pa.field(SOURCE, pa.string(), nullable=False),
+            pa.field(REASON_COLUMN, pa.string(), nullable=False),
+            pa.field(RAW_COLUMN, pa.string()),
+            pa.field(OBJECT_COLUMN, pa.string(), nullable=False),
+            pa.field(LINE_COLUMN, pa.int64(), nullable=False),
+            pa.field(SOURCE_COLUMN, pa.string(), nullable=False),
         ]
     )
 
@@ -47,11 +46,11 @@ def build_quarantine(
                 pa.table(
                     {
                         **{name: c.values[name] for name in names},
-                        REASON: pa.array(c.reasons, pa.string()),
-                        RAW: pa.nulls(n, pa.string()),
-                        OBJECT_ID: pa.array([object_id] * n, pa.string()),
-                        LINE: pa.array(c.lines, pa.int64()),
-                        SOURCE: pa.array([source] * n, pa.string()),
+                        REASON_COLUMN: pa.array(c.reasons, pa.string()),
+                        RAW_COLUMN: pa.nulls(n, pa.string()),
+                        OBJECT_COLUMN: pa.array([object_id] * n, pa.string()),
+                        LINE_COLUMN: pa.array(c.lines, pa.int64()),
+                        SOURCE_COLUMN: pa.array([source] * n, pa.string()),
                     },
                     schema=schema,
                 )
@@ -62,11 +61,11 @@ def build_quarantine(
             pa.table(
                 {
                     **{name: pa.array(v, pa.string()) for name, v in rows.items()},
-                    REASON: pa.array([r.reason for r in rejects], pa.string()),
-                    RAW: pa.array([r.raw for r in rejects], pa.string()),
-                    OBJECT_ID: pa.array([object_id] * len(rejects), pa.string()),
-                    LINE: pa.array([r.line for r in rejects], pa.int64()),
-                    SOURCE: pa.array([source] * len(rejects), pa.string()),
+                    REASON_COLUMN: pa.array([r.reason for r in rejects], pa.string()),
+                    RAW_COLUMN: pa.array([r.raw for r in rejects], pa.string()),
+                    OBJECT_COLUMN: pa.array([object_id] * len(rejects), pa.string()),
+                    LINE_COLUMN: pa.array([r.line for r in rejects], pa.int64()),
+                    SOURCE_COLUMN: pa.array([source] * len(rejects), pa.string()),
                 },
                 schema=schema,
             )
@@ -75,5 +74,5 @@ def build_quarantine(
     if not parts:
         return schema.empty_table(), codes
     table = pa.concat_tables(parts)
-    order = np.argsort(table[LINE].to_numpy(), kind="stable")
+    order = np.argsort(table[LINE_COLUMN].to_numpy(), kind="stable")
     return table.take(pa.array(order)), codes

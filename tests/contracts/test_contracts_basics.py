@@ -143,3 +143,17 @@ def test_stack_names() -> None:
     assert naming.parse_stack_name("ingest-prod-eu") == ("ingest", "prod-eu")
     with pytest.raises(ValueError, match="<component>-<env>"):
         naming.parse_stack_name("dev")
+
+
+def test_lake_schema_ends_with_the_lineage_columns_glue_declares() -> None:
+    """Parquet files (contracts.arrow) and Glue tables (contracts.lineage) name and type lineage alike."""
+    from contracts.arrow import lake_schema
+    from contracts.lineage import LINE_COLUMN, LINEAGE_COLUMNS, OBJECT_COLUMN
+
+    glue_of = {"string": "string", "int64": "bigint"}
+    for ds in load_datasets().values():
+        schema = lake_schema(ds)
+        assert schema.names == [c.name for c in ds.columns] + [OBJECT_COLUMN, LINE_COLUMN]
+        tail = [(f.name, glue_of[str(f.type)]) for f in list(schema)[len(ds.columns):]]
+        assert tuple(tail) == LINEAGE_COLUMNS
+        assert not {n for n, _ in LINEAGE_COLUMNS} & {c.name for c in ds.columns}

@@ -29,11 +29,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from contracts import events as contract_events
+from contracts.arrow import lake_schema
 from contracts.commits import DynamoStateTable, GlueCatalog, PartitionCommitter, PartitionRef, S3ObjectStore
 from contracts.datasets import load_datasets
 from etl.local import http_api
 from etl.query import LocalEngine
-from services.transform.parquet import lake_schema, parquet_bytes
+from services.transform.parquet import parquet_bytes
 from tests.e2e.conftest import Platform
 from tests.e2e.lake import s3fs
 

@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from contracts import events
+from contracts.arrow import lake_schema
 from contracts.commits import (
     CommitSettings,
     ConditionFailed,
@@ -34,7 +35,7 @@ from services.compact.commands import CompactPartition
 from services.compact.jobs import Compactor, UnknownDataset
 from services.compact.plan import Trigger
 from services.compact.state import Marker
-from services.transform.parquet import lake_schema, parquet_bytes
+from services.transform.parquet import parquet_bytes
 
 DATASETS = load_datasets()
 ORDERS = DATASETS["orders"]

@@ -11,11 +11,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from contracts.arrow import lake_schema
 from contracts.datasets import get_dataset
 from services.compact.rewrite import compact_files
 from services.compact.runs import InputFile
 from services.compact.schema import SchemaMismatch
-from services.transform.parquet import lake_schema, write_partition
+from services.transform.parquet import write_partition
 
 ORDERS = get_dataset("orders")
 SORT = [("order_date", "ascending"), ("order_id", "ascending")]

@@ -9,12 +9,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from contracts.arrow import lake_schema
 from contracts.datasets import load_datasets
 from services.erasure.blobs import LocalBlob
 from services.erasure.bloom import BloomFormatError, SplitBlockBloom, parse_header, plain_bytes, xxh64
 from services.erasure.find import partition_may_match, probe
 from services.erasure.subjects import Subjects
-from services.transform.parquet import lake_schema, write_partition
+from services.transform.parquet import write_partition
 
 ORDERS = load_datasets()["orders"]
 SALT = b"unit-test-salt-0123456789"

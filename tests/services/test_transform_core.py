@@ -11,11 +11,11 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
+from contracts.arrow import lake_schema
 from contracts.datasets import get_dataset, parse_dataset
 from etl import samples
 from services.transform.chunks import ByteRange
 from services.transform.errors import TransformError
-from services.transform.parquet import lake_schema
 from tests.services.test_transform_helpers import (
     TYPED_COLUMNS,
     by_partition,

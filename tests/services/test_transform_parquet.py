@@ -11,10 +11,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from contracts.arrow import lake_schema
 from contracts.datasets import Dataset, get_dataset
 from etl import samples
 from services.transform.core import TransformResult
-from services.transform.parquet import file_name, lake_schema, parquet_bytes, write_partition
+from services.transform.parquet import file_name, parquet_bytes, write_partition
 from tests.services.test_transform_helpers import csv_text, plain, run, typed_dataset
 
 CUSTOMERS = get_dataset("customers")
