@@ -303,7 +303,9 @@ def test_docs_config_table_lists_every_key_with_its_default() -> None:
     """docs/deploy.md's config reference is the same list as CONFIG_KEYS, with the same defaults."""
     text = (deploy.ROOT / "docs" / "deploy.md").read_text()
     rows = dict(re.findall(r"^\| `etl:(\w+)` \| [^|]+ \| ([^|]+) \|", text, re.MULTILINE))
-    assert set(rows) == {k.key for k in deploy.CONFIG_KEYS}
+    known = {k.key for k in deploy.CONFIG_KEYS}
+    assert not known - set(rows), f"CONFIG_KEYS without a row in docs/deploy.md: {sorted(known - set(rows))}"
+    assert not set(rows) - known, f"docs/deploy.md documents keys not in CONFIG_KEYS: {sorted(set(rows) - known)}"
     for k in deploy.CONFIG_KEYS:
         if k.default is not None:
             assert rows[k.key].strip().strip("`") == k.default, k.key
