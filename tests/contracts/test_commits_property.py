@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import sys
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,10 +33,7 @@ from contracts.commits import (
     CommitSettings,
     ConditionFailed,
     DeadlineExceeded,
-    Item,
     MissingObject,
-    ObjectNotFound,
-    ObjectStat,
     OpIdReused,
     PartitionBusy,
     PartitionCommitter,
@@ -44,6 +41,7 @@ from contracts.commits import (
     ReplaceConflict,
 )
 from contracts.datasets import Column, Dataset, PartitionKey
+from tests.fakes.commit_backends import FakeClock, MemCatalog, MemStore, MemTable
 
 BUCKET = "lake"
 DATASET = Dataset(
@@ -160,103 +158,19 @@ class Checkpointed:
         return lambda *a, **k: checkpoint(f"{self._label}.{name}", method, a, k)
 
 
-# -- in-memory backends -----------------------------------------------------------------------------
-class FakeClock:
-    def __init__(self, start: float) -> None:
-        self.t = start
-
-    def now(self) -> float:
-        return self.t
+# -- in-memory backends (tests/fakes/commit_backends.py), requests made scheduling points by Checkpointed --
+class SchedulingClock(FakeClock):
+    """Sleeping is a scheduling point and does not move time: only the test advances the clock."""
 
     def sleep(self, seconds: float) -> None:
         checkpoint("clock.sleep", lambda: None, (), {})
-
-
-class MemStore:
-    """A versioned bucket: each key keeps every version (None = delete marker)."""
-
-    def __init__(self, clock: FakeClock) -> None:
-        self.clock = clock
-        self.versions: dict[str, list[tuple[bytes | None, float]]] = {}
-
-    def put(self, key: str, data: bytes) -> None:
-        self.versions.setdefault(key, []).append((bytes(data), self.clock.now()))
-
-    def current(self, key: str) -> bytes | None:
-        versions = self.versions.get(key)
-        return versions[-1][0] if versions else None
-
-    def stat(self, key: str) -> ObjectStat | None:
-        data = self.current(key)
-        return None if data is None else ObjectStat(len(data), self.versions[key][-1][1])
-
-    def copy(self, src: str, dst: str) -> None:
-        data = self.current(src)
-        if data is None:
-            raise ObjectNotFound(src)
-        self.put(dst, data)
-
-    def purge(self, key: str) -> int:
-        return len(self.versions.pop(key, []))
-
-    def purge_prefix(self, prefix: str) -> int:
-        return sum(self.purge(k) for k in [k for k in self.versions if k.startswith(prefix)])
-
-    def live(self, prefix: str) -> dict[str, bytes]:
-        found = {k: self.current(k) for k in self.versions if k.startswith(prefix)}
-        return {k: v for k, v in found.items() if v is not None}
-
-
-class MemTable:
-    def __init__(self) -> None:
-        self.items: dict[tuple[str, str], Item] = {}
-
-    def get(self, pk: str, sk: str) -> Item | None:
-        item = self.items.get((pk, sk))
-        return dict(item) if item else None
-
-    def put(self, item: Item) -> None:
-        self.items[(str(item["pk"]), str(item["sk"]))] = dict(item)
-
-    def put_if_version(self, item: Item, expected: int | None) -> None:
-        have = self.items.get((str(item["pk"]), str(item["sk"])))
-        if (have is None) != (expected is None) or (have is not None and have["version"] != expected):
-            raise ConditionFailed(f"{item['pk']}: version is not {expected}")
-        self.put(item)
-
-    def query_until(self, pk: str, sk_max: str) -> list[Item]:
-        return [dict(v) for (p, s), v in sorted(self.items.items()) if p == pk and s <= sk_max]
-
-    def delete(self, pk: str, sk: str) -> None:
-        self.items.pop((pk, sk), None)
-
-
-class MemCatalog:
-    def __init__(self) -> None:
-        self.parts: dict[tuple[str, tuple[str, ...]], str] = {}
-
-    def location(self, dataset: Dataset, values: Iterable[str]) -> str | None:
-        return self.parts.get((dataset.name, tuple(values)))
-
-    def create(self, dataset: Dataset, values: Iterable[str], location: str) -> bool:
-        key = (dataset.name, tuple(values))
-        if key in self.parts:
-            return False
-        self.parts[key] = location
-        return True
-
-    def set_location(self, dataset: Dataset, values: Iterable[str], location: str) -> None:
-        key = (dataset.name, tuple(values))
-        if key not in self.parts:
-            raise KeyError(f"no partition {key}")
-        self.parts[key] = location
 
 
 class World:
     """Backends, a fake clock and a committer whose requests are scheduling points."""
 
     def __init__(self) -> None:
-        self.clock = FakeClock(1_700_000_000.0)
+        self.clock = SchedulingClock(1_700_000_000.0)
         self.store, self.table, self.catalog = MemStore(self.clock), MemTable(), MemCatalog()
         self.actors: list[Actor] = []
         self.committer = PartitionCommitter(

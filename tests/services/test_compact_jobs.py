@@ -22,20 +22,17 @@ from contracts import events
 from contracts.arrow import lake_schema
 from contracts.commits import (
     CommitSettings,
-    ConditionFailed,
-    Item,
-    ObjectNotFound,
-    ObjectStat,
     PartitionCommitter,
     PartitionRef,
     ReplaceConflict,
 )
-from contracts.datasets import Dataset, load_datasets
+from contracts.datasets import load_datasets
 from services.compact.commands import CompactPartition
 from services.compact.jobs import Compactor, UnknownDataset
 from services.compact.plan import Trigger
 from services.compact.state import Marker
 from services.transform.parquet import parquet_bytes
+from tests.fakes.commit_backends import FakeClock, MemCatalog, MemStore, MemTable
 
 DATASETS = load_datasets()
 ORDERS = DATASETS["orders"]
@@ -44,91 +41,7 @@ PATH = "order_year=2024/order_month=05"
 SETTINGS = CommitSettings(grace_seconds=3600, max_op_seconds=60, clock_margin_seconds=5)
 
 
-# -- in-memory backends ---------------------------------------------------------------------------
-class Clock:
-    def __init__(self) -> None:
-        self.t = 1_800_000_000.0
-
-    def now(self) -> float:
-        return self.t
-
-    def sleep(self, seconds: float) -> None:
-        self.t += seconds
-
-
-class MemStore:
-    """A versioned bucket: every put adds a version; purge removes them all."""
-
-    def __init__(self, clock: Clock) -> None:
-        self.clock = clock
-        self.versions: dict[str, list[tuple[bytes, float]]] = {}
-
-    def put(self, key: str, data: bytes) -> None:
-        self.versions.setdefault(key, []).append((data, self.clock.now()))
-
-    def get(self, key: str) -> bytes:
-        return self.versions[key][-1][0]
-
-    def stat(self, key: str) -> ObjectStat | None:
-        v = self.versions.get(key)
-        return ObjectStat(len(v[-1][0]), v[-1][1]) if v else None
-
-    def copy(self, src: str, dst: str) -> None:
-        if src not in self.versions:
-            raise ObjectNotFound(src)
-        self.put(dst, self.get(src))
-
-    def purge(self, key: str) -> int:
-        return len(self.versions.pop(key, []))
-
-    def purge_prefix(self, prefix: str) -> int:
-        return sum(self.purge(k) for k in [k for k in self.versions if k.startswith(prefix)])
-
-    def count(self, prefix: str) -> int:
-        return sum(len(v) for k, v in self.versions.items() if k.startswith(prefix))
-
-
-class MemTable:
-    def __init__(self) -> None:
-        self.items: dict[tuple[str, str], Item] = {}
-
-    def get(self, pk: str, sk: str) -> Item | None:
-        item = self.items.get((pk, sk))
-        return dict(item) if item else None
-
-    def put(self, item: Item) -> None:
-        self.items[(str(item["pk"]), str(item["sk"]))] = dict(item)
-
-    def put_if_version(self, item: Item, expected: int | None) -> None:
-        have = self.items.get((str(item["pk"]), str(item["sk"])))
-        if (have is None) != (expected is None) or (have is not None and have["version"] != expected):
-            raise ConditionFailed(str(item["pk"]))
-        self.put(item)
-
-    def query_until(self, pk: str, sk_max: str) -> list[Item]:
-        return [dict(v) for (p, s), v in sorted(self.items.items()) if p == pk and s <= sk_max]
-
-    def delete(self, pk: str, sk: str) -> None:
-        self.items.pop((pk, sk), None)
-
-
-class MemCatalog:
-    def __init__(self) -> None:
-        self.locations: dict[tuple[str, tuple[str, ...]], str] = {}
-
-    def location(self, dataset: Dataset, values: Sequence[str]) -> str | None:
-        return self.locations.get((dataset.name, tuple(values)))
-
-    def create(self, dataset: Dataset, values: Sequence[str], location: str) -> bool:
-        if (dataset.name, tuple(values)) in self.locations:
-            return False
-        self.locations[(dataset.name, tuple(values))] = location
-        return True
-
-    def set_location(self, dataset: Dataset, values: Sequence[str], location: str) -> None:
-        self.locations[(dataset.name, tuple(values))] = location
-
-
+# -- in-memory compaction backends (the commit backends are tests/fakes/commit_backends.py) ---------
 class MemFiles:
     def __init__(self, store: MemStore) -> None:
         self.store = store
@@ -190,7 +103,7 @@ class Outbox:
 
 class World:
     def __init__(self, tmp: Path) -> None:
-        self.clock = Clock()
+        self.clock = FakeClock()
         self.store = MemStore(self.clock)
         self.table = MemTable()
         self.catalog = MemCatalog()
