@@ -28,11 +28,16 @@ _CREDENTIAL = re.compile(r"Credential=([^/]+)/[^/]+/[^/]+/([^/]+)/aws4_request")
 _SAFE = re.compile(r"[^A-Za-z0-9]")
 
 
+def caller_id(name: str) -> str:
+    """How host `name` (a function or API host) appears as `caller` in the request log."""
+    return _SAFE.sub("_", name)
+
+
 def caller_env(name: str) -> dict[str, str]:
     """Credentials that identify host `name` in the request log, when there is one; moto accepts any key."""
     if not os.environ.get(REQUEST_LOG_ENV):
         return {}
-    return {"AWS_ACCESS_KEY_ID": KEY_PREFIX + _SAFE.sub("_", name)}
+    return {"AWS_ACCESS_KEY_ID": KEY_PREFIX + caller_id(name)}
 
 
 @dataclass(frozen=True)
@@ -109,7 +114,12 @@ class RequestLog:
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         length = int(environ.get("CONTENT_LENGTH") or 0)
-        body = environ["wsgi.input"].read(length) if length else b""
+        if length:
+            body = environ["wsgi.input"].read(length)
+        elif environ.get("wsgi.input_terminated"):  # chunked upload (pyarrow's S3 streams): read to the end
+            body = environ["wsgi.input"].read()
+        else:
+            body = b""
         environ["wsgi.input"] = io.BytesIO(body)  # the emulator reads the body again
         return self._logged(self.app(environ, start_response), classify(environ, body))
 

@@ -43,6 +43,9 @@ def test_every_request_is_attributed_to_the_caller_and_classified(accounted) -> 
     fs = pafs.S3FileSystem(endpoint_override=endpoint.removeprefix("http://"), scheme="http", access_key=fn_key,
                            secret_key="testing", region="us-east-1")
     assert fs.open_input_file("bkt/k/one").read() == b"12345"
+    with fs.open_output_stream("bkt/k/streamed") as out:  # pyarrow streams: no Content-Length, chunked body
+        out.write(b"x" * 70_000)
+    assert s3.head_object(Bucket="bkt", Key="k/streamed")["ContentLength"] == 70_000  # passed on whole
     ddb = client("dynamodb", endpoint, "testing")
     ddb.list_tables()
     client("sqs", endpoint, fn_key).create_queue(QueueName="q")
@@ -53,7 +56,7 @@ def test_every_request_is_attributed_to_the_caller_and_classified(accounted) -> 
     requests = list(accounting.read(log))
     transform = [r for r in requests if r.caller == "etl_local_transform"]
     s3_ops = Counter(r.operation for r in transform if r.service == "s3")
-    assert s3_ops["PUT"] == 2  # CreateBucket + PutObject
+    assert s3_ops["PUT"] == 3  # CreateBucket, PutObject, the streamed upload
     assert s3_ops["COPY"] == 1 and s3_ops["LIST"] == 1 and s3_ops["DELETE"] == 1
     assert s3_ops["GET"] >= 2 and s3_ops["HEAD"] >= 1  # boto3's GET + pyarrow's HEAD/GET
     assert {r.s3_class for r in transform if r.operation == "COPY"} == {"tier1"}
