@@ -8,6 +8,15 @@ from __future__ import annotations
 PROJECT = "etl"
 COMPONENTS = ("core", "ingest", "transform", "compact", "erasure")
 SERVICES = COMPONENTS[1:]
+#: every function of each service, by purpose (physical name: `name(env, purpose)`); the dashboard lists them
+FUNCTIONS: dict[str, tuple[str, ...]] = {
+    "ingest": ("ingest",),
+    "transform": ("transform",),
+    "compact": ("compact",),
+    "erasure": ("erasure-api", "erasure-intake", "erasure-run", "erasure-worker"),
+}
+#: the functions fed by their own SQS queue (`queue_name`) with a DLQ (`dlq_name`); erasure-api is HTTP only
+QUEUE_FED: tuple[str, ...] = ("ingest", "transform", "compact", "erasure-intake", "erasure-run", "erasure-worker")
 
 
 def prefix(env: str) -> str:
@@ -17,6 +26,21 @@ def prefix(env: str) -> str:
 def name(env: str, purpose: str) -> str:
     """Name of a regional resource (queue, table, function, bus …)."""
     return f"{prefix(env)}-{purpose}"
+
+
+def queue_name(function_name: str) -> str:
+    """The SQS queue feeding a function, from the function's physical name."""
+    return f"{function_name}-queue"
+
+
+def dlq_name(function_name: str) -> str:
+    """The dead-letter queue behind `queue_name(function_name)`."""
+    return f"{function_name}-dlq"
+
+
+def dashboard_name(env: str) -> str:
+    """The env's one CloudWatch dashboard (core stack)."""
+    return prefix(env)
 
 
 def bucket_name(env: str, purpose: str, account_id: str) -> str:

@@ -39,7 +39,8 @@ MB = 1024 * 1024
 UNZIPPED_LIMIT = 250 * MB  # function code + all its layers, unzipped
 DIRECT_UPLOAD_LIMIT = 50 * MB  # a zip above this must be staged in S3
 
-_BASE = ("aws-lambda-powertools", "pydantic")
+#: aws-xray-sdk: powertools' Tracer imports it (the `tracer` extra, which the closure below does not follow)
+_BASE = ("aws-lambda-powertools", "aws-xray-sdk", "pydantic")
 SERVICE_REQUIREMENTS: dict[str, tuple[str, ...]] = {
     "ingest": _BASE,
     "transform": (*_BASE, "pyarrow", "numpy"),  # services/transform uses numpy beside pyarrow

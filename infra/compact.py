@@ -19,7 +19,7 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
-from contracts import events, naming
+from contracts import events, metrics, naming
 from contracts.commits import CommitSettings
 from infra import policy
 from infra.components.queue_function import QueueFunction, QueueFunctionArgs
@@ -89,7 +89,7 @@ def build(s: Settings) -> dict[str, pulumi.Input]:
     core = pulumi.StackReference("core", stack_name=s.core_stack_name)
     out = core.require_output
     fn_name = naming.name(s.env, "compact")
-    queue_name = f"{fn_name}-queue"  # QueueFunction names its queue so; the sweep sends commands to it
+    queue_name = naming.queue_name(fn_name)  # QueueFunction's queue: the sweep sends commands to it
     lake_objects = policy.objects(out("lakeBucketArn"))
     environment: dict[str, pulumi.Input[str]] = {
         "ETL_ENV": s.env,
@@ -106,7 +106,7 @@ def build(s: Settings) -> dict[str, pulumi.Input]:
         "WORK_DIR": "/tmp",
         "ARROW_DEFAULT_MEMORY_POOL": "system",  # returns freed memory: lower peak RSS (docs/benchmarks.md)
         "POWERTOOLS_SERVICE_NAME": "compact",
-        "POWERTOOLS_METRICS_NAMESPACE": "etl",
+        "POWERTOOLS_METRICS_NAMESPACE": metrics.NAMESPACE,
         "POWERTOOLS_LOG_LEVEL": "INFO",
     }
     if c.min_files:
@@ -167,7 +167,7 @@ def build(s: Settings) -> dict[str, pulumi.Input]:
         "compact-cleanup-overdue",
         name=f"{fn_name}-cleanup-overdue",
         alarm_description="Cleanup deleted replaced files later than the erasure window allows (see the logs).",
-        namespace="etl",
+        namespace=metrics.NAMESPACE,
         metric_name="CleanupOverdue",
         dimensions={"service": "compact"},
         statistic="Sum",

@@ -9,7 +9,7 @@ import pulumi_aws as aws
 
 from contracts import events, naming
 from contracts.datasets import load_datasets
-from infra import policy
+from infra import dashboard, policy
 from infra.catalog import dataset_table
 from infra.components.secure_bucket import SecureBucket, expire_rule, noncurrent_rule
 from infra.settings import Settings
@@ -19,7 +19,7 @@ ARCHIVE_PATTERN = {"detail-type": [{"anything-but": [events.ErasureRequested.DET
 
 
 class Core(pulumi.ComponentResource):
-    def __init__(self, s: Settings, account_id: str) -> None:
+    def __init__(self, s: Settings, account_id: str, region: str) -> None:
         super().__init__("etl:core:Core", naming.prefix(s.env))
         child = pulumi.ResourceOptions(parent=self)
         env = s.env
@@ -113,6 +113,8 @@ class Core(pulumi.ComponentResource):
             aws.sns.TopicSubscription(
                 "alerts-email", topic=self.alerts.arn, protocol="email", endpoint=s.alert_email, opts=child
             )
+        self.region = region
+        self.dashboard = dashboard.dashboard(env, region, child) if s.dashboard else None
         self.register_outputs({})
 
     def _forward_landing_events(self, env: str) -> None:
@@ -175,9 +177,12 @@ class Core(pulumi.ComponentResource):
             alertsTopicArn=self.alerts.arn,
             athenaWorkgroup=self.workgroup.name,
         )
+        if self.dashboard is not None:
+            out["dashboardName"] = self.dashboard.dashboard_name
+            out["dashboardUrl"] = self.dashboard.dashboard_name.apply(lambda n: dashboard.url(self.region, n))
         return out
 
 
 def build(s: Settings) -> dict[str, pulumi.Input]:
     account_id = aws.get_caller_identity().account_id
-    return Core(s, account_id).outputs()
+    return Core(s, account_id, aws.get_region().region).outputs()

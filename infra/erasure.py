@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
-from contracts import events, naming
+from contracts import events, metrics, naming
 from infra import policy
 from infra.components.queue_function import QueueFunction, QueueFunctionArgs
 from infra.components.secure_bucket import SecureBucket
@@ -144,7 +144,7 @@ class Erasure(pulumi.ComponentResource):
             "ERASURE_RAW_REWRITE_MAX_BYTES": str(self.es.raw_rewrite_max_mb * 1024 * 1024),
             "ERASURE_RECORD_RETENTION_DAYS": str(self.es.record_retention_days),
             "MAX_RECEIVE_COUNT": str(s.max_receive_count),
-            "POWERTOOLS_METRICS_NAMESPACE": "etl",
+            "POWERTOOLS_METRICS_NAMESPACE": metrics.NAMESPACE,
             "POWERTOOLS_LOG_LEVEL": "INFO",
         }
         salt = policy.statement(["ssm:GetParameter", "ssm:PutParameter"], [salt_arn], "SubjectHashSalt")
@@ -215,10 +215,10 @@ class Erasure(pulumi.ComponentResource):
 
     def _queues(self, name: str, timeout_s: int) -> tuple[aws.sqs.Queue, aws.sqs.Queue]:
         child = pulumi.ResourceOptions(parent=self)
-        dlq = aws.sqs.Queue(f"{name}-dlq", name=f"{self._physical(name)}-dlq", message_retention_seconds=14 * 86400,
-                            sqs_managed_sse_enabled=True, opts=child)
+        dlq = aws.sqs.Queue(f"{name}-dlq", name=naming.dlq_name(self._physical(name)),
+                            message_retention_seconds=14 * 86400, sqs_managed_sse_enabled=True, opts=child)
         queue = aws.sqs.Queue(
-            f"{name}-queue", name=f"{self._physical(name)}-queue", visibility_timeout_seconds=6 * timeout_s,
+            f"{name}-queue", name=naming.queue_name(self._physical(name)), visibility_timeout_seconds=6 * timeout_s,
             message_retention_seconds=4 * 86400, sqs_managed_sse_enabled=True,
             redrive_policy=dlq.arn.apply(lambda arn: json.dumps(
                 {"deadLetterTargetArn": arn, "maxReceiveCount": self.s.max_receive_count})),
@@ -234,7 +234,7 @@ class Erasure(pulumi.ComponentResource):
         role = aws.iam.Role(f"{name}-role", name=f"{fn_name}-role",
                             assume_role_policy=policy.assume_role("lambda.amazonaws.com"), opts=child)
         own = [policy.statement(["logs:CreateLogStream", "logs:PutLogEvents"],
-                                [pulumi.Output.concat(logs.arn, ":*")], "OwnLogs")]
+                                [pulumi.Output.concat(logs.arn, ":*")], "OwnLogs"), policy.xray_write()]
         if queue is not None:
             own.append(policy.statement(["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes",
                                          "sqs:ChangeMessageVisibility"], [queue.arn], "OwnQueue"))
@@ -268,7 +268,7 @@ class Erasure(pulumi.ComponentResource):
             "erasure-deadline-risk", name=self._physical("erasure-deadline-risk"),
             alarm_description=f"Erasure requests are within {self.es.risk_days} days of their "
                               f"{self.es.deadline_days}-day deadline (or past it): `etl erasure list`.",
-            namespace="etl", metric_name="ErasureRequestsAtRisk", dimensions={"service": "erasure-run"},
+            namespace=metrics.NAMESPACE, metric_name=metrics.REQUESTS_AT_RISK, dimensions={"service": "erasure-run"},
             statistic="Maximum", period=3600, threshold=0, comparison_operator="GreaterThanThreshold",
             evaluation_periods=1, treat_missing_data="notBreaching", alarm_actions=[topic], ok_actions=[topic],
             opts=pulumi.ResourceOptions(parent=self))
@@ -319,6 +319,7 @@ def _lambda(scope: pulumi.Resource, name: str, fn_name: str, handler: str, archi
         source_code_hash=archive.sha256_b64, memory_size=memory_mb, timeout=timeout_s, layers=list(layers),
         environment=aws.lambda_.FunctionEnvironmentArgs(variables=dict(env)),
         logging_config=aws.lambda_.FunctionLoggingConfigArgs(log_format="JSON", log_group=logs.name),
+        tracing_config=aws.lambda_.FunctionTracingConfigArgs(mode="Active"),
         opts=pulumi.ResourceOptions(parent=scope, depends_on=[logs]))
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pulumi
 
-from contracts import events, naming
+from contracts import events, metrics, naming
 from infra import policy
 from infra.components.queue_function import QueueFunction, QueueFunctionArgs
 from infra.layers import dependency_layers
@@ -35,7 +35,7 @@ def build(s: Settings) -> dict[str, pulumi.Input]:
                 "IDEMPOTENCY_TABLE": idem_table,
                 "STATE_TABLE": core.require_output("stateTable"),
                 "POWERTOOLS_SERVICE_NAME": "ingest",
-                "POWERTOOLS_METRICS_NAMESPACE": "etl",
+                "POWERTOOLS_METRICS_NAMESPACE": metrics.NAMESPACE,
                 "POWERTOOLS_LOG_LEVEL": "INFO",
             },
             statements=[

@@ -1,4 +1,7 @@
-"""IAM policy documents built as JSON from resolved ARNs (least privilege, no `*` actions)."""
+"""IAM policy documents built as JSON from resolved ARNs (least privilege, no `*` actions).
+
+The one `*` resource is X-Ray's: its write actions have no resource-level permissions.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +17,15 @@ def statement(actions: Sequence[str], resources: Sequence[pulumi.Input[str]], si
     if sid:
         st["Sid"] = sid
     return st
+
+
+#: what Lambda's active tracing needs to send segments; AWS accepts only Resource "*" for these two actions
+XRAY_WRITE_ACTIONS = ("xray:PutTelemetryRecords", "xray:PutTraceSegments")
+
+
+def xray_write() -> dict:
+    """Send trace segments (active tracing): the only statement with Resource "*" (X-Ray has no resource ARNs)."""
+    return statement(XRAY_WRITE_ACTIONS, ["*"], "XRayTraces")
 
 
 def document(statements: Sequence[dict]) -> pulumi.Output[str]:

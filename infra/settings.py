@@ -28,6 +28,7 @@ class Settings:
     athena_bytes_cutoff: int = 10 * 1024**3
     alert_email: str | None = None
     core_stack: str | None = None
+    dashboard: bool = True  # the env's CloudWatch dashboard in core ($3/month beyond an account's first three)
 
     @property
     def core_stack_name(self) -> str:
@@ -48,6 +49,7 @@ def load() -> Settings:
     arch = cfg.get("lambdaArchitecture") or "arm64"
     if arch not in ("arm64", "x86_64"):
         raise ValueError(f"etl:lambdaArchitecture must be arm64 or x86_64, not {arch!r}")
+    dashboard = cfg.get_bool("dashboard")
     return Settings(
         component=component,
         env=env,
@@ -65,4 +67,5 @@ def load() -> Settings:
         athena_bytes_cutoff=cfg.get_int("athenaBytesScannedCutoff") or 10 * 1024**3,
         alert_email=cfg.get("alertEmail"),
         core_stack=cfg.get("coreStack"),
+        dashboard=True if dashboard is None else dashboard,
     )

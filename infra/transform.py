@@ -5,7 +5,7 @@ from __future__ import annotations
 import pulumi
 import pulumi_aws as aws
 
-from contracts import events, naming
+from contracts import events, metrics, naming
 from infra import policy
 from infra.components.queue_function import QueueFunction, QueueFunctionArgs
 from infra.layers import dependency_layers
@@ -49,7 +49,7 @@ def build(s: Settings) -> dict[str, pulumi.Input]:
                 "CHUNK_BYTES": str(s.chunk_bytes),
                 "MAX_RECEIVE_COUNT": str(s.max_receive_count),
                 "POWERTOOLS_SERVICE_NAME": "transform",
-                "POWERTOOLS_METRICS_NAMESPACE": "etl",
+                "POWERTOOLS_METRICS_NAMESPACE": metrics.NAMESPACE,
                 "POWERTOOLS_LOG_LEVEL": "INFO",
             },
             statements=[

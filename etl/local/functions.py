@@ -113,7 +113,14 @@ def stop_processes(procs: Iterable[subprocess.Popen], timeout_s: float = 10) -> 
             proc.kill()
 
 
+#: set in every function host before a handler is imported: no X-Ray daemon listens locally, so powertools'
+#: Tracer must neither patch clients nor try to send segments (the program asks for active tracing on AWS)
+HOST_ENVIRONMENT = {"POWERTOOLS_TRACE_DISABLED": "true"}
+
+
 def load_handler(dotted: str) -> Any:
+    """Import a handler as Lambda would, in this host's environment (tracing off: see HOST_ENVIRONMENT)."""
+    os.environ.update(HOST_ENVIRONMENT)
     module, _, attr = dotted.rpartition(".")
     return getattr(importlib.import_module(module), attr)
 

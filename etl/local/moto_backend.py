@@ -47,6 +47,7 @@ class MotoBackend:
             "aws:cloudwatch/eventTarget:EventTarget": self._event_target,
             "aws:cloudwatch/logGroup:LogGroup": self._log_group,
             "aws:cloudwatch/metricAlarm:MetricAlarm": self._metric_alarm,
+            "aws:cloudwatch/dashboard:Dashboard": self._dashboard,
             "aws:s3/bucket:Bucket": self._bucket,
             "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock": self._public_access_block,
             "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration": self._sse,
@@ -300,6 +301,13 @@ class MotoBackend:
             OKActions=list(i.get("okActions") or []),
         )
         return i["name"], {"arn": self._arn("cloudwatch", f"alarm:{i['name']}")}, "created, never evaluated locally"
+
+    def _dashboard(self, name: str, i: dict[str, Any]) -> Result:
+        """Stored so tools can read it; it graphs nothing locally (EMF metrics stay in the function logs)."""
+        aws.client("cloudwatch").put_dashboard(DashboardName=i["dashboardName"], DashboardBody=i["dashboardBody"])
+        arn = f"arn:aws:cloudwatch::{self.account}:dashboard/{i['dashboardName']}"
+        return i["dashboardName"], {"dashboardArn": arn, "dashboardName": i["dashboardName"]}, (
+            "created; no data locally (metrics stay in the function logs)")
 
     # -- Glue, DynamoDB, SNS ------------------------------------------------------------------------
     def _glue_database(self, name: str, i: dict[str, Any]) -> Result:

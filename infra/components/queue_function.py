@@ -14,6 +14,7 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
+from contracts import naming
 from infra import policy
 from infra.packaging import Archive
 
@@ -49,14 +50,14 @@ class QueueFunction(pulumi.ComponentResource):
 
         self.dlq = aws.sqs.Queue(
             f"{name}-dlq",
-            name=f"{fn_name}-dlq",
+            name=naming.dlq_name(fn_name),
             message_retention_seconds=14 * 24 * 3600,
             sqs_managed_sse_enabled=True,
             opts=child,
         )
         self.queue = aws.sqs.Queue(
             f"{name}-queue",
-            name=f"{fn_name}-queue",
+            name=naming.queue_name(fn_name),
             # AWS guidance: at least six times the function timeout, so retries do not overlap.
             visibility_timeout_seconds=6 * args.timeout_s,
             message_retention_seconds=4 * 24 * 3600,
@@ -104,6 +105,7 @@ class QueueFunction(pulumi.ComponentResource):
                 [self.queue.arn],
                 "OwnQueue",
             ),
+            policy.xray_write(),
         ]
         aws.iam.RolePolicy(
             f"{name}-policy", role=self.role.id, policy=policy.document([*own, *args.statements]), opts=child
@@ -124,6 +126,7 @@ class QueueFunction(pulumi.ComponentResource):
             logging_config=aws.lambda_.FunctionLoggingConfigArgs(
                 log_format="JSON", log_group=self.log_group.name
             ),
+            tracing_config=aws.lambda_.FunctionTracingConfigArgs(mode="Active"),
             opts=pulumi.ResourceOptions(parent=self, depends_on=[self.log_group]),
         )
         self.mapping = aws.lambda_.EventSourceMapping(

@@ -5,7 +5,9 @@
   swallowed. Duplicates are harmless: plans come from the committed manifest, op ids from inputs.
 * Schedule (EventBridge `Scheduled Event`): queue compactions of quiet partitions, then delete what
   is past its grace period. An error raises (Lambda retries the async invoke; the errors alarm fires).
-Logs carry dataset, partition values, counts and sizes; never row values or subject ids.
+Logs carry dataset, partition values, counts and sizes; never row values or subject ids. A compacted
+partition flushes its own metrics with a `dataset` dimension (contracts/metrics.py); trace annotations
+carry the dataset only.
 """
 
 from __future__ import annotations
@@ -20,13 +22,14 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from contracts import aws, events
+from contracts import metrics as dataset_metrics
 from contracts.commits import CommitSettings, PartitionCommitter, PartitionRef
 from contracts.datasets import load_datasets
 from services.compact.commands import Cleanup, CompactPartition, is_command, message, parse_command
@@ -36,6 +39,7 @@ from services.compact.state import DynamoCompactState
 
 logger = Logger()
 metrics = Metrics()
+tracer = Tracer()
 processor = BatchProcessor(event_type=EventType.SQS)
 #: stop starting work this long before Lambda's hard timeout (uploads and the commit must finish):
 #: 10 s, or a tenth of the time left for short local timeouts
@@ -118,6 +122,7 @@ def deadline_of(context: LambdaContext) -> float:
     return time.time() + left - min(SAFETY_SECONDS, 0.1 * left)
 
 
+@tracer.capture_method
 def record_handler(record: SQSRecord, lambda_context: LambdaContext) -> dict[str, Any]:
     body = json.loads(record.body)
     deadline = deadline_of(lambda_context)
@@ -137,10 +142,19 @@ def record_handler(record: SQSRecord, lambda_context: LambdaContext) -> dict[str
 def _compacted(outcome: Outcome) -> dict[str, Any]:
     summary = outcome.summary()
     logger.info("partition checked", **summary)
+    tracer.put_annotation(key="dataset", value=dataset_metrics.dataset_dimension(outcome.dataset))
     if outcome.bins:
         metrics.add_metric(name="BinsCommitted", unit=MetricUnit.Count, value=len(outcome.bins))
         metrics.add_metric(name="FilesCompacted", unit=MetricUnit.Count, value=int(summary["files_before"]))
-        metrics.add_metric(name="BytesCompacted", unit=MetricUnit.Bytes, value=int(summary["bytes_before"]))
+        metrics.add_metric(name=dataset_metrics.BYTES_COMPACTED, unit=MetricUnit.Bytes,
+                           value=int(summary["bytes_before"]))
+        with dataset_metrics.for_dataset(metrics, outcome.dataset) as m:
+            m.add_metric(name=dataset_metrics.FILES_BEFORE, unit=MetricUnit.Count, value=int(summary["files_before"]))
+            m.add_metric(name=dataset_metrics.FILES_AFTER, unit=MetricUnit.Count, value=int(summary["files_after"]))
+            m.add_metric(name=dataset_metrics.BYTES_COMPACTED, unit=MetricUnit.Bytes,
+                         value=int(summary["bytes_before"]))
+            m.add_metric(name=dataset_metrics.COMPACTION_LATENCY, unit=MetricUnit.Milliseconds,
+                         value=sum(b.duration_ms for b in outcome.bins))
     return summary
 
 
@@ -157,6 +171,7 @@ def _cleaned(c: Compactor, deadline: float) -> dict[str, Any]:
     return out
 
 
+@tracer.capture_method
 def scheduled(context: LambdaContext) -> dict[str, Any]:
     """The sweep: queue quiet partitions (fast), then clean up with the time that is left."""
     c = compactor()
@@ -166,6 +181,7 @@ def scheduled(context: LambdaContext) -> dict[str, Any]:
 
 
 @metrics.log_metrics(raise_on_empty_metrics=False)
+@tracer.capture_lambda_handler
 @logger.inject_lambda_context(clear_state=True)
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     if event.get("source") == "aws.events" and event.get("detail-type") == "Scheduled Event":

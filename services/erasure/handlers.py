@@ -8,7 +8,10 @@
 - `run_handler`: ticks of the run engine, from the schedule or its SQS queue (on demand, fan-in).
 - `worker_handler`: one task of a run per SQS message; on the last delivery its failure is recorded
   so verification can decide, then it raises so the message is dead-lettered.
-Handlers never log subject ids: only request ids, hashes and counts.
+Handlers never log subject ids: only request ids, hashes and counts. Traces follow the same rule: the
+annotations are request/run ids and dataset names, responses and errors are not captured (an error may
+quote a path of a partition keyed by a subject), and AWS SDK calls are not auto-traced (X-Ray would record
+their S3 keys). Each worker task flushes its own metrics with a `dataset` dimension (contracts/metrics.py).
 """
 
 from __future__ import annotations
@@ -17,13 +20,14 @@ import json
 import time
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from contracts import aws, events
+from contracts import metrics as dataset_metrics
 from contracts.commits import PartitionCommitter
 from contracts.datasets import load_datasets
 from services.erasure import api, intake, worker
@@ -36,6 +40,7 @@ from services.erasure.workspace import Workspace
 
 logger = Logger()
 metrics = Metrics()
+tracer = Tracer(auto_patch=False)
 processor = BatchProcessor(event_type=EventType.SQS)
 #: stop starting new work this long before Lambda's hard timeout
 SAFETY_S = 60
@@ -70,12 +75,14 @@ def _deadline(context: LambdaContext) -> float:
 
 
 # -- API ----------------------------------------------------------------------------------------------
+@tracer.capture_lambda_handler(capture_response=False, capture_error=False)
 @logger.inject_lambda_context(clear_state=True)
 def api_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return api.app.resolve(event, context)
 
 
 # -- ErasureRequested from the bus ----------------------------------------------------------------
+@tracer.capture_method(capture_response=False, capture_error=False)
 def _intake_record(record: SQSRecord) -> dict[str, Any]:
     envelope = json.loads(record.body)
     logger.set_correlation_id(envelope.get("id"))
@@ -94,17 +101,21 @@ def _intake_record(record: SQSRecord) -> dict[str, Any]:
                 request_id=req.id, state="FAILED", subject_hashes=req.subject_hashes, datasets=req.datasets,
                 rows_removed=0, files_rewritten=0, verified=False)])
         logger.warning("invalid ErasureRequested recorded as FAILED", request_id=req.id, problems=exc.errors)
+        tracer.put_annotation(key="request_id", value=req.id)
         return {"request_id": req.id, "created": created}
     req, created = intake.create(cfg, store, salt, body, caller=envelope.get("source"), source="event",
                                  idempotency=key)
     logger.info("erasure request received" if created else "duplicate erasure request", request_id=req.id,
                 subjects=len(req.subject_hashes))
+    tracer.put_annotation(key="request_id", value=req.id)
+    tracer.put_annotation(key="datasets", value=",".join(sorted(req.datasets)))
     if created:
         api.maybe_start(cfg, store)
     return {"request_id": req.id, "created": created}
 
 
 @metrics.log_metrics(raise_on_empty_metrics=False)
+@tracer.capture_lambda_handler(capture_response=False, capture_error=False)
 @logger.inject_lambda_context(clear_state=True)
 def events_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return process_partial_response(event=event, record_handler=_intake_record, processor=processor, context=context)
@@ -112,6 +123,7 @@ def events_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
 
 # -- run ticks ----------------------------------------------------------------------------------------
 @metrics.log_metrics(raise_on_empty_metrics=False)
+@tracer.capture_lambda_handler(capture_response=False, capture_error=False)
 @logger.inject_lambda_context(clear_state=True)
 def run_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """One tick for a whole batch (schedule or SQS): failing raises, so SQS redelivers every message."""
@@ -128,10 +140,12 @@ def run_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]
 
 
 # -- worker tasks -------------------------------------------------------------------------------------
+@tracer.capture_method(capture_response=False, capture_error=False)
 def _task_record(record: SQSRecord, lambda_context: LambdaContext) -> dict[str, Any]:
     body = json.loads(record.body)
     run_id, task = body["run_id"], body["task_id"]
     logger.append_keys(run_id=run_id, task_id=task)
+    tracer.put_annotation(key="run_id", value=run_id)
     eng = engine()
     try:
         out = worker.run_task(eng, run_id, task, deadline=_deadline(lambda_context))
@@ -147,11 +161,18 @@ def _task_record(record: SQSRecord, lambda_context: LambdaContext) -> dict[str, 
             logger.error("task failed on its last delivery", attempts=attempts, error=type(exc).__name__)
         raise
     logger.info("task finished", **out)
-    metrics.add_metric(name="ErasureRowsRemoved", unit=MetricUnit.Count, value=out.get("rows_removed", 0))
+    metrics.add_metric(name=dataset_metrics.ROWS_REMOVED, unit=MetricUnit.Count, value=out.get("rows_removed", 0))
+    if out.get("dataset"):  # a task that was done already, or whose run is gone, did nothing to count
+        dataset = dataset_metrics.dataset_dimension(out["dataset"])
+        tracer.put_annotation(key="dataset", value=dataset)
+        with dataset_metrics.for_dataset(metrics, dataset) as m:
+            m.add_metric(name=dataset_metrics.ROWS_REMOVED, unit=MetricUnit.Count, value=out["rows_removed"])
+            m.add_metric(name=dataset_metrics.FILES_REWRITTEN, unit=MetricUnit.Count, value=out["files_rewritten"])
     return out
 
 
 @metrics.log_metrics(raise_on_empty_metrics=False)
+@tracer.capture_lambda_handler(capture_response=False, capture_error=False)
 @logger.inject_lambda_context(clear_state=True)
 def worker_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return process_partial_response(event=event, record_handler=_task_record, processor=processor, context=context)

@@ -85,7 +85,15 @@ def run_task(
         raise ValueError(f"task {task}: unknown kind {desc['kind']!r}")
     hook(f"task:{desc['kind']}")
     finish(engine, run_id, task, {**desc, **body, "task_id": task})
-    return {"status": "done", "kind": desc["kind"], "rows_removed": body.get("rows_removed", 0)}
+    return {"status": "done", "kind": desc["kind"], "dataset": desc["dataset"],
+            "rows_removed": body.get("rows_removed", 0), "files_rewritten": files_changed(body)}
+
+
+def files_changed(body: dict[str, Any]) -> int:
+    """Files a task replaced: lake and quarantine files rewritten or emptied, raw copies rewritten or deleted."""
+    if "copies" in body:
+        return sum(1 for c in body["copies"] if c.get("action") != "unchanged")
+    return len(body.get("files") or ())
 
 
 def finish(engine: Engine, run_id: str, task: str, result: dict[str, Any]) -> None:

@@ -2,15 +2,18 @@
 
 Partial batch failures: a record that raises is reported back and retried (then dead-lettered);
 nothing is swallowed. Duplicate deliveries are absorbed by powertools idempotency on DynamoDB.
+Each object ingested or rejected flushes its own metrics with a `dataset` dimension (contracts/metrics.py);
+trace annotations (searchable in X-Ray) carry the dataset only.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import time
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
@@ -22,11 +25,13 @@ from aws_lambda_powertools.utilities.idempotency import (
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from contracts import aws, events, progress
+from contracts import metrics as dataset_metrics
 from services.ingest.ingest import ingest
 from services.ingest.landing import event_reference, resolve
 
 logger = Logger()
 metrics = Metrics()
+tracer = Tracer()
 processor = BatchProcessor(event_type=EventType.SQS)
 idempotency_config = IdempotencyConfig(
     event_key_jmespath="[bucket, key, version, etag]",
@@ -40,9 +45,12 @@ persistence = DynamoDBPersistenceLayer(table_name=os.environ.get("IDEMPOTENCY_TA
 def ingest_once(ref: dict[str, Any]) -> dict[str, Any]:
     """Copy + announce one object version exactly once (a failure clears the record: retry redoes it)."""
     s3 = aws.client("s3")
+    started = time.monotonic()
     obj = resolve(s3, ref)
     outcome = ingest(s3, obj, os.environ["RAW_BUCKET"])
     detail = outcome.event
+    dataset = dataset_metrics.dataset_dimension(getattr(detail, "dataset", None))
+    tracer.put_annotation(key="dataset", value=dataset)
     stage = "rejected" if outcome.rejected else "ingested"
     progress.record(
         aws.client("dynamodb"),
@@ -56,16 +64,22 @@ def ingest_once(ref: dict[str, Any]) -> dict[str, Any]:
         reason=getattr(detail, "reason", None),
     )
     events.publish(aws.client("events"), os.environ["BUS_NAME"], [detail])
-    if outcome.rejected:
-        logger.warning("object rejected", object_id=detail.object_id, reason=detail.reason, key=obj.key)
-        metrics.add_metric(name="ObjectsRejected", unit=MetricUnit.Count, value=1)
-    else:
-        logger.info("object stored raw", object_id=detail.object_id, raw_key=outcome.raw_key, size=obj.size)
-        metrics.add_metric(name="ObjectsIngested", unit=MetricUnit.Count, value=1)
-        metrics.add_metric(name="BytesIngested", unit=MetricUnit.Bytes, value=obj.size)
+    with dataset_metrics.for_dataset(metrics, dataset) as per_dataset:
+        if outcome.rejected:
+            logger.warning("object rejected", object_id=detail.object_id, reason=detail.reason, key=obj.key)
+            for m in (metrics, per_dataset):
+                m.add_metric(name=dataset_metrics.OBJECTS_REJECTED, unit=MetricUnit.Count, value=1)
+        else:
+            logger.info("object stored raw", object_id=detail.object_id, raw_key=outcome.raw_key, size=obj.size)
+            for m in (metrics, per_dataset):
+                m.add_metric(name=dataset_metrics.OBJECTS_INGESTED, unit=MetricUnit.Count, value=1)
+                m.add_metric(name=dataset_metrics.BYTES_INGESTED, unit=MetricUnit.Bytes, value=obj.size)
+        per_dataset.add_metric(name=dataset_metrics.INGEST_LATENCY, unit=MetricUnit.Milliseconds,
+                               value=round((time.monotonic() - started) * 1000, 1))
     return {"object_id": detail.object_id, "event": detail.DETAIL_TYPE, "raw_key": outcome.raw_key}
 
 
+@tracer.capture_method
 def record_handler(record: SQSRecord) -> dict[str, Any]:
     envelope = json.loads(record.body)
     logger.set_correlation_id(envelope.get("id"))
@@ -73,6 +87,7 @@ def record_handler(record: SQSRecord) -> dict[str, Any]:
 
 
 @metrics.log_metrics(raise_on_empty_metrics=False)
+@tracer.capture_lambda_handler
 @logger.inject_lambda_context(clear_state=True)
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     idempotency_config.register_lambda_context(context)

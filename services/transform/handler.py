@@ -3,7 +3,8 @@
 A RawObjectStored of a big splittable object becomes ChunkPlanned events (one invocation each);
 otherwise the object is transformed as its single chunk. A record that raises is reported as a
 batch item failure and retried; on its last attempt an ObjectFailed event says why before the
-message goes to the DLQ. Nothing is swallowed.
+message goes to the DLQ. Nothing is swallowed. Each transformed chunk flushes its own metrics with a
+`dataset` dimension (contracts/metrics.py); trace annotations carry the dataset only.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import time
 from contextvars import ContextVar
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
@@ -26,11 +27,13 @@ from aws_lambda_powertools.utilities.idempotency import (
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from contracts import aws, events, progress
+from contracts import metrics as dataset_metrics
 from contracts.commits import PartitionCommitter
 from services.transform import jobs
 
 logger = Logger()
 metrics = Metrics()
+tracer = Tracer()
 processor = BatchProcessor(event_type=EventType.SQS)
 idempotency_config = IdempotencyConfig(
     event_key_jmespath="[kind, object_id, chunk_index]", expires_after_seconds=7 * 24 * 3600
@@ -58,10 +61,18 @@ def run_once(job: dict[str, Any]) -> dict[str, Any]:
             return {"object_id": detail.object_id, "chunks": len(chunks)}
         job = {"detail": chunks[0].model_dump()}
     chunk = events.ChunkPlanned.model_validate(job["detail"])
+    started = time.monotonic()
     out = jobs.transform_chunk(chunk, env, _committer(env), deadline.get())
     logger.info("chunk transformed", **{k: v for k, v in out.items() if k != "object_id"}, object_id=chunk.object_id)
-    metrics.add_metric(name="RowsGood", unit=MetricUnit.Count, value=out["rows_good"])
-    metrics.add_metric(name="RowsQuarantined", unit=MetricUnit.Count, value=out["rows_quarantined"])
+    with dataset_metrics.for_dataset(metrics, chunk.dataset) as per_dataset:
+        for m in (metrics, per_dataset):
+            m.add_metric(name=dataset_metrics.ROWS_GOOD, unit=MetricUnit.Count, value=out["rows_good"])
+            m.add_metric(name=dataset_metrics.ROWS_QUARANTINED, unit=MetricUnit.Count, value=out["rows_quarantined"])
+        per_dataset.add_metric(name=dataset_metrics.BYTES_IN, unit=MetricUnit.Bytes, value=chunk.end - chunk.start)
+        # one file per partition a chunk touches (jobs.commit_partitions)
+        per_dataset.add_metric(name=dataset_metrics.FILES_WRITTEN, unit=MetricUnit.Count, value=out["partitions"])
+        per_dataset.add_metric(name=dataset_metrics.CHUNK_LATENCY, unit=MetricUnit.Milliseconds,
+                               value=round((time.monotonic() - started) * 1000, 1))
     return out
 
 
@@ -75,10 +86,12 @@ def job_of(envelope: dict[str, Any]) -> dict[str, Any]:
     raise ValueError(f"transform does not handle {envelope.get('detail-type')!r}")
 
 
+@tracer.capture_method
 def record_handler(record: SQSRecord) -> dict[str, Any]:
     envelope = json.loads(record.body)
     logger.set_correlation_id(envelope.get("id"))
     job = job_of(envelope)
+    tracer.put_annotation(key="dataset", value=dataset_metrics.dataset_dimension(job["detail"].get("dataset")))
     try:
         return run_once(job=job)
     except Exception as exc:
@@ -103,6 +116,7 @@ def announce_failure(job: dict[str, Any], exc: Exception, attempts: int) -> None
 
 
 @metrics.log_metrics(raise_on_empty_metrics=False)
+@tracer.capture_lambda_handler
 @logger.inject_lambda_context(clear_state=True)
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     idempotency_config.register_lambda_context(context)

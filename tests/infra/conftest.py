@@ -25,6 +25,23 @@ CORE_SENTINELS = {
 }
 
 
+#: X-Ray's write actions have no resource-level permissions (AWS accepts only Resource "*" for them), and Lambda's
+#: active tracing needs them: a statement of exactly these two actions is the one allowed "*" resource.
+XRAY_WRITE_ACTIONS = ["xray:PutTelemetryRecords", "xray:PutTraceSegments"]
+
+
+def assert_least_privilege(statements: list[dict[str, Any]]) -> None:
+    """No wildcard action anywhere; no `*` resource but on the X-Ray write statement, and nothing else on it."""
+    assert statements
+    for st in statements:
+        actions = st["Action"] if isinstance(st["Action"], list) else [st["Action"]]
+        resources = st["Resource"] if isinstance(st["Resource"], list) else [st["Resource"]]
+        assert all("*" not in a for a in actions), st
+        assert all(r for r in resources), st
+        if "*" in resources:
+            assert sorted(actions) == XRAY_WRITE_ACTIONS and resources == ["*"], f"only X-Ray writes may use *: {st}"
+
+
 class Stack:
     def __init__(self, run: StackRun) -> None:
         self.run = run

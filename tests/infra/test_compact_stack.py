@@ -9,7 +9,7 @@ import yaml
 
 from contracts import events
 from etl.local.platform import ROOT
-from tests.infra.conftest import CORE_SENTINELS, Stack, build
+from tests.infra.conftest import CORE_SENTINELS, Stack, assert_least_privilege, build
 
 FN = "aws:lambda/function:Function"
 RULE = "aws:cloudwatch/eventRule:EventRule"
@@ -57,8 +57,7 @@ def test_the_schedule_invokes_the_function_directly_and_may_do_so(compact: Stack
 
 def test_permissions_are_least_privilege(compact: Stack) -> None:
     statements = compact.policies()
-    for st in statements:
-        assert all("*" not in a for a in st["Action"]) and "*" not in st["Resource"], st
+    assert_least_privilege(statements)
     by_sid = {st["Sid"]: st for st in statements}
     lake_objects = ["arn:aws:s3:::ref-lake/*"]
     assert by_sid["ReadLake"] == {"Sid": "ReadLake", "Effect": "Allow", "Action": ["s3:GetObject"],

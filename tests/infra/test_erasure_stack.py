@@ -8,7 +8,7 @@ import pytest
 
 from contracts import events
 from infra.erasure import ROUTES
-from tests.infra.conftest import CORE_SENTINELS, Stack, build
+from tests.infra.conftest import CORE_SENTINELS, Stack, assert_least_privilege, build
 from tests.infra.test_safety import SERVERLESS_TYPES
 
 API_TYPES = {"aws:apigatewayv2/api:Api", "aws:apigatewayv2/integration:Integration",
@@ -99,8 +99,7 @@ def test_config_is_checked() -> None:
 
 def test_permissions_are_scoped_and_kms_only_when_configured(erasure: Stack) -> None:
     statements = erasure.policies()
-    for st in statements:
-        assert all("*" not in a for a in st["Action"]) and "*" not in st["Resource"], st
+    assert_least_privilege(statements)
     sids = {st.get("Sid") for st in statements}
     assert not {"SealSubjects", "OpenSubjects"} & sids
     salt = [st for st in statements if st.get("Sid") == "SubjectHashSalt"]

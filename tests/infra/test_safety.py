@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 
-from tests.infra.conftest import Stack
+import pytest
+
+from tests.infra.conftest import Stack, assert_least_privilege, build
 
 SERVERLESS_TYPES = {
     "aws:cloudwatch/eventBus:EventBus", "aws:cloudwatch/eventArchive:EventArchive",
@@ -22,15 +24,35 @@ SERVERLESS_TYPES = {
 }
 
 
+#: the only resources billed while idle, with what they cost and how to leave them out
+FIXED_COST_TYPES = {
+    "aws:cloudwatch/dashboard:Dashboard": "$3/month beyond the account's first 3 dashboards; etl:dashboard=false",
+}
+
+
 def test_no_always_on_resource(all_stacks: list[Stack]) -> None:
-    """Only pay-per-use types; tables on demand; no provisioned concurrency anywhere."""
+    """Only pay-per-use types, but for core's one dashboard; tables on demand; no provisioned concurrency anywhere."""
     for stack in all_stacks:
         types = {r.type for r in stack.resources}
-        assert types <= SERVERLESS_TYPES, f"{stack.run.stack}: not known to idle at $0: {types - SERVERLESS_TYPES}"
+        fixed = types & set(FIXED_COST_TYPES)
+        unknown = types - fixed - SERVERLESS_TYPES
+        assert not unknown, f"{stack.run.stack}: not known to idle at $0: {unknown}"
+        if stack.run.stack.startswith("core-"):
+            assert len(stack.of_type("aws:cloudwatch/dashboard:Dashboard")) == 1
+        else:
+            assert not fixed, f"{stack.run.stack}: fixed-cost resources belong in core only: {fixed}"
         for t in stack.of_type("aws:dynamodb/table:Table"):
             assert t.inputs["billingMode"] == "PAY_PER_REQUEST"
         for fn in stack.of_type("aws:lambda/function:Function"):
             assert "provisionedConcurrentExecutions" not in fn.inputs
+
+
+def test_without_the_dashboard_core_idles_at_zero() -> None:
+    """`etl:dashboard: false`: the core stack is pay-per-use only (the services never had a fixed cost)."""
+    core = build("core-dev", {"dashboard": False})
+    types = {r.type for r in core.resources}
+    assert types <= SERVERLESS_TYPES, types - SERVERLESS_TYPES
+    assert not {"dashboardName", "dashboardUrl"} & set(core.run.outputs)
 
 
 def test_every_queue_has_a_dlq(all_stacks: list[Stack]) -> None:
@@ -55,14 +77,18 @@ def test_mappings_report_batch_failures_and_cap_concurrency(all_stacks: list[Sta
 
 
 def test_iam_is_least_privilege(all_stacks: list[Stack]) -> None:
-    statements = [st for s in all_stacks for st in s.policies()]
-    assert statements
-    for st in statements:
-        actions = st["Action"] if isinstance(st["Action"], list) else [st["Action"]]
-        resources = st["Resource"] if isinstance(st["Resource"], list) else [st["Resource"]]
-        assert all("*" not in a for a in actions), st
-        assert "*" not in resources, st
-        assert all(r for r in resources), st
+    assert_least_privilege([st for s in all_stacks for st in s.policies()])
+
+
+def test_the_star_resource_rule_is_narrow() -> None:
+    """The X-Ray exception admits exactly its two actions on "*", nothing beside them, nothing else on "*"."""
+    assert_least_privilege([{"Action": ["xray:PutTraceSegments", "xray:PutTelemetryRecords"], "Resource": ["*"]}])
+    for bad in ({"Action": ["s3:GetObject"], "Resource": ["*"]},
+                {"Action": ["xray:PutTraceSegments", "s3:GetObject"], "Resource": ["*"]},
+                {"Action": ["xray:PutTraceSegments", "xray:PutTelemetryRecords"], "Resource": ["*", "arn:aws:s3:::b"]},
+                {"Action": ["xray:*"], "Resource": ["*"]}):
+        with pytest.raises(AssertionError):
+            assert_least_privilege([bad])
 
 
 def test_buckets_are_private_encrypted_and_tls_only(core: Stack) -> None:
