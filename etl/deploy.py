@@ -201,6 +201,8 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
     ConfigKey("queryResultsDays", "7", "days Athena query results are kept in the results bucket", True),
     ConfigKey("athenaBytesScannedCutoff", str(10 * 1024**3),
               "bytes one Athena query of the workgroup may scan before it is cancelled (default 10 GiB)", True),
+    ConfigKey("dashboard", "true", "the env's CloudWatch dashboard ($3/month beyond an account's first 3); "
+              "false: none, and the env idles at $0", True),
     ConfigKey("logRetentionDays", "30", "days function logs are kept in CloudWatch Logs", False),
     ConfigKey("lambdaArchitecture", "arm64", "arm64 (cheaper per GB-second) or x86_64; layers must match", False),
     ConfigKey("lambdaLayers", None, "layer ARNs added to the functions (docs/deploy.md § 8); unset: none", False,

@@ -319,7 +319,7 @@ def test_init_writes_one_file_per_stack_with_the_keys_its_component_reads(tmp_pa
     ingest = yaml.safe_load((tmp_path / "Pulumi.ingest-dev.yaml").read_text())["config"]
     assert core == {"aws:region": "eu-central-1", "etl:rawTtlDays": "30", "etl:landingTtlDays": "7",
                     "etl:noncurrentVersionDays": "3", "etl:archiveRetentionDays": "30", "etl:queryResultsDays": "7",
-                    "etl:athenaBytesScannedCutoff": str(10 * 1024**3)}
+                    "etl:athenaBytesScannedCutoff": str(10 * 1024**3), "etl:dashboard": "true"}
     assert ingest == {"aws:region": "eu-central-1", "etl:logRetentionDays": "30", "etl:lambdaArchitecture": "arm64",
                       "etl:maxConcurrency": "10", "etl:maxReceiveCount": "3"}
     text = (tmp_path / "Pulumi.core-dev.yaml").read_text()
