@@ -97,8 +97,19 @@ class LambdaContext:
 
 def report(started: float) -> dict[str, float]:
     """Lambda's REPORT line, locally: wall duration (what Lambda bills) and the host's peak RSS so far."""
-    return {"duration_ms": round((time.perf_counter() - started) * 1000, 1),
-            "max_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+    return {"duration_ms": round((time.perf_counter() - started) * 1000, 1), "max_rss_mb": round(peak_rss_mb(), 1)}
+
+
+def peak_rss_mb() -> float:
+    """This process's own peak: VmHWM starts afresh at exec, ru_maxrss would carry the supervisor's peak over."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def stop_processes(procs: Iterable[subprocess.Popen], timeout_s: float = 10) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from typing import Any
@@ -56,10 +57,13 @@ def test_raising_handler_fails_the_whole_batch(monkeypatch: pytest.MonkeyPatch) 
     assert sqs.deleted == [] and sqs.visibility == [], "messages stay for the queue's own visibility timeout"
 
 
-def test_success_deletes_everything() -> None:
+def test_success_deletes_everything(capsys: pytest.CaptureFixture[str]) -> None:
     sqs = FakeSqs()
     Poller(spec("record"), MAPPING, threading.Event()).invoke(sqs, MESSAGES)
     assert sqs.deleted == ["r0", "r1", "r2"]
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])  # the local REPORT line
+    assert line["local"] == "invocation" and line["records"] == 3 and line["failed"] == 0
+    assert line["duration_ms"] >= 0 and 0 < line["max_rss_mb"] == pytest.approx(functions.peak_rss_mb(), rel=0.5)
 
 
 @pytest.mark.parametrize(("response", "expected"), [
