@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -33,10 +32,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _harness import machine, update_docs
+
 ROOT = Path(__file__).resolve().parent.parent
 CONTRACT = ROOT / "bench" / "tpch_orders.toml"
-DOCS = ROOT / "docs" / "benchmarks.md"
-SECTION_START, SECTION_END = "<!-- compact-bench:start -->", "<!-- compact-bench:end -->"
 CONTENDERS = ("platform", "duckdb", "pyarrow")
 HELPERS = ("query", "stats", "prepare")
 QUERY = """SELECT o_orderpriority, count(*) AS orders, sum(o_totalprice) AS total
@@ -310,21 +309,6 @@ def _verdict(results: dict[int, dict[str, list[dict[str, Any]]]], query: dict[st
     return "\n".join(lines)
 
 
-def _machine() -> str:
-    from importlib.metadata import version
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (f"{cpu}, {os.cpu_count()} CPUs, Python {platform.python_version()}, pyarrow {version('pyarrow')}, "
-            f"duckdb {version('duckdb')}")
-
-
 def _row_group_bytes(inputs: Path) -> tuple[int, float]:
     """In-memory (Arrow) size of one row group of row_group_rows rows of this data: the RSS yardstick."""
     import pyarrow as pa
@@ -341,18 +325,6 @@ def _row_group_bytes(inputs: Path) -> tuple[int, float]:
             break
     sample = pa.concat_tables(tables)
     return rows, sample.nbytes / sample.num_rows * rows
-
-
-def _update_docs(section: str) -> None:
-    """Rewrite only this benchmark's section (between its markers); append it if it is missing."""
-    text = DOCS.read_text()
-    block = f"{SECTION_START}\n{section}\n{SECTION_END}"
-    if SECTION_START in text and SECTION_END in text:
-        head, rest = text.split(SECTION_START, 1)
-        text = head + block + rest.split(SECTION_END, 1)[1]
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    DOCS.write_text(text)
 
 
 def main() -> None:
@@ -411,7 +383,7 @@ def main() -> None:
     text = "\n\n".join([summary, *tables, _query_table(query), *([scaling] if scaling else []), verdict])
     print(text)
     if args.update_docs:
-        _update_docs(_section(args, text))
+        update_docs("compact", _section(args, text))
 
 
 def _summary(note: str, input_bytes: int, args: argparse.Namespace, rg_rows: int, rg_bytes: float, load: str) -> str:
@@ -440,7 +412,7 @@ def _section(args: argparse.Namespace, text: str) -> str:
 
 Reproduce: `.venv/bin/python bench/compact_bench.py --sf {args.sf:g} --files {args.files} --runs {args.runs} \
 --threads {' '.join(map(str, args.threads))} --update-docs` (needs `tpchgen-cli`: `.venv/bin/pip install tpchgen-cli`).
-Machine: {_machine()}.
+{machine("pyarrow", "duckdb")}
 
 {text}
 

@@ -14,21 +14,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from _harness import etl, update_docs
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-DOCS = ROOT / "docs" / "benchmarks.md"
-START, END = "<!-- e2e-bench:start -->", "<!-- e2e-bench:end -->"
-
-
-def etl(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "etl.cli", *args], cwd=ROOT, capture_output=True, text=True,
-                          check=False, env={**os.environ, "COLUMNS": "200"})
 
 
 def direct(data: bytes) -> float:
@@ -110,15 +104,7 @@ def main() -> None:
     section = "\n".join(lines)
     print(section)
     if args.update_docs:
-        text = DOCS.read_text()
-        block = f"{START}\n{section}\n{END}"
-        if START in text:
-            head, rest = text.split(START, 1)
-            text = head + block + rest.split(END, 1)[1]
-        else:
-            text = text.rstrip() + "\n\n" + block + "\n"
-        DOCS.write_text(text)
-
+        update_docs("e2e", section)
 
 if __name__ == "__main__":
     main()

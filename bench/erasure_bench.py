@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
 import shutil
 import statistics
@@ -43,10 +42,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _harness import machine, update_docs
+
 ROOT = Path(__file__).resolve().parent.parent
 CONTRACT = ROOT / "bench" / "tpch_orders.toml"
-DOCS = ROOT / "docs" / "benchmarks.md"
-SECTION_START, SECTION_END = "<!-- erasure-bench:start -->", "<!-- erasure-bench:end -->"
 CONTENDERS = ("platform", "platform-2", "baseline", "ff-pandas", "duckdb")
 SUBJECTS = 10
 SINGLE_THREAD_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -337,17 +336,6 @@ def render(sf: float, lake: Path, results: dict[str, list[dict[str, Any]]], runs
     return "\n".join(lines)
 
 
-def update_docs(section: str) -> None:
-    text = DOCS.read_text() if DOCS.exists() else "# Benchmarks\n"
-    block = f"{SECTION_START}\n{section}\n{SECTION_END}"
-    if SECTION_START in text:
-        head, rest = text.split(SECTION_START, 1)
-        text = head + block + rest.split(SECTION_END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    DOCS.write_text(text)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sf", type=float, default=1)
@@ -391,19 +379,14 @@ def main() -> None:
     removed = {r["rows_removed"] for rs in results.values() for r in rs}
     if len(removed) != 1:
         raise AssertionError(f"contenders disagree on the rows to remove: {removed}")
-    import duckdb
-    import pyarrow
-
-    machine = (f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python "
-               f"{platform.python_version()}, pyarrow {pyarrow.__version__}, duckdb {duckdb.__version__}.")
     body = render(a.sf, lake, results, a.runs)
     section = "\n".join([
         f"## Erasure: 10 customers out of TPC-H orders (SF{a.sf:g})", "",
         f"Reproduce: `.venv/bin/python bench/erasure_bench.py --sf {a.sf:g} --update-docs` (bench extra: "
-        "`pip install -e .[bench]` for tpchgen-cli).", machine, "", body, ""])
+        "`pip install -e .[bench]` for tpchgen-cli).", machine("pyarrow", "duckdb"), "", body, ""])
     print(section)
     if a.update_docs:
-        update_docs(section)
+        update_docs("erasure", section)
 
 
 if __name__ == "__main__":

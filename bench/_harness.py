@@ -1,0 +1,46 @@
+"""What every benchmark needs alike: the `etl` CLI in a subprocess, a machine line, its docs section."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
+from importlib.metadata import version
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs" / "benchmarks.md"
+
+
+def etl(*args: str) -> subprocess.CompletedProcess:
+    """Run the CLI as a user would, with the caller's environment (ETL_LOCAL_DIR, AWS_ENDPOINT_URL …)."""
+    return subprocess.run([sys.executable, "-m", "etl.cli", *args], cwd=ROOT, capture_output=True, text=True,
+                          check=False, env={**os.environ, "COLUMNS": "200"})
+
+
+def machine(*libraries: str) -> str:
+    """`Machine: <cpu>, <n> CPUs, Python x, lib y …` for the section header: ratios only compare within a run."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    libs = "".join(f", {lib} {version(lib)}" for lib in libraries)
+    return f"Machine: {cpu}, {os.cpu_count()} CPUs, Python {platform.python_version()}{libs}."
+
+
+def update_docs(name: str, section: str) -> None:
+    """Replace (or append) the `<!-- name-bench:start/end -->` section of docs/benchmarks.md."""
+    start, end = f"<!-- {name}-bench:start -->", f"<!-- {name}-bench:end -->"
+    text = DOCS.read_text()
+    block = f"{start}\n{section}\n{end}"
+    if start in text and end in text:
+        head, rest = text.split(start, 1)
+        text = head + block + rest.split(end, 1)[1]
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    DOCS.write_text(text)
