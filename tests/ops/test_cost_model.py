@@ -1,0 +1,59 @@
+"""The arithmetic that turns measured invocations and requests into dollars (bench/cost_model.py)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+
+import cost_model
+from cost_model import PRICES, Bill, Call
+
+
+def test_glue_bills_at_least_one_minute_of_two_dpus() -> None:
+    minimum = 60 / 3600 * 2 * 0.44
+    assert cost_model.glue_job_dollars(1) == pytest.approx(minimum)
+    assert cost_model.glue_job_dollars(60) == pytest.approx(minimum)
+    assert cost_model.glue_job_dollars(120) == pytest.approx(2 * minimum)
+    assert cost_model.glue_job_dollars(120, dpu=1) == pytest.approx(2 * minimum), "2 DPU is the floor"
+    assert cost_model.glue_job_dollars(3600, dpu=10) == pytest.approx(4.40)
+
+
+def test_lambda_rounds_each_invocation_up_to_the_millisecond_at_configured_memory() -> None:
+    bill = Bill()
+    cost_model.lambda_bill(bill, [0.2, 999.1], memory_mb=2048)
+    assert bill.quantities["lambda GB-s"] == pytest.approx((1 + 1000) / 1000 * 2)
+    assert bill.dollars["lambda GB-s"] == pytest.approx(2.002 * PRICES["lambda_gb_s_arm64"])
+    assert bill.quantities["lambda requests"] == 2
+    x86 = Bill()
+    cost_model.lambda_bill(x86, [1000], memory_mb=1024, architecture="x86_64")
+    assert x86.dollars["lambda GB-s"] == pytest.approx(PRICES["lambda_gb_s_x86_64"])
+
+
+def test_requests_are_priced_by_class_size_and_batch() -> None:
+    bill = Bill()
+    cost_model.requests_bill(bill, [
+        Call("s3", "PUT", 10, 0, 1), Call("s3", "COPY", 0, 0, 1), Call("s3", "LIST", 0, 900, 1),
+        Call("s3", "GET", 0, 5, 1), Call("s3", "HEAD", 0, 0, 1), Call("s3", "DELETE", 0, 0, 1),
+        Call("events", "PutEvents", 3 * 100_000, 0, 3),  # 3 entries of 100 KB: 2 chunks of 64 KB each
+        Call("sqs", "SendMessage", 1000, 0, 1), Call("sqs", "ReceiveMessage", 10, 0, 1),
+        Call("dynamodb", "PutItem", 3000, 0, 1), Call("dynamodb", "TransactWriteItems", 400, 0, 2),
+        Call("dynamodb", "GetItem", 50, 9000, 1), Call("glue", "UpdatePartition", 10, 10, 1),
+    ])
+    assert bill.quantities["s3 tier1 requests"] == 3
+    assert bill.quantities["s3 tier2 requests"] == 2  # DELETE is free
+    assert bill.quantities["eventbridge events"] == 6
+    assert bill.quantities["sqs requests"] == 1, "the pollers' receives are priced by queue_bill"
+    assert bill.quantities["dynamodb WRU"] == 3 + 2 * 2
+    assert bill.quantities["dynamodb RRU"] == 3
+    assert bill.quantities["glue catalog requests"] == 1
+    assert bill.total == pytest.approx(sum(bill.dollars.values()))
+    assert bill.dollars["s3 tier1 requests"] == pytest.approx(3 * 0.005 / 1000)
+
+
+def test_athena_has_a_ten_megabyte_minimum() -> None:
+    assert cost_model.athena_dollars(1) == cost_model.athena_dollars(10 * 1024 * 1024)
+    assert cost_model.athena_dollars(10**12) == pytest.approx(5.0)
