@@ -30,6 +30,7 @@ bench: setup
 	$(BIN)/python bench/compact_bench.py --sf 1
 	$(BIN)/python bench/erasure_bench.py
 	$(BIN)/python bench/e2e_bench.py
+	$(BIN)/python bench/cost_bench.py
 
 clean:
 	rm -rf $(VENV) build .etl .pytest_cache .hypothesis

@@ -27,6 +27,8 @@ PRICES = {
     "xray_trace": 5.00 / 1e6,  # traces recorded
     "athena_tb": 5.00,  # per TB scanned, 10 MB minimum per query
     "glue_dpu_hour": 0.44,  # Glue Spark job
+    "alarm_month": 0.10,  # standard-resolution CloudWatch alarm
+    "dashboard_month": 3.00,
 }
 GLUE_MIN_DPU = 2
 GLUE_MIN_SECONDS = 60
@@ -109,6 +111,17 @@ def logs_bill(bill: Bill, log_bytes: int) -> None:
 def glue_job_dollars(seconds: float, dpu: int = GLUE_MIN_DPU) -> float:
     """A Glue Spark job run: per second, at least one minute, at least two DPUs."""
     return max(seconds, GLUE_MIN_SECONDS) / 3600 * max(dpu, GLUE_MIN_DPU) * PRICES["glue_dpu_hour"]
+
+
+def glue_dollars_per_gb(seconds_per_gb: float, dpu: int = GLUE_MIN_DPU) -> float:
+    """A Glue job's price per GB once its runs are long enough that the one-minute minimum no longer binds."""
+    return seconds_per_gb / 3600 * max(dpu, GLUE_MIN_DPU) * PRICES["glue_dpu_hour"]
+
+
+def idle_month_dollars(alarms: int, dashboards: int, ticks_per_month: int, tick_gb_s: float) -> float:
+    """What a deployed but unused environment pays a month: alarms, dashboards, scheduled ticks with nothing to do."""
+    ticks = ticks_per_month * (tick_gb_s * PRICES["lambda_gb_s_arm64"] + PRICES["lambda_request"])
+    return alarms * PRICES["alarm_month"] + dashboards * PRICES["dashboard_month"] + ticks
 
 
 def athena_dollars(bytes_scanned: int) -> float:

@@ -57,3 +57,10 @@ def test_requests_are_priced_by_class_size_and_batch() -> None:
 def test_athena_has_a_ten_megabyte_minimum() -> None:
     assert cost_model.athena_dollars(1) == cost_model.athena_dollars(10 * 1024 * 1024)
     assert cost_model.athena_dollars(10**12) == pytest.approx(5.0)
+
+
+def test_glue_per_gb_and_idle_month() -> None:
+    assert cost_model.glue_dollars_per_gb(3600) == pytest.approx(0.88)
+    assert cost_model.idle_month_dollars(alarms=20, dashboards=1, ticks_per_month=0, tick_gb_s=0) == pytest.approx(5.0)
+    ticks = cost_model.idle_month_dollars(alarms=0, dashboards=0, ticks_per_month=1_000_000, tick_gb_s=1)
+    assert ticks == pytest.approx(1_000_000 * (PRICES["lambda_gb_s_arm64"] + PRICES["lambda_request"]))
