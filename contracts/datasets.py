@@ -129,6 +129,9 @@ class Dataset(_Strict):
             src = self.column(p.source)
             if p.transform != "identity" and src.type not in ("date", "timestamp"):
                 raise ValueError(f"partition {p.name!r}: {p.transform} needs a date/timestamp source")
+            if src.personal:  # partition values are S3 keys: they reach logs, traces, access logs and Glue in clear
+                raise ValueError(f"partition {p.name!r}: source {p.source!r} is personal data; partition values "
+                                 "appear in object keys, logs and traces, so partition by a non-personal column")
         return self
 
     def column(self, name: str) -> Column:

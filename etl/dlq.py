@@ -17,7 +17,7 @@ from botocore.exceptions import ClientError
 
 from contracts import naming
 
-DLQ_SUFFIX = "-dlq"
+DLQ_SUFFIX = naming.dlq_name("")
 Method = Literal["auto", "move-task", "manual"]
 
 
@@ -89,7 +89,7 @@ def resolve(dlqs: Iterable[DeadLetterQueue], env: str, queue: str) -> DeadLetter
     """A DLQ by URL, full name (etl-dev-ingest-dlq) or short name (ingest, ingest-dlq)."""
     dlqs = list(dlqs)
     short = queue.removesuffix(DLQ_SUFFIX)
-    wanted = {queue, f"{naming.prefix(env)}-{short}{DLQ_SUFFIX}", f"{short}{DLQ_SUFFIX}"}
+    wanted = {queue, naming.dlq_name(naming.name(env, short)), naming.dlq_name(short)}
     for d in dlqs:
         if d.url == queue or d.name in wanted:
             return d

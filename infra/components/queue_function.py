@@ -146,7 +146,7 @@ class QueueFunction(pulumi.ComponentResource):
         )
 
     def _alarms(self, name: str, fn_name: str, topic: pulumi.Input[str], timeout_s: int) -> None:
-        """Alarms evaluate only when metrics arrive: no always-on cost."""
+        """DLQ depth, errors, backlog age → alerts topic (each alarm is a fixed $0.10 a month beyond the free 10)."""
         sqs, lam = "AWS/SQS", "AWS/Lambda"
         specs = [
             ("dlq-depth", f"{fn_name}-dlq-not-empty", sqs, "ApproximateNumberOfMessagesVisible",

@@ -50,6 +50,8 @@ def test_good_contract_parses_with_defaults() -> None:
             "subject column 'nobody' is not a column",
         ),
         (lambda t: t.replace('source = "born"', 'source = "person_id"'), "year needs a date/timestamp source"),
+        (lambda t: t.replace('source = "born"\ntransform = "year"', 'source = "person_id"\ntransform = "identity"'),
+         "source 'person_id' is personal data"),
         (lambda t: t.replace("personal = true", "personal = false"), "must also be marked personal"),
         (lambda t: t.replace('name = "people"', 'name = "People!"'), "lower snake case"),
         (lambda t: t + "\nsurprise = 1\n", "Extra inputs are not permitted"),
