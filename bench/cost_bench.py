@@ -1,0 +1,391 @@
+"""What each service costs per GB at AWS list prices, beside a Glue Spark job doing the same work.
+
+    .venv/bin/python bench/cost_bench.py [--days 32] [--rows 30000] [--update-docs]
+
+Measured, same machine, same run:
+* **the platform**: the local platform is started with a request log (`etl local up --request-log`)
+  and production-like settings (128 MiB chunks, schedules out of the way). A month-and-a-bit of daily
+  order feeds lands; every feed is ingested, transformed and, once a month's partition holds enough
+  small files, compacted; then one erasure request for three customers runs to its certificate.
+  Each function host reports every invocation's duration; the request log attributes every AWS
+  request (boto3 and pyarrow alike) to the function that made it. Dollars = Lambda GB-seconds at the
+  function's configured memory + requests + the queue messages it consumed + its log bytes.
+* **Glue**: the same three jobs in Spark (`local[2]`, the JVM started and warmed up before timing):
+  JSONL → typed, partitioned Parquet; small files → one sorted file per partition; the partitions
+  rewritten without the three customers. A 2-DPU Glue job has one 4-vCPU executor: its time is taken
+  as half the local 2-core time (in Glue's favour), billed per second with the one-minute minimum.
+
+Local durations include the emulator's latency for every S3/DynamoDB/Glue round trip (loopback HTTP
+to moto, about as slow per request as AWS in region), and no cold starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter, defaultdict
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import cost_model  # noqa: E402
+from _harness import etl, machine, update_docs  # noqa: E402
+
+STATUSES = ("placed", "paid", "shipped", "cancelled")
+SUBJECTS = (17, 42, 314)
+CUSTOMERS = 2000
+SETTINGS = (  # production-like: 128 MiB chunks; compaction timings as on AWS; no schedule fires during the run
+    "transform:chunkBytes=134217728",
+    "compact:compactTimeoutSeconds=900", "compact:compactGraceSeconds=14400", "compact:compactQuietSeconds=900",
+    "compact:compactSweepRate=rate(12 hours)", "erasure:erasureScheduleMinutes=720",
+)
+
+
+# -- workload ----------------------------------------------------------------------------------------
+def daily_feeds(days: int, rows: int, seed: int = 7) -> list[tuple[str, bytes]]:
+    """One orders JSONL object per day from 2026-01-01: a daily export, as a web shop would land it."""
+    rng = random.Random(seed)
+    feeds = []
+    for d in range(days):
+        day = (date(2026, 1, 1) + timedelta(days=d)).isoformat()
+        lines = [
+            f'{{"order_id": {d * rows + i + 1}, "customer_id": {rng.randrange(1, CUSTOMERS + 1)}, '
+            f'"amount": {rng.randrange(100, 250_000) / 100:.2f}, "status": "{rng.choice(STATUSES)}", '
+            f'"order_date": "{day}"}}'
+            for i in range(rows)
+        ]
+        feeds.append((f"orders/daily/{day}.jsonl", ("\n".join(lines) + "\n").encode()))
+    return feeds
+
+
+# -- the platform ----------------------------------------------------------------------------------
+def service_of(function: str) -> str:
+    from contracts import naming
+
+    rest = function.removeprefix(naming.prefix("local") + "-")
+    return next((s for s in naming.SERVICES if rest == s or rest.startswith(s + "-")), rest)
+
+
+def queue_depth(functions: dict[str, dict[str, Any]]) -> int:
+    from contracts import aws
+
+    sqs, total = aws.client("sqs"), 0
+    for spec in functions.values():
+        for m in spec["mappings"]:
+            a = sqs.get_queue_attributes(QueueUrl=m["queue_url"], AttributeNames=["All"])["Attributes"]
+            total += int(a["ApproximateNumberOfMessages"]) + int(a["ApproximateNumberOfMessagesNotVisible"])
+    return total
+
+
+def wait_quiet(functions: dict[str, dict[str, Any]], logs: Path, quiet_s: float = 10, timeout_s: float = 3600) -> None:
+    """Until every function queue is empty and no function has logged anything for `quiet_s`."""
+    deadline, last_size, since = time.monotonic() + timeout_s, -1, time.monotonic()
+    while time.monotonic() < deadline:
+        size = sum(p.stat().st_size for p in logs.glob("*.log"))
+        if size != last_size or queue_depth(functions):
+            last_size, since = size, time.monotonic()
+        elif time.monotonic() - since >= quiet_s:
+            return
+        time.sleep(1)
+    raise TimeoutError(f"the platform did not go quiet within {timeout_s:.0f}s; see {logs}")
+
+
+def erase(subjects: tuple[int, ...], timeout_s: float = 1800) -> dict[str, Any]:
+    from etl.erasure_cli import api_for
+
+    client = api_for("local")
+    _, filed = client.call("POST", "/erasure-requests", {"subject_ids": [str(s) for s in subjects],
+                                                         "reason": "cost benchmark", "client_request_id": "cost"})
+    client.call("POST", "/erasure-runs")
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        _, r = client.call("GET", f"/erasure-requests/{filed['id']}")
+        if r["state"] in ("COMPLETED", "FAILED", "CANCELLED"):
+            if r["state"] != "COMPLETED":
+                raise SystemExit(f"erasure ended {r['state']}: {json.dumps(r)[:500]}")
+            return r
+        time.sleep(2)
+    raise TimeoutError("erasure did not complete")
+
+
+def lake_bytes(table: str) -> int:
+    """Bytes of the table's current files: what Athena would scan for a full-table query."""
+    from contracts import aws
+
+    glue, s3, total = aws.client("glue"), aws.client("s3"), 0
+    for page in glue.get_paginator("get_partitions").paginate(DatabaseName=_database(), TableName=table):
+        for p in page["Partitions"]:
+            bucket, _, prefix = p["StorageDescriptor"]["Location"].removeprefix("s3://").partition("/")
+            for obj in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix.rstrip("/") + "/"):
+                total += sum(o["Size"] for o in obj.get("Contents", []))
+    return total
+
+
+def _database() -> str:
+    from etl.local.platform import PlatformState
+
+    return PlatformState.load().output("core", "glueDatabase")
+
+
+def run_platform(feeds: list[tuple[str, bytes]], work: Path) -> dict[str, Any]:
+    from contracts import aws
+    from etl.local.platform import PlatformState, state_dir
+
+    request_log = work / "requests.jsonl"
+    up = etl("local", "up", "--detach", "--port", "0", "--request-log", str(request_log),
+             *[a for s in SETTINGS for a in ("--set", s)])
+    if up.returncode != 0:
+        raise SystemExit(up.stdout + up.stderr)
+    try:
+        st = PlatformState.load()
+        os.environ.update(st.client_env())
+        logs = state_dir() / "logs"
+        landing = st.output("core", "landingBucket")
+        t0 = time.perf_counter()
+        for key, body in feeds:
+            aws.client("s3").put_object(Bucket=landing, Key=key, Body=body)
+        wait_quiet(st.functions, logs)
+        t_lake = time.perf_counter() - t0
+        scanned = lake_bytes("orders")
+        t1 = time.perf_counter()
+        cert = erase(SUBJECTS)
+        wait_quiet(st.functions, logs)
+        t_erasure = time.perf_counter() - t1
+        functions = {name: spec["function"] for name, spec in st.functions.items()}
+        resources = Counter(r["type"] for stack in st.stacks.values() for r in stack.resources)
+        invocations = _invocations(logs)
+        log_bytes = {p.stem: p.stat().st_size for p in logs.glob("*.log")}
+    finally:
+        etl("local", "down")
+    from etl.local import accounting
+
+    calls: dict[str, list[cost_model.Call]] = defaultdict(list)
+    for r in accounting.read(request_log):
+        calls[r.caller].append(cost_model.Call(r.service, r.operation, r.bytes_in, r.bytes_out, r.units))
+    return {"functions": functions, "invocations": invocations, "calls": calls, "log_bytes": log_bytes,
+            "resources": resources,
+            "t_lake": t_lake, "t_erasure": t_erasure, "lake_bytes": scanned,
+            "rows_removed": cert.get("result", {}).get("rows_removed")}
+
+
+def _invocations(logs: Path) -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for path in logs.glob("*.log"):
+        for line in path.read_text(errors="replace").splitlines():
+            if line.startswith('{"local": "invocation"') or line.startswith('{"local": "schedule"'):
+                rec = json.loads(line)
+                out[rec["function"]].append(rec)
+    return out
+
+
+def bills(measured: dict[str, Any]) -> dict[str, tuple[cost_model.Bill, dict[str, Any]]]:
+    """One bill per service, from its functions' invocations, requests, messages and logs."""
+    from etl.local.accounting import caller_id
+
+    out: dict[str, tuple[cost_model.Bill, dict[str, Any]]] = {}
+    for name, fn in measured["functions"].items():
+        service = service_of(name)
+        bill, facts = out.setdefault(service, (cost_model.Bill(), Counter()))
+        runs = measured["invocations"].get(name, [])
+        cost_model.lambda_bill(bill, [r["duration_ms"] for r in runs], fn["memory_mb"], fn.get("architecture", "arm64"))
+        cost_model.queue_bill(bill, sum(r.get("records", 0) for r in runs))
+        calls = measured["calls"].get(caller_id(name), [])
+        cost_model.requests_bill(bill, calls)
+        cost_model.logs_bill(bill, measured["log_bytes"].get(name, 0))
+        facts["invocations"] += len(runs)
+        facts["seconds"] += sum(r["duration_ms"] for r in runs) / 1000
+        facts["peak_rss_mb"] = max(facts["peak_rss_mb"], *(r.get("max_rss_mb", 0) for r in runs), 0)
+        facts["s3_read"] += sum(c.bytes_out for c in calls if c.service == "s3" and c.operation == "GET")
+        facts["s3_written"] += sum(c.bytes_in for c in calls if c.service == "s3" and c.operation == "PUT")
+        facts["requests"] += len(calls)
+    return out
+
+
+# -- Glue (Spark) ------------------------------------------------------------------------------------
+
+
+def run_spark(feeds: list[tuple[str, bytes]], work: Path) -> dict[str, Any]:
+    src = work / "feeds"
+    src.mkdir()
+    for key, body in feeds:
+        (src / Path(key).name).write_bytes(body)
+    job = [sys.executable, str(ROOT / "bench" / "glue_jobs.py"), str(src), str(work / "spark"),
+           ",".join(map(str, SUBJECTS))]
+    done = subprocess.run(job, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"Spark jobs failed (needs Java 17+ and `pip install -e .[bench]`):\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+RESULTS = Path(tempfile.gettempdir()) / "etl-cost-bench.json"  # the last run's raw measurements, for a look back
+GLUE_SPEEDUP = 2.0  # a 2-DPU job's 4 executor vCPUs over the 2 local cores
+
+
+def glue_rows(spark: dict[str, Any], objects: int) -> dict[str, dict[str, float]]:
+    per_object = [t / GLUE_SPEEDUP for t in spark["per_object"]]
+    return {
+        "transform, one job per object": {"runs": objects, "seconds": sum(per_object),
+                                          "dollars": sum(cost_model.glue_job_dollars(t) for t in per_object)},
+        "transform, one batch job": {"runs": 1, "seconds": spark["batch"] / GLUE_SPEEDUP,
+                                     "dollars": cost_model.glue_job_dollars(spark["batch"] / GLUE_SPEEDUP)},
+        "compact": {"runs": 1, "seconds": spark["compact"] / GLUE_SPEEDUP,
+                    "dollars": cost_model.glue_job_dollars(spark["compact"] / GLUE_SPEEDUP)},
+        "erasure": {"runs": 1, "seconds": spark["erase"] / GLUE_SPEEDUP,
+                    "dollars": cost_model.glue_job_dollars(spark["erase"] / GLUE_SPEEDUP)},
+    }
+
+
+# -- report ------------------------------------------------------------------------------------------
+def render(args: argparse.Namespace, feeds: list[tuple[str, bytes]], measured: dict[str, Any],
+           spark: dict[str, Any]) -> str:
+    landed = sum(len(b) for _, b in feeds)
+    gb = landed / 1e9
+    per_service = bills(measured)
+    glue = glue_rows(spark, len(feeds))
+    lines = [
+        f"## Cost per GB at AWS list prices ({len(feeds)} daily orders feeds, {landed / 1e6:.1f} MB of JSONL)",
+        "",
+        f"Reproduce: `.venv/bin/python bench/cost_bench.py --days {args.days} --rows {args.rows} --update-docs` "
+        "(Glue side: `pip install -e .[bench]` and Java 17+). Prices: us-east-1 list prices in `bench/cost_model.py`, "
+        "free tiers left out. " + machine("pyarrow", "pyspark"),
+        "",
+        f"Workload: {len(feeds)} daily feeds of {args.rows:,} orders each land; each is ingested and transformed "
+        f"(128 MiB chunks, so one chunk per feed) into the month partitions; the month partitions' small files are "
+        f"compacted when the contract's threshold is reached; then one erasure request for {len(SUBJECTS)} customers "
+        f"runs to its certificate ({measured['rows_removed']} rows removed from the lake, their lines blanked in "
+        f"the raw copies and landing originals). "
+        f"Land → compacted lake took {measured['t_lake']:.0f} s on the local platform, the erasure "
+        f"{measured['t_erasure']:.0f} s.",
+        "",
+        "| service | invocations | Lambda s | peak RSS (MB) | AWS requests | S3 read (MB) | Lambda $ | requests, "
+        "messages, logs $ | total $ | $ per GB landed |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    total = 0.0
+    for service in ("ingest", "transform", "compact", "erasure"):
+        bill, f = per_service.get(service, (cost_model.Bill(), Counter()))
+        lam = sum(v for k, v in bill.dollars.items() if k.startswith("lambda"))
+        total += bill.total
+        lines.append(
+            f"| {service} | {f['invocations']:,} | {f['seconds']:.1f} | {f['peak_rss_mb']:.0f} | {f['requests']:,} | "
+            f"{f['s3_read'] / 1e6:.1f} | {lam:.5f} | {bill.total - lam:.5f} | {bill.total:.5f} | "
+            f"{bill.total / gb:.4f} |"
+        )
+    lines.append(f"| **all** | | | | | | | | **{total:.5f}** | **{total / gb:.4f}** |")
+    athena = cost_model.athena_dollars(measured["lake_bytes"])
+    lines += [
+        "",
+        f"Athena: a full scan of the compacted `orders` table reads {measured['lake_bytes'] / 1e6:.1f} MB, "
+        f"${athena:.6f} per query (the 10 MB minimum applies below 10 MB).",
+        "",
+        "Where the platform's dollars go (all services):",
+        "",
+        "| line item | quantity | $ |",
+        "|---|---:|---:|",
+    ]
+    items: Counter = Counter()
+    quantities: Counter = Counter()
+    for bill, _ in per_service.values():
+        items.update(bill.dollars)
+        quantities.update(bill.quantities)
+    for item, dollars in items.most_common():
+        lines.append(f"| {item} | {quantities[item]:,.2f} | {dollars:.6f} |")
+    platform_transform = sum(per_service[s][0].total for s in ("ingest", "transform") if s in per_service)
+    lines += [
+        "",
+        "The same work as Glue Spark jobs (0.44 $/DPU-hour, 2 DPU minimum, billed per second with a 1-minute "
+        "minimum); Spark timed on this machine (`local[2]`) and credited 2x for a 2-DPU job's executor:",
+        "",
+        "| Glue job | runs | billed-basis s | $ | $ per GB landed | platform $ for the same step | Glue / platform |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    same_step = {"transform, one job per object": platform_transform, "transform, one batch job": platform_transform,
+                 "compact": per_service.get("compact", (cost_model.Bill(), None))[0].total,
+                 "erasure": per_service.get("erasure", (cost_model.Bill(), None))[0].total}
+    for name, g in glue.items():
+        ours = same_step[name]
+        ratio = f"{g['dollars'] / ours:,.0f}x" if ours else "n/a"
+        lines.append(f"| {name} | {g['runs']} | {g['seconds']:.1f} | {g['dollars']:.4f} | {g['dollars'] / gb:.3f} | "
+                     f"{ours:.5f} | {ratio} |")
+    lines += ["", *reading(measured, spark, gb, platform_transform, len(feeds))]
+    return "\n".join(lines)
+
+
+def reading(measured: dict[str, Any], spark: dict[str, Any], gb: float, platform_transform: float,
+            objects: int) -> list[str]:
+    """The paragraph under the tables, from the same numbers: where Glue's minimum stops binding, what idle costs."""
+    glue_s_per_gb = spark["batch"] / GLUE_SPEEDUP / gb
+    glue_per_gb = cost_model.glue_dollars_per_gb(glue_s_per_gb)
+    crossover_gb = cost_model.GLUE_MIN_SECONDS / glue_s_per_gb
+    ours_per_gb = platform_transform / gb
+    alarms = measured["resources"]["aws:cloudwatch/metricAlarm:MetricAlarm"]
+    dashboards = measured["resources"]["aws:cloudwatch/dashboard:Dashboard"]
+    ticks = 2 * 30 * 24 * 4  # compaction sweep and erasure schedule, rate(15 minutes) each on AWS
+    idle = cost_model.idle_month_dollars(alarms, dashboards, ticks, tick_gb_s=1.0)
+    verdict = "cheaper" if glue_per_gb < ours_per_gb else "dearer"
+    return [
+        "Reading the numbers:",
+        f"* **Event-driven, the platform wins by the minimum.** Each Glue run pays at least 2 DPU-minutes "
+        f"(${cost_model.glue_job_dollars(0):.4f}) however small its input; the platform pays milliseconds of "
+        f"Lambda and a few dozen requests per feed (${platform_transform / objects:.5f} per feed for ingest + "
+        f"transform here), and data is queryable seconds after it lands, not after the next batch.",
+        f"* **At volume, Glue is {verdict} per GB.** Spark's batch transform ran at {glue_s_per_gb:.0f} s per GB "
+        f"(Glue-credited): once one run holds {crossover_gb:.1f} GB or more, the minimum stops binding and a Glue "
+        f"batch costs ${glue_per_gb:.3f} per GB, against ${ours_per_gb:.3f} per GB measured for ingest + transform "
+        f"here (which also keeps the raw copy, checks every value, quarantines bad rows and commits partitions "
+        f"atomically, and whose durations include the emulator's latency).",
+        "* **Erasure does more than the Glue job**: it also rewrites the raw copies and the landing originals "
+        f"(most of its {sum(c.bytes_out for k, v in measured['calls'].items() if 'erasure' in k for c in v) / 1e6:.0f}"
+        " MB read), verifies and issues a certificate; the Glue job only rewrites the lake partitions.",
+        f"* **Idle month:** no resource is billed by the hour (asserted by tests/infra). A deployed, unused "
+        f"environment pays about ${idle:.2f} a month at list prices: {alarms} alarms at $0.10, {dashboards} "
+        f"dashboard at $3 (`etl:dashboard=false` drops it) and {ticks:,} scheduled ticks with nothing to do "
+        f"(assumed 1 s at 1 GB each); plus storage, and the SQS pollers' empty long-poll receives "
+        f"(~650k a month per queue, inside SQS's free million).",
+        "* Local durations include loopback emulator latency for every request and no cold starts; DynamoDB "
+        "units are estimated from request and response sizes; X-Ray is counted as if every invocation were sampled.",
+    ]
+
+
+def _jsonable(o: Any) -> Any:
+    return o.__dict__ if hasattr(o, "__dict__") else str(o)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--days", type=int, default=32, help="Daily feeds to land (2 months → 2 partitions).")
+    parser.add_argument("--rows", type=int, default=30000, help="Orders per feed (about 100 bytes each).")
+    parser.add_argument("--skip-spark", action="store_true", help="Platform side only.")
+    parser.add_argument("--update-docs", action="store_true")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="etl-cost-"))
+    os.environ["ETL_LOCAL_DIR"] = str(work / "local")
+    try:
+        feeds = daily_feeds(args.days, args.rows)
+        spark = {"batch": math.nan, "per_object": [math.nan] * len(feeds), "compact": math.nan, "erase": math.nan}
+        if not args.skip_spark:
+            spark = run_spark(feeds, work)
+        measured = run_platform(feeds, work)
+        RESULTS.write_text(json.dumps({"spark": spark, "measured": measured}, default=_jsonable, indent=1))
+        section = render(args, feeds, measured, spark)
+        print(section)
+        if args.update_docs:
+            update_docs("cost", section)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
