@@ -125,6 +125,8 @@ def deadline_of(context: LambdaContext) -> float:
 @tracer.capture_method
 def record_handler(record: SQSRecord, lambda_context: LambdaContext) -> dict[str, Any]:
     body = json.loads(record.body)
+    logger.set_correlation_id(None)  # a command has none; a previous record of the batch must not lend its own
+    logger.remove_keys(["event_id"])
     deadline = deadline_of(lambda_context)
     c = compactor()
     if is_command(body):
@@ -132,10 +134,11 @@ def record_handler(record: SQSRecord, lambda_context: LambdaContext) -> dict[str
         if isinstance(cmd, Cleanup):
             return _cleaned(c, deadline)
         return _compacted(c.compact(PartitionRef(cmd.dataset, cmd.partition), cmd.reason, deadline))
-    logger.set_correlation_id(body.get("id"))
+    logger.append_keys(event_id=body.get("id"))
     detail = events.parse_event(body)
     if not isinstance(detail, events.PartitionFilesAdded):
         raise ValueError(f"compact does not handle {body.get('detail-type')!r}")
+    logger.set_correlation_id(detail.object_id)  # the object whose files triggered this check
     return _compacted(c.files_added(detail, deadline))
 
 

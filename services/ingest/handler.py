@@ -49,6 +49,7 @@ def ingest_once(ref: dict[str, Any]) -> dict[str, Any]:
     obj = resolve(s3, ref)
     outcome = ingest(s3, obj, os.environ["RAW_BUCKET"])
     detail = outcome.event
+    logger.set_correlation_id(detail.object_id)  # the id every later event and log line of this object carries
     dataset = dataset_metrics.dataset_dimension(getattr(detail, "dataset", None))
     tracer.put_annotation(key="dataset", value=dataset)
     stage = "rejected" if outcome.rejected else "ingested"
@@ -82,7 +83,8 @@ def ingest_once(ref: dict[str, Any]) -> dict[str, Any]:
 @tracer.capture_method
 def record_handler(record: SQSRecord) -> dict[str, Any]:
     envelope = json.loads(record.body)
-    logger.set_correlation_id(envelope.get("id"))
+    logger.set_correlation_id(envelope.get("id"))  # until the object id is known
+    logger.append_keys(event_id=envelope.get("id"))
     return ingest_once(ref=event_reference(envelope))
 
 

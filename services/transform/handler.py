@@ -89,8 +89,9 @@ def job_of(envelope: dict[str, Any]) -> dict[str, Any]:
 @tracer.capture_method
 def record_handler(record: SQSRecord) -> dict[str, Any]:
     envelope = json.loads(record.body)
-    logger.set_correlation_id(envelope.get("id"))
+    logger.append_keys(event_id=envelope.get("id"))
     job = job_of(envelope)
+    logger.set_correlation_id(job["object_id"])  # one id from landing to compaction: ingest set the same
     tracer.put_annotation(key="dataset", value=dataset_metrics.dataset_dimension(job["detail"].get("dataset")))
     try:
         return run_once(job=job)

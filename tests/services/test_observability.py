@@ -9,6 +9,7 @@ may appear in metrics, trace annotations or anything else the handlers print.
 from __future__ import annotations
 
 import json
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -68,6 +69,19 @@ def values(blob: dict[str, Any], *names: str) -> tuple[float, ...]:
     return tuple(value(blob, n) for n in names)
 
 
+def log_lines(out: str, message: str) -> list[dict[str, Any]]:
+    """The handler's JSON log records with this message."""
+    found = []
+    for line in out.splitlines():
+        try:
+            obj = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(obj, dict) and obj.get("message") == message:
+            found.append(obj)
+    return found
+
+
 def per_dataset(blobs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """The per-record blobs, by dataset (one per dataset in these tests)."""
     out = {}
@@ -98,6 +112,13 @@ def aws_env(world: World, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
     yield world
 
 
+def capture_logs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Send the handlers' JSON logs to the current sys.stdout (capsys, in the test body): powertools bound its
+    stream at import time, to whatever stdout was then."""
+    for module in (ingest_handler, transform_handler, compact_handler):
+        monkeypatch.setattr(module.logger.registered_handler, "stream", sys.stdout)
+
+
 # -- the helper ---------------------------------------------------------------------------------------------
 def test_a_record_blob_has_service_and_dataset_and_only_contract_names(capsys: pytest.CaptureFixture) -> None:
     from aws_lambda_powertools import Metrics
@@ -123,6 +144,7 @@ def test_a_record_blob_has_service_and_dataset_and_only_contract_names(capsys: p
 # -- ingest ---------------------------------------------------------------------------------------------------
 def test_ingest_emits_per_dataset_metrics_per_object(aws_env: World, capsys: pytest.CaptureFixture,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    capture_logs(monkeypatch)
     monkeypatch.setattr(ingest_handler.metrics, "service", "ingest")
     s3, landing = aws.client("s3"), aws_env.cfg.landing_bucket
     body = customers_csv([1, 2])
@@ -135,7 +157,11 @@ def test_ingest_emits_per_dataset_metrics_per_object(aws_env: World, capsys: pyt
         records.append(record(json.dumps(env)))
     response = ingest_handler.handler({"Records": records}, context("etl-test-ingest", "ingest"))
     assert response == {"batchItemFailures": []}
-    blobs = emf_blobs(capsys.readouterr().out)
+    out = capsys.readouterr().out
+    (stored,) = log_lines(out, "object stored raw")
+    assert stored["correlation_id"] == stored["object_id"], "the object id follows the object through every service"
+    assert stored["event_id"] != stored["correlation_id"]
+    blobs = emf_blobs(out)
     by_dataset = per_dataset(blobs)
     assert set(by_dataset) == {"customers", "unknown"}, "a dataset with no contract is not a dimension value"
     customers = by_dataset["customers"]
@@ -150,6 +176,7 @@ def test_ingest_emits_per_dataset_metrics_per_object(aws_env: World, capsys: pyt
 # -- transform ------------------------------------------------------------------------------------------------
 def test_transform_emits_rows_bytes_files_and_latency_per_chunk(aws_env: World, capsys: pytest.CaptureFixture,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    capture_logs(monkeypatch)
     monkeypatch.setattr(transform_handler.metrics, "service", "transform")
     data = customers_csv([1, 2, 3], bad=["4,Bad,x,,GB,not-a-date"])
     oid = uuid.uuid4().hex[:20]
@@ -162,7 +189,9 @@ def test_transform_emits_rows_bytes_files_and_latency_per_chunk(aws_env: World, 
     response = transform_handler.handler({"Records": [record(envelope(stored))]},
                                          context("etl-test-transform", "transform"))
     assert response == {"batchItemFailures": []}
-    blobs = emf_blobs(capsys.readouterr().out)
+    out = capsys.readouterr().out
+    assert [line["correlation_id"] for line in log_lines(out, "chunk transformed")] == [oid]
+    blobs = emf_blobs(out)
     (blob,) = per_dataset(blobs).values()
     assert (blob["service"], blob["dataset"]) == ("transform", "customers")
     assert values(blob, "RowsGood", "RowsQuarantined", "BytesIn") == (3, 1, len(data))
@@ -185,6 +214,7 @@ class CompactingFake(FakeCompactor):
 
 def test_compact_batch_of_two_datasets_emits_one_blob_per_dataset(capsys: pytest.CaptureFixture,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    capture_logs(monkeypatch)
     monkeypatch.setattr(compact_handler, "compactor", CompactingFake)
     monkeypatch.setattr(compact_handler.metrics, "service", "compact")
     annotations: list[tuple[str, Any]] = []
@@ -196,7 +226,9 @@ def test_compact_batch_of_two_datasets_emits_one_blob_per_dataset(capsys: pytest
     response = compact_handler.handler({"Records": [record(envelope(a)) for a in added]},
                                        context("etl-test-compact", "compact"))
     assert response == {"batchItemFailures": []}
-    blobs = emf_blobs(capsys.readouterr().out)
+    out = capsys.readouterr().out
+    assert [line["correlation_id"] for line in log_lines(out, "partition checked")] == ["obj-orders", "obj-customers"]
+    blobs = emf_blobs(out)
     by_dataset = per_dataset(blobs)
     assert set(by_dataset) == {"orders", "customers"}
     for blob in by_dataset.values():
