@@ -156,13 +156,37 @@ def local_down() -> None:
 def local_logs(
     function: Annotated[str, typer.Argument(help="Function name, e.g. etl-local-ingest.")] = "",
     lines: Annotated[int, typer.Option("-n", help="How many lines.")] = 40,
+    object_id: Annotated[str | None, typer.Option(
+        "--object", help="Only log records of this object (its correlation_id), from every function, in time order."
+    )] = None,
 ) -> None:
-    """Show the last lines a function (or the supervisor) printed."""
-    path = platform.state_dir() / ("logs" if function else "") / (f"{function}.log" if function else "platform.log")
+    """Show the last lines a function (or the supervisor) printed, or follow one object through every service."""
+    logs = platform.state_dir() / "logs"
+    if object_id:
+        records = [r for path in ([logs / f"{function}.log"] if function else sorted(logs.glob("*.log")))
+                   if path.exists() for r in _records(path) if r.get("correlation_id") == object_id]
+        if not records:
+            fail(f"no log record has correlation_id {object_id}; `etl status` lists object ids")
+        for r in sorted(records, key=lambda r: r.get("timestamp", ""))[-lines:]:
+            sys.stdout.write(json.dumps(r) + "\n")
+        return
+    path = logs / f"{function}.log" if function else platform.state_dir() / "platform.log"
     if not path.exists():
-        known = sorted(p.stem for p in (platform.state_dir() / "logs").glob("*.log"))
+        known = sorted(p.stem for p in logs.glob("*.log"))
         fail(f"no log at {path}; functions with logs: {', '.join(known) or 'none yet'}")
     sys.stdout.write("".join(path.read_text(errors="replace").splitlines(True)[-lines:]))
+
+
+def _records(path: Path) -> list[dict]:
+    """The JSON log records of a function log (other lines: tracebacks, local REPORT lines, are skipped)."""
+    out = []
+    for line in path.read_text(errors="replace").splitlines():
+        if line.startswith("{"):
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                continue
+    return out
 
 
 # -- data producers --------------------------------------------------------------------------------
