@@ -43,16 +43,21 @@ def context(name: str, handler: str) -> LambdaContext:
     return LambdaContext(FunctionSpec(name, handler, 900, 512, {}))
 
 
-def emf_blobs(out: str) -> list[dict[str, Any]]:
-    blobs = []
+def json_records(out: str) -> list[dict[str, Any]]:
+    """Every line of output that is a JSON object: EMF blobs and log records alike."""
+    records = []
     for line in out.splitlines():
         try:
             obj = json.loads(line)
         except ValueError:
             continue
-        if isinstance(obj, dict) and "_aws" in obj:
-            blobs.append(obj)
-    return blobs
+        if isinstance(obj, dict):
+            records.append(obj)
+    return records
+
+
+def emf_blobs(out: str) -> list[dict[str, Any]]:
+    return [r for r in json_records(out) if "_aws" in r]
 
 
 def dimensions(blob: dict[str, Any]) -> set[str]:
@@ -71,15 +76,7 @@ def values(blob: dict[str, Any], *names: str) -> tuple[float, ...]:
 
 def log_lines(out: str, message: str) -> list[dict[str, Any]]:
     """The handler's JSON log records with this message."""
-    found = []
-    for line in out.splitlines():
-        try:
-            obj = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(obj, dict) and obj.get("message") == message:
-            found.append(obj)
-    return found
+    return [r for r in json_records(out) if r.get("message") == message]
 
 
 def per_dataset(blobs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
