@@ -43,6 +43,9 @@ sys.path.insert(0, str(ROOT / "bench"))
 import cost_model  # noqa: E402
 from _harness import etl, machine, update_docs  # noqa: E402
 
+from etl.local.accounting import caller_id  # noqa: E402
+from etl.local.accounting import read as read_requests  # noqa: E402
+
 STATUSES = ("placed", "paid", "shipped", "cancelled")
 SUBJECTS = (17, 42, 314)
 CUSTOMERS = 2000
@@ -169,10 +172,8 @@ def run_platform(feeds: list[tuple[str, bytes]], work: Path) -> dict[str, Any]:
         log_bytes = {p.stem: p.stat().st_size for p in logs.glob("*.log")}
     finally:
         etl("local", "down")
-    from etl.local import accounting
-
     calls: dict[str, list[cost_model.Call]] = defaultdict(list)
-    for r in accounting.read(request_log):
+    for r in read_requests(request_log):
         calls[r.caller].append(cost_model.Call(r.service, r.operation, r.bytes_in, r.bytes_out, r.units))
     return {"functions": functions, "invocations": invocations, "calls": calls, "log_bytes": log_bytes,
             "resources": resources,
@@ -192,14 +193,12 @@ def _invocations(logs: Path) -> dict[str, list[dict[str, Any]]]:
 
 def bills(measured: dict[str, Any]) -> dict[str, tuple[cost_model.Bill, dict[str, Any]]]:
     """One bill per service, from its functions' invocations, requests, messages and logs."""
-    from etl.local.accounting import caller_id
-
     out: dict[str, tuple[cost_model.Bill, dict[str, Any]]] = {}
     for name, fn in measured["functions"].items():
         service = service_of(name)
         bill, facts = out.setdefault(service, (cost_model.Bill(), Counter()))
         runs = measured["invocations"].get(name, [])
-        cost_model.lambda_bill(bill, [r["duration_ms"] for r in runs], fn["memory_mb"], fn.get("architecture", "arm64"))
+        cost_model.lambda_bill(bill, [r["duration_ms"] for r in runs], fn["memory_mb"])  # arm64, the default
         cost_model.queue_bill(bill, sum(r.get("records", 0) for r in runs))
         calls = measured["calls"].get(caller_id(name), [])
         cost_model.requests_bill(bill, calls)
@@ -208,7 +207,6 @@ def bills(measured: dict[str, Any]) -> dict[str, tuple[cost_model.Bill, dict[str
         facts["seconds"] += sum(r["duration_ms"] for r in runs) / 1000
         facts["peak_rss_mb"] = max(facts["peak_rss_mb"], *(r.get("max_rss_mb", 0) for r in runs), 0)
         facts["s3_read"] += sum(c.bytes_out for c in calls if c.service == "s3" and c.operation == "GET")
-        facts["s3_written"] += sum(c.bytes_in for c in calls if c.service == "s3" and c.operation == "PUT")
         facts["requests"] += len(calls)
     return out
 
