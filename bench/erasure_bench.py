@@ -183,9 +183,20 @@ def _run_platform(lake: Path, out: Path, subjects: list[int], workers: int = 1) 
             bytes_affected=sum(os.path.getsize(files[i]) for i, r in enumerate(results) if r["matched"]))
 
 
-def _run_baseline(lake: Path, out: Path, subjects: list[int]) -> None:
+def _full_scan(files: list[Path], subjects: list[int]) -> list[Path]:
+    """Find-and-Forget's FIND: the subject column of every file (Athena `SELECT DISTINCT "$path" … IN (…)`)."""
     import pyarrow as pa
     import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    value_set = pa.array(subjects, pa.int64())
+    return [f for f in files if pc.any(pc.is_in(pq.read_table(f, columns=["o_custkey"])["o_custkey"],
+                                                value_set=value_set)).as_py()]
+
+
+def _run_baseline(lake: Path, out: Path, subjects: list[int]) -> None:
+    import pyarrow as pa
+    import pyarrow.compute  # _full_scan's, imported before the clock
     import pyarrow.parquet as pq
 
     _single_thread()
@@ -193,10 +204,7 @@ def _run_baseline(lake: Path, out: Path, subjects: list[int]) -> None:
     files = lake_files(lake)
     wanted = set(subjects)
     start = _started()
-    # FIND: a full scan of the subject column of every file (Athena `SELECT DISTINCT "$path" … IN (…)`)
-    value_set = pa.array(subjects, pa.int64())
-    affected = [f for f in files if pc.any(pc.is_in(pq.read_table(f, columns=["o_custkey"])["o_custkey"],
-                                                    value_set=value_set)).as_py()]
+    affected = _full_scan(files, subjects)
     removed = written = 0
     for i, f in enumerate(affected):
         table = pq.read_table(f)  # the whole object in memory
@@ -216,16 +224,14 @@ def _run_baseline(lake: Path, out: Path, subjects: list[int]) -> None:
 def _run_ff_pandas(lake: Path, out: Path, subjects: list[int]) -> None:
     import pandas  # noqa: F401 - imported before the clock, like the other contenders' libraries
     import pyarrow as pa
-    import pyarrow.compute as pc
+    import pyarrow.compute  # _full_scan's, imported before the clock
     import pyarrow.parquet as pq
 
     _single_thread()
     pa.array([0])
     files = lake_files(lake)
     start = _started()
-    value_set = pa.array(subjects, pa.int64())
-    affected = [f for f in files if pc.any(pc.is_in(pq.read_table(f, columns=["o_custkey"])["o_custkey"],
-                                                    value_set=value_set)).as_py()]
+    affected = _full_scan(files, subjects)
     removed = written = 0
     for i, f in enumerate(affected):
         parquet_file = pq.ParquetFile(f, memory_map=False)
