@@ -109,6 +109,13 @@ def lake(p: Platform, table: str) -> tuple[Counter, dict[tuple[str, ...], str]]:
     return rows, locations
 
 
+def compacted(p: Platform, table: str) -> set[tuple[str, ...]]:
+    """Partitions the compaction service has rewritten so far (its sweep may pick up any quiet partition)."""
+    names = DATASETS[table].partition_names
+    return {tuple(str(e["detail"]["partition"][n]) for n in names)
+            for e in p.events_for("PartitionCompacted", dataset=table)}
+
+
 def duckdb_count(p: Platform, table: str, ids: list[int]) -> int:
     engine = LocalEngine(p.out("glueDatabase"), glue=p.client("glue"), filesystem=s3fs(p.state.endpoint))
     sql = f"SELECT count(*) AS n FROM {table} WHERE customer_id IN ({', '.join(map(str, ids))})"
@@ -187,7 +194,8 @@ def test_partitions_without_subjects_were_not_rewritten(platform: Platform, eras
         # partition values are the last columns DuckDB returns (the partition keys)
         with_subject = {tuple(str(v) for v in r[-len(names):]) for r in rows_before if r[col] in SUBJECTS}
         changed = {k for k in loc_before if loc_after.get(k) != loc_before[k]}
-        assert changed == with_subject
+        assert with_subject <= changed, "every partition holding a subject was rewritten"
+        assert changed - with_subject <= compacted(p, table), "any other change is the compaction sweep's, not ours"
 
 
 def test_quarantine_and_raw_copies_hold_no_subject(platform: Platform, erased: dict[str, Any]) -> None:
@@ -295,7 +303,9 @@ def test_cancel_before_erasing_rewrites_nothing(platform: Platform, erased: dict
     api(p, "POST", "/erasure-runs")
     time.sleep(3)
     after, locations_after = lake(p, "customers")
-    assert (after, locations_after) == (before, locations)
+    assert after == before
+    moved = {k for k in locations if locations_after.get(k) != locations[k]}
+    assert moved <= compacted(p, "customers"), "only the compaction sweep may have moved a partition meanwhile"
     status, again = api(p, "POST", f"/erasure-requests/{resp['id']}/cancel")
     assert status == 200 and again["state"] == "CANCELLED", "cancelling twice is idempotent"
     status, cert = api(p, "GET", f"/erasure-requests/{resp['id']}/certificate")
