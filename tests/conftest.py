@@ -1,5 +1,6 @@
-"""Shared fixtures: the repository root on sys.path and dummy AWS credentials (never real ones)."""
+"""Shared fixtures: the repository root on sys.path, dummy AWS credentials (never real ones), a moto server."""
 
+import logging
 import os
 import sys
 import zipfile
@@ -39,3 +40,18 @@ def built_layers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         os.environ.pop("ETL_BUILD_DIR", None)
     else:
         os.environ["ETL_BUILD_DIR"] = previous
+
+
+@pytest.fixture(scope="module")
+def moto_endpoint() -> Iterator[str]:
+    """A moto server on a free loopback port for the module, reached over HTTP like AWS (tests set the env)."""
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()

@@ -9,17 +9,15 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from moto.server import ThreadedMotoServer
 
 from contracts import aws, lake
 from contracts.commits import (
@@ -39,18 +37,6 @@ ORDERS = load_datasets()["orders"]
 REF = PartitionRef("orders", {"order_year": "2024", "order_month": "05"})
 SETTINGS = CommitSettings(grace_seconds=3600, max_op_seconds=60, clock_margin_seconds=5)
 PARQUET_SERDE = "org.apache.hadoop.hive.ql.io.parquet.serde.ParquetHiveSerDe"
-
-
-@pytest.fixture(scope="module")
-def moto_endpoint() -> Iterator[str]:
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
 
 
 @pytest.fixture

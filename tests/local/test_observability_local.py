@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 
 import pytest
-from moto.server import ThreadedMotoServer
 
 from contracts import aws
 from etl.local.moto_backend import MotoBackend
@@ -45,18 +42,11 @@ def test_function_hosts_import_handlers_with_tracing_disabled() -> None:
 
 
 @pytest.fixture
-def moto_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    for k, v in {"AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_ACCESS_KEY_ID": "testing",
+def moto_env(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    for k, v in {"AWS_ENDPOINT_URL": moto_endpoint, "AWS_ACCESS_KEY_ID": "testing",
                  "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
         monkeypatch.setenv(k, v)
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
+    return moto_endpoint
 
 
 def test_core_stack_with_its_dashboard_stands_up_in_moto(moto_env: str) -> None:

@@ -1,8 +1,7 @@
-"""A moto server on loopback for the module, reached over HTTP through AWS_ENDPOINT_URL (as users do)."""
+"""The tests' moto server (tests/conftest.py), reached through AWS_ENDPOINT_URL for the whole module (as users do)."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 
 import pytest
@@ -11,21 +10,11 @@ CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing
 
 
 @pytest.fixture(scope="module")
-def moto_endpoint() -> Iterator[str]:
-    """Start ThreadedMotoServer on a free port; point boto3 and pyarrow at it; restore the env after."""
-    from moto.server import ThreadedMotoServer
-
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
+def moto_endpoint(moto_endpoint: str) -> Iterator[str]:
+    """Point boto3 and pyarrow at the moto server for the module; restore the env after."""
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("AWS_ENDPOINT_URL", endpoint)
+        mp.setenv("AWS_ENDPOINT_URL", moto_endpoint)
         for key, value in CREDENTIALS.items():
             mp.setenv(key, value)
         mp.delenv("AWS_REGION", raising=False)
-        try:
-            yield endpoint
-        finally:
-            server.stop()
+        yield moto_endpoint

@@ -9,18 +9,15 @@ from __future__ import annotations
 
 import gzip
 import json
-import logging
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from moto.server import ThreadedMotoServer
 
 from contracts import aws, layout
 from contracts.commits import PARQUET_INPUT, PARQUET_OUTPUT, PARQUET_SERDE, PartitionCommitter, PartitionRef
@@ -39,18 +36,6 @@ from services.transform.partition import partition_path
 DATASETS = load_datasets()
 SALT = b"engine-test-salt-0123456789"
 DAY = "2024-05-01"
-
-
-@pytest.fixture(scope="module")
-def moto_endpoint() -> Iterator[str]:
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
 
 
 class Crash(RuntimeError):

@@ -30,8 +30,7 @@ from services.transform import handler as transform_handler
 from tests.services.test_compact_handler import FakeCompactor, envelope, record
 from tests.services.test_erasure_engine import SALT, World, customers_csv, orders_jsonl
 
-# the moto server and the erasure test world (buckets, state table, Glue tables) of the engine tests
-moto_endpoint = engine_tests.moto_endpoint
+# the erasure test world (buckets, state table, Glue tables) of the engine tests, on the shared moto server
 world = engine_tests.world
 
 pytestmark = pytest.mark.filterwarnings("ignore:Disabling idempotency is intended for development")
