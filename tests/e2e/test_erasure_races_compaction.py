@@ -10,7 +10,7 @@ Left alone, the two would mostly commit one after the other (compaction takes a 
 erasure several), so the test makes them meet: it holds the partition with a commit of its own
 (one more row, appended through the commit protocol) until both have planned on the same
 manifest and staged their files, then lets go. Whichever commits first, the other replace was
-planned on files that are gone and must raise ReplaceConflict and re-plan (contracts/commits.py).
+planned on files that are gone and must raise ReplaceConflict and re-plan (contracts/commits/).
 Then: no subject row is left, every other row is there exactly once (landed, appended and held
 ones), the request is verified with a certificate from its first attempt, nothing was
 dead-lettered, and compacting again changes no row. Which side committed first, and which one
