@@ -71,7 +71,8 @@ class InputFormat(_Strict):
     delimiter: str = ","
     header: bool = True
     quote: str = '"'
-    #: True when quoted CSV fields may contain newlines: such files cannot be split on line boundaries.
+    #: True when quoted CSV values may contain newlines (read as one value); False: a record whose quoted
+    #: value spans lines is quarantined whole. Either way chunks are cut on record boundaries (contracts/records.py).
     embedded_newlines: bool = False
 
 

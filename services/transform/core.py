@@ -67,7 +67,7 @@ def transform(
     """
     raw, whole = read_object(data, chunk, object_id)
     if not whole and not can_split(dataset):
-        raise TransformError(object_id, f"dataset {dataset.name!r} allows newlines in values: it cannot be chunked")
+        raise TransformError(object_id, f"dataset {dataset.name!r} has a format that cannot be chunked")
     start = chunk.start if chunk else 0
     text = decode(raw, object_id=object_id, whole=whole, at_start=start == 0)
     del raw

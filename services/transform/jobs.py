@@ -19,7 +19,7 @@ from contracts import aws, events, layout, progress
 from contracts.commits import PartitionCommitter, PartitionRef
 from contracts.datasets import Dataset, get_dataset
 from services.transform import fanin
-from services.transform.chunks import ByteRange, can_split, plan_chunks
+from services.transform.chunks import ByteRange, can_split, dialect_of, plan_chunks
 from services.transform.core import TransformResult, transform
 from services.transform.errors import TransformError
 from services.transform.parquet import file_name, parquet_bytes
@@ -57,16 +57,12 @@ def _raw_file(bucket: str, key: str) -> Any:
 
 
 def plan(detail: events.RawObjectStored, env: Env) -> list[events.ChunkPlanned]:
-    """Chunks of an object: one whole range unless it is big and its format can be cut on lines."""
+    """Chunks of an object: one whole range unless it is big; cuts fall on record boundaries."""
     ds = dataset_of(detail.dataset, detail.object_id)
-    if detail.size > env.chunk_bytes and not can_split(ds):
-        progress.record(aws.client("dynamodb"), env.state_table, detail.object_id, "transforming",
-                        reason=f"warning: {detail.size} bytes processed whole — the contract allows newlines "
-                               "in values, so the object cannot be cut on lines")
     if detail.size <= env.chunk_bytes or not can_split(ds):
         return [_chunk_event(detail, ByteRange(0, detail.size), 1)]
     with _raw_file(detail.raw_bucket, detail.raw_key) as f:
-        ranges = plan_chunks(detail.size, env.chunk_bytes, lambda a, b: f.read_at(b - a, a))
+        ranges = plan_chunks(detail.size, env.chunk_bytes, lambda a, b: f.read_at(b - a, a), dialect_of(ds))
     return [_chunk_event(detail, r, len(ranges)) for r in ranges]
 
 

@@ -2,13 +2,17 @@
 
 Fast path: pyarrow's CSV reader (all columns as strings) on the whole buffer, rows with a wrong
 field count diverted by `invalid_row_handler`. pyarrow does not report line numbers of good rows,
-so rows are matched to non-empty lines; that is exact when the reader produced exactly one row per
-non-empty line (it can merge lines, through quotes, but never split one), which is checked by
-counting. When the count differs (a quoted value spans lines), the exact Python `csv` path runs:
+so rows are matched to non-empty lines; that is used only when every record is one line
+(`contracts.records` finds records: a quoted value may go on over line breaks) and the reader
+produced exactly one row per non-empty line, which is checked by counting. Otherwise the exact
+Python `csv` path reads record by record:
 
-* `embedded_newlines = false`: every line is one record and quotes never span lines, which is also
-  what byte-range chunks see, so whole and chunked processing agree;
+* `embedded_newlines = false`: a record spanning lines is quarantined whole (one reason, every
+  physical line in `_raw`), never read as rows;
 * `embedded_newlines = true`: records may span lines; a row's line number is its first line.
+
+Either way a record whose quote never closes is quarantined whole. Chunks are cut on record
+boundaries too (chunks.py), so whole and chunked processing agree.
 
 Blank lines (zero length) are skipped and are not rows; a whitespace-only line is a row (usually
 one with a wrong field count). The header, when the contract has one, must list the contract's
@@ -21,18 +25,17 @@ from __future__ import annotations
 import csv
 import io
 import re
-from collections.abc import Iterator
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
+from contracts import records
 from contracts.datasets import Dataset
 from services.transform.errors import TransformError
 from services.transform.lines import index_lines
-from services.transform.rows import COLUMN_COUNT, Parsed, Reject, Segment
+from services.transform.rows import COLUMN_COUNT, SPANS_LINES, UNCLOSED_QUOTE, Parsed, Reject, Segment
 
-_LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _LINE_BREAK_BYTES = re.compile(rb"\r\n|\r|\n")
 #: pyarrow block size: large blocks read faster single-threaded; rows never straddle them.
 BLOCK_SIZE = 32 * 1024 * 1024
@@ -140,49 +143,45 @@ def _read_fast(buf: bytes, body: int, first_line: int, dataset: Dataset) -> Pars
     return Parsed([Segment(table, good_lines)], rejects)
 
 
-def _records_by_line(text: str, dataset: Dataset) -> Iterator[tuple[int, list[str], str]]:
-    """(line offset, fields, raw) of every non-empty line; quotes never span lines."""
-    dialect = _dialect(dataset)
-    for offset, line in enumerate(_LINE_BREAK.split(text)):
-        if line:
-            yield offset, next(csv.reader((line,), **dialect), []), line  # type: ignore[arg-type]
+def _fields(raw: str, dataset: Dataset) -> list[str] | None:
+    """Fields of one record's text (line breaks inside quoted values kept verbatim); None if the csv
+    module sees more than one record there (it never should: the record rule is the same)."""
+    rows = list(csv.reader(io.StringIO(raw, newline=""), **_dialect(dataset)))  # type: ignore[arg-type]
+    return rows[0] if len(rows) == 1 else None
 
 
-def _records_multiline(text: str, dataset: Dataset, object_id: str) -> Iterator[tuple[int, list[str], str]]:
-    """(offset of first line, fields, raw) of every record; quoted values may span lines."""
-    reader = csv.reader(io.StringIO(text, newline=""), **_dialect(dataset))  # type: ignore[arg-type]
-    physical: list[str] | None = None
-    before = 0
-    try:
-        for fields in reader:
-            start, before = before, reader.line_num
-            if fields:
-                physical = physical if physical is not None else _LINE_BREAK.split(text)
-                yield start, fields, "\n".join(physical[start:before])
-    except csv.Error as exc:
-        raise TransformError(object_id, f"unreadable CSV after line {before}: {exc}") from exc
+def _read_python(buf: bytes, body: int, first_line: int, dataset: Dataset, index: records.RecordIndex) -> Parsed:
+    """Exact but slower path: one record at a time, records found by `contracts.records`.
 
-
-def _read_python(buf: bytes, body: int, first_line: int, dataset: Dataset, object_id: str) -> Parsed:
-    """Exact but slower path: Python's csv module, one record at a time."""
+    A record spanning lines where the contract forbids newlines in values, or whose quote never
+    closes, is quarantined whole — every physical line of it in `_raw`, under one reason — instead of
+    being read line by line, which would turn its tail into a row that was never in the file.
+    """
     names = [c.name for c in dataset.columns]
     # pyarrow has no field size limit; match it (this only ever raises the process-wide limit)
     csv.field_size_limit(max(csv.field_size_limit(), FIELD_LIMIT))
-    text = buf[body:].decode("utf-8")
-    records = (
-        _records_multiline(text, dataset, object_id)
-        if dataset.format.embedded_newlines
-        else _records_by_line(text, dataset)
-    )
     columns: list[list[str]] = [[] for _ in names]
     lines: list[int] = []
     rejects: list[Reject] = []
-    for offset, fields, raw in records:
-        if len(fields) != len(names):
-            reason = f"wrong column count: expected {len(names)} fields, found {len(fields)}"
-            rejects.append(Reject(first_line + offset, COLUMN_COUNT, reason, raw))
+    last = len(index) - 1
+    for r in index.nonempty.tolist():
+        raw = buf[int(index.starts[r]) : int(index.ends[r])].decode("utf-8")
+        line, count = first_line + int(index.first_line[r]), int(index.lines[r])
+        where = f"line {line}" if count == 1 else f"lines {line}-{line + count - 1}"
+        if r == last and index.open_end:
+            rejects.append(Reject(line, UNCLOSED_QUOTE, f"a quoted value opened on {where} is never closed", raw))
             continue
-        lines.append(first_line + offset)
+        if count > 1 and not dataset.format.embedded_newlines:
+            rejects.append(Reject(line, SPANS_LINES, f"a quoted value spans {where}, but the contract does not "
+                                                     "allow newlines in values (format.embedded_newlines)", raw))
+            continue
+        fields = _fields(raw, dataset)
+        if fields is None or len(fields) != len(names):
+            found = "several records" if fields is None else str(len(fields))
+            reason = f"wrong column count: expected {len(names)} fields, found {found}"
+            rejects.append(Reject(line, COLUMN_COUNT, reason, raw))
+            continue
+        lines.append(line)
         for column, value in zip(columns, fields, strict=True):
             column.append(value)
     table = pa.table({n: pa.array(c, pa.string()) for n, c in zip(names, columns, strict=True)})
@@ -199,4 +198,9 @@ def parse_csv(buf: bytes, dataset: Dataset, *, object_id: str, first_line: int, 
         body, body_line = after
     if body >= len(buf):
         return Parsed()
-    return _read_fast(buf, body, body_line, dataset) or _read_python(buf, body, body_line, dataset, object_id)
+    dialect = records.Dialect.of(dataset.format)
+    if not records.spans_lines(buf, dialect, body):  # one record per line: pyarrow can be matched to lines
+        fast = _read_fast(buf, body, body_line, dataset)
+        if fast is not None:
+            return fast
+    return _read_python(buf, body, body_line, dataset, records.index_records(buf, dialect, body))

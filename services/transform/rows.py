@@ -21,6 +21,10 @@ DUPLICATE_KEY = "duplicate_key"
 BAD_VALUE = "bad_value"
 MISSING_VALUE = "missing_value"
 BAD_PARTITION = "bad_partition"
+#: a CSV record whose quoted value spans lines, in a contract that does not allow newlines in values
+SPANS_LINES = "spans_lines"
+#: a CSV record whose quoted value is never closed (the rest of the text is that one record)
+UNCLOSED_QUOTE = "unclosed_quote"
 
 
 @dataclass(frozen=True)

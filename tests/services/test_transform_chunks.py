@@ -12,6 +12,7 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
+from contracts import records
 from contracts.datasets import Dataset, get_dataset
 from etl import samples
 from services.transform import chunks as chunks_mod
@@ -52,7 +53,7 @@ def merged(results: list[TransformResult]) -> tuple[dict[str, list[dict[str, Any
 
 
 def whole_vs_chunked(dataset: Dataset, data: bytes, chunk_size: int) -> int:
-    plan = plan_chunks(len(data), chunk_size, reader(data))
+    plan = plan_chunks(len(data), chunk_size, reader(data), chunks_mod.dialect_of(dataset))
     assert_plan_is_exact(data, plan)
     whole = run(dataset, data)
     parts, quarantine, rows_in = merged([run(dataset, data, chunk=r) for r in plan])
@@ -79,7 +80,7 @@ def test_plan_with_crlf_and_lone_cr_line_breaks() -> None:
 
 
 def test_counting_pieces_split_inside_crlf(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(chunks_mod, "COUNT_PIECE", 7)  # pieces end between \r and \n
+    monkeypatch.setattr(records, "PIECE", 7)  # reads end between \r and \n; pieces still end after a \n
     data = b"a\r\nbb\r\nccc\r\n" * 50 + b"tail\n" * 50
     assert_plan_is_exact(data, plan_chunks(len(data), 97, reader(data)))
     assert count_line_breaks(b"\n", after_cr=True) == (0, False)
@@ -95,7 +96,7 @@ def test_small_and_gzip_objects_are_one_chunk() -> None:
 
 
 def test_a_line_longer_than_the_window_moves_the_cut(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(chunks_mod, "ALIGN_WINDOW", 16)
+    monkeypatch.setattr(records, "PIECE", 16)
     data = b"short\n" + b"y" * 500 + b"\nend\n"
     plan = plan_chunks(len(data), 10, reader(data))
     assert [(r.start, r.end) for r in plan] == [(0, 507), (507, 511)]
@@ -117,9 +118,27 @@ def test_byte_range_validation() -> None:
     assert ByteRange(3, 10).length == 7
 
 
-def test_split_only_where_lines_are_records() -> None:
-    assert can_split(ORDERS) and can_split(CUSTOMERS)
-    assert not can_split(typed_dataset(embedded=True))
+def test_every_format_splits_on_record_boundaries() -> None:
+    assert can_split(ORDERS) and can_split(CUSTOMERS) and can_split(typed_dataset(embedded=True))
+
+
+@pytest.mark.parametrize("embedded", [False, True])
+@pytest.mark.parametrize("newline", [b"\n", b"\r\n"])
+def test_cuts_never_fall_inside_a_quoted_value(embedded: bool, newline: bytes) -> None:
+    """Records with quoted newlines everywhere: every cut is at a record start, chunked == whole."""
+    ds = typed_dataset(embedded=embedded)
+    head = ",".join(c.name for c in ds.columns).encode() + newline
+    rows = [f'{i},1,1.00,0.5,true,2024-01-01,2024-01-01T00:00:00,"n{i}{newline.decode()}x,""y""{newline.decode()}",eu'
+            .encode() if i % 3 else f"{i},,,,,,,plain,eu".encode() for i in range(1, 120)]
+    data = head + newline.join(rows) + newline
+    for size in (7, 40, 133):
+        plan = plan_chunks(len(data), size, reader(data), chunks_mod.dialect_of(ds))
+        assert len(plan) > 3
+        for r in plan[1:]:
+            assert data[r.start:].split(newline, 1)[0].split(b",")[0].isdigit(), "a cut inside a record"
+        assert whole_vs_chunked(ds, data, size) == len(plan)
+    whole = run(ds, data)
+    assert whole.rows_good == (119 if embedded else 39) and whole.rows_in == 119
 
 
 def test_pyarrow_buffers_and_files_as_range_readers(tmp_path: Path) -> None:

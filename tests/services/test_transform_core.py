@@ -256,14 +256,23 @@ def test_missing_partition_source_is_quarantined() -> None:
     assert reasons(result)[2] == "signup_year: partition source signup_date is empty, so the row has no partition"
 
 
-def test_quoted_newline_where_the_contract_forbids_it_splits_the_record() -> None:
-    # embedded_newlines = false: each line is a record, exactly as a byte-range chunk would see it
+def test_quoted_newline_where_the_contract_forbids_it_quarantines_the_record_whole() -> None:
+    # embedded_newlines = false: the record is one record of two lines, refused whole; its tail is no row
     result = run(CUSTOMERS, customers('1,"Ann', 'Smith",a@x.io,,DE,2024-01-01', "2,Bob,b@x.io,,FR,2024-01-02"))
-    assert result.rows_in == 3 and result.rows_good == 1
-    assert reasons(result) == {
-        2: "wrong column count: expected 6 fields, found 2",
-        3: "wrong column count: expected 6 fields, found 5",
-    }
+    assert result.rows_in == 2 and result.rows_good == 1
+    assert reasons(result) == {2: "a quoted value spans lines 2-3, but the contract does not allow newlines in "
+                                  "values (format.embedded_newlines)"}
+    (q,) = result.quarantine.to_pylist()
+    assert q["_raw"] == '1,"Ann\nSmith",a@x.io,,DE,2024-01-01' and result.quarantine_reasons == {"spans_lines": 1}
+
+
+def test_the_tail_of_a_spanning_record_never_becomes_a_row_of_someone_else() -> None:
+    """Issue #12: `10210,"note⏎42,x",…` must not yield a row of customer 42."""
+    data = customers('10210,"note', '42,x",m@x.com,,DE,2024-01-01', "7,Eve,e@x.io,,FR,2024-01-02")
+    for crlf in (False, True):
+        result = run(CUSTOMERS, data.replace(b"\n", b"\r\n") if crlf else data)
+        assert [r["customer_id"] for r in good_rows(result)] == [7]
+        assert result.rows_quarantined == 1
 
 
 def test_quoted_newline_where_the_contract_allows_it_is_one_value() -> None:
@@ -277,10 +286,12 @@ def test_quoted_newline_where_the_contract_allows_it_is_one_value() -> None:
     assert [r["_source_line"] for r in good_rows(bad)] == [2, 4]
 
 
-def test_unterminated_quote_at_the_end_reads_to_the_end() -> None:
+def test_unterminated_quote_at_the_end_is_quarantined_whole() -> None:
     result = run(CUSTOMERS, customers("1,Ann,a@x.io,,DE,2024-01-01", '2,"Bob,b@x.io,,FR,2024-01-02'))
-    assert result.rows_in == 2
-    assert reasons(result)[3] == "wrong column count: expected 6 fields, found 2"
+    assert result.rows_in == 2 and result.rows_good == 1
+    assert reasons(result)[3] == "a quoted value opened on line 3 is never closed"
+    spanning = run(typed_dataset(embedded=True), csv_text([typed_row(id="1"), typed_row(id="2", note='"a')]) + b"b\n")
+    assert reasons(spanning) == {3: "a quoted value opened on lines 3-4 is never closed"}
 
 
 # --- whole-object errors -----------------------------------------------------------------------------
@@ -313,8 +324,6 @@ def test_chunks_that_cannot_work_raise() -> None:
     data = customers("1,Ann,a@x.io,,DE,2024-01-01", "2,Bob,b@x.io,,FR,2024-01-02")
     with pytest.raises(TransformError, match="cannot be processed in byte ranges"):
         run(CUSTOMERS, gzip.compress(data), chunk=ByteRange(0, 30))
-    with pytest.raises(TransformError, match="allows newlines in values: it cannot be chunked"):
-        run(typed_dataset(embedded=True), data, chunk=ByteRange(0, 30))
     with pytest.raises(TransformError, match="beyond the object's"):
         run(CUSTOMERS, data, chunk=ByteRange(0, len(data) + 1))
 
