@@ -14,6 +14,7 @@ _SIMPLE = {
     "string": pa.string(),
     "int32": pa.int32(),
     "int64": pa.int64(),
+    "float32": pa.float32(),
     "float64": pa.float64(),
     "bool": pa.bool_(),
     "date": pa.date32(),

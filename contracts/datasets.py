@@ -17,13 +17,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 DATASETS_DIR = Path(__file__).parent / "datasets"
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 DECIMAL_RE = re.compile(r"^decimal\((\d{1,2}),(\d{1,2})\)$")
-SIMPLE_TYPES = {"string", "int32", "int64", "float64", "bool", "date", "timestamp"}
+SIMPLE_TYPES = {"string", "int32", "int64", "float32", "float64", "bool", "date", "timestamp"}
 
 #: contract type -> Glue/Athena (Hive DDL) type
 GLUE_TYPES = {
     "string": "string",
     "int32": "int",
     "int64": "bigint",
+    "float32": "float",
     "float64": "double",
     "bool": "boolean",
     "date": "date",
@@ -101,6 +102,9 @@ class Dataset(_Strict):
     format: InputFormat = InputFormat()
     storage: Storage = Storage()
     raw_retention_days: int = Field(30, ge=1, le=3650)
+    #: the lock file's version of this shape (contracts/schema_evolution.py); set on load, never in the TOML.
+    #: None: the shape is not locked yet (`etl datasets lock` records it)
+    version: int | None = None
 
     @field_validator("name")
     @classmethod
@@ -160,6 +164,9 @@ def parse_dataset(text: str, origin: str = "<string>") -> Dataset:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ContractError(f"{origin}: not valid TOML: {exc}") from exc
+    if "version" in data:
+        raise ContractError(f"{origin}: version: not set in the contract; `etl datasets lock` records each "
+                            "version of the shape in <name>.lock.json beside it")
     try:
         return Dataset.model_validate(data)
     except ValidationError as exc:
@@ -173,7 +180,19 @@ def load_dataset_file(path: Path) -> Dataset:
     ds = parse_dataset(path.read_text(encoding="utf-8"), str(path))
     if ds.name != path.stem:
         raise ContractError(f"{path}: dataset name {ds.name!r} must match the file name {path.stem!r}")
-    return ds
+    return with_version(ds, path.parent)
+
+
+def with_version(ds: Dataset, directory: Path) -> Dataset:
+    """The contract with the version its lock file gives its shape (None when the shape is not locked)."""
+    from contracts import schema_evolution as evolution  # it imports this module
+
+    try:
+        lock = evolution.read_lock(ds.name, directory)
+    except evolution.EvolutionError as exc:
+        raise ContractError(str(exc)) from exc
+    version = lock.version_of(evolution.fingerprint(ds)) if lock else None
+    return ds.model_copy(update={"version": version})
 
 
 @cache

@@ -13,17 +13,19 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from contracts import aws, progress
-from contracts.datasets import ContractError, load_dataset_file, load_datasets
-from etl import build_cli, compact_cli, deploy_cli, dlq_cli, erasure_cli, loader, query_cli, targets
+from contracts import aws, progress, schema_evolution
+from contracts.datasets import DATASETS_DIR, ContractError, load_dataset_file, load_datasets
+from etl import build_cli, catalog_sync, compact_cli, deploy_cli, dlq_cli, erasure_cli, loader, query_cli, targets
 from etl.local import accounting, platform
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, pretty_exceptions_enable=False)
 local_app = typer.Typer(help="Run the whole platform on this machine (moto server + the Pulumi program).",
                         no_args_is_help=True)
-datasets_app = typer.Typer(help="Dataset contracts: list and validate.", no_args_is_help=True)
+datasets_app = typer.Typer(help="Dataset contracts: list, validate, diff, lock versions, apply to an env.",
+                           no_args_is_help=True)
 app.add_typer(local_app, name="local")
 app.add_typer(datasets_app, name="datasets")
 app.add_typer(deploy_cli.app)  # etl deploy | preview | destroy | init ENV
@@ -272,12 +274,45 @@ def watch(
 def datasets_list() -> None:
     """The dataset contracts shipped with the platform."""
     table = Table(title="datasets")
-    for col in ("name", "format", "columns", "subject columns", "partitioned by", "target MB", "raw TTL (days)"):
+    for col in ("name", "version", "format", "columns", "subject columns", "partitioned by", "target MB",
+                "raw TTL (days)"):
         table.add_column(col)
     for ds in load_datasets().values():
-        table.add_row(ds.name, ds.format.type, str(len(ds.columns)), ", ".join(ds.subject_columns) or "-",
+        table.add_row(ds.name, f"v{ds.version}" if ds.version else "unlocked", ds.format.type, str(len(ds.columns)),
+                      ", ".join(ds.subject_columns) or "-",
                       "/".join(p.name for p in ds.partitioning) or "-",
                       str(ds.storage.target_file_mb), str(ds.raw_retention_days))
+    console.print(table)
+
+
+def _contract_files(paths: list[Path] | None) -> list[Path]:
+    from contracts.datasets import DATASETS_DIR
+
+    return list(paths or sorted(DATASETS_DIR.glob("*.toml")))
+
+
+def _deployed(env: str | None) -> tuple[object, str] | None:
+    """(Glue client, database) of an env, or None when no env is given."""
+    if env is None:
+        return None
+    from etl.query import database_name
+
+    try:
+        targets.resolve(env)
+    except targets.TargetError as exc:
+        fail(str(exc))
+    return aws.client("glue"), database_name(env)
+
+
+def _print_changes(title: str, report: schema_evolution.Evolution) -> None:
+    if not report.changes:
+        return
+    table = Table(title=title)
+    for col in ("change", "column", "before", "after", "verdict", "effect"):
+        table.add_column(col, overflow="fold")
+    for c in report.changes:
+        verdict = "[red]refused[/]" if c.breaking else "[green]allowed[/]"
+        table.add_row(c.kind, c.subject, c.before, c.after, verdict, c.effect)
     console.print(table)
 
 
@@ -285,19 +320,143 @@ def datasets_list() -> None:
 def datasets_validate(
     paths: Annotated[list[Path] | None, typer.Argument(help="Contract files (default: every shipped contract).")]
     = None,
+    env: Annotated[str | None, typer.Option("--env", "-e", help="Also compare with the tables deployed in this env.")]
+    = None,
+    locked: Annotated[bool, typer.Option("--locked", help="Fail when a contract changed since its lock "
+                                         "(`etl deploy` requires it).")] = False,
 ) -> None:
-    """Check contract files; every problem is named with its file and field."""
-    from contracts.datasets import DATASETS_DIR
+    """Check contract files, and their changes against the lock (and a deployed env): breaking ones fail.
 
-    files = paths or sorted(DATASETS_DIR.glob("*.toml"))
+    Every problem is named with its file and field; a breaking change says what would break and what
+    to do instead (a new dataset, or an explicit migration).
+    """
+    catalog = _deployed(env)
     bad = 0
-    for f in files:
+    for f in _contract_files(paths):
         try:
             ds = load_dataset_file(f)
-            console.print(f"[green]ok[/]    {f}  ({ds.name}: {len(ds.columns)} columns)")
-        except (ContractError, OSError) as exc:
+            report = schema_evolution.against_lock(ds, f.parent)
+        except (ContractError, OSError, schema_evolution.EvolutionError) as exc:
             bad += 1
-            err.print(f"[red]error[/] {exc}")
+            err.print(f"[red]error[/] {escape(str(exc))}")
+            continue
+        reports = [report]
+        if catalog is not None:
+            reports.append(catalog_sync.check_deployed(catalog[0], catalog[1], ds))
+        broken = [r for r in reports if r.breaking]
+        for r in broken:
+            bad += 1
+            err.print(f"[red]error[/] {f}: {escape(r.message())}")
+        if broken:
+            continue
+        version = f"v{ds.version}" if ds.version else f"unlocked (would be v{report.version})"
+        if not report.locked:
+            what = ", ".join(f"{c.kind} {c.subject}" for c in report.changes) or "a new dataset"
+            (err.print if locked else console.print)(
+                f"[yellow]{'error' if locked else 'note'}[/]  {f}: changed since {report.baseline} ({what}; all "
+                f"allowed): record it with `etl datasets lock {ds.name}`")
+            bad += locked
+            continue
+        console.print(f"[green]ok[/]    {f}  ({ds.name} {version}: {len(ds.columns)} columns)")
+    if bad:
+        raise typer.Exit(1)
+
+
+@datasets_app.command("diff")
+def datasets_diff(
+    names: Annotated[list[str] | None, typer.Argument(help="Datasets (default: every contract).")] = None,
+    env: Annotated[str | None, typer.Option("--env", "-e", help="Compare with what this env has deployed "
+                                            "(default: with the lock files).")] = None,
+    files: Annotated[bool, typer.Option("--files", help="With --env: read every file's footer and count files "
+                                        "by the contract version they were written with.")] = False,
+) -> None:
+    """What a contract change does to the table, its partitions and the files already written."""
+    catalog = _deployed(env)
+    datasets = load_datasets()
+    bad = 0
+    for name in names or sorted(datasets):
+        ds = datasets.get(name)
+        if ds is None:
+            fail(f"no contract {name!r} (known: {', '.join(sorted(datasets))})")
+        if catalog is None:
+            report = schema_evolution.against_lock(ds, DATASETS_DIR)
+            _print_changes(f"{name}: contract against {report.baseline}", report)
+            if not report.changes:
+                console.print(f"{name}: no change of shape against {report.baseline}" if report.locked
+                              else f"{name}: a new dataset (no lock yet): `etl datasets lock {name}` records v1")
+        else:
+            plan = catalog_sync.plan(catalog[0], catalog[1], ds, aws.s3_filesystem() if files else None)
+            report = plan.evolution
+            _print_changes(f"{name}: contract against {report.baseline} in {env}", report)
+            effects = Table(title=f"{name}: effect in {env}", show_header=False)
+            effects.add_row("table", "created by the next deploy" if not plan.deployed else
+                            ("columns updated by `pulumi up`" if plan.table_changes else "unchanged"))
+            effects.add_row("partitions", f"{plan.partitions_to_update} of {plan.partitions} get the table's "
+                            "columns (`etl datasets apply`, run by `etl deploy`)")
+            files_line = "never rewritten by the change: old files read NULL for new columns and widen on read; " \
+                         "compaction rewrites them in the new version"
+            if files:
+                tally = ", ".join(f"{k}: {v}" for k, v in sorted(plan.files_by_version.items())) or "none"
+                files_line = f"{plan.files} file(s) ({tally}); " + files_line
+            effects.add_row("files", files_line)
+            console.print(effects)
+        if report.breaking:
+            bad += 1
+            err.print(f"[red]refused[/] {escape(report.message())}")
+    if bad:
+        raise typer.Exit(1)
+
+
+@datasets_app.command("lock")
+def datasets_lock(
+    names: Annotated[list[str] | None, typer.Argument(help="Datasets (default: every contract).")] = None,
+) -> None:
+    """Record each changed contract as its next version in <name>.lock.json (refused if the change breaks)."""
+    datasets = load_datasets()
+    bad = 0
+    for name in names or sorted(datasets):
+        ds = datasets.get(name)
+        if ds is None:
+            fail(f"no contract {name!r} (known: {', '.join(sorted(datasets))})")
+        try:
+            lock, report = schema_evolution.next_lock(ds, DATASETS_DIR)
+        except schema_evolution.EvolutionError as exc:
+            bad += 1
+            err.print(f"[red]refused[/] {escape(str(exc))}")
+            continue
+        if report.locked:
+            console.print(f"[green]ok[/]     {name} v{report.version}: unchanged")
+            continue
+        path = schema_evolution.write_lock(lock, DATASETS_DIR)
+        console.print(f"[green]locked[/] {name} v{report.version} in {path} — commit it with the contract")
+    load_datasets.cache_clear()
+    if bad:
+        raise typer.Exit(1)
+
+
+@datasets_app.command("apply")
+def datasets_apply(env: EnvOpt = "local") -> None:
+    """Bring an env's tables and every registered partition in line with the contracts (after `pulumi up`).
+
+    `etl deploy` runs it after the core stack; run it by hand after `pulumi up`. Refuses a breaking change.
+    """
+    catalog = _deployed(env)
+    assert catalog is not None
+    glue, database = catalog
+    table = Table(title=f"catalog of {env}")
+    for col in ("dataset", "table", "partitions", "updated"):
+        table.add_column(col)
+    bad = 0
+    for ds in load_datasets().values():
+        try:
+            r = catalog_sync.apply(glue, database, ds)
+        except (schema_evolution.EvolutionError, catalog_sync.CatalogError) as exc:
+            bad += 1
+            err.print(f"[red]error[/] {escape(str(exc))}")
+            continue
+        table.add_row(ds.name, "updated" if r.table_updated else "in line", str(r.partitions),
+                      str(r.partitions_updated))
+    console.print(table)
     if bad:
         raise typer.Exit(1)
 

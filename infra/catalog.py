@@ -1,12 +1,19 @@
-"""Glue tables generated from dataset contracts: columns, partition keys, Parquet SerDe."""
+"""Glue tables generated from dataset contracts: columns, partition keys, Parquet SerDe.
+
+Each table records the contract it was deployed from (version, fingerprint and shape in its
+parameters), so the deploy path can compare the next contract with what is deployed. The program
+itself refuses a contract whose change against its lock file would break the lake
+(contracts/schema_evolution.py): `pulumi up` stops before any resource changes. Partitions already
+registered are brought in line by the deploy-time step `etl datasets apply` (docs/design/schema-evolution.md).
+"""
 
 from __future__ import annotations
 
 import pulumi
 import pulumi_aws as aws
 
-from contracts.datasets import Dataset
-from contracts.lineage import LINEAGE_COLUMNS
+from contracts import schema_evolution as evolution
+from contracts.datasets import DATASETS_DIR, Dataset
 
 PARQUET_INPUT = "org.apache.hadoop.hive.ql.io.parquet.MapredParquetInputFormat"
 PARQUET_OUTPUT = "org.apache.hadoop.hive.ql.io.parquet.MapredParquetOutputFormat"
@@ -15,21 +22,38 @@ PARQUET_SERDE = "org.apache.hadoop.hive.ql.io.parquet.serde.ParquetHiveSerDe"
 
 def table_columns(ds: Dataset) -> list[tuple[str, str]]:
     """Data columns as Athena sees them: contract columns then the lineage columns."""
-    return [(c.name, c.glue_type) for c in ds.columns] + list(LINEAGE_COLUMNS)
+    return evolution.glue_columns(ds)
+
+
+def table_parameters(ds: Dataset) -> dict[str, str]:
+    """Table parameters: Parquet, and the contract (version, fingerprint, shape) the table was deployed from."""
+    return {
+        "classification": "parquet",
+        "EXTERNAL": "TRUE",
+        "parquet.compression": ds.storage.compression.upper(),
+        **evolution.table_parameters(ds),
+    }
+
+
+def check_contract(ds: Dataset) -> None:
+    """Refuse (before any resource changes) a contract whose change against its lock breaks the lake."""
+    report = evolution.against_lock(ds, DATASETS_DIR)
+    if report.breaking:
+        raise evolution.EvolutionError(report.message())
+    if not report.locked and report.base_version is not None:
+        pulumi.log.warn(f"{ds.name}: contract changed since lock v{report.base_version} (allowed); record it with "
+                        "`etl datasets lock` so files carry its version (`etl deploy` requires it)")
 
 
 def dataset_table(ds: Dataset, database: pulumi.Input[str], lake_bucket: pulumi.Input[str], parent: pulumi.Resource):
+    check_contract(ds)
     return aws.glue.CatalogTable(
         f"table-{ds.name}",
         name=ds.name,
         database_name=database,
         description=ds.description,
         table_type="EXTERNAL_TABLE",
-        parameters={
-            "classification": "parquet",
-            "EXTERNAL": "TRUE",
-            "parquet.compression": ds.storage.compression.upper(),
-        },
+        parameters=table_parameters(ds),
         partition_keys=[aws.glue.CatalogTablePartitionKeyArgs(name=p.name, type="string") for p in ds.partitioning],
         storage_descriptor=aws.glue.CatalogTableStorageDescriptorArgs(
             location=pulumi.Output.concat("s3://", lake_bucket, f"/{ds.name}/"),

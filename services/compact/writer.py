@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 
 from contracts.datasets import Dataset
 from contracts.lineage import LINE_COLUMN
+from contracts.schema_evolution import footer_metadata
 
 BLOOM_FPP = 0.05
 #: rows sampled for the dictionary decision (a row group, not a small file: 8,192 rows recognise a
@@ -149,6 +150,7 @@ class RollingWriter:
             path = self.path_for(len(self.done))
             self._sink = pa.OSFile(str(path), "wb")
             self._writer = pq.ParquetWriter(self._sink, group.schema, **self._options)
+            self._writer.add_key_value_metadata(footer_metadata(self.dataset))  # the contract it merged into
         self._writer.write_table(group, row_group_size=group.num_rows)
         self._file_rows += group.num_rows
         self._written_rows += group.num_rows

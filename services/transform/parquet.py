@@ -13,6 +13,8 @@ Choices (measured in docs/benchmarks.md, TPC-H orders):
   from Parquet's own logical types, so dictionary-encoded string columns read back as strings.
 * DELTA_BINARY_PACKED for `_source_line` and integer sort-key columns: near-monotonic values shrink
   to a few bits each.
+* the contract it was written with, as footer key-value metadata (`etl.contract.dataset`,
+  `etl.contract.version`, `etl.contract.fingerprint`; contracts/schema_evolution.py reads them back).
 * decimals with precision <= 18 as INT32/INT64 (as DuckDB and Spark write them); Athena, Trino, Spark
   and DuckDB read them as decimal(p,s). Timestamps are microseconds without zone
   (TIMESTAMP(isAdjustedToUTC=false, MICROS)), which Athena reads as `timestamp`.
@@ -29,6 +31,7 @@ import pyarrow.parquet as pq
 from contracts.arrow import lake_schema as lake_schema  # re-exported: the schema these files are written in
 from contracts.datasets import Dataset
 from contracts.lineage import LINE_COLUMN
+from contracts.schema_evolution import footer_metadata
 from services.transform.encoding import WRITER_SAMPLE_ROWS, repeating_columns
 from services.transform.partition import partition_path
 
@@ -79,6 +82,7 @@ def writer_options(table: pa.Table, dataset: Dataset) -> dict[str, Any]:
 def write_partition(table: pa.Table, sink: Any, dataset: Dataset) -> pq.FileMetaData:
     """Write one partition table to `sink` (path, file object or pyarrow stream); returns its footer."""
     writer = pq.ParquetWriter(sink, table.schema, **writer_options(table, dataset))
+    writer.add_key_value_metadata(footer_metadata(dataset))
     try:
         writer.write_table(table, row_group_size=dataset.storage.row_group_rows)
     finally:
