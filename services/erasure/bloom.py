@@ -12,6 +12,10 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
 _M = (1 << 64) - 1
 _P1, _P2, _P3 = 0x9E3779B185EBCA87, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9
 _P4, _P5 = 0x85EBCA77C2B2AE63, 0x27D4EB2F165667C5
@@ -170,3 +174,60 @@ class SplitBlockBloom:
             if not (word >> bit) & 1:
                 return False
         return True
+
+
+# -- building a filter (verification: is a rewritten file's filter the one its surviving values make?) --
+def _np_rotl(x: np.ndarray, r: int) -> np.ndarray:
+    return (x << np.uint64(r)) | (x >> np.uint64(64 - r))
+
+
+def xxh64_fixed(values: np.ndarray, width: int) -> np.ndarray:
+    """xxHash64 (seed 0) of each value's `width`-byte little-endian encoding (4 or 8), vectorised."""
+    p1, p2, p3, p4 = (np.uint64(p) for p in (_P1, _P2, _P3, _P4))
+    with np.errstate(over="ignore"):
+        h = np.full(len(values), (_P5 + width) & _M, dtype=np.uint64)
+        if width == 8:
+            lane = values.astype(np.int64).view(np.uint64)
+            k = _np_rotl(lane * p2, 31) * p1
+            h = _np_rotl(h ^ k, 27) * p1 + p4
+        elif width == 4:
+            lane = values.astype(np.int32).view(np.uint32).astype(np.uint64)
+            h = _np_rotl(h ^ (lane * p1), 23) * p2 + p3
+        else:
+            raise ValueError(f"fixed-width hashing of {width}-byte values is not supported")
+        h ^= h >> np.uint64(33)
+        h *= p2
+        h ^= h >> np.uint64(29)
+        h *= p3
+        h ^= h >> np.uint64(32)
+    return h
+
+
+def hashes_of(values: pa.Array, physical_type: str) -> np.ndarray:
+    """xxHash64 of each distinct value's PLAIN encoding, as the writer inserts it."""
+    distinct = pc.unique(values)
+    if physical_type in ("INT64", "INT32"):
+        width = 8 if physical_type == "INT64" else 4
+        return xxh64_fixed(distinct.to_numpy(zero_copy_only=False), width)
+    if physical_type in ("BYTE_ARRAY", "FIXED_LEN_BYTE_ARRAY"):
+        return np.array([xxh64(v) for v in distinct.cast(pa.binary()).to_pylist()], dtype=np.uint64)
+    if physical_type in ("DOUBLE", "FLOAT"):
+        fmt = "<d" if physical_type == "DOUBLE" else "<f"
+        return np.array([xxh64(struct.pack(fmt, v)) for v in distinct.to_pylist()], dtype=np.uint64)
+    raise ValueError(f"bloom filters of {physical_type} columns are not supported")
+
+
+def bloom_bitset(num_bytes: int, values: pa.Array, physical_type: str) -> bytes:
+    """The bitset of a split-block filter of `num_bytes` holding exactly `values`."""
+    blocks = num_bytes // BLOCK_BYTES
+    words = np.zeros((blocks, 8), dtype=np.uint32)
+    h = hashes_of(values, physical_type)
+    if len(h):
+        with np.errstate(over="ignore"):
+            block = ((h >> np.uint64(32)) * np.uint64(blocks)) >> np.uint64(32)
+            key = (h & np.uint64(0xFFFFFFFF)).astype(np.uint64)
+            for i, salt in enumerate(SALT):
+                bit = ((key * np.uint64(salt)) & np.uint64(0xFFFFFFFF)) >> np.uint64(27)
+                np.bitwise_or.at(words[:, i], block.astype(np.int64),
+                                 (np.uint32(1) << bit.astype(np.uint32)).astype(np.uint32))
+    return words.astype("<u4").tobytes()

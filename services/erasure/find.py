@@ -96,7 +96,7 @@ def _in_range(values: list, stats: pq.Statistics | None) -> list:
     return kept
 
 
-def _bloom(blob: Blob, chunk: pq.ColumnChunkMetaData) -> SplitBlockBloom | None:
+def read_bloom(blob: Blob, chunk: pq.ColumnChunkMetaData) -> SplitBlockBloom | None:
     offset = chunk.bloom_filter_offset
     if not offset or offset < 0:
         return None
@@ -128,7 +128,7 @@ def _candidates(
                 continue
             survived_stats = True
             try:
-                bloom = _bloom(blob, chunk)
+                bloom = read_bloom(blob, chunk)
             except BloomFormatError:
                 bloom = None  # unreadable filter: fall through to the exact test
             if bloom is not None:

@@ -6,6 +6,11 @@ column, dictionary and delta encodings, statistics, page index, bloom filters on
 new row group, minus the erased rows, so sort order and group sizes stay as compaction left them).
 Rows are removed with `pyarrow.compute.is_in` (vectorised). Memory holds one row group at a time.
 
+Everything the writer derives from values is derived from the rows left: a row group that lost rows
+has its dictionary columns re-encoded (a filtered dictionary array keeps its whole dictionary, and
+the writer would store an erased row's value in the dictionary page), and statistics, page index
+and bloom filters are computed by the writer from what it writes. structure.py checks the bytes.
+
 Not recorded in Parquet, so taken from the platform's writer convention (services/transform/
 parquet.py): zstd level 3 for plain (non-dictionary) text, 1 for the rest; bloom filters sized for
 the row group's rows at a 5 % false-positive rate.
@@ -123,6 +128,16 @@ def _drop_matches(t: pa.Table, columns: Sequence[ColumnValues], result: RewriteR
     return t.filter(pc.invert(mask))
 
 
+def compact_dictionaries(t: pa.Table) -> pa.Table:
+    """Dictionary columns re-encoded from the rows left: a filtered dictionary array keeps its whole
+    dictionary, and the writer would store every entry (an erased row's name) in the dictionary page."""
+    for i, f in enumerate(t.schema):
+        if pa.types.is_dictionary(f.type):
+            col = t.column(i).combine_chunks()
+            t = t.set_column(i, f, pc.dictionary_encode(col.dictionary_decode()).cast(f.type))
+    return t
+
+
 def _close(sink: Any) -> None:
     if sink is not None and hasattr(sink, "close") and not getattr(sink, "closed", False):
         sink.close()
@@ -157,7 +172,10 @@ def rewrite(
             result.row_groups_in += 1
             result.rows_in += t.num_rows
             if may_match is None or r in may_match:
+                before = t.num_rows
                 t = _drop_matches(t, columns, result)
+                if t.num_rows < before:
+                    t = compact_dictionaries(t)
             if t.num_rows == 0:
                 continue
             if writer is None:

@@ -1,0 +1,299 @@
+"""Parquet as bytes: page headers, dictionary pages, page statistics and column indexes of a chunk.
+
+pyarrow answers with rows; erasure has to answer for bytes. A value an erased row used can stay in
+a file whose rows no longer show it: in a column chunk's dictionary page, in a data page header's
+statistics, in the column index (page index) or the footer. This module reads those structures
+directly (Thrift compact protocol, the Parquet format spec) so verification can compare each of
+them with the values the surviving rows hold. It decodes only what erasure needs: PLAIN-encoded
+dictionary pages of every physical type the platform writes, and the statistics fields.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+
+# Thrift compact protocol type ids
+_TRUE, _FALSE, _BYTE, _I16, _I32, _I64, _DOUBLE, _BINARY, _LIST, _SET, _MAP, _STRUCT = range(1, 13)
+# parquet.thrift PageType
+DATA_PAGE, INDEX_PAGE, DICTIONARY_PAGE, DATA_PAGE_V2 = 0, 1, 2, 3
+_CODECS = {"SNAPPY": "snappy", "GZIP": "gzip", "BROTLI": "brotli", "ZSTD": "zstd", "LZ4_RAW": "lz4_raw",
+           "LZ4": "lz4"}
+
+
+class PageFormatError(ValueError):
+    """The bytes are not the Parquet structure expected there (truncated, or another format)."""
+
+
+class _Reader:
+    """Thrift compact protocol: structs as {field id: value}, lists as Python lists."""
+
+    def __init__(self, buf: bytes, pos: int = 0) -> None:
+        self.buf, self.pos = buf, pos
+
+    def byte(self) -> int:
+        if self.pos >= len(self.buf):
+            raise PageFormatError("truncated Thrift structure")
+        b = self.buf[self.pos]
+        self.pos += 1
+        return b
+
+    def varint(self) -> int:
+        shift = out = 0
+        while True:
+            b = self.byte()
+            out |= (b & 0x7F) << shift
+            if not b & 0x80:
+                return out
+            shift += 7
+            if shift > 70:
+                raise PageFormatError("varint too long")
+
+    def zigzag(self) -> int:
+        n = self.varint()
+        return (n >> 1) ^ -(n & 1)
+
+    def value(self, kind: int, depth: int) -> Any:
+        if kind == _TRUE:
+            return True
+        if kind == _FALSE:
+            return False
+        if kind == _BYTE:
+            return self.byte()
+        if kind in (_I16, _I32, _I64):
+            return self.zigzag()
+        if kind == _DOUBLE:
+            out = struct.unpack_from("<d", self.buf, self.pos)[0]
+            self.pos += 8
+            return out
+        if kind == _BINARY:
+            n = self.varint()
+            if self.pos + n > len(self.buf):
+                raise PageFormatError("truncated Thrift binary")
+            out = self.buf[self.pos : self.pos + n]
+            self.pos += n
+            return bytes(out)
+        if kind in (_LIST, _SET):
+            head = self.byte()
+            size, elem = head >> 4, head & 0x0F
+            if size == 15:
+                size = self.varint()
+            if elem in (_TRUE, _FALSE):  # booleans in containers are one byte each (1 = true)
+                return [self.byte() == _TRUE for _ in range(size)]
+            return [self.value(elem, depth + 1) for _ in range(size)]
+        if kind == _MAP:
+            size = self.varint()
+            if not size:
+                return {}
+            kv = self.byte()
+            return {self.value(kv >> 4, depth + 1): self.value(kv & 0x0F, depth + 1) for _ in range(size)}
+        if kind == _STRUCT:
+            return self.struct(depth + 1)
+        raise PageFormatError(f"unknown Thrift type {kind}")
+
+    def struct(self, depth: int = 0) -> dict[int, Any]:
+        if depth > 16:
+            raise PageFormatError("Thrift structure nests too deep")
+        out: dict[int, Any] = {}
+        fid = 0
+        while True:
+            head = self.byte()
+            kind = head & 0x0F
+            if kind == 0:
+                return out
+            delta = head >> 4
+            fid = fid + delta if delta else self.zigzag()
+            out[fid] = self.value(kind, depth)
+
+
+def read_struct(buf: bytes, pos: int = 0) -> tuple[dict[int, Any], int]:
+    """One Thrift compact struct at `pos`: (fields by id, position after it)."""
+    r = _Reader(buf, pos)
+    return r.struct(), r.pos
+
+
+@dataclass
+class Stats:
+    """A Statistics struct's min/max in PLAIN bytes (no length prefix); None when absent."""
+
+    min: bytes | None
+    max: bytes | None
+
+    @classmethod
+    def of(cls, s: dict[int, Any] | None) -> Stats | None:
+        if not s:
+            return None
+        lo, hi = s.get(6, s.get(2)), s.get(5, s.get(1))  # min_value/max_value, else legacy min/max
+        return None if lo is None and hi is None else cls(lo, hi)
+
+
+@dataclass
+class Page:
+    kind: int
+    offset: int
+    header_bytes: int
+    compressed_size: int
+    uncompressed_size: int
+    num_values: int
+    encoding: int | None
+    stats: Stats | None
+    body: bytes  # as stored (maybe compressed)
+    levels_bytes: int = 0  # DATA_PAGE_V2: uncompressed level bytes before the values
+    values_compressed: bool = True
+
+
+def walk_pages(chunk_bytes: bytes, base_offset: int = 0) -> Iterator[Page]:
+    """Every page of one column chunk, given the chunk's bytes (from its first page to its end)."""
+    pos = 0
+    while pos < len(chunk_bytes):
+        header, end = read_struct(chunk_bytes, pos)
+        kind, usize, csize = header.get(1), header.get(2), header.get(3)
+        if kind is None or csize is None or usize is None or csize < 0 or end + csize > len(chunk_bytes):
+            raise PageFormatError(f"bad page header at offset {base_offset + pos}")
+        body = chunk_bytes[end : end + csize]
+        if kind == DICTIONARY_PAGE:
+            d = header.get(7, {})
+            page = Page(kind, base_offset + pos, end - pos, csize, usize, d.get(1, 0), d.get(2), None, body)
+        elif kind == DATA_PAGE:
+            d = header.get(5, {})
+            page = Page(kind, base_offset + pos, end - pos, csize, usize, d.get(1, 0), d.get(2), Stats.of(d.get(5)),
+                        body)
+        elif kind == DATA_PAGE_V2:
+            d = header.get(8, {})
+            page = Page(kind, base_offset + pos, end - pos, csize, usize, d.get(1, 0), d.get(4), Stats.of(d.get(8)),
+                        body, levels_bytes=int(d.get(5, 0)) + int(d.get(6, 0)), values_compressed=d.get(7, True))
+        else:
+            page = Page(kind, base_offset + pos, end - pos, csize, usize, 0, None, None, body)
+        yield page
+        pos = end + csize
+
+
+def decompress(page: Page, codec: str) -> bytes:
+    """The page's uncompressed bytes (levels + values for data pages)."""
+    name = _CODECS.get(codec)
+    if name is None or page.compressed_size == 0:
+        return page.body
+    if page.kind == DATA_PAGE_V2:
+        levels, values = page.body[: page.levels_bytes], page.body[page.levels_bytes :]
+        if not page.values_compressed:
+            return page.body
+        out = pa.Codec(name).decompress(values, decompressed_size=page.uncompressed_size - page.levels_bytes)
+        return levels + out.to_pybytes()
+    return pa.Codec(name).decompress(page.body, decompressed_size=page.uncompressed_size).to_pybytes()
+
+
+def plain_values(data: bytes, n: int, physical_type: str, type_length: int = 0) -> list[int | float | bytes]:
+    """Decode `n` PLAIN values (a dictionary page's body) of a physical type."""
+    fixed = {"INT32": ("<i", 4), "INT64": ("<q", 8), "FLOAT": ("<f", 4), "DOUBLE": ("<d", 8)}
+    if physical_type in fixed:
+        fmt, width = fixed[physical_type]
+        if len(data) < n * width:
+            raise PageFormatError("dictionary page shorter than its values")
+        return [v[0] for v in struct.iter_unpack(fmt, data[: n * width])]
+    if physical_type == "BYTE_ARRAY":
+        out, pos = [], 0
+        for _ in range(n):
+            if pos + 4 > len(data):
+                raise PageFormatError("dictionary page shorter than its values")
+            (size,) = struct.unpack_from("<I", data, pos)
+            out.append(bytes(data[pos + 4 : pos + 4 + size]))
+            pos += 4 + size
+        return out
+    if physical_type == "FIXED_LEN_BYTE_ARRAY":
+        return [bytes(data[i * type_length : (i + 1) * type_length]) for i in range(n)]
+    if physical_type == "INT96":
+        return [bytes(data[i * 12 : (i + 1) * 12]) for i in range(n)]
+    raise PageFormatError(f"dictionary pages of {physical_type} are not supported")
+
+
+def plain_value(raw: bytes, physical_type: str) -> int | float | bytes:
+    """One statistics value (PLAIN, no length prefix) as `plain_values` returns values."""
+    fixed = {"INT32": "<i", "INT64": "<q", "FLOAT": "<f", "DOUBLE": "<d"}
+    if physical_type in fixed:
+        return struct.unpack(fixed[physical_type], raw)[0]
+    if physical_type == "BOOLEAN":
+        return int(raw[:1] == b"\x01")
+    return bytes(raw)
+
+
+@dataclass
+class ChunkPages:
+    """What one column chunk stores besides its rows' values: dictionaries and page statistics."""
+
+    dictionaries: list[list[int | float | bytes]] = field(default_factory=list)
+    page_stats: list[Stats] = field(default_factory=list)
+    pages: int = 0
+    uncompressed: list[bytes] = field(default_factory=list)
+
+
+def chunk_span(chunk: Any) -> tuple[int, int]:
+    """(offset, length) of a column chunk's pages, from pyarrow's ColumnChunkMetaData."""
+    start = chunk.data_page_offset
+    if chunk.has_dictionary_page and chunk.dictionary_page_offset is not None and chunk.dictionary_page_offset > 0:
+        start = min(start, chunk.dictionary_page_offset)
+    return start, chunk.total_compressed_size
+
+
+def read_chunk(data: bytes, chunk: Any, physical_type: str, type_length: int = 0, *,
+               keep_bytes: bool = False) -> ChunkPages:
+    """Decode a chunk's dictionary pages and page statistics from its bytes (`data` = the chunk span)."""
+    out = ChunkPages()
+    for page in walk_pages(data):
+        out.pages += 1
+        if page.kind in (DATA_PAGE, DATA_PAGE_V2) and page.stats is not None:
+            out.page_stats.append(page.stats)
+        if page.kind == DICTIONARY_PAGE or keep_bytes:
+            raw = decompress(page, chunk.compression)
+            if keep_bytes:
+                out.uncompressed.append(raw)
+            if page.kind == DICTIONARY_PAGE:
+                out.dictionaries.append(plain_values(raw, page.num_values, physical_type, type_length))
+    return out
+
+
+@dataclass
+class ColumnIndex:
+    """A chunk's page index: per page, whether it holds only nulls, and its min/max (PLAIN bytes)."""
+
+    null_pages: list[bool]
+    mins: list[bytes]
+    maxs: list[bytes]
+
+
+def read_column_index(buf: bytes) -> ColumnIndex:
+    s, _ = read_struct(buf)
+    return ColumnIndex(list(s.get(1, [])), list(s.get(2, [])), list(s.get(3, [])))
+
+
+def footer_bytes(tail: bytes) -> bytes:
+    """The Thrift FileMetaData of a file whose last bytes are `tail` (must include the whole footer)."""
+    if len(tail) < 8 or tail[-4:] != b"PAR1":
+        raise PageFormatError("not a Parquet file (no PAR1 magic at the end)")
+    (size,) = struct.unpack("<I", tail[-8:-4])
+    if size + 8 > len(tail):
+        raise PageFormatError("footer longer than the bytes given")
+    return tail[-8 - size : -8]
+
+
+def column_index_locations(footer: bytes) -> list[list[tuple[int, int] | None]]:
+    """Per row group, per column: (offset, length) of its ColumnIndex, or None (from the raw footer,
+    because pyarrow exposes whether a chunk has a column index but not where it is)."""
+    meta, _ = read_struct(footer)
+    out = []
+    for rg in meta.get(4, []):
+        cols = []
+        for cc in rg.get(1, []):
+            off, length = cc.get(6), cc.get(7)
+            cols.append((off, length) if off is not None and length else None)
+        out.append(cols)
+    return out
+
+
+def key_value_metadata(footer: bytes) -> dict[bytes, bytes]:
+    """The footer's key-value metadata (FileMetaData field 5), raw."""
+    meta, _ = read_struct(footer)
+    return {kv.get(1, b""): kv.get(2, b"") for kv in meta.get(5, [])}

@@ -1,0 +1,240 @@
+"""Structural verification of a rewritten Parquet file: nothing in it but its surviving rows.
+
+Reading a rewritten file's rows proves only that the rows are gone. Its bytes also hold, per
+column chunk, a dictionary page, page-header statistics, footer statistics, a column index and
+maybe a bloom filter; each of them is built by the writer from values, and any of them can keep a
+value of an erased row (a passed-through dictionary did). For every column chunk this check:
+
+* decodes every dictionary page and requires each value to be used by a surviving row of the chunk;
+* requires every min/max (footer statistics, data page headers, column index) to be a surviving
+  value of the chunk (a column-index value may be a truncated prefix of one);
+* rebuilds each bloom filter from the surviving values (same size) and requires the same bits;
+* requires the footer's key-value metadata to hold no subject id and no value of an erased row.
+Values are compared in their physical (PLAIN) form, exactly as the bytes hold them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from services.erasure.blobs import Blob, BlobFile, CachedBlob
+from services.erasure.bloom import SplitBlockBloom, bloom_bitset
+from services.erasure.find import read_bloom
+from services.erasure.pages import (
+    PageFormatError,
+    Stats,
+    chunk_span,
+    column_index_locations,
+    footer_bytes,
+    key_value_metadata,
+    plain_value,
+    read_chunk,
+    read_column_index,
+    read_struct,
+)
+
+#: pyarrow truncates column-index strings to this many bytes by default
+INDEX_TRUNCATE = 64
+FOOTER_TAIL = 1 << 20
+
+
+@dataclass
+class StructureReport:
+    """What the structural check read and what it found (counts and column names, never values)."""
+
+    files: int = 0
+    column_chunks: int = 0
+    pages: int = 0
+    dictionary_pages: int = 0
+    dictionary_values: int = 0
+    statistics_checked: int = 0
+    column_indexes: int = 0
+    bloom_filters: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    def add(self, other: StructureReport) -> None:
+        for name in self.__dataclass_fields__:
+            if name != "problems":
+                setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.problems += other.problems
+
+    def to_json(self) -> dict[str, Any]:
+        return {**{n: getattr(self, n) for n in self.__dataclass_fields__ if n != "problems"},
+                "problems": list(self.problems)}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> StructureReport:
+        out = cls(**{k: int(v) for k, v in d.items() if k in cls.__dataclass_fields__ and k != "problems"})
+        out.problems = list(d.get("problems", []))
+        return out
+
+
+def physical(column: pa.ChunkedArray | pa.Array, physical_type: str, type_length: int = 0) -> pa.Array:
+    """The non-null values of a column as the Parquet bytes hold them (binary, int64 or float64)."""
+    arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if pa.types.is_dictionary(arr.type):
+        arr = arr.dictionary_decode()
+    arr = arr.drop_null()
+    t = arr.type
+    if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_binary(t):
+        return arr.cast(pa.binary())
+    if pa.types.is_decimal(t):
+        if physical_type in ("INT32", "INT64"):  # unscaled value in the low 64 bits of each 16-byte slot
+            raw = np.frombuffer(arr.buffers()[1], dtype=np.int64)[2 * arr.offset : 2 * (arr.offset + len(arr))]
+            return pa.array(raw[::2], pa.int64())
+        # FIXED_LEN_BYTE_ARRAY: big-endian two's complement of the unscaled value
+        return pa.array([int(v.scaleb(t.scale)).to_bytes(type_length, "big", signed=True) for v in arr.to_pylist()],
+                        pa.binary())
+    if pa.types.is_boolean(t):
+        return arr.cast(pa.int64())
+    if pa.types.is_date32(t) or pa.types.is_time32(t):
+        return arr.view(pa.int32()).cast(pa.int64())
+    if pa.types.is_timestamp(t) or pa.types.is_date64(t) or pa.types.is_time64(t) or pa.types.is_duration(t):
+        return arr.view(pa.int64())
+    if pa.types.is_floating(t):
+        return arr.cast(pa.float64())
+    if pa.types.is_integer(t):
+        return arr.cast(pa.int64())
+    raise ValueError(f"cannot compare {t} columns physically")
+
+
+def _as_arrow(values: Sequence[int | float | bytes], like: pa.Array) -> pa.Array:
+    return pa.array(list(values), like.type)
+
+
+def _not_used(values: Sequence[int | float | bytes], survivors: pa.Array) -> int:
+    """How many of `values` no surviving row holds."""
+    if not values:
+        return 0
+    arr = _as_arrow(values, survivors)
+    return int(pc.sum(pc.invert(pc.is_in(arr, value_set=survivors))).as_py() or 0)
+
+
+def _stat_problems(stats: Stats | None, physical_type: str, survivors: pa.Array, *, truncated_ok: bool = False
+                   ) -> int:
+    if stats is None:
+        return 0
+    bad = 0
+    for raw in (stats.min, stats.max):
+        if raw is None:
+            continue
+        v = plain_value(raw, physical_type)
+        if physical_type == "BOOLEAN":
+            continue
+        if _not_used([v], survivors) == 0:
+            continue
+        if truncated_ok and isinstance(v, bytes) and len(v) >= INDEX_TRUNCATE - 1 and _prefix_of_survivor(
+                v, survivors):
+            continue
+        bad += 1
+    return bad
+
+
+def _prefix_of_survivor(v: bytes, survivors: pa.Array) -> bool:
+    head = v[: INDEX_TRUNCATE - 1]
+    return bool(pc.any(pc.starts_with(survivors.cast(pa.binary()), pattern=head)).as_py())
+
+
+def _chunk_stats(footer: bytes) -> list[list[Stats | None]]:
+    meta, _ = read_struct(footer)
+    return [[Stats.of(cc.get(3, {}).get(12)) for cc in rg.get(1, [])] for rg in meta.get(4, [])]
+
+
+def check_file(blob: Blob, *, subject_ids: Collection[str] = (), label: str = "") -> StructureReport:
+    """Check every column chunk of one file against its own surviving rows (see the module doc)."""
+    report = StructureReport(files=1)
+    blob = CachedBlob(blob)
+    where = label or "file"
+    try:
+        tail = blob.read(max(0, blob.size - FOOTER_TAIL), min(blob.size, FOOTER_TAIL))
+        footer = footer_bytes(tail)
+        pf = pq.ParquetFile(BlobFile(blob), pre_buffer=False)
+    except (PageFormatError, pa.ArrowException, OSError) as exc:
+        report.problems.append(f"{where}: unreadable Parquet ({type(exc).__name__})")
+        return report
+    md = pf.metadata
+    index_at = column_index_locations(footer)
+    footer_stats = _chunk_stats(footer)
+    kv = key_value_metadata(footer)
+    ids = [s.encode() for s in subject_ids if s]
+    for k, v in kv.items():
+        if k == b"ARROW:schema":
+            continue
+        if any(_token_in(i, k + b"=" + v) for i in ids):
+            report.problems.append(f"{where}: footer key-value metadata holds a subject id")
+    for r in range(md.num_row_groups):
+        rg = md.row_group(r)
+        for i in range(rg.num_columns):
+            chunk = rg.column(i)
+            name = chunk.path_in_schema
+            if "." in name:
+                continue  # nested columns: the platform writes none
+            report.column_chunks += 1
+            type_length = _type_length(pf, i)
+            survivors = physical(pf.read_row_group(r, columns=[name])[name], chunk.physical_type, type_length)
+            start, length = chunk_span(chunk)
+            try:
+                pages = read_chunk(blob.read(start, length), chunk, chunk.physical_type, type_length)
+            except PageFormatError as exc:
+                report.problems.append(f"{where}: row group {r} column {name}: {exc}")
+                continue
+            report.pages += pages.pages
+            for d in pages.dictionaries:
+                report.dictionary_pages += 1
+                report.dictionary_values += len(d)
+                unused = _not_used(d, survivors)
+                if unused:
+                    report.problems.append(f"{where}: row group {r} column {name}: dictionary page holds "
+                                           f"{unused} value(s) no surviving row uses")
+            bad = sum(_stat_problems(s, chunk.physical_type, survivors) for s in pages.page_stats)
+            bad += _stat_problems(footer_stats[r][i], chunk.physical_type, survivors)
+            report.statistics_checked += len(pages.page_stats) + (footer_stats[r][i] is not None)
+            if bad:
+                report.problems.append(f"{where}: row group {r} column {name}: {bad} statistics value(s) "
+                                       "that no surviving row holds")
+            loc = index_at[r][i] if r < len(index_at) and i < len(index_at[r]) else None
+            if loc:
+                ci = read_column_index(blob.read(*loc))
+                report.column_indexes += 1
+                bad = sum(_stat_problems(Stats(lo, hi), chunk.physical_type, survivors, truncated_ok=True)
+                          for lo, hi, null in zip(ci.mins, ci.maxs, ci.null_pages, strict=False) if not null)
+                if bad:
+                    report.problems.append(f"{where}: row group {r} column {name}: page index holds {bad} "
+                                           "value(s) no surviving row holds")
+            if chunk.bloom_filter_offset and chunk.bloom_filter_offset > 0:
+                report.bloom_filters += 1
+                if not _bloom_matches(blob, chunk, survivors):
+                    report.problems.append(f"{where}: row group {r} column {name}: bloom filter is not the one "
+                                           "its surviving values make")
+    return report
+
+
+def _type_length(pf: pq.ParquetFile, i: int) -> int:
+    col = pf.schema.column(i)
+    return int(getattr(col, "length", 0) or 0)
+
+
+def _token_in(token: bytes, text: bytes) -> bool:
+    start = 0
+    while (at := text.find(token, start)) >= 0:
+        before = text[at - 1 : at]
+        after = text[at + len(token) : at + len(token) + 1]
+        if not (before.isalnum() or after.isalnum()):
+            return True
+        start = at + 1
+    return False
+
+
+def _bloom_matches(blob: Blob, chunk: Any, survivors: pa.Array) -> bool:
+    found = read_bloom(blob, chunk)
+    if found is None:
+        return False
+    built = bloom_bitset(len(found.bitset), survivors, chunk.physical_type)
+    return built == SplitBlockBloom(found.bitset).bitset
