@@ -139,6 +139,18 @@ class PartitionCommitter:
         pending = state.pending.op_id if state.pending else None
         return PartitionState(ref, state.gen, location, files, state.version or 0, pending)
 
+    def staged_op_state(self, ref: PartitionRef, digest: str) -> str:
+        """What became of the op whose staged files live under `digest` (see lake.staging_key):
+        "committed", "pending" (its intent is being rolled forward) or "unknown" (not committed yet,
+        or never will be). Erasure uses it to delete committed staging copies early and safely."""
+        where = self._where(ref)
+        if self._table.get(where.pk, OP_SK_PREFIX + digest) is not None:
+            return "committed"
+        state = self._load(where)
+        if state.pending is not None and state.pending.digest == digest:
+            return "pending"
+        return "unknown"
+
     # -- the protocol ---------------------------------------------------------------------------
     def _commit(self, where: Where, spec: Spec, deadline: float | None) -> CommitResult:
         attempt = self._attempt(deadline)

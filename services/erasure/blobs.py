@@ -39,12 +39,14 @@ class S3Blob:
     key: str
     size: int
     stats: ReadStats = field(default_factory=ReadStats)
+    version_id: str | None = None  # an older version (staging, old generations, superseded objects)
 
     def read(self, offset: int, length: int) -> bytes:
         if length <= 0:
             return b""
         end = min(self.size, offset + length) - 1
-        resp = aws.client("s3").get_object(Bucket=self.bucket, Key=self.key, Range=f"bytes={offset}-{end}")
+        version = {"VersionId": self.version_id} if self.version_id else {}
+        resp = aws.client("s3").get_object(Bucket=self.bucket, Key=self.key, Range=f"bytes={offset}-{end}", **version)
         data = resp["Body"].read()
         self.stats.bytes += len(data)
         self.stats.requests += 1

@@ -40,6 +40,61 @@ def build(req: ErasureRequest, evidence: dict[str, Any], *, salt_id: str, issued
     }
 
 
+#: copies this service does not check, and why (docs/design/erasure.md, "What is out of reach")
+NOT_CHECKED = (
+    "raw objects without lineage (failed, rejected or in-flight objects): kept until their raw TTL",
+    "Athena query results: not scanned; the results bucket expires them after etl:queryResultsDays (7 days "
+    "by default)",
+    "backups and the event archive: see the platform's erasure design note",
+    "copies outside the platform's buckets (downloads, caches)",
+)
+
+
+def checks(datasets: dict[str, Any], passed: bool) -> dict[str, Any]:
+    """What verification proved, copy by copy: which copies were checked, how, how many, what was left.
+
+    Built only from the verification's own counts, so the certificate claims nothing that was not
+    checked; `not_checked` names the copies outside its reach.
+    """
+    rows = []
+    for name, d in sorted(datasets.items()):
+        lake, hidden, st, q = d["lake"], d["hidden"], d["structure"], d["quarantine"]
+        rows += [
+            {"dataset": name, "copy": "lake, current generation of every partition that may hold a subject",
+             "how": "footer statistics and bloom filters, then the subject columns' rows",
+             "checked": f"{lake['scan']['files_considered']} file(s)", "left": sum(lake["rows_remaining"].values())
+             + len(lake.get("unreadable", []))},
+            {"dataset": name, "copy": "lake, current generation (same files)",
+             "how": "fingerprints of the erased rows' other personal values, every row",
+             "checked": f"{lake.get('fingerprint_files_checked', 0)} file(s)"
+             if lake.get("fingerprint_files_checked") else "no personal column besides the subject column(s)",
+             "left": int(lake.get("fingerprint_rows", 0))},
+            {"dataset": name, "copy": "files this run wrote",
+             "how": "every dictionary page decoded; footer, page and column-index statistics; bloom filters "
+                    "rebuilt from the surviving rows; footer metadata",
+             "checked": f"{st['files']} file(s), {st['dictionary_pages']} dictionary page(s) "
+                        f"({st['dictionary_values']} values), {st['statistics_checked']} statistics, "
+                        f"{st['column_indexes']} column index(es), {st['bloom_filters']} bloom filter(s)",
+             "left": len(st["problems"])},
+            {"dataset": name, "copy": "lake copies readers do not see: staging, old generations, old versions",
+             "how": "every object version probed like the lake (and by fingerprints)",
+             "checked": ", ".join(f"{n} {k}" for k, n in sorted(hidden["checked"].items())) or "none found",
+             "left": sum(hidden["by_subject"].values()) + hidden["fingerprint_rows"] + len(hidden["unreadable"])},
+            {"dataset": name, "copy": "old generations of the partitions this run committed",
+             "how": "listing every object version", "checked": "all", "left": len(d["old_generations"])},
+            {"dataset": name, "copy": "quarantine", "how": "every file's rows, subject columns and raw lines",
+             "checked": f"{q.get('files_scanned', 0)} file(s)",
+             "left": q["rows_remaining"] + len(q["keys_with_old_versions"])},
+            {"dataset": name, "copy": "raw copies and landing originals reached through lineage",
+             "how": "erased lines blank, one version; landing original gone",
+             "checked": f"{d.get('raw_checked', 0)} raw copy(ies), {d.get('landing_checked', 0)} landing original(s)",
+             "left": len(d["raw"])},
+        ]
+    return {"passed": passed, "checked": rows, "not_checked": list(NOT_CHECKED),
+            "workspace": "the run's workspace (object ids, line numbers, fingerprints) is deleted when the run "
+                         "ends, after this certificate is written"}
+
+
 def render_markdown(cert: dict[str, Any]) -> str:
     r, s, v = cert["request"], cert["subjects"], cert["verification"]
     lines = [
@@ -100,6 +155,12 @@ def render_markdown(cert: dict[str, Any]) -> str:
                      f"old generations left: {len(d['old_generations'])}, raw problems: {len(d['raw'])}")
     for problem in v.get("problems", []):
         lines.append(f"  - {problem}")
+    if v.get("checks"):
+        lines += ["", "### What was checked", "", "| dataset | copy | how | checked | left |", "|---|---|---|---|---:|"]
+        lines += [f"| {c['dataset']} | {c['copy']} | {c['how']} | {c['checked']} | {c['left']} |"
+                  for c in v["checks"]["checked"]]
+        lines += ["", "Not checked by this service:", ""] + [f"- {n}" for n in v["checks"]["not_checked"]]
+        lines += ["", f"Note: {v['checks']['workspace']}."]
     lines += ["", "## Timeline", ""]
     lines += [f"- {h['at']} {h['state']}{' — ' + h['note'] if h.get('note') else ''}" for h in cert["timeline"]]
     return "\n".join(lines) + "\n"

@@ -272,11 +272,13 @@ def erase_raw_object(
     compressed = body[:2] == GZIP_MAGIC
     text = gzip.decompress(body) if compressed else body
     landing = _delete_landing(meta, landing_bucket) or bool(saved.get("landing_deleted"))
+    origin = {"landing_key": unquote(meta["etl-source-key"]), "landing_etag": meta.get("etl-source-etag", "")} \
+        if landing_bucket and meta.get("etl-source-bucket") == landing_bucket and "etl-source-key" in meta else {}
     if len(text) > max_bytes or not line_oriented(dataset):
         why = "larger than the rewrite limit" if len(text) > max_bytes else "records may span lines"
         deleted = purge_key(bucket, key)
         return {"key": key, "action": "deleted", "why": why, "lines": len(lines), "versions_deleted": deleted,
-                "landing_deleted": landing}
+                "landing_deleted": landing, **origin}
     new, changed = blank_lines(text, lines)
     keep = obj.get("VersionId")
     if changed:
@@ -288,7 +290,7 @@ def erase_raw_object(
         changed = int(saved.get("lines_blanked", 0))
     deleted = purge_key(bucket, key, keep=keep)
     return {"key": key, "action": "rewritten" if changed else "unchanged", "lines": len(lines),
-            "lines_blanked": changed, "versions_deleted": deleted, "landing_deleted": landing}
+            "lines_blanked": changed, "versions_deleted": deleted, "landing_deleted": landing, **origin}
 
 
 def raw_object_clean(bucket: str, key: str, lines: Sequence[int]) -> str | None:

@@ -28,7 +28,7 @@ from typing import Any
 from contracts import events
 from contracts.commits import PartitionCommitter
 from contracts.datasets import Dataset, load_datasets
-from services.erasure import certificate, verify
+from services.erasure import certificate, sweep, verify
 from services.erasure.config import Config
 from services.erasure.find import FindStats
 from services.erasure.hashing import redact, salt_id, subject_hash
@@ -244,6 +244,15 @@ class Engine:
                 out.append(doc)
         return out
 
+    def fingerprints(self, run: Run) -> dict[str, set[str]]:
+        """Per dataset, the fingerprints of every row the run's attempts removed (fingerprints.py)."""
+        out: dict[str, set[str]] = {}
+        for a in range(1, run.body["attempt"] + 1):
+            for r in self.results(run, "lake", a):
+                if r.get("kind") == "lake" and r.get("fingerprints"):
+                    out.setdefault(r["dataset"], set()).update(r["fingerprints"])
+        return out
+
     # -- phases ---------------------------------------------------------------------------------
     def _phase_find(self, run: Run, deadline: float) -> bool:
         attempt = run.body["attempt"]
@@ -352,6 +361,15 @@ class Engine:
                                                                int(c["generation"])))
             c["purged"] = True
         run.body["old_generation_versions_deleted"] = deleted
+        hidden = run.body.setdefault("hidden_deleted", {})
+        subjects, wanted = self.subjects(run), self.fingerprints(run)
+        for ds_name, subs in sorted(subjects.by_dataset.items()):
+            ds = self.datasets[ds_name]
+            hits, _ = sweep.scan_dataset(self.cfg.lake_bucket, self.cfg.database, ds, subs.columns(ds),
+                                         wanted=wanted.get(ds_name), salt=self.salt)
+            done = sweep.purge(self.cfg.lake_bucket, hits, self.committer, self.clock())
+            for kind, n in done["deleted"].items():
+                hidden[kind] = hidden.get(kind, 0) + n
         self._save(run)
         self.hook("purged")
         self._move_requests(run, {State.ERASING}, State.VERIFYING, "verification starts")
@@ -384,6 +402,7 @@ class Engine:
     def _verify_lake(self, run: Run, subjects: RunSubjects, deadline: float) -> dict[str, Any] | None:
         """Probe every file under every current Glue location, resumably (a big lake takes several ticks)."""
         key = f"{run_prefix(run.id)}verify-lake-{run.body['attempt']}.json"
+        wanted = self.fingerprints(run)
         doc = self.ws.get_json(key)
         if doc is None:
             parts = []
@@ -399,7 +418,8 @@ class Engine:
                 return None
             ds_name, location = doc["partitions"][doc["next"]]
             verify.merge_lake(doc["datasets"][ds_name], verify.verify_partition(
-                self.cfg.lake_bucket, location, subjects.by_dataset[ds_name], self.datasets[ds_name]))
+                self.cfg.lake_bucket, location, subjects.by_dataset[ds_name], self.datasets[ds_name],
+                wanted=wanted.get(ds_name, ()), salt=self.salt))
             doc["next"] += 1
             if doc["next"] % FIND_SAVE_EVERY == 0:
                 self.ws.put_json(key, doc)
@@ -413,6 +433,7 @@ class Engine:
                      if r["kind"] == "quarantine"]
         failed_tasks = [r for a in range(1, run.body["attempt"] + 1) for st in ("lake", "raw")
                         for r in self.results(run, st, a) if r.get("failed")]
+        wanted = self.fingerprints(run)
         for ds_name, subs in sorted(subjects.by_dataset.items()):
             ds = self.datasets[ds_name]
             committed = [c for c in run.body["committed"] if c["dataset"] == ds_name]
@@ -428,11 +449,22 @@ class Engine:
                     landing_left.append(f"raw object {oid} was not processed")
             rewritten_q = [f["key"] for r in q_results if r["dataset"] == ds_name for f in r.get("files", [])
                            if f["action"] == "rewritten"]
+            originals = sorted({(c["landing_key"], c.get("landing_etag", "")) for r in raw_results
+                                if r["dataset"] == ds_name and not r.get("failed") for c in r["copies"]
+                                if c.get("landing_key")})
+            written = [f["new_key"] for a in range(1, run.body["attempt"] + 1) for r in self.results(run, "lake", a)
+                       if r["kind"] == "lake" and r["dataset"] == ds_name and not r.get("failed")
+                       for f in r.get("files", []) if f.get("new_key")]
             datasets[ds_name] = {
                 "lake": lake.get(ds_name, verify.empty_lake()),
                 "old_generations": verify.verify_old_generations(self.cfg.lake_bucket, ds, committed),
+                "hidden": verify.verify_hidden(self.cfg.lake_bucket, self.cfg.database, ds, subs,
+                                               wanted.get(ds_name, set()), self.salt),
+                "structure": verify.verify_rewritten(self.cfg.lake_bucket, written, subs.ids),
                 "quarantine": verify.verify_quarantine(self.cfg.quarantine_bucket, ds, subs, rewritten_q),
-                "raw": verify.verify_raw(self.cfg.raw_bucket, copies, []) + landing_left,
+                "landing_checked": len(originals), "raw_checked": len(copies),
+                "raw": verify.verify_raw(self.cfg.raw_bucket, copies, [])
+                + verify.verify_landing(self.cfg.landing_bucket, originals) + landing_left,
                 "failed_tasks": [f"{r['kind']} task {r['task_id']}: {r['failed']}" for r in failed_tasks
                                  if r.get("dataset") == ds_name],
             }
@@ -449,8 +481,9 @@ class Engine:
                     continue
                 rows = sum(n for h, n in d["lake"]["rows_remaining"].items() if h in req.subject_hashes)
                 rows += sum(n for h, n in d["quarantine"]["by_subject"].items() if h in req.subject_hashes)
+                rows += sum(n for h, n in d["hidden"]["by_subject"].items() if h in req.subject_hashes)
                 if rows or d["old_generations"] or d["raw"] or d["failed_tasks"] \
-                        or d["quarantine"]["keys_with_old_versions"]:
+                        or d["quarantine"]["keys_with_old_versions"] or verify.unattributed(d):
                     ok = False
             passed[rid] = ok
         return {"at": self.clock(), "datasets": datasets, "passed": passed}
@@ -496,6 +529,7 @@ class Engine:
             "raw_lines_blanked": sum(int(c.get("lines_blanked") or 0) for c in raw),
             "landing_deleted": sum(1 for c in raw if c.get("landing_deleted")),
             "old_generation_versions_deleted": int(run.body.get("old_generation_versions_deleted", 0)),
+            "hidden_lake_copies_deleted": dict(run.body.get("hidden_deleted", {})),
             "versions_deleted": sum(int(f["versions_deleted"]) for f in q_files)
             + sum(int(c.get("versions_deleted") or 0) for c in raw),
         }
@@ -509,8 +543,12 @@ class Engine:
             quarantine = {**d["quarantine"],
                           "by_subject": {h: n for h, n in d["quarantine"]["by_subject"].items() if h in mine}}
             quarantine["rows_remaining"] = sum(quarantine["by_subject"].values())
+            hidden = {**d["hidden"], "by_subject": {h: n for h, n in d["hidden"]["by_subject"].items() if h in mine}}
             vds[ds_name] = {"lake": lake, "quarantine": quarantine, "old_generations": d["old_generations"],
-                            "raw": d["raw"], "failed_tasks": d["failed_tasks"]}
+                            "raw": d["raw"], "failed_tasks": d["failed_tasks"], "hidden": hidden,
+                            "structure": d["structure"], "landing_checked": d["landing_checked"],
+                            "raw_checked": d["raw_checked"]}
+            problems += verify.dataset_problems(ds_name, hidden, d)
             problems += [f"{ds_name}: {sum(lake['rows_remaining'].values())} lake row(s) left in "
                          f"{len(lake['files_with_subjects'])} file(s)"] if sum(lake["rows_remaining"].values()) else []
             problems += [f"{ds_name}: {quarantine['rows_remaining']} quarantine row(s) left"] \
@@ -527,11 +565,15 @@ class Engine:
 
         for d in vds.values():
             d["lake"]["files_with_subjects"] = clean(d["lake"]["files_with_subjects"])
+            d["lake"]["unreadable"] = clean(d["lake"].get("unreadable", []))
             d["quarantine"]["files_with_subjects"] = clean(d["quarantine"]["files_with_subjects"])
+            d["hidden"]["copies_with_subjects"] = clean(d["hidden"]["copies_with_subjects"])
+            d["structure"]["problems"] = clean(d["structure"]["problems"])
             for k in ("old_generations", "raw", "failed_tasks"):
                 d[k] = clean(d[k])
-        verification = {"passed": report["passed"].get(req.id, False),
-                        "at": certificate._iso(report["at"]), "datasets": vds, "problems": clean(problems)}
+        passed = report["passed"].get(req.id, False)
+        verification = {"passed": passed, "at": certificate._iso(report["at"]), "datasets": vds,
+                        "problems": clean(problems), "checks": certificate.checks(vds, passed)}
         return {"attempts": run.body["attempt"], "datasets": datasets, "copies": copies,
                 "verification": verification}
 
@@ -573,7 +615,8 @@ class Engine:
                     if r.terminal:
                         return False
                     r.move(State.COMPLETED if ok else State.FAILED, self.clock(),
-                           "verified: no row left" if ok else "verification failed: rows or copies left")
+                           "verified: no subject row or value in the copies checked (see the certificate)"
+                           if ok else "verification failed: rows, values or copies left, or not checkable")
                     r.result = summary
                     r.error = None if ok else "; ".join(summary["problems"][:5]) or "verification failed"
                     return True

@@ -68,7 +68,7 @@ def candidate_partitions(
 _POOL: list[ThreadPoolExecutor] = []
 
 
-def _pool() -> ThreadPoolExecutor:
+def probe_pool() -> ThreadPoolExecutor:
     """One pool per process: its threads keep their boto3 clients (creating one costs ~0.1 s)."""
     if not _POOL:
         _POOL.append(ThreadPoolExecutor(max_workers=PROBE_THREADS, thread_name_prefix="probe"))
@@ -81,30 +81,38 @@ class FileHit:
     key: str
     bytes: int
     probe: FileProbe
+    error: str | None = None  # the file could not be read: reported, never taken as "no match"
 
 
 def probe_files(
     bucket: str, files: Sequence[tuple[str, str, int]], columns: Sequence[ColumnValues]
 ) -> tuple[list[FileHit], FindStats]:
-    """Probe files (name, key, size) concurrently (I/O bound); hits in input order and summed stats."""
+    """Probe files (name, key, size) concurrently (I/O bound); matched or unreadable files in input
+    order, and summed stats. An unreadable file is a result with `error` (value-free: the error's type)."""
     stats = FindStats()
 
     def one(f: tuple[str, str, int]) -> FileHit:
         name, key, size = f
-        return FileHit(name, key, size, probe(S3Blob(bucket, key, size), columns))
+        try:
+            return FileHit(name, key, size, probe(S3Blob(bucket, key, size), columns))
+        except Exception as exc:  # recorded: verification fails the request on it
+            return FileHit(name, key, size, FileProbe(), error=f"unreadable ({type(exc).__name__})")
 
-    results = list(map(one, files)) if len(files) < 2 else list(_pool().map(one, files))
+    results = list(map(one, files)) if len(files) < 2 else list(probe_pool().map(one, files))
     for r in results:
         stats.add(r.probe.stats)
-    return [r for r in results if r.probe.matched], stats
+    return [r for r in results if r.probe.matched or r.error], stats
 
 
 def find_in_partition(
     committer: PartitionCommitter, part: Partition, columns: Sequence[ColumnValues]
 ) -> tuple[list[FileHit], FindStats]:
+    """Files of the partition holding a subject's row; unreadable files are left out (verification
+    reads them again and fails the request if they still cannot be read)."""
     state = committer.current(part.ref)
     files = [(f.name, f.key, f.bytes) for f in state.files]
-    return probe_files(committer.bucket, files, columns)
+    hits, stats = probe_files(committer.bucket, files, columns)
+    return [h for h in hits if not h.error], stats
 
 
 class Checkpoint:
@@ -128,13 +136,13 @@ def _idx_keys(d: Mapping[int, int]) -> dict[str, int]:
 
 def _rewrite_hit(
     committer: PartitionCommitter, ref: PartitionRef, op_id: str, hit: FileHit, index: int,
-    columns: Sequence[ColumnValues],
+    columns: Sequence[ColumnValues], personal: Sequence[str], salt: bytes,
 ) -> dict[str, Any]:
     fs = aws.s3_filesystem()
     staged = committer.reserve_staging(ref, op_id, f"erased-{index:04d}.parquet")
     with fs.open_input_file(f"{committer.bucket}/{hit.key}") as src:
         result = rewrite(src, lambda: fs.open_output_stream(f"{committer.bucket}/{staged}"), columns,
-                         row_groups=hit.probe.matched_row_groups)
+                         row_groups=hit.probe.matched_row_groups, personal=personal, salt=salt)
     out_bytes = 0
     if result.rows_out:
         out_bytes = fs.get_file_info(f"{committer.bucket}/{staged}").size
@@ -143,6 +151,7 @@ def _rewrite_hit(
         "rows_removed": result.rows_removed, "rows_out": result.rows_out, "bytes_out": out_bytes,
         "staged_key": staged if result.rows_out else None, "by_subject": _idx_keys(result.by_subject),
         "lineage": result.lineage, "row_groups_in": result.row_groups_in, "row_groups_out": result.row_groups_out,
+        "fingerprints": sorted(result.fingerprints),
     }
 
 
@@ -156,11 +165,14 @@ def erase_partition(
     deadline: float,
     clock: Callable[[], float] = time.time,
     hook: Callable[[str], None] = lambda step: None,
+    personal: Sequence[str] = (),
+    salt: bytes = b"",
 ) -> dict[str, Any]:
     """Rewrite every file of the partition holding a subject and commit them in one replace.
 
     Returns the outcome (JSON-able): files replaced (old key → new key, rows), rows per subject
-    index, lineage of the erased rows, the generation committed and what FIND read.
+    index, lineage of the erased rows, fingerprints of their other personal values (fingerprints.py),
+    the generation committed and what FIND read.
     """
     ref = part.ref
     saved = checkpoint.load()
@@ -178,6 +190,7 @@ def erase_partition(
         find_stats.add(stats)
         if not hits:
             outcome = {"dataset": part.dataset, "partition": dict(part.values), "files": [], "rows_removed": 0,
+                       "fingerprints": [],
                        "by_subject": {}, "lineage": {}, "generation": None, "op_id": None,
                        "find": find_stats.to_json()}
             checkpoint.save({"outcome": outcome})
@@ -191,7 +204,7 @@ def erase_partition(
             if clock() >= deadline:
                 checkpoint.save(plan)
                 raise OutOfTime(f"{part.dataset} {dict(part.values)}: {len(plan['files'])}/{len(hits)} files done")
-            plan["files"].append(_rewrite_hit(committer, ref, op_id, hit, i, columns))
+            plan["files"].append(_rewrite_hit(committer, ref, op_id, hit, i, columns, personal, salt))
             checkpoint.save(plan)
             hook("file-rewritten")
         plan["staged_all"] = True
@@ -225,7 +238,9 @@ def _commit(
     outcome = {
         "dataset": part.dataset, "partition": dict(part.values), "op_id": plan["op_id"],
         "generation": result.generation, "committed_at": clock(), "replayed": result.replayed,
-        "files": [{k: v for k, v in f.items() if k not in ("lineage", "staged_key", "by_subject")} for f in files],
+        "files": [{k: v for k, v in f.items() if k not in ("lineage", "staged_key", "by_subject", "fingerprints")}
+                  for f in files],
+        "fingerprints": sorted({x for f in files for x in f.get("fingerprints", [])}),
         "rows_removed": sum(f["rows_removed"] for f in files), "by_subject": by_subject,
         "lineage": {oid: sorted(set(lines)) for oid, lines in lineage.items()}, "find": plan.get("find", {}),
     }

@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 
 from contracts.lineage import LINE_COLUMN, OBJECT_COLUMN
 from services.erasure.find import count_by_subject, match_mask
+from services.erasure.fingerprints import fingerprints
 from services.erasure.subjects import ColumnValues
 
 BLOOM_FPP = 0.05
@@ -46,6 +47,7 @@ class RewriteResult:
     lineage: dict[str, list[int]] = field(default_factory=dict)  # object id -> removed line numbers
     row_groups_in: int = 0
     row_groups_out: int = 0
+    fingerprints: set[str] = field(default_factory=set)  # of the removed rows' other personal values
 
     @property
     def rows_out(self) -> int:
@@ -115,7 +117,8 @@ def _lineage(removed: pa.Table, into: dict[str, list[int]]) -> None:
             into.setdefault(oid, []).append(int(line))
 
 
-def _drop_matches(t: pa.Table, columns: Sequence[ColumnValues], result: RewriteResult) -> pa.Table:
+def _drop_matches(t: pa.Table, columns: Sequence[ColumnValues], result: RewriteResult,
+                  personal: Sequence[str] = (), salt: bytes = b"") -> pa.Table:
     """The rows that stay (one vectorised filter; a chunked zero-copy slicing made the writer slower)."""
     mask = match_mask(t, columns)
     if mask is None or not pc.any(mask).as_py():
@@ -125,6 +128,8 @@ def _drop_matches(t: pa.Table, columns: Sequence[ColumnValues], result: RewriteR
     for i, c in count_by_subject(removed, columns).items():
         result.by_subject[i] = result.by_subject.get(i, 0) + c
     _lineage(removed, result.lineage)
+    if personal:
+        result.fingerprints.update(f for f in fingerprints(removed, personal, salt) if f)
     return t.filter(pc.invert(mask))
 
 
@@ -149,12 +154,15 @@ def rewrite(
     columns: Sequence[ColumnValues],
     *,
     row_groups: Sequence[int] | None = None,
+    personal: Sequence[str] = (),
+    salt: bytes = b"",
 ) -> RewriteResult:
     """Copy `source` to the sink `open_sink()` returns, without rows matching `columns`.
 
     The sink is opened only when a row survives: a file left with no rows produces no file (the
     caller removes it from the partition). `row_groups`, when given, names the only row groups that
-    can match (from FIND); the others are copied without testing.
+    can match (from FIND); the others are copied without testing. `personal` names the columns
+    whose values of each removed row are fingerprinted with `salt` (see fingerprints.py).
     """
     result = RewriteResult()
     pf = pq.ParquetFile(source)
@@ -173,7 +181,7 @@ def rewrite(
             result.rows_in += t.num_rows
             if may_match is None or r in may_match:
                 before = t.num_rows
-                t = _drop_matches(t, columns, result)
+                t = _drop_matches(t, columns, result, personal, salt)
                 if t.num_rows < before:
                     t = compact_dictionaries(t)
             if t.num_rows == 0:

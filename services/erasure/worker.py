@@ -15,6 +15,7 @@ from contracts.lake import partition_path
 from services.erasure import lake
 from services.erasure.copies import erase_quarantine, erase_raw_object, raw_keys
 from services.erasure.engine import Engine
+from services.erasure.fingerprints import other_personal_columns
 from services.erasure.hashing import redact
 from services.erasure.store import NotFound
 from services.erasure.workspace import run_prefix
@@ -43,6 +44,7 @@ def _lake_task(engine: Engine, run: Any, task_id: str, desc: dict[str, Any], dea
         engine.committer, part, subjects.columns(ds),
         op_prefix=f"erasure:{run.id}:{desc['attempt']}:{desc['dataset']}:{path}",
         checkpoint=WorkspaceCheckpoint(engine, run.id, task_id), deadline=deadline, clock=engine.clock, hook=hook,
+        personal=other_personal_columns(ds), salt=engine.salt,
     )
     by_hash = {subjects.hashes[int(i)]: n for i, n in out.get("by_subject", {}).items()}
     return {**out, "by_subject": by_hash}

@@ -147,6 +147,11 @@ class World:
 
 @pytest.fixture
 def world(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> World:
+    return make_world(moto_endpoint, monkeypatch)
+
+
+def make_world(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> World:
+    """Buckets, state table and Glue database of one test, and an engine driven in-process."""
     for k, v in {"AWS_ENDPOINT_URL": moto_endpoint, "AWS_ACCESS_KEY_ID": "testing",
                  "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
         monkeypatch.setenv(k, v)
