@@ -43,6 +43,8 @@ from services.erasure.pages import (
 #: pyarrow truncates column-index strings to this many bytes by default
 INDEX_TRUNCATE = 64
 FOOTER_TAIL = 1 << 20
+#: files up to this size are fetched whole (the lake's files are far larger only when compacted)
+WHOLE_FILE_BYTES = 64 << 20
 
 
 @dataclass
@@ -151,6 +153,8 @@ def check_file(blob: Blob, *, subject_ids: Collection[str] = (), label: str = ""
     """Check every column chunk of one file against its own surviving rows (see the module doc)."""
     report = StructureReport(files=1)
     blob = CachedBlob(blob)
+    if blob.size <= WHOLE_FILE_BYTES:  # one GET instead of several per column chunk
+        blob.read(0, blob.size)
     where = label or "file"
     try:
         tail = blob.read(max(0, blob.size - FOOTER_TAIL), min(blob.size, FOOTER_TAIL))
