@@ -7,6 +7,11 @@
   GET  /erasure-requests/{id}/certificate    JSON, or Markdown with ?format=md / Accept: text/markdown
   POST /erasure-runs                         start a run now with every pending request → 202
 Bad input gets a 4xx whose message says what is wrong; subject ids are never echoed.
+
+Two front doors reach these routes: the IAM-authorised API (CLI, SigV4; IAM policy decides) and the
+console's API (Cognito JWT authorizer), where the caller's Cognito groups decide (GROUP_RULES):
+`erasure-filers` file, cancel and start runs, `erasure-readers` download certificates, any console
+group reads requests. Refusals are value-free 403s.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
-from aws_lambda_powertools.event_handler.exceptions import BadRequestError, NotFoundError
+from aws_lambda_powertools.event_handler.exceptions import BadRequestError, NotFoundError, ServiceError
 
 from contracts.datasets import load_datasets
 from services.erasure import intake
@@ -47,7 +52,44 @@ def _error(status: int, message: str, errors: list[str] | None = None) -> Respon
     return _json(status, {"message": message, **({"errors": errors} if errors else {})})
 
 
+FILERS, READERS = "erasure-filers", "erasure-readers"
+CONSOLE_GROUPS = frozenset({FILERS, READERS})
+#: what a console (JWT) caller needs per action: any one of these groups
+GROUP_RULES = {"file": {FILERS}, "cancel": {FILERS}, "run": {FILERS}, "read": CONSOLE_GROUPS,
+               "certificate": {READERS}}
+
+
+def _claims() -> dict[str, Any] | None:
+    """The JWT claims API Gateway's JWT authorizer verified, or None for an IAM-authorised call."""
+    ctx = app.current_event.raw_event.get("requestContext", {})
+    jwt = (ctx.get("authorizer") or {}).get("jwt")
+    return (jwt.get("claims") or {}) if isinstance(jwt, dict) else None
+
+
+def _groups(claims: dict[str, Any]) -> set[str]:
+    """`cognito:groups`: a list, or as HTTP APIs pass arrays, one string `[a b]`."""
+    raw = claims.get("cognito:groups") or []
+    if isinstance(raw, str):
+        raw = raw.strip("[]").replace(",", " ").split()
+    return {str(g) for g in raw}
+
+
+def _authorize(action: str) -> None:
+    """Console callers need a group that allows the action; IAM callers were authorised by their policy."""
+    claims = _claims()
+    if claims is None:
+        return
+    if not _groups(claims) & GROUP_RULES[action]:
+        need = " or ".join(sorted(GROUP_RULES[action]))
+        raise ServiceError(403, f"your account may not {action} here: it needs the group {need} "
+                                "(ask your console administrator)")
+
+
 def _caller() -> str | None:
+    claims = _claims()
+    if claims is not None:
+        user = claims.get("username") or claims.get("cognito:username") or claims.get("sub")
+        return f"cognito:{user}" if user else None
     ctx = app.current_event.raw_event.get("requestContext", {})
     iam = (ctx.get("authorizer") or {}).get("iam") or {}
     return iam.get("userArn") or iam.get("callerId")
@@ -78,13 +120,14 @@ def _progress(req: ErasureRequest) -> dict[str, Any] | None:
 
 @app.post("/erasure-requests")
 def file_request() -> Response:
+    _authorize("file")
     cfg = _cfg()
     try:
         data = json.loads(app.current_event.body or "")
     except (json.JSONDecodeError, TypeError):
         return _error(400, "the body must be JSON: {\"subject_ids\": [...], \"reason\": \"...\", ...}")
     try:
-        body = intake.parse(data, load_datasets())
+        body = intake.parse(data, load_datasets(), cfg)
     except intake.InvalidRequest as exc:
         return _error(400, "invalid erasure request", exc.errors)
     store = Store(cfg.state_table)
@@ -111,6 +154,7 @@ def maybe_start(cfg: Config, store: Store) -> None:
 
 @app.get("/erasure-requests")
 def list_requests() -> Response:
+    _authorize("read")
     params = app.current_event.query_string_parameters or {}
     try:
         limit = int(params.get("limit", "20"))
@@ -128,12 +172,14 @@ def list_requests() -> Response:
 
 @app.get("/erasure-requests/<request_id>")
 def get_request(request_id: str) -> Response:
+    _authorize("read")
     req = _load(request_id)
     return _json(200, {**req.public(time.time()), "progress": _progress(req)})
 
 
 @app.post("/erasure-requests/<request_id>/cancel")
 def cancel(request_id: str) -> Response:
+    _authorize("cancel")
     cfg = _cfg()
     req = _load(request_id)
 
@@ -153,6 +199,7 @@ def cancel(request_id: str) -> Response:
 
 @app.get("/erasure-requests/<request_id>/certificate")
 def get_certificate(request_id: str) -> Response:
+    _authorize("certificate")
     cfg = _cfg()
     req = _load(request_id)
     params = app.current_event.query_string_parameters or {}
@@ -168,6 +215,7 @@ def get_certificate(request_id: str) -> Response:
 
 @app.post("/erasure-runs")
 def start_run() -> Response:
+    _authorize("run")
     cfg = _cfg()
     from contracts import aws
 
