@@ -41,10 +41,17 @@ class RequestBody(BaseModel):
     requested_by: str | None = Field(default=None, min_length=1, max_length=200)
     ticket: str | None = Field(default=None, max_length=200)
     client_request_id: str | None = Field(default=None, min_length=1, max_length=200)
+    #: an earlier deadline than the platform's (epoch seconds); never later than received + erasureDeadlineDays
+    deadline: float | None = Field(default=None, gt=0)
 
 
-def parse(data: Any, datasets: Mapping[str, Dataset]) -> RequestBody:
-    """Validate shape, scope and every subject id; raises InvalidRequest listing all problems."""
+def parse(data: Any, datasets: Mapping[str, Dataset], cfg: Config | None = None,
+          now: float | None = None) -> RequestBody:
+    """Validate shape, scope and every subject id; raises InvalidRequest listing all problems.
+
+    A `deadline` is accepted only with the config it must be checked against (the API passes it;
+    the ErasureRequested contract has no deadline).
+    """
     if not isinstance(data, dict):
         raise InvalidRequest(["the body must be a JSON object"])
     try:
@@ -68,14 +75,30 @@ def parse(data: Any, datasets: Mapping[str, Dataset]) -> RequestBody:
             kinds = ", ".join(f"{d}.{c} ({datasets[d].column(c).type})" for d in scope
                               for c in datasets[d].subject_columns)
             problems.append(f"subject_ids[{i}] is not a valid value of any subject column in scope: {kinds}")
+    if body.deadline is not None:
+        problems.append(deadline_problem(body, cfg, time.time() if now is None else now) if cfg
+                        else "deadline: not accepted here (file through the API to set one)")
+    problems = [p for p in problems if p]
     if problems:
         raise InvalidRequest(problems)
     return body.model_copy(update={"datasets": sorted(set(scope))})
 
 
+def deadline_problem(body: RequestBody, cfg: Config, now: float) -> str | None:
+    """Why the requested deadline cannot be kept (value-free), or None."""
+    if body.deadline is None:
+        return None
+    if body.deadline <= now:
+        return "deadline: must be in the future"
+    if body.deadline > now + cfg.deadline_s:
+        return f"deadline: must be within {round(cfg.deadline_s / 86400)} days (the platform's erasure deadline)"
+    return None
+
+
 def fingerprint(body: RequestBody, hashes: list[str]) -> str:
     shape = {"subjects": sorted(hashes), "datasets": body.datasets, "reason": body.reason,
-             "requested_by": body.requested_by, "ticket": body.ticket}
+             "requested_by": body.requested_by, "ticket": body.ticket,
+             **({"deadline": body.deadline} if body.deadline is not None else {})}
     return hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()
 
 
@@ -85,9 +108,13 @@ def create(
 ) -> tuple[ErasureRequest, bool]:
     """Store the request (RECEIVED) and its sealed ids; (request, created) — created is False for a duplicate."""
     now = time.time() if now is None else now
+    problem = deadline_problem(body, cfg, now)
+    if problem:
+        raise InvalidRequest([problem])
     subjects = Subjects.of(body.subject_ids, salt)
     req = ErasureRequest(
-        id=new_request_id(now), state=State.RECEIVED, received_at=now, deadline=now + cfg.deadline_s,
+        id=new_request_id(now), state=State.RECEIVED, received_at=now,
+        deadline=now + cfg.deadline_s if body.deadline is None else body.deadline,
         datasets=list(body.datasets or []), reason=body.reason, requested_by=body.requested_by or caller or "unknown",
         subject_hashes=list(subjects.hashes), ticket=body.ticket, client_request_id=body.client_request_id,
         caller=caller, source=source, history=[{"at": round(now, 3), "state": "RECEIVED", "note": f"via {source}"}],
