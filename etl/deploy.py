@@ -248,6 +248,8 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
               "state table (TTL)", False, only="erasure"),
     ConfigKey("erasureKmsKeyId", None, "KMS key that also encrypts subject ids at rest; unset: DynamoDB's "
               "encryption only", False, only="erasure", example="arn:aws:kms:eu-west-1:123456789012:key/<id>"),
+    ConfigKey("console", "true", "the compliance console (Cognito users, S3 + CloudFront, a JWT-authorised API; "
+              "all pay-per-use); false: none", False, only="erasure"),
 )
 DEFAULT_REGION = "eu-west-1"
 

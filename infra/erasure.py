@@ -23,6 +23,7 @@ from contracts import events, metrics, naming
 from infra import policy
 from infra.components.queue_function import QueueFunction, QueueFunctionArgs
 from infra.components.secure_bucket import SecureBucket
+from infra.console import Console
 from infra.layers import LOCAL_ENV, dependency_layers
 from infra.packaging import Archive, build_archive
 from infra.settings import Settings
@@ -207,6 +208,7 @@ class Erasure(pulumi.ComponentResource):
             log_retention_days=s.log_retention_days,
         ), opts=child)
         self.api = self._http_api()
+        self.console = _console(env, account_id, region, self.api_fn, self.es, child)
         self.register_outputs({})
 
     # -- pieces ---------------------------------------------------------------------------------
@@ -307,7 +309,16 @@ class Erasure(pulumi.ComponentResource):
             "runFunctionName": self.run_fn.name,
             "workerFunctionName": self.worker_fn.name,
             "saltParameter": self.salt_parameter,
+            **(self.console.outputs() if self.console else {}),
         }
+
+
+def _console(env: str, account_id: str, region: str, api_fn: aws.lambda_.Function, es: ErasureSettings,
+             opts: pulumi.ResourceOptions) -> Console | None:
+    """The compliance console (infra/console.py) over the same API function; `etl:console: false` leaves it out."""
+    enabled = pulumi.Config("etl").get_bool("console")
+    return None if enabled is False else Console(env, account_id, region, api_fn, es.deadline_days, es.risk_days,
+                                                 opts=opts)
 
 
 def _lambda(scope: pulumi.Resource, name: str, fn_name: str, handler: str, archive: Archive, role: aws.iam.Role,

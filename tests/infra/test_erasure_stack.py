@@ -9,6 +9,7 @@ import pytest
 from contracts import events
 from infra.erasure import ROUTES
 from tests.infra.conftest import CORE_SENTINELS, Stack, assert_least_privilege, build
+from tests.infra.test_console_stack import CONSOLE_TYPES
 from tests.infra.test_safety import SERVERLESS_TYPES
 
 API_TYPES = {"aws:apigatewayv2/api:Api", "aws:apigatewayv2/integration:Integration",
@@ -25,7 +26,8 @@ def env_of(stack: Stack, fn: str) -> dict[str, str]:
 
 
 def test_every_route_is_iam_authorised_and_proxied_to_the_api_function(erasure: Stack) -> None:
-    routes = erasure.of_type("aws:apigatewayv2/route:Route")
+    api = erasure.one("aws:apigatewayv2/api:Api", "erasure-api")
+    routes = [r for r in erasure.of_type("aws:apigatewayv2/route:Route") if r.inputs["apiId"] == api.id]
     assert sorted(r.inputs["routeKey"] for r in routes) == sorted(ROUTES)
     assert all(r.inputs["authorizationType"] == "AWS_IAM" for r in routes)
     integration = erasure.one("aws:apigatewayv2/integration:Integration", "erasure-api-integration")
@@ -35,7 +37,6 @@ def test_every_route_is_iam_authorised_and_proxied_to_the_api_function(erasure: 
     assert integration.inputs["integrationUri"] == fn.state["arn"]
     assert {r.inputs["target"] for r in routes} == {f"integrations/{integration.id}"}
     perm = erasure.one("aws:lambda/permission:Permission", "erasure-api-invoke")
-    api = erasure.one("aws:apigatewayv2/api:Api", "erasure-api")
     assert perm.inputs["principal"] == "apigateway.amazonaws.com"
     assert perm.inputs["sourceArn"].endswith(f":{api.id}/*/*")
 
@@ -47,7 +48,7 @@ def test_bus_intake_rule_comes_from_the_event_contract(erasure: Stack) -> None:
 
 
 def test_stack_idles_at_zero_and_every_queue_has_a_dlq(erasure: Stack) -> None:
-    assert {r.type for r in erasure.resources} <= SERVERLESS_TYPES | API_TYPES
+    assert {r.type for r in erasure.resources} <= SERVERLESS_TYPES | API_TYPES | CONSOLE_TYPES
     queues = erasure.of_type("aws:sqs/queue:Queue")
     names = {q.inputs["name"] for q in queues}
     for q in queues:
@@ -112,7 +113,7 @@ def test_permissions_are_scoped_and_kms_only_when_configured(erasure: Stack) -> 
 
 
 def test_erasure_bucket_is_private_and_expires_run_workspaces(erasure: Stack) -> None:
-    (bucket,) = erasure.of_type("aws:s3/bucket:Bucket")
+    bucket = erasure.one("aws:s3/bucket:Bucket", "erasure")
     assert bucket.inputs["bucket"] == "etl-dev-erasure-123456789012"
     policy = json.loads(erasure.one("aws:s3/bucketPolicy:BucketPolicy", "erasure-tls-only").inputs["policy"])
     assert policy["Statement"][0]["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
