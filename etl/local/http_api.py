@@ -4,7 +4,8 @@ Routes and their Lambda integrations are read back from the emulator (where moto
 them), so what is served is what the program declared. Each API runs in its own process with the
 integrated function's environment, like the function hosts: an HTTP request becomes an API Gateway
 payload-2.0 proxy event, the function's handler answers, and its response becomes the HTTP response.
-Function output goes to the function's log under `<state dir>/logs/`. Local differences: IAM
+Function output goes to the function's log under `<state dir>/logs/`. JWT routes are checked
+like API Gateway's JWT authorizer does (etl.local.jwt_authorizer). Local differences: IAM
 authorisation is not checked (the caller is `arn:aws:iam::<account>:user/local-developer`),
 throttling is not applied.
 
@@ -26,14 +27,14 @@ import threading
 import time
 import traceback
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from contracts import aws
-from etl.local import accounting
+from etl.local import accounting, jwt_authorizer
 from etl.local.functions import stop_processes
 
 URLS_FILE = "http-apis.json"
@@ -47,6 +48,7 @@ class Route:
     method: str  # GET … or ANY
     path: str  # template, e.g. /erasure-requests/{id}
     authorization: str
+    authorizer_id: str = ""
 
     @property
     def key(self) -> str:
@@ -69,6 +71,20 @@ class ApiSpec:
     routes: tuple[Route, ...]
     port: int
     account: str
+    authorizers: dict[str, dict[str, Any]] = field(default_factory=dict)  # JWT authorizers by id
+
+
+def authorizers(api_id: str, routes: list[Route]) -> dict[str, dict[str, Any]]:
+    """The routes' JWT authorizers (issuer, audiences, identity source) as the emulator holds them."""
+    found = {}
+    client = aws.client("apigatewayv2")
+    for authorizer_id in sorted({r.authorizer_id for r in routes if r.authorizer_id}):
+        a = client.get_authorizer(ApiId=api_id, AuthorizerId=authorizer_id)
+        if a.get("AuthorizerType") == "JWT":
+            jwt = a.get("JwtConfiguration") or {}
+            found[a["AuthorizerId"]] = {"issuer": jwt.get("Issuer", ""), "audiences": jwt.get("Audience", []),
+                                        "identity_source": (a.get("IdentitySource") or [""])[0]}
+    return found
 
 
 def discover(functions: dict[str, dict[str, Any]]) -> list[tuple[str, str, str, list[Route]]]:
@@ -88,7 +104,8 @@ def discover(functions: dict[str, dict[str, Any]]) -> list[tuple[str, str, str, 
                 raise LookupError(f"route {r['RouteKey']!r} of API {api['Name']!r} targets {uri!r}, "
                                   "which is not a function of the program")
             method, _, path = r["RouteKey"].partition(" ")
-            by_function.setdefault(fn, []).append(Route(method, path, r.get("AuthorizationType", "NONE")))
+            by_function.setdefault(fn, []).append(Route(method, path, r.get("AuthorizationType", "NONE"),
+                                                        r.get("AuthorizerId", "")))
         if len(by_function) > 1:
             raise NotImplementedError(f"API {api['Name']!r} integrates several functions; serve one per API")
         for fn, routes in by_function.items():
@@ -97,7 +114,8 @@ def discover(functions: dict[str, dict[str, Any]]) -> list[tuple[str, str, str, 
 
 
 def proxy_event(route: Route, params: dict[str, str], api_id: str, account: str, method: str, raw_path: str,
-                query: str, headers: dict[str, str], body: bytes) -> dict[str, Any]:
+                query: str, headers: dict[str, str], body: bytes,
+                claims: dict[str, str] | None = None) -> dict[str, Any]:
     """The payload-2.0 event API Gateway gives a Lambda proxy integration."""
     qs: dict[str, str] = {}
     for k, v in parse_qsl(query, keep_blank_values=True):
@@ -120,6 +138,7 @@ def proxy_event(route: Route, params: dict[str, str], api_id: str, account: str,
             "time": time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(now)), "timeEpoch": int(now * 1000),
             **({"authorizer": {"iam": {"accountId": account, "userArn": LOCAL_CALLER.format(account=account),
                                        "callerId": "local-developer"}}} if route.authorization == "AWS_IAM" else {}),
+            **({"authorizer": {"jwt": {"claims": claims, "scopes": None}}} if claims is not None else {}),
         },
         **({"body": text, "isBase64Encoded": encoded} if body else {"isBase64Encoded": False}),
     }
@@ -142,8 +161,15 @@ def _make_handler(spec: ApiSpec, handler: Any, context_factory: Any) -> type[Bas
                     break
             else:
                 return self._reply(404, {"content-type": "application/json"}, b'{"message":"Not Found"}')
+            claims = None
+            if route.authorization == "JWT":
+                try:
+                    claims = jwt_authorizer.verify(dict(self.headers.items()), spec.authorizers[route.authorizer_id])
+                except (jwt_authorizer.Unauthorized, KeyError):
+                    return self._reply(401, {"content-type": "application/json",
+                                             "www-authenticate": "Bearer"}, b'{"message":"Unauthorized"}')
             event = proxy_event(route, params, spec.api_id, spec.account, self.command, url.path, url.query,
-                                dict(self.headers.items()), body)
+                                dict(self.headers.items()), body, claims)
             try:
                 resp = handler(event, context_factory())
             except Exception:  # Lambda returns 500 for an integration failure and logs the error
@@ -245,7 +271,8 @@ class ApiHosts:
 def start(functions: dict[str, dict[str, Any]], directory: Path) -> ApiHosts:
     """Discover the HTTP APIs in the emulator and start one loopback server per API."""
     account = aws.client("sts").get_caller_identity()["Account"]
-    specs = [ApiSpec(api_id, name, functions[fn]["function"], tuple(routes), _free_port(), account)
+    specs = [ApiSpec(api_id, name, functions[fn]["function"], tuple(routes), _free_port(), account,
+                     authorizers(api_id, routes))
              for api_id, name, fn, routes in discover(functions)]
     return ApiHosts(specs, directory)
 

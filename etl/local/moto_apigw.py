@@ -59,6 +59,8 @@ def handlers(region: str, account: str) -> dict[str, Callable[[str, dict[str, An
             kw["Target"] = i["target"]
         if i.get("authorizationType"):
             kw["AuthorizationType"] = i["authorizationType"]
+        if i.get("authorizerId"):
+            kw["AuthorizerId"] = i["authorizerId"]
         route_id = aws.client("apigatewayv2").create_route(**kw)["RouteId"]
         return route_id, {"id": route_id}, ROUTE_EFFECT
 

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from contracts import aws
-from etl.local import moto_apigw
+from etl.local import moto_apigw, moto_console
 
 Result = tuple[str, dict[str, Any], str]
 CREATED = "created"
@@ -70,6 +70,7 @@ class MotoBackend:
             "aws:athena/workgroup:Workgroup": self._workgroup,
         }
         self._handlers.update(moto_apigw.handlers(self.region, self.account))
+        self._handlers.update(moto_console.handlers(self.region, self.account))
 
     # -- Backend protocol -------------------------------------------------------------------------
     def create(self, type_: str, name: str, inputs: dict[str, Any]) -> Result:

@@ -22,6 +22,7 @@ import yaml
 
 from contracts import aws, naming
 from etl.local import accounting, http_api
+from etl.local import console as console_site
 from etl.local.functions import FunctionSpec, MappingSpec, ScheduleSpec, rate_seconds, stop_processes
 from etl.local.program import Registered, run_stack
 
@@ -216,6 +217,7 @@ def serve(port: int) -> None:
     signal.signal(signal.SIGINT, lambda *_: sup.stop.set())
     state = PlatformState(pid=os.getpid(), endpoint="", status="starting")
     apis: http_api.ApiHosts | None = None
+    site: console_site.ConsoleSite | None = None
     try:
         state.endpoint = sup.start_emulator()
         state.save()
@@ -223,16 +225,22 @@ def serve(port: int) -> None:
         for name, spec in state.functions.items():
             sup.spawn(name, spec)
         apis = http_api.start(state.functions, state_dir())
+        erasure = state.stacks.get(naming.stack_name("erasure", ENV))
+        site = console_site.start(erasure.outputs if erasure else {}, state.endpoint, state_dir())
         state.hosts = {name: proc.pid for name, proc in sup.children.items()} | apis.pids()
         state.status = "ready"
         state.save()
         print(f"local platform ready at {state.endpoint}", flush=True)
+        if site is not None:
+            print(f"compliance console at {site.url} (user {site.info.username})", flush=True)
         sup.watch(state)
     except Exception as exc:
         state.status, state.error = "failed", f"{type(exc).__name__}: {exc}"
         state.save()
         raise
     finally:
+        if site is not None:
+            site.stop()
         if apis is not None:
             apis.stop()
         sup.shutdown()
