@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup setup-browser demo test lint bench clean
 
 setup: $(STAMP)
 
@@ -17,7 +17,16 @@ $(STAMP): pyproject.toml
 demo: setup
 	COLUMNS=$${COLUMNS:-140} $(BIN)/etl demo
 
-test: setup
+# The console's browser test (tests/console) drives Debian's Chromium + its WebDriver; installed when missing
+# (a fresh CI machine), a no-op once present.
+setup-browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif command -v apt-get >/dev/null; then \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver; \
+	else echo "install Chromium and its WebDriver (Debian: chromium chromium-driver) to run tests/console" >&2; exit 1; fi
+
+test: setup setup-browser
 	$(BIN)/ruff check .
 	$(BIN)/pytest
 

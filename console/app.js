@@ -38,8 +38,10 @@ function h(tag, attrs = {}, ...children) {
 
 const $ = (id) => document.getElementById(id);
 
+const present = (nodes) => nodes.filter((n) => n !== null && n !== undefined && n !== false);
+
 function show(...nodes) {
-  $("main").replaceChildren(...nodes);
+  $("main").replaceChildren(...present(nodes));
 }
 
 function toast(text, kind = "ok") {
@@ -327,7 +329,7 @@ function detailView(id) {
   }
 
   function draw(r) {
-    const facts = [["Received", when(r.received_at)], ["Deadline", h("span", {}, when(r.deadline), " ", risk(r))],
+    const facts = [["Received", when(r.received_at)], ["Deadline", h("span", {}, when(r.deadline), " ", FINAL.has(r.state) ? "" : risk(r))],
       ["Reason", r.reason], ["Ticket", r.ticket || "—"], ["Requested by", r.requested_by],
       ["Filed through", r.caller || r.source], ["Datasets", r.datasets.join(", ")],
       ["Subjects", `${r.subject_count} (kept only as salted hashes)`]];
@@ -346,7 +348,7 @@ function detailView(id) {
           .catch((err) => { const b = handle(err); if (b && mine === view) cert.replaceChildren(b); });
       }
     }
-    box.replaceChildren(
+    box.replaceChildren(...present([
       h("div", { class: "head" }, h("h2", {}, r.id), badge(r.state)),
       stepper(r), progressBlock(r),
       r.error ? h("div", { class: "error" }, r.error) : null,
@@ -354,7 +356,7 @@ function detailView(id) {
       actions, cert,
       h("h3", {}, "Timeline"),
       h("ol", { class: "timeline", id: "timeline" }, r.history.map((e) => h("li", {},
-        h("time", {}, when(e.at)), " ", badge(e.state), e.note ? ` ${e.note}` : ""))));
+        h("time", {}, when(e.at)), " ", badge(e.state), e.note ? ` ${e.note}` : "")))]));
   }
 
   async function save(format) {

@@ -95,6 +95,16 @@ def _print_ready(st: platform.PlatformState) -> None:
                   "AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_DEFAULT_REGION=us-east-1")
     console.print(f"  landing bucket: s3://{st.output('core', 'landingBucket')}   try: etl load samples/customers "
                   "--dataset customers")
+    _print_console()
+
+
+def _print_console() -> None:
+    from etl.local import console as console_site
+
+    site = console_site.info()
+    if site:
+        console.print(f"  compliance console: [bold]{site.url}[/]  sign in as [bold]{site.username}[/] / "
+                      f"{site.password} (local user, new password per `etl local up`)")
 
 
 @local_app.command("status")

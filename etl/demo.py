@@ -106,6 +106,16 @@ def _compaction_live(console: Console, landing: str, observer: str, files: int =
     console.print("[yellow]no compaction within the timeout[/] — see `etl local logs etl-local-compact`")
 
 
+def _console_url(console: Console) -> None:
+    """The demo opens with the compliance console's URL: follow step 6 in a browser while it runs."""
+    from etl.local import console as console_site
+
+    site = console_site.info()
+    if site:
+        console.print(f"[bold]compliance console:[/] {site.url}  (sign in as {site.username} / {site.password}; "
+                      "the erasure in step 6 shows up there live)")
+
+
 def run(console: Console, timeout_s: float = 60) -> None:
     started_here = False
     try:
@@ -119,6 +129,7 @@ def run(console: Console, timeout_s: float = 60) -> None:
             raise SystemExit(proc.returncode) from None
         started_here = True
     try:
+        _console_url(console)
         target = targets.resolve("local")
         observer = _observer(target.out("core", "busName"))
         console.rule("2. etl load samples → landing bucket")
