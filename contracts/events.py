@@ -12,6 +12,8 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from contracts import limits
+
 SOURCE_PREFIX = "etl"
 PUT_EVENTS_BATCH = 10
 
@@ -112,14 +114,37 @@ class ObjectTransformed(EventDetail):
 
 
 class ObjectFailed(EventDetail):
-    """A raw object (or chunk) could not be transformed after every retry; the raw copy is kept."""
+    """A raw object (or chunk) could not be transformed; the raw copy is kept.
+
+    `permanent`: the failure can never succeed (ended at once, no retry, no DLQ message); otherwise
+    every retry failed and the message is in the DLQ. Version 2 added `permanent`.
+    """
 
     SOURCE = f"{SOURCE_PREFIX}.transform"
     DETAIL_TYPE = "ObjectFailed"
+    schema_version: int = 2
     dataset: str
     object_id: str
     raw_key: str
     chunk_index: int | None = None
+    reason: str
+    attempts: int = Field(ge=1)
+    permanent: bool = False
+
+
+class IngestFailed(EventDetail):
+    """A landing object could not be copied to raw after every retry; the message is in the ingest DLQ.
+
+    Objects that can never be ingested are ObjectRejected instead (at once, no retry).
+    """
+
+    SOURCE = f"{SOURCE_PREFIX}.ingest"
+    DETAIL_TYPE = "IngestFailed"
+    dataset: str | None
+    object_id: str
+    source_bucket: str
+    source_key: str
+    source_version: str | None = None
     reason: str
     attempts: int = Field(ge=1)
 
@@ -177,6 +202,7 @@ EVENT_TYPES: dict[str, type[EventDetail]] = {
         PartitionFilesAdded,
         ObjectTransformed,
         ObjectFailed,
+        IngestFailed,
         PartitionCompacted,
         ErasureRequested,
         ErasureCompleted,
@@ -218,11 +244,32 @@ class PublishError(RuntimeError):
     """EventBridge refused some entries; raising makes the message retry instead of losing events."""
 
 
+def _batches(entries: list[dict[str, Any]]) -> Iterable[list[dict[str, Any]]]:
+    """At most 10 entries and 256 KB per PutEvents request."""
+    batch: list[dict[str, Any]] = []
+    size = 0
+    for e in entries:
+        n = limits.event_entry_bytes(e)
+        if batch and (len(batch) == PUT_EVENTS_BATCH or size + n > limits.EVENT_ENTRY_BYTES):
+            yield batch
+            batch, size = [], 0
+        batch.append(e)
+        size += n
+    if batch:
+        yield batch
+
+
 def publish(events_client: Any, bus_name: str, details: Sequence[EventDetail] | Iterable[EventDetail]) -> int:
-    """Put events in batches of 10 and raise if any entry failed."""
+    """Put events in batches of 10 and raise if any entry failed.
+
+    An entry over EventBridge's size limit raises LimitExceeded before any call (moto would take it).
+    """
     entries = [d.entry(bus_name) for d in details]
-    for i in range(0, len(entries), PUT_EVENTS_BATCH):
-        batch = entries[i : i + PUT_EVENTS_BATCH]
+    for e in entries:
+        problem = limits.event_problem(e)
+        if problem:
+            raise limits.LimitExceeded(problem)
+    for batch in _batches(entries):
         resp = events_client.put_events(Entries=batch)
         if resp.get("FailedEntryCount"):
             errors = [e for e in resp["Entries"] if e.get("ErrorCode")]

@@ -224,8 +224,14 @@ def load(
 
 
 @app.command("status")
-def status(env: EnvOpt = "local") -> None:
+def status(
+    env: EnvOpt = "local",
+    wide: Annotated[bool, typer.Option("--wide", help="One column per field (source key, chunks, rows, good, "
+                                                      "quarantined): for terminals wider than 120 columns.")] = False,
+) -> None:
     """Each landed object and how far it got: ingested, chunks transformed, rows, quarantined, or why it failed."""
+    from etl.status import status_table
+
     try:
         target = targets.resolve(env)
     except targets.TargetError as exc:
@@ -234,18 +240,7 @@ def status(env: EnvOpt = "local") -> None:
     if not rows:
         console.print("no objects yet: land some with `etl load PATH --dataset NAME`")
         return
-    table = Table(title=f"objects in {env}")
-    for col in ("object", "dataset", "source key", "stage", "chunks", "rows", "good", "quarantined", "detail"):
-        table.add_column(col)
-    colours = {"rejected": "red", "failed": "red", "ingested": "cyan", "chunked": "cyan", "transforming": "cyan"}
-    for r in rows:
-        stage = r.get("stage", "?")
-        done = len(r.get("chunks_done") or [])
-        chunks = f"{done}/{r['chunk_count']}" if r.get("chunk_count") else "-"
-        table.add_row(r["object_id"][:12], str(r.get("dataset") or "-"), str(r.get("source_key", "")),
-                      f"[{colours.get(stage, 'green')}]{stage}[/]", chunks, str(r.get("rows_in", "")),
-                      str(r.get("rows_good", "")), str(r.get("rows_quarantined", "")), str(r.get("reason") or ""))
-    console.print(table)
+    console.print(status_table(rows, title=f"objects in {env}", wide=wide))
 
 
 @app.command("watch")

@@ -34,6 +34,7 @@ def build(s: Settings) -> dict[str, pulumi.Input]:
                 "RAW_BUCKET": raw,
                 "IDEMPOTENCY_TABLE": idem_table,
                 "STATE_TABLE": core.require_output("stateTable"),
+                "MAX_RECEIVE_COUNT": str(s.max_receive_count),  # last attempt → status record (failures.md)
                 "POWERTOOLS_SERVICE_NAME": "ingest",
                 "POWERTOOLS_METRICS_NAMESPACE": metrics.NAMESPACE,
                 "POWERTOOLS_LOG_LEVEL": "INFO",

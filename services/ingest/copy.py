@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import quote
 
 from boto3.s3.transfer import TransferConfig
 
@@ -14,18 +13,11 @@ MULTIPART_THRESHOLD = 1024**3
 _TRANSFER = TransferConfig(multipart_threshold=MULTIPART_THRESHOLD, multipart_chunksize=256 * 1024**2)
 
 
-def copy_to_raw(s3: Any, obj: LandedObject, raw_bucket: str, raw_key: str, object_id: str) -> None:
-    """Copy bytes, content type and user metadata; add lineage metadata (ASCII-safe)."""
+def copy_to_raw(s3: Any, obj: LandedObject, raw_bucket: str, raw_key: str, metadata: dict[str, str]) -> None:
+    """Copy bytes and content type with `metadata` (the producer's plus lineage, checked against S3's limit)."""
     source = {"Bucket": obj.bucket, "Key": obj.key}
     if obj.version:
         source["VersionId"] = obj.version
-    metadata = {
-        **obj.metadata,
-        "etl-object-id": object_id,
-        "etl-source-bucket": obj.bucket,
-        "etl-source-key": quote(obj.key, safe="/"),
-        "etl-source-etag": obj.etag,
-    }
     extra: dict[str, Any] = {"Metadata": metadata, "MetadataDirective": "REPLACE"}
     if obj.content_type:
         extra["ContentType"] = obj.content_type

@@ -1,7 +1,10 @@
 """Lambda entry point: SQS batch of forwarded S3 'Object Created' events → ingest each object.
 
-Partial batch failures: a record that raises is reported back and retried (then dead-lettered);
-nothing is swallowed. Duplicate deliveries are absorbed by powertools idempotency on DynamoDB.
+Failures follow docs/design/failures.md. An object that can never be ingested (gone before ingest
+ran, a key or metadata over an S3 limit, …) is rejected at once: status `rejected`, ObjectRejected
+with the reason, no retry. Anything else raises: the record is reported back and retried, and on its
+last attempt the status record (`failed`) and an IngestFailed event say why before the message goes
+to the DLQ; nothing is swallowed. Duplicate deliveries are absorbed by powertools idempotency on DynamoDB.
 Each object ingested or rejected flushes its own metrics with a `dataset` dimension (contracts/metrics.py);
 trace annotations (searchable in X-Ray) carry the dataset only.
 """
@@ -24,10 +27,10 @@ from aws_lambda_powertools.utilities.idempotency import (
 )
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from contracts import aws, events, progress
+from contracts import aws, events, failures, layout, progress
 from contracts import metrics as dataset_metrics
-from services.ingest.ingest import ingest
-from services.ingest.landing import event_reference, resolve
+from services.ingest.ingest import Outcome, ingest, missing, refused
+from services.ingest.landing import LandedObject, event_reference, resolve
 
 logger = Logger()
 metrics = Metrics()
@@ -47,8 +50,19 @@ def ingest_once(ref: dict[str, Any]) -> dict[str, Any]:
     s3 = aws.client("s3")
     started = time.monotonic()
     obj = resolve(s3, ref)
-    outcome = ingest(s3, obj, os.environ["RAW_BUCKET"])
+    try:
+        outcome = missing(ref) if obj is None else ingest(s3, obj, os.environ["RAW_BUCKET"])
+    except Exception as exc:  # AWS refused the request itself: no retry would pass
+        if not failures.is_permanent(exc):
+            raise
+        outcome = refused(ref, failures.describe(exc))
+    return announce(outcome, obj, started)
+
+
+def announce(outcome: Outcome, obj: LandedObject | None, started: float) -> dict[str, Any]:
+    """Status record, event, log and metrics of one ingested or rejected object."""
     detail = outcome.event
+    size = obj.size if obj else 0
     logger.set_correlation_id(detail.object_id)  # the id every later event and log line of this object carries
     dataset = dataset_metrics.dataset_dimension(getattr(detail, "dataset", None))
     tracer.put_annotation(key="dataset", value=dataset)
@@ -59,22 +73,22 @@ def ingest_once(ref: dict[str, Any]) -> dict[str, Any]:
         detail.object_id,
         stage,
         dataset=getattr(detail, "dataset", None),
-        source_key=obj.key,
+        source_key=detail.source_key,
         raw_key=outcome.raw_key,
-        size=obj.size,
+        size=size,
         reason=getattr(detail, "reason", None),
     )
     events.publish(aws.client("events"), os.environ["BUS_NAME"], [detail])
     with dataset_metrics.for_dataset(metrics, dataset) as per_dataset:
         if outcome.rejected:
-            logger.warning("object rejected", object_id=detail.object_id, reason=detail.reason, key=obj.key)
+            logger.warning("object rejected", object_id=detail.object_id, reason=detail.reason, key=detail.source_key)
             for m in (metrics, per_dataset):
                 m.add_metric(name=dataset_metrics.OBJECTS_REJECTED, unit=MetricUnit.Count, value=1)
         else:
-            logger.info("object stored raw", object_id=detail.object_id, raw_key=outcome.raw_key, size=obj.size)
+            logger.info("object stored raw", object_id=detail.object_id, raw_key=outcome.raw_key, size=size)
             for m in (metrics, per_dataset):
                 m.add_metric(name=dataset_metrics.OBJECTS_INGESTED, unit=MetricUnit.Count, value=1)
-                m.add_metric(name=dataset_metrics.BYTES_INGESTED, unit=MetricUnit.Bytes, value=obj.size)
+                m.add_metric(name=dataset_metrics.BYTES_INGESTED, unit=MetricUnit.Bytes, value=size)
         per_dataset.add_metric(name=dataset_metrics.INGEST_LATENCY, unit=MetricUnit.Milliseconds,
                                value=round((time.monotonic() - started) * 1000, 1))
     return {"object_id": detail.object_id, "event": detail.DETAIL_TYPE, "raw_key": outcome.raw_key}
@@ -82,10 +96,38 @@ def ingest_once(ref: dict[str, Any]) -> dict[str, Any]:
 
 @tracer.capture_method
 def record_handler(record: SQSRecord) -> dict[str, Any]:
-    envelope = json.loads(record.body)
-    logger.set_correlation_id(envelope.get("id"))  # until the object id is known
-    logger.append_keys(event_id=envelope.get("id"))
-    return ingest_once(ref=event_reference(envelope))
+    attempts = failures.receive_count(record.raw_event)
+    ref: dict[str, Any] | None = None
+    try:
+        envelope = json.loads(record.body)
+        logger.set_correlation_id(envelope.get("id"))  # until the object id is known
+        logger.append_keys(event_id=envelope.get("id"))
+        ref = event_reference(envelope)
+        return ingest_once(ref=ref)
+    except Exception as exc:
+        if failures.last_attempt(attempts):
+            announce_failure(record, ref, exc, attempts)
+        raise
+
+
+def announce_failure(record: SQSRecord, ref: dict[str, Any] | None, exc: Exception, attempts: int) -> None:
+    """Last attempt: the status record (and IngestFailed) say why before the message goes to the DLQ."""
+    reason = failures.describe(exc)
+    ddb, table = aws.client("dynamodb"), os.environ["STATE_TABLE"]
+    if ref is None:  # not an S3 event: no object to name; the DLQ keeps the message
+        progress.record(ddb, table, f"message-{record.message_id}", "failed",
+                        reason=f"unreadable message, kept in the DLQ: {reason}", attempts=attempts)
+        logger.error("unreadable message goes to the DLQ", message_id=record.message_id, reason=reason)
+        return
+    oid = layout.object_id(ref["bucket"], ref["key"], ref["version"] or ref["etag"])
+    dataset = layout.LandingKey.parse(ref["key"]).dataset
+    progress.record(ddb, table, oid, "failed", reason=reason, attempts=attempts, source_key=ref["key"],
+                    dataset=dataset)
+    events.publish(aws.client("events"), os.environ["BUS_NAME"], [events.IngestFailed(
+        dataset=dataset, object_id=oid, source_bucket=ref["bucket"], source_key=ref["key"],
+        source_version=ref["version"], reason=reason, attempts=attempts)])
+    logger.error("object failed after every attempt", object_id=oid, reason=reason, attempts=attempts)
+    metrics.add_metric(name="ObjectsFailed", unit=MetricUnit.Count, value=1)
 
 
 @metrics.log_metrics(raise_on_empty_metrics=False)

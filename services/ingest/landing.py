@@ -46,16 +46,20 @@ def _head(s3: Any, bucket: str, key: str, version: str | None) -> dict[str, Any]
     try:
         return s3.head_object(**kwargs)
     except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound", "NoSuchVersion"):
+        code = exc.response.get("Error", {}).get("Code")
+        if code in ("404", "NoSuchKey", "NotFound", "NoSuchVersion"):
+            return None
+        if version and code in ("400", "InvalidArgument"):  # a version id S3 does not know (malformed)
             return None
         raise
 
 
-def resolve(s3: Any, ref: dict[str, Any]) -> LandedObject:
+def resolve(s3: Any, ref: dict[str, Any]) -> LandedObject | None:
     """Find the object: keys arrive raw from EventBridge but form-encoded from S3 notifications.
 
     The key is tried as given first, then form-decoded ('+' → space, %XX); a literal '+' thus
-    survives. A missing object raises: retries, then the DLQ, say so — nothing is skipped.
+    survives. None when the object (version) no longer exists: S3 reads are strongly consistent, so
+    no retry would find it — the caller rejects it with that reason.
     """
     candidates = [ref["key"]]
     decoded = unquote_plus(ref["key"])
@@ -74,7 +78,4 @@ def resolve(s3: Any, ref: dict[str, Any]) -> LandedObject:
                 metadata=dict(head.get("Metadata", {})),
                 event_time=ref["time"],
             )
-    raise FileNotFoundError(
-        f"landing object s3://{ref['bucket']}/{ref['key']} (version {ref['version']}) not found; "
-        "it was deleted before ingest ran — re-upload it to ingest it"
-    )
+    return None

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from contracts.failures import PermanentFailure
 
-class TransformError(ValueError):
+
+class TransformError(PermanentFailure, ValueError):
     """A raw object (or chunk) cannot be read at all; the message names the object and the reason.
 
     Row-level problems never raise: they go to quarantine. Raising is reserved for problems that
-    make every row unreadable (encoding, corrupt gzip, header mismatch), so the Lambda retries and
-    the message finally lands in the DLQ with this message.
+    make every row unreadable (encoding, corrupt gzip, header mismatch, raw copy gone): no retry can
+    fix them, so the handler ends the object at once as ObjectFailed with this reason (no DLQ).
     """
 
     def __init__(self, object_id: str, reason: str) -> None:

@@ -1,9 +1,11 @@
 """Lambda entry point: SQS batch of RawObjectStored / ChunkPlanned events → plan or transform.
 
 A RawObjectStored of a big splittable object becomes ChunkPlanned events (one invocation each);
-otherwise the object is transformed as its single chunk. A record that raises is reported as a
-batch item failure and retried; on its last attempt an ObjectFailed event says why before the
-message goes to the DLQ. Nothing is swallowed. Each transformed chunk flushes its own metrics with a
+otherwise the object is transformed as its single chunk. Failures follow docs/design/failures.md:
+a permanent one (TransformError, an AWS limit) ends the object at once — status `failed` and an
+ObjectFailed event with the reason, the message deleted, no retry; a transient one is reported as a
+batch item failure and retried, and on its last attempt the status record and ObjectFailed say why
+before the message goes to the DLQ. Nothing is swallowed. Each transformed chunk flushes its own metrics with a
 `dataset` dimension (contracts/metrics.py); trace annotations carry the dataset only.
 """
 
@@ -26,7 +28,7 @@ from aws_lambda_powertools.utilities.idempotency import (
 )
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from contracts import aws, events, progress
+from contracts import aws, events, failures, progress
 from contracts import metrics as dataset_metrics
 from contracts.commits import PartitionCommitter
 from services.transform import jobs
@@ -41,6 +43,8 @@ idempotency_config = IdempotencyConfig(
 persistence = DynamoDBPersistenceLayer(table_name=os.environ.get("IDEMPOTENCY_TABLE", "idempotency"))
 #: end of the current invocation (epoch seconds): commits stop before it, so a timeout never holds a partition
 deadline: ContextVar[float | None] = ContextVar("deadline", default=None)
+#: the SQS receive count of the message being handled (1 on the first delivery)
+attempt: ContextVar[int] = ContextVar("attempt", default=1)
 
 
 def _committer(env: jobs.Env) -> PartitionCommitter:
@@ -49,6 +53,16 @@ def _committer(env: jobs.Env) -> PartitionCommitter:
 
 @idempotent_function(data_keyword_argument="job", config=idempotency_config, persistence_store=persistence)
 def run_once(job: dict[str, Any]) -> dict[str, Any]:
+    """Plan or transform once; a permanent failure is an outcome (stored, so a duplicate does not redo it)."""
+    try:
+        return _run(job)
+    except Exception as exc:
+        if not failures.is_permanent(exc):
+            raise
+        return announce_failure(job, exc, attempt.get(), permanent=True)
+
+
+def _run(job: dict[str, Any]) -> dict[str, Any]:
     env = jobs.Env.from_environ()
     if job["kind"] == "plan":
         detail = events.RawObjectStored.model_validate(job["detail"])
@@ -88,32 +102,53 @@ def job_of(envelope: dict[str, Any]) -> dict[str, Any]:
 
 @tracer.capture_method
 def record_handler(record: SQSRecord) -> dict[str, Any]:
-    envelope = json.loads(record.body)
-    logger.append_keys(event_id=envelope.get("id"))
-    job = job_of(envelope)
+    attempts = failures.receive_count(record.raw_event)
+    try:
+        envelope = json.loads(record.body)
+        logger.append_keys(event_id=envelope.get("id"))
+        job = job_of(envelope)
+    except Exception as exc:  # no object to name: the DLQ keeps the message, the status record says why
+        if failures.last_attempt(attempts):
+            announce_unreadable(record, exc, attempts)
+        raise
     logger.set_correlation_id(job["object_id"])  # one id from landing to compaction: ingest set the same
     tracer.put_annotation(key="dataset", value=dataset_metrics.dataset_dimension(job["detail"].get("dataset")))
+    attempt.set(attempts)
     try:
         return run_once(job=job)
     except Exception as exc:
-        attempts = int(record.attributes.approximate_receive_count or 1)
-        if attempts >= int(os.environ.get("MAX_RECEIVE_COUNT", "3")):
-            announce_failure(job, exc, attempts)
+        if failures.last_attempt(attempts):
+            announce_failure(job, exc, attempts, permanent=False)
         raise
 
 
-def announce_failure(job: dict[str, Any], exc: Exception, attempts: int) -> None:
-    """Last attempt: say why before the message goes to the DLQ (the raw copy is untouched)."""
+def announce_failure(job: dict[str, Any], exc: Exception, attempts: int, *, permanent: bool) -> dict[str, Any]:
+    """Say why the object ends here: at once when permanent, before the DLQ on the last transient attempt.
+
+    The raw copy is untouched; `etl status` shows the reason, ObjectFailed carries it.
+    """
     detail = job["detail"]
-    reason = f"{type(exc).__name__}: {exc}"[:1000]
+    reason = failures.describe(exc)
     env = jobs.Env.from_environ()
+    chunk_index = None if job["kind"] == "plan" else job["chunk_index"]
     progress.record(aws.client("dynamodb"), env.state_table, job["object_id"], "failed", reason=reason,
-                    attempts=attempts)
+                    attempts=attempts, permanent=permanent, dataset=detail["dataset"])
     events.publish(aws.client("events"), env.bus, [events.ObjectFailed(
-        dataset=detail["dataset"], object_id=job["object_id"], raw_key=detail["raw_key"],
-        chunk_index=None if job["kind"] == "plan" else job["chunk_index"], reason=reason, attempts=attempts)])
-    logger.error("object failed after every attempt", object_id=job["object_id"], reason=reason, attempts=attempts)
+        dataset=detail["dataset"], object_id=job["object_id"], raw_key=detail["raw_key"], chunk_index=chunk_index,
+        reason=reason, attempts=attempts, permanent=permanent)])
+    logger.error("object failed: permanent, not retried" if permanent else "object failed after every attempt",
+                 object_id=job["object_id"], reason=reason, attempts=attempts)
     metrics.add_metric(name="ObjectsFailed", unit=MetricUnit.Count, value=1)
+    return {"object_id": job["object_id"], "chunk": chunk_index, "failed": reason, "permanent": permanent}
+
+
+def announce_unreadable(record: SQSRecord, exc: Exception, attempts: int) -> None:
+    """A message that names no object (not JSON, not a platform event): status under its message id."""
+    env = jobs.Env.from_environ()
+    reason = failures.describe(exc)
+    progress.record(aws.client("dynamodb"), env.state_table, f"message-{record.message_id}", "failed",
+                    reason=f"unreadable message, kept in the DLQ: {reason}", attempts=attempts)
+    logger.error("unreadable message goes to the DLQ", message_id=record.message_id, reason=reason)
 
 
 @metrics.log_metrics(raise_on_empty_metrics=False)

@@ -51,9 +51,16 @@ def dataset_of(name: str, object_id: str) -> Dataset:
     return ds
 
 
-def _raw_file(bucket: str, key: str) -> Any:
-    """A seekable file over the raw object: ranged GETs, so a chunk reads only its bytes."""
-    return aws.s3_filesystem().open_input_file(f"{bucket}/{key}")
+def _raw_file(bucket: str, key: str, object_id: str) -> Any:
+    """A seekable file over the raw object: ranged GETs, so a chunk reads only its bytes.
+
+    A raw copy that no longer exists (erased, expired) can never be read: a permanent failure.
+    """
+    try:
+        return aws.s3_filesystem().open_input_file(f"{bucket}/{key}")
+    except FileNotFoundError as exc:
+        raise TransformError(object_id, f"raw copy s3://{bucket}/{key} no longer exists "
+                                        "(erased or expired?): land the file again to transform it") from exc
 
 
 def plan(detail: events.RawObjectStored, env: Env) -> list[events.ChunkPlanned]:
@@ -61,7 +68,7 @@ def plan(detail: events.RawObjectStored, env: Env) -> list[events.ChunkPlanned]:
     ds = dataset_of(detail.dataset, detail.object_id)
     if detail.size <= env.chunk_bytes or not can_split(ds):
         return [_chunk_event(detail, ByteRange(0, detail.size), 1)]
-    with _raw_file(detail.raw_bucket, detail.raw_key) as f:
+    with _raw_file(detail.raw_bucket, detail.raw_key, detail.object_id) as f:
         ranges = plan_chunks(detail.size, env.chunk_bytes, lambda a, b: f.read_at(b - a, a), dialect_of(ds))
     return [_chunk_event(detail, r, len(ranges)) for r in ranges]
 
@@ -79,7 +86,7 @@ def transform_chunk(
     ds = dataset_of(job.dataset, job.object_id)
     whole = job.chunk_count == 1
     chunk = None if whole else ByteRange(job.start, job.end, job.chunk_index, job.first_line)
-    with _raw_file(job.raw_bucket, job.raw_key) as f:
+    with _raw_file(job.raw_bucket, job.raw_key, job.object_id) as f:
         result = transform(ds, f, object_id=job.object_id, source=f"s3://{job.raw_bucket}/{job.raw_key}", chunk=chunk)
     added = commit_partitions(result, ds, committer, deadline)
     if result.rows_quarantined:

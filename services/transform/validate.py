@@ -8,12 +8,14 @@ column by column, in contract order.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Collection
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from contracts import limits
 from contracts.datasets import Dataset
 from services.transform.casts import arrow_type, cast_text, cast_typed
 from services.transform.partition import partition_problems
@@ -38,6 +40,21 @@ def null_positions(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
 def as_text(table: pa.Table) -> pa.Table:
     """Every column as strings: the quarantine keeps what was read, not what it was cast to."""
     return pa.table({n: pc.cast(table[n], pa.string()) for n in table.column_names})
+
+
+def long_partition_values(table: pa.Table, dataset: Dataset, skip: Collection[int] = ()) -> dict[int, str]:
+    """{row: reason} for identity partition values too long for a lake key (S3 keys stop at 1,024 bytes)."""
+    found: dict[int, str] = {}
+    for key in dataset.partitioning:
+        source = table[key.source]
+        if key.transform != "identity" or not pa.types.is_string(source.type):
+            continue
+        lengths = np.asarray(pc.binary_length(source).fill_null(0))
+        for row in np.flatnonzero(lengths > limits.PARTITION_VALUE_BYTES).tolist():
+            if row not in skip and row not in found:
+                found[row] = (f"{key.name}: a {int(lengths[row]):,}-byte value cannot be a partition value "
+                              f"(at most {limits.PARTITION_VALUE_BYTES} bytes: it becomes part of the lake key)")
+    return found
 
 
 def check(segment: Segment, dataset: Dataset) -> tuple[Segment, BadRows]:
@@ -65,6 +82,9 @@ def check(segment: Segment, dataset: Dataset) -> tuple[Segment, BadRows]:
         typed[column.name] = out
     table = pa.table(typed)
     for row, why in partition_problems(table, dataset, skip=problems.keys()).items():
+        problems[row].append(why)
+        codes.setdefault(row, BAD_PARTITION)
+    for row, why in long_partition_values(table, dataset, skip=problems.keys()).items():
         problems[row].append(why)
         codes.setdefault(row, BAD_PARTITION)
     bad_rows = np.array(sorted(problems), dtype=np.int64)

@@ -74,11 +74,21 @@ def test_duplicate_delivery_yields_one_copy_and_one_event(platform: Platform) ->
     assert len(versions.get("Versions", [])) == 1, "a duplicate delivery copied the object again"
 
 
-def dlq_url(p: Platform) -> str:
-    return p.client("sqs").get_queue_url(QueueName="etl-local-ingest-dlq")["QueueUrl"]
+def dlq_messages(p: Platform, queue: str = "etl-local-ingest-dlq") -> list[dict]:
+    sqs = p.client("sqs")
+    url = sqs.get_queue_url(QueueName=queue)["QueueUrl"]
+    return sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, AttributeNames=["All"],
+                               VisibilityTimeout=1).get("Messages", [])
 
 
-def test_failing_message_reaches_the_dlq_and_landing_is_intact(platform: Platform) -> None:
+def status_items(p: Platform) -> dict[str, dict]:
+    from contracts import progress
+
+    return {r["object_id"]: r for r in progress.list_objects(p.client("dynamodb"), p.out("stateTable"))}
+
+
+def test_a_version_that_no_longer_exists_is_rejected_at_once_and_never_dead_lettered(platform: Platform) -> None:
+    """Permanent (docs/design/failures.md): ObjectRejected with the reason, a status record, no DLQ message."""
     key = f"{unique()}/poison.csv"
     land(platform, key)
     envelope = s3_event_for(platform, key)
@@ -86,19 +96,35 @@ def test_failing_message_reaches_the_dlq_and_landing_is_intact(platform: Platfor
     poisoned = json.loads(json.dumps(envelope))
     poisoned["id"] = str(uuid.uuid4())
     poisoned["detail"]["object"]["version-id"] = "no-such-version"  # head/copy of this version fails
+    queue = platform.state.functions["etl-local-ingest"]["mappings"][0]["queue_url"]
+    platform.client("sqs").send_message(QueueUrl=queue, MessageBody=json.dumps(poisoned))
+
+    def rejected(_: list) -> list:
+        return [e for e in platform.events_for("ObjectRejected", source_key=key) if "no longer exists" in
+                e["detail"]["reason"]]
+
+    (event,) = platform.wait_for(rejected, timeout=30)
+    assert event["detail"]["raw_key"] is None
+    assert status_items(platform)[event["detail"]["object_id"]]["stage"] == "rejected"
+    assert all(json.loads(m["Body"])["id"] != poisoned["id"] for m in dlq_messages(platform))
+    body = platform.client("s3").get_object(Bucket=platform.out("landingBucket"), Key=key)["Body"].read()
+    assert body == CSV
+
+
+def test_an_unreadable_message_retries_then_reaches_the_dlq_with_a_status_record(platform: Platform) -> None:
+    """Transient path: retried, dead-lettered after the last attempt, and `etl status` says why."""
     sqs = platform.client("sqs")
     queue = platform.state.functions["etl-local-ingest"]["mappings"][0]["queue_url"]
-    sqs.send_message(QueueUrl=queue, MessageBody=json.dumps(poisoned))
+    marker = str(uuid.uuid4())
+    sent = sqs.send_message(QueueUrl=queue, MessageBody=json.dumps({"id": marker, "detail": {"no": "object"}}))
 
     def in_dlq(_events: list) -> list:
-        msgs = sqs.receive_message(QueueUrl=dlq_url(platform), MaxNumberOfMessages=10, AttributeNames=["All"],
-                                   VisibilityTimeout=1).get("Messages", [])
-        return [m for m in msgs if json.loads(m["Body"])["id"] == poisoned["id"]]
+        return [m for m in dlq_messages(platform) if json.loads(m["Body"])["id"] == marker]
 
     (dead,) = platform.wait_for(in_dlq, timeout=40)
     assert int(dead["Attributes"]["ApproximateReceiveCount"]) >= 3
-    body = platform.client("s3").get_object(Bucket=platform.out("landingBucket"), Key=key)["Body"].read()
-    assert body == CSV
+    item = platform.wait_for(lambda _: status_items(platform).get(f"message-{sent['MessageId']}"), timeout=10)
+    assert item["stage"] == "failed" and "unreadable message" in item["reason"]
 
 
 @pytest.mark.parametrize(
@@ -133,9 +159,7 @@ def test_form_encoded_keys_from_s3_notifications_are_resolved(platform: Platform
     both = platform.wait_for(two_stored)
     assert both[0]["detail"]["object_id"] == both[1]["detail"]["object_id"], "same object version, same lineage id"
     assert not platform.events_for("RawObjectStored", source_key=f"{folder}/a+b.csv")
-    dead = platform.client("sqs").receive_message(QueueUrl=dlq_url(platform), MaxNumberOfMessages=10,
-                                                  VisibilityTimeout=0).get("Messages", [])
-    assert all(json.loads(m["Body"])["id"] != envelope["id"] for m in dead)
+    assert all(json.loads(m["Body"])["id"] != envelope["id"] for m in dlq_messages(platform))
 
 
 @pytest.mark.parametrize(

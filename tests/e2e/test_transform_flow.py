@@ -115,13 +115,19 @@ def test_duplicate_delivery_of_every_event_leaves_the_lake_identical(platform: P
     assert len(platform.events_for("ObjectTransformed", object_id=oid)) == 1
 
 
-def test_unreadable_object_fails_after_retries_and_keeps_the_raw_copy(platform: Platform) -> None:
+def test_unreadable_object_fails_at_once_and_keeps_the_raw_copy(platform: Platform) -> None:
+    """A PNG can never become rows: ObjectFailed (permanent) on the first attempt, no retry, no DLQ message."""
     key = f"customers/{uuid.uuid4().hex[:6]}/binary.csv"
     body = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
     platform.client("s3").put_object(Bucket=platform.out("landingBucket"), Key=key, Body=body)
     (stored,) = platform.wait_for(lambda _: platform.events_for("RawObjectStored", source_key=key))
     d = stored["detail"]
     (failed,) = platform.wait_for(lambda _: platform.events_for("ObjectFailed", object_id=d["object_id"]), timeout=60)
-    assert failed["detail"]["attempts"] >= 3 and failed["detail"]["reason"]
+    assert failed["detail"]["attempts"] == 1 and failed["detail"]["permanent"]
+    assert "is not UTF-8 text" in failed["detail"]["reason"]
     raw = platform.client("s3").get_object(Bucket=d["raw_bucket"], Key=d["raw_key"])["Body"].read()
     assert raw == body
+    sqs = platform.client("sqs")
+    dlq = sqs.get_queue_url(QueueName="etl-local-transform-dlq")["QueueUrl"]
+    dead = sqs.receive_message(QueueUrl=dlq, MaxNumberOfMessages=10, VisibilityTimeout=1).get("Messages", [])
+    assert all(json.loads(m["Body"])["detail"].get("object_id") != d["object_id"] for m in dead)

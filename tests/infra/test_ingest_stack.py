@@ -17,6 +17,7 @@ def test_reads_core_only_from_the_stack_reference(ingest: Stack) -> None:
     assert env["BUS_NAME"] == CORE_SENTINELS["busName"]
     assert env["IDEMPOTENCY_TABLE"] == CORE_SENTINELS["idempotencyTable"]
     assert env["STATE_TABLE"] == CORE_SENTINELS["stateTable"]
+    assert env["MAX_RECEIVE_COUNT"] == "3", "the handler knows its last attempt (docs/design/failures.md)"
     rule = ingest.one("aws:cloudwatch/eventRule:EventRule", "ingest-rule")
     assert rule.inputs["eventBusName"] == "ref-bus"
     assert json.loads(rule.inputs["eventPattern"]) == events.s3_object_created_pattern("ref-landing")

@@ -248,6 +248,13 @@ def test_unusable_partition_values_are_quarantined() -> None:
     assert reasons(result)[4].startswith("region_key: '..' cannot be a partition value")
 
 
+def test_a_partition_value_too_long_for_a_lake_key_is_quarantined() -> None:
+    ds = typed_dataset()
+    result = run(ds, csv_text([typed_row(id="1", region="é" * 128), typed_row(id="2", region="eu")]))
+    assert [r["id"] for r in good_rows(result)] == [2]
+    assert reasons(result)[2].startswith("region_key: a 256-byte value cannot be a partition value")
+
+
 def test_missing_partition_source_is_quarantined() -> None:
     toml = CUSTOMERS.model_dump()
     toml["columns"] = [dict(c, nullable=True) if c["name"] == "signup_date" else c for c in toml["columns"]]
