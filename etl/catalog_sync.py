@@ -171,3 +171,56 @@ def _update(glue: Any, database: str, name: str, parts: Sequence[Mapping[str, An
         first = errors[0].get("ErrorDetail", {})
         raise CatalogError(f"{name}: {len(errors)} partition(s) not updated "
                            f"({first.get('ErrorCode')}: {first.get('ErrorMessage')}); run `etl datasets apply` again")
+
+
+# -- the deploy path ------------------------------------------------------------------------------------------
+def deploy_gate(env: str, datasets: Mapping[str, Dataset], directory: Any, on_output: Callable[[str], Any],
+                glue: Any = None, *, require_locked: bool = True) -> None:
+    """Before `pulumi up`: refuse a contract that breaks its lock or the env's deployed table, or is not locked.
+
+    Raises etl.deploy.DeployError naming every problem and what to do; nothing has been deployed then.
+    """
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from etl.deploy import DeployError
+    from etl.query import database_name
+
+    problems: list[str] = []
+    for ds in datasets.values():
+        report = evolution.against_lock(ds, directory)
+        if report.breaking:
+            problems.append(report.message())
+        elif require_locked and not report.locked:
+            problems.append(f"{ds.name}: the contract changed since {report.baseline} (allowed) but is not locked: "
+                            f"run `etl datasets lock {ds.name}` and commit the lock, so files record v{report.version}")
+    database = database_name(env)
+    try:
+        client = glue or _glue()
+        for ds in datasets.values():
+            deployed = check_deployed(client, database, ds)
+            if deployed.breaking:
+                problems.append(deployed.message())
+    except (BotoCoreError, ClientError) as exc:  # first deploy (no database yet) or no credentials: lock only
+        on_output(f"note: could not read the deployed catalog {database} ({type(exc).__name__}); contracts were "
+                  "checked against their lock files only")
+    if problems:
+        raise DeployError("contract changes refused before deploying anything:\n" + "\n".join(problems) +
+                          "\n(`etl datasets diff --env " + env + "` shows every change)")
+
+
+def after_deploy(env: str, datasets: Mapping[str, Dataset], on_output: Callable[[str], Any], glue: Any = None) -> None:
+    """After the core stack is up: every registered partition gets its table's columns (see module doc)."""
+    from etl.query import database_name
+
+    client, database = glue or _glue(), database_name(env)
+    for ds in datasets.values():
+        r = apply(client, database, ds)
+        if r.table_updated or r.partitions_updated:
+            on_output(f"catalog: {ds.name}: {r.partitions_updated} of {r.partitions} partition(s) updated to the "
+                      f"table's columns{' (table updated)' if r.table_updated else ''}")
+
+
+def _glue() -> Any:
+    from contracts import aws
+
+    return aws.client("glue")

@@ -45,13 +45,24 @@ def _build_layers(env: str, only: list[str] | None, arch: str) -> None:
 
 
 def _run(action: deploy.Action, env: str, only: list[str] | None, arch: str | None = None) -> None:
+    from contracts.datasets import DATASETS_DIR, load_datasets
+    from etl import catalog_sync
+
     try:
+        if action != "destroy":  # contract changes that break the lake stop here (docs/design/schema-evolution.md)
+            deploy.require_cli()
+            catalog_sync.deploy_gate(env, load_datasets(), DATASETS_DIR, _stream)
         if arch is not None:
             deploy.require_cli()
             _build_layers(env, only, arch)
         outcomes = deploy.run(action, env, only, on_output=_stream)
+        if action == "deploy" and any(o.stack.startswith("core-") for o in outcomes):
+            catalog_sync.after_deploy(env, load_datasets(), _stream)
     except deploy.DeployError as exc:
         _fail(exc)
+    except (catalog_sync.CatalogError, catalog_sync.evolution.EvolutionError) as exc:
+        _fail(deploy.DeployError(f"deployed, but the catalog step failed: {exc}; fix it and run "
+                                 f"`etl datasets apply --env {env}`"))
     table = Table(title=f"{action} {env}")
     table.add_column("stack")
     table.add_column("result")

@@ -139,3 +139,27 @@ def test_plan_counts_partitions_to_update_and_files_by_version(glue: Any) -> Non
         (True, True, PARTITIONS, PARTITIONS)
     assert (plan.files, plan.files_by_version) == (2, {"v1": 1, "v2": 1})
     assert sorted(c.kind for c in plan.evolution.changes) == ["add", "widen", "widen", "widen"]
+
+
+def test_the_deploy_gate_refuses_breaking_and_unlocked_contracts_before_anything(glue: Any) -> None:
+    from etl.deploy import DeployError
+
+    notes: list[str] = []
+    catalog_sync.deploy_gate("test", {"usage_events": V2}, DATASETS_DIR, notes.append, glue)  # v1 -> v2: allowed
+    catalog_sync.apply(glue, DB, V2)  # the table now says v2 …
+    with pytest.raises(DeployError, match=r"usage_events: contract change against deployed table \(v2\)"):
+        catalog_sync.deploy_gate("test", {"usage_events": V1}, DATASETS_DIR, notes.append, glue)  # … so v1 breaks
+    unlocked = V2.model_copy(update={"version": None, "description": "x"})
+    data = unlocked.model_dump(exclude={"version"})
+    data["columns"] = [*data["columns"], {"name": "coupon", "type": "string"}]
+    with pytest.raises(DeployError, match="etl datasets lock usage_events"):
+        catalog_sync.deploy_gate("test", {"usage_events": type(V2).model_validate(data)}, DATASETS_DIR,
+                                 notes.append, glue)
+    assert notes == []
+
+
+def test_after_deploy_updates_the_partitions_and_says_so(glue: Any) -> None:
+    said: list[str] = []
+    catalog_sync.after_deploy("test", {"usage_events": V2}, said.append, glue)
+    assert said == [f"catalog: usage_events: {PARTITIONS} of {PARTITIONS} partition(s) updated to the table's "
+                    "columns (table updated)"]
