@@ -232,6 +232,15 @@ def test_spark_reads_the_lake_with_the_glue_schema(platform: Platform, lake: dic
     assert got == EXPECTED
 
 
+def test_etl_datasets_diff_shows_partitions_and_files_by_version(platform: Platform, lake: dict) -> None:
+    shown = etl("datasets", "diff", "usage_events", "--env", "local", "--files", env={**platform.cli_env,
+                                                                                     "COLUMNS": "200"})
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    text = " ".join(shown.stdout.split())
+    assert "0 of 4 get the table's columns" in text, text
+    assert "6 file(s) (v1: 3, v2: 3)" in text, text
+
+
 def test_a_breaking_change_is_refused_and_changes_nothing(platform: Platform, lake: dict) -> None:
     glue, db = platform.client("glue"), platform.out("glueDatabase")
     before = glue.get_table(DatabaseName=db, Name="usage_events")["Table"]["StorageDescriptor"]["Columns"]
