@@ -6,6 +6,10 @@ read, the table prefix is never globbed), with the partition columns added as st
 WHERE clause rules out are not read at all (etl/query_prune.py). Against AWS, Athena runs the query in
 the env's workgroup; results come back typed from the result metadata, so both engines answer with
 Arrow tables that compare equal for the same SQL.
+
+Files of older contract versions sit next to new ones (docs/design/schema-evolution.md): each file
+is conformed to the table's columns by name, as Athena does — a column the file lacks reads NULL, a
+narrower type (int32, float32, decimal of lower precision) is widened to the table's.
 """
 
 from __future__ import annotations

@@ -1,7 +1,9 @@
 """Reading inputs through the lake's Parquet schema (`contracts.arrow.lake_schema`, shared with transform).
 
 Compaction reads every input through that schema, so files written before a contract gained a
-nullable column still merge (the column reads as nulls); strings that repeat travel as dictionaries.
+nullable column still merge (the column reads as nulls), files of a narrower version widen (int32 ->
+int64, float32 -> float64, decimal precision up: docs/design/schema-evolution.md), and the output is
+written in the current contract version; strings that repeat travel as dictionaries.
 """
 
 from __future__ import annotations

@@ -289,3 +289,13 @@ def test_diff_and_lock_of_a_changed_shipped_contract(tmp_path: Path, monkeypatch
     (d / "orders.toml").write_text(text.replace('name = "status"', 'name = "state"'))
     refused = cli("datasets", "lock", "orders")
     assert refused.exit_code == 1 and "rename status" in refused.output
+
+
+def test_storage_and_compaction_settings_change_freely_without_a_new_version(tmp_path: Path) -> None:
+    d = contract_dir(tmp_path, BASE)
+    ev.write_lock(ev.next_lock(load_dataset_file(d / "events.toml"), d)[0], d)
+    contract_dir(tmp_path, BASE + '\n[storage]\ntarget_file_mb = 512\ncompaction_min_files = 4\n'
+                                  'small_file_ratio = 0.5\ncompression = "snappy"\n')
+    changed = load_dataset_file(d / "events.toml")
+    assert changed.storage.target_file_mb == 512 and changed.version == 1
+    assert ev.against_lock(changed, d).locked and ev.against_lock(changed, d).changes == []
