@@ -9,6 +9,8 @@ registered are brought in line by the deploy-time step `etl datasets apply` (doc
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import pulumi
 import pulumi_aws as aws
 
@@ -43,6 +45,18 @@ def check_contract(ds: Dataset) -> None:
     if not report.locked and report.base_version is not None:
         pulumi.log.warn(f"{ds.name}: contract changed since lock v{report.base_version} (allowed); record it with "
                         "`etl datasets lock` so files carry its version (`etl deploy` requires it)")
+
+
+def check_contracts(datasets: Iterable[Dataset]) -> None:
+    """Every contract at once, first thing in the core stack: nothing is registered if one would break."""
+    problems = []
+    for ds in datasets:
+        try:
+            check_contract(ds)
+        except evolution.EvolutionError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise evolution.EvolutionError("\n".join(problems) + "\n(`etl datasets diff` shows every change)")
 
 
 def dataset_table(ds: Dataset, database: pulumi.Input[str], lake_bucket: pulumi.Input[str], parent: pulumi.Resource):

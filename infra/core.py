@@ -10,7 +10,7 @@ import pulumi_aws as aws
 from contracts import events, naming
 from contracts.datasets import load_datasets
 from infra import dashboard, policy
-from infra.catalog import dataset_table
+from infra.catalog import check_contracts, dataset_table
 from infra.components.secure_bucket import SecureBucket, expire_rule, noncurrent_rule
 from infra.settings import Settings
 
@@ -20,6 +20,7 @@ ARCHIVE_PATTERN = {"detail-type": [{"anything-but": [events.ErasureRequested.DET
 
 class Core(pulumi.ComponentResource):
     def __init__(self, s: Settings, account_id: str, region: str) -> None:
+        check_contracts(load_datasets().values())  # a contract change that breaks the lake stops before any resource
         super().__init__("etl:core:Core", naming.prefix(s.env))
         child = pulumi.ResourceOptions(parent=self)
         env = s.env

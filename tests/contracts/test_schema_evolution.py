@@ -299,3 +299,29 @@ def test_storage_and_compaction_settings_change_freely_without_a_new_version(tmp
     changed = load_dataset_file(d / "events.toml")
     assert changed.storage.target_file_mb == 512 and changed.version == 1
     assert ev.against_lock(changed, d).locked and ev.against_lock(changed, d).changes == []
+
+
+# -- the program under Pulumi's mock runtime ----------------------------------------------------------------
+def test_the_core_stack_records_each_contract_in_its_table() -> None:
+    from tests.infra.conftest import build
+
+    table = build("core-dev").one("aws:glue/catalogTable:CatalogTable", "table-usage_events")
+    params = table.inputs["parameters"]
+    assert params[ev.TABLE_VERSION] == "2" and params[ev.TABLE_FINGERPRINT] == ev.fingerprint(V2)
+    assert [(c["name"], c["type"]) for c in table.inputs["storageDescriptor"]["columns"]] == ev.glue_columns(V2)
+
+
+def test_the_core_stack_registers_nothing_when_a_contract_would_break(monkeypatch: pytest.MonkeyPatch) -> None:
+    from etl.local.program import run_stack
+    from etl.local.recording import RecordingBackend
+    from infra import core
+
+    narrowed = V1.model_copy(update={"version": None})  # v2 deployed and locked; the contract goes back to v1
+    monkeypatch.setattr(core, "load_datasets", lambda: {**load_datasets(), "usage_events": narrowed})
+    backend = RecordingBackend()
+    created: list[str] = []
+    original = backend.create
+    monkeypatch.setattr(backend, "create", lambda t, n, i: created.append(n) or original(t, n, i))
+    with pytest.raises(Exception, match=r"(?s)usage_events: contract change against lock v2.*retype quantity"):
+        run_stack("core-dev", backend, {}, {})
+    assert created == [], "no resource is registered before the refusal"
