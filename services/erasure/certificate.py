@@ -84,7 +84,7 @@ def checks(datasets: dict[str, Any], passed: bool) -> dict[str, Any]:
              "how": "listing every object version", "checked": "all", "left": len(d["old_generations"])},
             {"dataset": name, "copy": "quarantine", "how": "every file's rows, subject columns and raw lines",
              "checked": f"{q.get('files_scanned', 0)} file(s)",
-             "left": q["rows_remaining"] + len(q["keys_with_old_versions"])},
+             "left": q["rows_remaining"] + len(q["keys_with_old_versions"]) + len(q.get("unreadable", []))},
             {"dataset": name, "copy": "raw copies and landing originals reached through lineage",
              "how": "erased lines blank, one version; landing original gone",
              "checked": f"{d.get('raw_checked', 0)} raw copy(ies), {d.get('landing_checked', 0)} landing original(s)",

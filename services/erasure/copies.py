@@ -90,17 +90,22 @@ def scan_quarantine(bucket: str, dataset: Dataset, subjects: Subjects) -> dict[s
     """Rows of each subject left in the dataset's quarantine, and the files holding any (verification)."""
     fs = aws.s3_filesystem()
     by_subject: dict[str, int] = {}
-    files, scanned = [], 0
+    files, scanned, unreadable = [], 0, []
     for key in quarantine_keys(bucket, dataset.name):
-        table = pq.read_table(f"{bucket}/{key}", filesystem=fs)
         scanned += 1
+        try:
+            table = pq.read_table(f"{bucket}/{key}", filesystem=fs)
+        except Exception as exc:  # reported: a file that cannot be read cannot be called clean
+            unreadable.append(f"{key}: unreadable ({type(exc).__name__})")
+            continue
         masks = subject_masks(table, dataset, subjects)
         for h, m in masks.items():
             if m.any():
                 by_subject[h] = by_subject.get(h, 0) + int(m.sum())
         if any(m.any() for m in masks.values()):
             files.append(key)
-    return {"by_subject": by_subject, "files_with_subjects": files, "files_scanned": scanned}
+    return {"by_subject": by_subject, "files_with_subjects": files, "files_scanned": scanned,
+            "unreadable": unreadable}
 
 
 class Memo:

@@ -567,6 +567,7 @@ class Engine:
             d["lake"]["files_with_subjects"] = clean(d["lake"]["files_with_subjects"])
             d["lake"]["unreadable"] = clean(d["lake"].get("unreadable", []))
             d["quarantine"]["files_with_subjects"] = clean(d["quarantine"]["files_with_subjects"])
+            d["quarantine"]["unreadable"] = clean(d["quarantine"].get("unreadable", []))
             d["hidden"]["copies_with_subjects"] = clean(d["hidden"]["copies_with_subjects"])
             d["structure"]["problems"] = clean(d["structure"]["problems"])
             for k in ("old_generations", "raw", "failed_tasks"):

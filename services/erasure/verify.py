@@ -108,7 +108,10 @@ def verify_quarantine(bucket: str, dataset: Dataset, subjects: Subjects, rewritt
 def verify_raw(bucket: str, copies: Mapping[str, Sequence[int]], landing_left: Sequence[str]) -> list[str]:
     problems = []
     for key, lines in sorted(copies.items()):
-        why = raw_object_clean(bucket, key, lines)
+        try:
+            why = raw_object_clean(bucket, key, lines)
+        except Exception as exc:  # a copy that cannot be read is not clean: the request fails, naming it
+            why = f"unreadable ({type(exc).__name__})"
         if why:
             problems.append(f"{key}: {why}")
     return problems + [f"landing original still present: {k}" for k in landing_left]
@@ -141,7 +144,10 @@ def verify_rewritten(lake_bucket: str, keys: Sequence[str], subject_ids: Collect
                 gone += 1  # replaced since (a later attempt or compaction): its successor is probed as lake
                 continue
             raise
-        report.add(check_file(S3Blob(lake_bucket, key, size), subject_ids=subject_ids, label=key))
+        try:
+            report.add(check_file(S3Blob(lake_bucket, key, size), subject_ids=subject_ids, label=key))
+        except Exception as exc:  # not checkable is not clean
+            report.add(StructureReport(files=1, problems=[f"{key}: not checkable ({type(exc).__name__})"]))
     return {**report.to_json(), "replaced_since": gone}
 
 
@@ -166,7 +172,7 @@ def unattributed(d: Mapping[str, Any]) -> bool:
     of the run on that dataset: unreadable copies, fingerprint matches, structural problems."""
     lake, hidden = d["lake"], d["hidden"]
     return bool(lake.get("unreadable") or lake.get("fingerprint_rows") or hidden["fingerprint_rows"]
-                or hidden["unreadable"] or d["structure"]["problems"])
+                or hidden["unreadable"] or d["structure"]["problems"] or d["quarantine"].get("unreadable"))
 
 
 def dataset_problems(name: str, hidden: Mapping[str, Any], d: Mapping[str, Any]) -> list[str]:
@@ -179,6 +185,7 @@ def dataset_problems(name: str, hidden: Mapping[str, Any], d: Mapping[str, Any])
     fpr = int(d["lake"].get("fingerprint_rows", 0)) + int(hidden["fingerprint_rows"])
     if fpr:
         out.append(f"{name}: {fpr} row(s) carry an erased row's other personal values")
-    out += [f"{name}: {p}" for p in [*d["lake"].get("unreadable", []), *hidden["unreadable"]][:20]]
+    unreadable = [*d["lake"].get("unreadable", []), *hidden["unreadable"], *d["quarantine"].get("unreadable", [])]
+    out += [f"{name}: {p}" for p in unreadable[:20]]
     out += [f"{name}: {p}" for p in d["structure"]["problems"][:20]]
     return out

@@ -126,3 +126,22 @@ def test_a_file_it_cannot_read_ends_failed_with_the_evidence_so_far(world: World
     assert cert["outcome"] == "FAILED" and not cert["verification"]["passed"]
     assert cert["datasets"]["orders"]["rows_removed"] >= 5, "the readable files were still erased (evidence)"
     assert "\"7\"" not in json.dumps(cert)
+
+
+def test_a_copy_it_cannot_read_at_verification_ends_failed_not_stuck(world: World,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A raw copy whose read fails (e.g. a checksum error) must not stop the run forever nor pass."""
+    from services.erasure import verify
+
+    w = world
+    seed(w)
+
+    def unreadable(*args: Any, **kwargs: Any) -> str:
+        raise OSError("checksum mismatch")
+
+    monkeypatch.setattr(verify, "raw_object_clean", unreadable)
+    rid = w.request(["7"], ["orders"])
+    w.drive()
+    req = w.store.get(rid)
+    assert req.state == State.FAILED and "unreadable (OSError)" in (req.error or "")
+    assert certificate(w, rid)["outcome"] == "FAILED"
