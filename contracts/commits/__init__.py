@@ -37,10 +37,12 @@ from contracts.commits.errors import (
 )
 from contracts.commits.glue import PARQUET_INPUT, PARQUET_OUTPUT, PARQUET_SERDE, GlueCatalog
 from contracts.commits.model import (
+    Append,
     CleanupReport,
     CommitResult,
     CommitSettings,
     FileEntry,
+    FileToStage,
     NewFile,
     ObjectStat,
     PartitionRef,
@@ -57,6 +59,7 @@ __all__ = [
     "PARQUET_OUTPUT",
     "PARQUET_SERDE",
     "STATE_SK",
+    "Append",
     "Catalog",
     "CatalogMismatch",
     "CleanupReport",
@@ -68,6 +71,7 @@ __all__ = [
     "DeadlineExceeded",
     "DynamoStateTable",
     "FileEntry",
+    "FileToStage",
     "GlueCatalog",
     "Item",
     "MissingObject",

@@ -6,11 +6,13 @@ after the grace period) is described in the package docstring and in docs/design
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from typing import Any
+from typing import Any, TypeVar
 
 from contracts import lake
 from contracts.commits.dynamodb import DynamoStateTable
@@ -27,18 +29,37 @@ from contracts.commits.errors import (
 )
 from contracts.commits.glue import GlueCatalog
 from contracts.commits.model import (
+    Append,
     CleanupReport,
     CommitResult,
     CommitSettings,
     FileEntry,
+    FileToStage,
     NewFile,
+    ObjectStat,
     PartitionRef,
     PartitionState,
 )
-from contracts.commits.ports import Catalog, Clock, Item, ObjectStore, StateTable, SystemClock
+from contracts.commits.ports import (
+    TRANSACTION_BYTES,
+    TRANSACTION_ITEMS,
+    Catalog,
+    Clock,
+    Item,
+    ObjectStore,
+    StateTable,
+    SystemClock,
+)
 from contracts.commits.s3 import S3ObjectStore
 from contracts.commits.state import GC_PK, OP_SK_PREFIX, STATE_SK, Attempt, Pending, Spec, Staged, State, Where
 from contracts.datasets import Dataset, load_datasets
+
+T = TypeVar("T")
+E = TypeVar("E")
+#: rounds of batched intents before a still-contended partition takes `append`'s own loop
+BATCH_ROUNDS = 3
+#: staged keys per garbage entry (about 200 bytes each: far below DynamoDB's 400 KB item limit)
+GC_ENTRY_KEYS = 500
 
 
 class PartitionCommitter:
@@ -60,6 +81,9 @@ class PartitionCommitter:
         self._clock = clock or SystemClock()
         self._datasets = datasets if datasets is not None else load_datasets()
         self.settings = settings or CommitSettings()
+        #: files this committer staged and not yet committed: their size and reservation time, so a
+        #: commit needs no HEAD to check them (an older reservation time only makes the age check stricter)
+        self._staged_here: dict[str, ObjectStat] = {}
 
     @classmethod
     def on_aws(cls, *, bucket: str, table_name: str, database: str, **kwargs: Any) -> PartitionCommitter:
@@ -79,16 +103,30 @@ class PartitionCommitter:
         Registering first means a staged file can never outlive the erasure window, even if the
         writer dies right after writing it. Write the file and commit within the same attempt.
         """
-        where = self._where(ref)
-        key = lake.staging_key(ref.dataset, where.path, lake.op_digest(op_id), uuid.uuid4().hex[:16], name)
-        self._put_gc(self._clock.now() + self.settings.grace_seconds, ref=ref, keys=[key])
+        key = self._staging_key(ref, op_id, name)
+        self._put_gc(self._clock.now() + self.settings.grace_seconds, refs=[ref], keys=[key])
         return key
 
     def stage(self, ref: PartitionRef, op_id: str, name: str, data: bytes, rows: int) -> NewFile:
         """Stage bytes (e.g. a Parquet file written to a buffer) for a later `append`/`replace`."""
-        key = self.reserve_staging(ref, op_id, name)
-        self._store.put(key, data)
-        return NewFile(name, key, rows)
+        return self.stage_many([FileToStage(ref, op_id, name, data, rows)])[0]
+
+    def stage_many(self, files: Sequence[FileToStage], *, workers: int = 1) -> list[NewFile]:
+        """Stage files of many partitions: one garbage entry per GC_ENTRY_KEYS files registers them
+        (before any is written, as `reserve_staging`), then the objects are written, `workers` at a time.
+        """
+        keys = [self._staging_key(f.ref, f.op_id, f.name) for f in files]
+        reserved = self._clock.now()
+        for i in range(0, len(files), GC_ENTRY_KEYS):
+            refs = list(dict.fromkeys(f.ref for f in files[i : i + GC_ENTRY_KEYS]))
+            self._put_gc(reserved + self.settings.grace_seconds, refs=refs, keys=keys[i : i + GC_ENTRY_KEYS])
+
+        def put(i: int) -> None:
+            self._store.put(keys[i], files[i].data)
+            self._staged_here[keys[i]] = ObjectStat(len(files[i].data), reserved)
+
+        _raise_first(self._each(put, range(len(files)), workers))
+        return [NewFile(f.name, key, f.rows) for f, key in zip(files, keys, strict=True)]
 
     # -- commits --------------------------------------------------------------------------------
     def append(
@@ -97,7 +135,79 @@ class PartitionCommitter:
         """Add staged files atomically; a retry with the same op id never adds them twice."""
         if not files:
             raise ValueError("append needs at least one file")
-        return self._commit(self._where(ref), Spec(op_id, "append", (), _unique_files(files)), deadline)
+        spec = Spec(op_id, "append", (), _unique_files(files))
+        return self._commit(self._where(ref), spec, self._attempt(deadline))
+
+    def append_many(
+        self, appends: Sequence[Append], *, deadline: float | None = None, workers: int = 1
+    ) -> list[CommitResult]:
+        """Append to many partitions in one batched step, each with exactly `append`'s guarantees.
+
+        Every partition is still its own commit (its own intent, claim, record); what is shared is
+        the round trips: states and op records come in BatchGetItem reads, the intents of up to 100
+        partitions go in one TransactWriteItems, new Glue partitions are created in batches, op
+        records are written in BatchWriteItem and the intents cleared in one transaction per 100.
+        A partition another writer holds, or one still contended after a few rounds, goes through
+        `append`'s own loop (wait, take over, rebase) on the same attempt. One partition failing does
+        not stop the others; the first error is raised once all are done, and a retry with the same
+        op ids replays those that committed. Results are in the order of `appends`.
+        """
+        attempt = self._attempt(deadline)
+        jobs: list[tuple[Where, Spec]] = []
+        for a in appends:
+            if not a.files:
+                raise ValueError("append needs at least one file")
+            jobs.append((self._where(a.ref), Spec(a.op_id, "append", (), _unique_files(a.files))))
+        if len({where.pk for where, _ in jobs}) != len(jobs):
+            raise ValueError("append_many takes one append per partition")
+        outcome: dict[int, CommitResult | Exception] = {}
+        staged: dict[int, list[Staged]] = {}
+        todo, slow = list(range(len(jobs))), []
+        for _ in range(BATCH_ROUNDS):
+            if not todo:
+                break
+            self._guard(attempt)
+            states = dict(zip(todo, self._load_many([jobs[i][0] for i in todo]), strict=True))
+            slow += [i for i in todo if states[i].pending is not None]  # held: `append`'s loop waits or takes over
+            free = [i for i in todo if states[i].pending is None]
+            self._guard(attempt)  # op records only after the states: see `_commit`
+            records = dict(zip(free, self._op_records([jobs[i] for i in free]), strict=True))
+            planned: list[tuple[int, State]] = []
+            for i in free:
+                where, spec = jobs[i]
+                if records[i] is not None:
+                    outcome[i] = records[i]  # type: ignore[assignment]  # a result, or OpIdReused
+                    continue
+                try:
+                    if i not in staged:
+                        staged[i] = self._stat_staged(where, spec)
+                    pending = self._plan(where, states[i], spec, staged[i], attempt)
+                except Exception as exc:
+                    outcome[i] = exc
+                    continue
+                if pending is None:  # the op's files are all in the manifest: applied, record expired
+                    outcome[i] = self._result(where, spec.op_id, states[i].gen, spec.names, (), replayed=True)
+                else:
+                    planned.append((i, replace(states[i], pending=pending)))
+            todo, claimed = [], []
+            for group in _transaction_groups(planned):
+                self._guard(attempt)
+                try:
+                    saved = self._save_many([(jobs[i][0], state) for i, state in group])
+                except ConditionFailed:  # someone committed first to one of them (or the ack was lost)
+                    todo += [i for i, _ in group]
+                    continue
+                claimed += [(i, jobs[i][0], state) for (i, _), state in zip(group, saved, strict=True)]
+            outcome.update(self._roll_forward_many(claimed, attempt, workers))
+        slow += todo
+
+        def one(i: int) -> CommitResult:
+            return self._commit(jobs[i][0], jobs[i][1], attempt, staged.get(i))
+
+        outcome.update(zip(slow, self._each(one, slow, workers), strict=True))
+        ordered = [outcome[i] for i in range(len(jobs))]
+        _raise_first(ordered)
+        return ordered  # type: ignore[return-value]  # no exception left
 
     def replace(
         self,
@@ -117,7 +227,8 @@ class PartitionCommitter:
             raise ValueError("replace needs files to remove or to add")
         if len(set(remove)) != len(remove):
             raise ValueError("replace: duplicate names in remove")
-        return self._commit(self._where(ref), Spec(op_id, "replace", tuple(remove), _unique_files(add)), deadline)
+        spec = Spec(op_id, "replace", tuple(remove), _unique_files(add))
+        return self._commit(self._where(ref), spec, self._attempt(deadline))
 
     def reconcile(self, ref: PartitionRef, *, deadline: float | None = None) -> CommitResult | None:
         """Point the Glue partition back at the committed generation (e.g. after it was deleted)."""
@@ -125,7 +236,7 @@ class PartitionCommitter:
         state = self._load(where)
         if state.gen == 0 or (state.pending is None and self._catalog_ok(where, state.gen)):
             return None
-        return self._commit(where, Spec(f"sync-{uuid.uuid4().hex}", "sync", (), ()), deadline)
+        return self._commit(where, Spec(f"sync-{uuid.uuid4().hex}", "sync", (), ()), self._attempt(deadline))
 
     def current(self, ref: PartitionRef) -> PartitionState:
         """The committed manifest (strongly consistent), with each file's key in its generation."""
@@ -152,11 +263,9 @@ class PartitionCommitter:
         return "unknown"
 
     # -- the protocol ---------------------------------------------------------------------------
-    def _commit(self, where: Where, spec: Spec, deadline: float | None) -> CommitResult:
-        attempt = self._attempt(deadline)
-        staged: list[Staged] | None = None
+    def _commit(self, where: Where, spec: Spec, attempt: Attempt, staged: list[Staged] | None = None) -> CommitResult:
         if not spec.add:  # nothing staged, so nothing registered: make sure cleanup settles a crash
-            self._put_gc(self._clock.now() + self.settings.grace_seconds, ref=where.ref)
+            self._put_gc(self._clock.now() + self.settings.grace_seconds, refs=[where.ref])
         waited = 0.0
         while True:
             self._guard(attempt)
@@ -243,21 +352,122 @@ class PartitionCommitter:
         return result
 
     def _apply(self, where: Where, state: State, p: Pending, attempt: Attempt) -> None:
+        self._copies(where, state, p, attempt)
+        if p.mode != "inplace":
+            self._flip(where, p.dst, attempt)
+            self._retire(where, p, attempt)
+
+    def _copies(self, where: Where, state: State, p: Pending, attempt: Attempt) -> None:
+        """In place: the one copy is the instant readers see the file. New generation: fill gen=dst."""
         ds, path = where.ref.dataset, where.path
-        if p.mode == "inplace":
-            for s in p.add:  # one file: the copy is the instant readers see it
-                self._copy(s.staged, lake.file_key(ds, path, p.dst, s.name), attempt)
-            return
         if p.mode == "newgen":
             for name in sorted(set(state.files) - set(p.remove)):
                 self._copy(lake.file_key(ds, path, p.src, name), lake.file_key(ds, path, p.dst, name), attempt)
+        if p.mode in ("inplace", "newgen"):
             for s in p.add:
                 self._copy(s.staged, lake.file_key(ds, path, p.dst, s.name), attempt)
-        self._flip(where, p.dst, attempt)
+
+    def _retire(self, where: Where, p: Pending, attempt: Attempt) -> None:
+        """After a flip to a new generation: the old one is garbage once the grace period is over."""
         if p.mode == "newgen" and p.src:
             due = self._clock.now() + self.settings.grace_seconds
             self._guard(attempt)
-            self._put_gc(due, ref=where.ref, prefixes=[lake.generation_prefix(ds, path, p.src)])
+            self._put_gc(due, refs=[where.ref], prefixes=[lake.generation_prefix(where.ref.dataset, where.path, p.src)])
+
+    def _roll_forward_many(
+        self, claimed: Sequence[tuple[int, Where, State]], attempt: Attempt, workers: int
+    ) -> dict[int, CommitResult | Exception]:
+        """`_roll_forward` of many claimed intents, with batched catalog, record and finalise requests.
+
+        Each partition's steps keep their order (copies, flip, record, finalise); a partition that
+        fails releases its claim and drops out, the others go on.
+        """
+        out: dict[int, CommitResult | Exception] = {}
+
+        def fail(entry: tuple[int, Where, State], exc: Exception) -> None:
+            i, where, state = entry
+            self._release(where, state, attempt, exc)
+            out[i] = exc
+
+        def copies(entry: tuple[int, Where, State]) -> None:
+            _, where, state = entry
+            assert state.pending is not None
+            self._copies(where, state, state.pending, attempt)
+
+        for entry, done in zip(claimed, self._each(copies, claimed, workers), strict=True):
+            if isinstance(done, Exception):
+                fail(entry, done)
+        flips = [e for e in claimed if e[0] not in out and e[2].pending and e[2].pending.mode != "inplace"]
+        for entry, exc in self._flip_many(flips, attempt):
+            fail(entry, exc)
+        ok = [e for e in claimed if e[0] not in out]
+        results = {}
+        for i, where, state in ok:
+            p = state.pending
+            assert p is not None
+            results[i] = self._result(where, p.op_id, p.dst, [s.name for s in p.add], p.remove)
+        try:
+            self._guard(attempt)
+            self._table.put_many([self._op_item(w, s.pending, results[i]) for i, w, s in ok])  # type: ignore[arg-type]
+        except Exception as exc:
+            for entry in ok:
+                fail(entry, exc)
+            return out
+        for group in _transaction_groups([(e, e[2].after(e[2].pending)) for e in ok]):  # type: ignore[arg-type]
+            try:
+                self._guard(attempt)
+                self._finalise_many([(e[1], final, e[2].version) for e, final in group])
+            except Exception as exc:
+                for e, _ in group:
+                    fail(e, exc)
+                continue
+            out.update((e[0], results[e[0]]) for e, _ in group)
+        return out
+
+    def _finalise_many(self, entries: Sequence[tuple[Where, State, int | None]]) -> None:
+        """Clear many intents in one transaction; if it is refused, clear them one by one as `_roll_forward`
+        does (a refused one was taken over, or its finalise landed already)."""
+        try:
+            self._table.put_all_if_version([(self._state_item(w, final, v), v) for w, final, v in entries])
+        except ConditionFailed:
+            for where, final, version in entries:
+                with contextlib.suppress(ConditionFailed):
+                    self._save(where, final, version)
+
+    def _flip_many(
+        self, entries: Sequence[tuple[int, Where, State]], attempt: Attempt
+    ) -> list[tuple[tuple[int, Where, State], Exception]]:
+        """`_flip` (and `_retire`) for many partitions: one location read and one create per 100 new
+        partitions per dataset; anything but "already there" or "created now" takes `_flip`'s path."""
+        failed: list[tuple[tuple[int, Where, State], Exception]] = []
+        by_dataset: dict[str, list[tuple[int, Where, State]]] = {}
+        for entry in entries:
+            by_dataset.setdefault(entry[1].ref.dataset, []).append(entry)
+        for group in by_dataset.values():
+            ds = group[0][1].dataset
+            want = {e[0]: self._location(e[1], e[2].pending.dst) for e in group}  # type: ignore[union-attr]
+            try:
+                self._guard(attempt)
+                have = self._catalog.locations(ds, [e[1].values for e in group])
+                new = [e for e, loc in zip(group, have, strict=True) if loc is None]
+                created: set[int] = set()
+                if new:
+                    self._guard(attempt)
+                    made = self._catalog.create_many(ds, [(e[1].values, want[e[0]]) for e in new])
+                    created = {e[0] for e, ok in zip(new, made, strict=True) if ok}
+            except Exception as exc:
+                failed += [(e, exc) for e in group]
+                continue
+            for entry, loc in zip(group, have, strict=True):
+                i, where, state = entry
+                assert state.pending is not None
+                try:
+                    if loc != want[i] and i not in created:
+                        self._flip(where, state.pending.dst, attempt)
+                    self._retire(where, state.pending, attempt)
+                except Exception as exc:
+                    failed.append((entry, exc))
+        return failed
 
     def _flip(self, where: Where, gen: int, attempt: Attempt) -> None:
         """Point the Glue partition at `gen` (creating it on first commit); never move it backwards."""
@@ -327,8 +537,9 @@ class PartitionCommitter:
                 report.complete = False
                 break
             body = json.loads(str(item["body"]))
-            ref = PartitionRef.from_json(body["ref"]) if body["ref"] else None
-            if ref and ref.dataset in self._datasets and not self._settle(self._where(ref), attempt):
+            refs = [PartitionRef.from_json(r) for r in body.get("refs") or ([body["ref"]] if body.get("ref") else [])]
+            known = [ref for ref in refs if ref.dataset in self._datasets]
+            if not all(self._settle(self._where(ref), attempt) for ref in known):
                 report.postponed += 1
                 continue
             for prefix in body["prefixes"]:
@@ -369,6 +580,25 @@ class PartitionCommitter:
             raise CommitError(f"dataset {ref.dataset!r} is not partitioned; commits work on partitions")
         return Where(ref, ds, lake.partition_path(ds.partition_names, ref.values))
 
+    def _staging_key(self, ref: PartitionRef, op_id: str, name: str) -> str:
+        where = self._where(ref)
+        return lake.staging_key(ref.dataset, where.path, lake.op_digest(op_id), uuid.uuid4().hex[:16], name)
+
+    def _each(self, fn: Callable[[int], T], items: Iterable[int], workers: int) -> list[T | Exception]:
+        """fn over items, `workers` at a time; each item's Exception is returned in its place."""
+        todo = list(items)
+
+        def run(i: int) -> T | Exception:
+            try:
+                return fn(i)
+            except Exception as exc:
+                return exc
+
+        if workers <= 1 or len(todo) <= 1:
+            return [run(i) for i in todo]
+        with ThreadPoolExecutor(max_workers=min(workers, len(todo))) as pool:
+            return list(pool.map(run, todo))
+
     def _attempt(self, deadline: float | None) -> Attempt:
         latest = self._clock.now() + self.settings.max_op_seconds
         return Attempt(uuid.uuid4().hex, latest if deadline is None else min(deadline, latest))
@@ -388,7 +618,7 @@ class PartitionCommitter:
         for name, f in zip(spec.names, spec.add, strict=True):
             if not f.staged_key.startswith(prefix):
                 raise ValueError(f"{f.staged_key!r} was not reserved for op {spec.op_id!r} (use reserve_staging)")
-            stat = self._store.stat(f.staged_key)
+            stat = self._staged_here.pop(f.staged_key, None) or self._store.stat(f.staged_key)
             if stat is None:
                 raise MissingObject(f"staged file {f.staged_key!r} does not exist")
             if stat.modified < oldest:
@@ -400,13 +630,35 @@ class PartitionCommitter:
         return State.from_item(self._table.get(where.pk, STATE_SK))
 
     def _save(self, where: Where, state: State, expected: int | None) -> State:
-        version = (expected or 0) + 1
-        item: Item = {"pk": where.pk, "sk": STATE_SK, "version": version, "body": state.to_body()}
-        self._table.put_if_version(item, expected)
-        return replace(state, version=version)
+        self._table.put_if_version(self._state_item(where, state, expected), expected)
+        return replace(state, version=(expected or 0) + 1)
+
+    def _save_many(self, entries: Sequence[tuple[Where, State]]) -> list[State]:
+        """Conditional puts of many partitions' states (each on the version it was read at), all or none."""
+        self._table.put_all_if_version([(self._state_item(w, s, s.version), s.version) for w, s in entries])
+        return [replace(s, version=(s.version or 0) + 1) for _, s in entries]
+
+    def _state_item(self, where: Where, state: State, expected: int | None) -> Item:
+        return {"pk": where.pk, "sk": STATE_SK, "version": (expected or 0) + 1, "body": state.to_body()}
+
+    def _load_many(self, wheres: Sequence[Where]) -> list[State]:
+        items = self._table.get_many([(w.pk, STATE_SK) for w in wheres])
+        return [State.from_item(items.get((w.pk, STATE_SK))) for w in wheres]
+
+    def _op_records(self, jobs: Sequence[tuple[Where, Spec]]) -> list[CommitResult | Exception | None]:
+        items = self._table.get_many([(w.pk, OP_SK_PREFIX + spec.digest) for w, spec in jobs])
+        found: list[CommitResult | Exception | None] = []
+        for where, spec in jobs:
+            try:
+                found.append(self._recorded(where, spec, items.get((where.pk, OP_SK_PREFIX + spec.digest))))
+            except OpIdReused as exc:
+                found.append(exc)
+        return found
 
     def _op_record(self, where: Where, spec: Spec) -> CommitResult | None:
-        item = self._table.get(where.pk, OP_SK_PREFIX + spec.digest)
+        return self._recorded(where, spec, self._table.get(where.pk, OP_SK_PREFIX + spec.digest))
+
+    def _recorded(self, where: Where, spec: Spec, item: Item | None) -> CommitResult | None:
         if item is None:
             return None
         body = json.loads(str(item["body"]))
@@ -420,9 +672,15 @@ class PartitionCommitter:
         return {"pk": where.pk, "sk": OP_SK_PREFIX + p.digest, "body": body, "expires_at": expires}
 
     def _put_gc(
-        self, due: float, *, ref: PartitionRef | None = None, keys: Sequence[str] = (), prefixes: Sequence[str] = ()
+        self,
+        due: float,
+        *,
+        refs: Sequence[PartitionRef] = (),
+        keys: Sequence[str] = (),
+        prefixes: Sequence[str] = (),
     ) -> None:
-        body = {"due": due, "ref": ref.to_json() if ref else None, "keys": list(keys), "prefixes": list(prefixes)}
+        """A garbage entry: cleanup settles every partition in `refs`, then purges `keys` and `prefixes`."""
+        body = {"due": due, "refs": [r.to_json() for r in refs], "keys": list(keys), "prefixes": list(prefixes)}
         sk = f"{int(due * 1000):015d}#{uuid.uuid4().hex}"
         self._table.put({"pk": GC_PK, "sk": sk, "body": json.dumps(body)})
 
@@ -444,3 +702,30 @@ def _unique_files(files: Sequence[NewFile]) -> tuple[NewFile, ...]:
     if any(f.rows < 0 for f in files):
         raise ValueError("row counts cannot be negative")
     return tuple(files)
+
+
+def _transaction_groups(entries: Sequence[tuple[E, State]]) -> Iterator[list[tuple[E, State]]]:
+    """Consecutive groups that fit one transaction (TRANSACTION_ITEMS items, TRANSACTION_BYTES)."""
+    group: list[tuple[E, State]] = []
+    size = 0
+    for entry in entries:
+        item_size = len(entry[1].to_body()) + 200
+        if group and (len(group) == TRANSACTION_ITEMS or size + item_size > TRANSACTION_BYTES):
+            yield group
+            group, size = [], 0
+        group.append(entry)
+        size += item_size
+    if group:
+        yield group
+
+
+def _raise_first(outcomes: Sequence[object]) -> None:
+    """Raise the first exception among outcomes, the others as notes (each partition was tried)."""
+    errors = [o for o in outcomes if isinstance(o, Exception)]
+    if errors:
+        first = errors[0]
+        for other in errors[1:6]:
+            first.add_note(f"also failed: {other!r}")
+        if len(errors) > 6:
+            first.add_note(f"... and {len(errors) - 6} more")
+        raise first

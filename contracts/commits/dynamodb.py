@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import random
+import time
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from botocore.exceptions import ClientError
 
 from contracts import aws
-from contracts.commits.errors import ConditionFailed, error_code
-from contracts.commits.ports import Item
+from contracts.commits.errors import CommitError, ConditionFailed, error_code
+from contracts.commits.ports import TRANSACTION_ITEMS, Item
 
 
 class DynamoStateTable:
@@ -28,19 +30,68 @@ class DynamoStateTable:
         aws.client("dynamodb").put_item(TableName=self.table_name, Item=_to_dynamo(item))
 
     def put_if_version(self, item: Item, expected: int | None) -> None:
-        if expected is None:
-            cond: dict[str, Any] = {"ConditionExpression": "attribute_not_exists(pk)"}
-        else:
-            cond = {
-                "ConditionExpression": "#v = :v",
-                "ExpressionAttributeNames": {"#v": "version"},
-                "ExpressionAttributeValues": {":v": {"N": str(expected)}},
-            }
         try:
-            aws.client("dynamodb").put_item(TableName=self.table_name, Item=_to_dynamo(item), **cond)
+            aws.client("dynamodb").put_item(TableName=self.table_name, Item=_to_dynamo(item), **_condition(expected))
         except ClientError as exc:
             if error_code(exc) == "ConditionalCheckFailedException":
                 raise ConditionFailed(f"{item['pk']}/{item['sk']}: version is not {expected}") from exc
+            raise
+
+    def get_many(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Item]:
+        """Strongly consistent BatchGetItem, 100 keys a request; each item is read consistently, not all at once."""
+        ddb, found = aws.client("dynamodb"), {}
+        unique = list(dict.fromkeys(keys))
+        for i in range(0, len(unique), 100):
+            keyed = [{"pk": {"S": pk}, "sk": {"S": sk}} for pk, sk in unique[i : i + 100]]
+            request: dict[str, Any] = {self.table_name: {"Keys": keyed, "ConsistentRead": True}}
+            for retry in range(_UNPROCESSED_RETRIES):
+                resp = ddb.batch_get_item(RequestItems=request)
+                for raw in resp["Responses"].get(self.table_name, []):
+                    item = _from_dynamo(raw)
+                    found[(str(item["pk"]), str(item["sk"]))] = item
+                request = resp.get("UnprocessedKeys") or {}
+                if not request:
+                    break
+                time.sleep(_backoff(retry))
+            else:
+                raise CommitError(
+                    f"{self.table_name}: BatchGetItem left keys unprocessed after {_UNPROCESSED_RETRIES} tries"
+                )
+        return found
+
+    def put_many(self, items: Sequence[Item]) -> None:
+        """BatchWriteItem, 25 items a request (plain puts: one write unit per KB, as put_item)."""
+        ddb = aws.client("dynamodb")
+        for i in range(0, len(items), 25):
+            request: dict[str, Any] = {
+                self.table_name: [{"PutRequest": {"Item": _to_dynamo(it)}} for it in items[i : i + 25]]
+            }
+            for retry in range(_UNPROCESSED_RETRIES):
+                request = ddb.batch_write_item(RequestItems=request).get("UnprocessedItems") or {}
+                if not request:
+                    break
+                time.sleep(_backoff(retry))
+            else:
+                raise CommitError(
+                    f"{self.table_name}: BatchWriteItem left items unprocessed after {_UNPROCESSED_RETRIES} tries"
+                )
+
+    def put_all_if_version(self, entries: Sequence[tuple[Item, int | None]]) -> None:
+        """One TransactWriteItems of conditional puts: all land or none (2 write units per KB per item)."""
+        if len(entries) > TRANSACTION_ITEMS:
+            raise ValueError(f"a transaction holds at most {TRANSACTION_ITEMS} items, not {len(entries)}")
+        puts = [
+            {"Put": {"TableName": self.table_name, "Item": _to_dynamo(item), **_condition(expected)}}
+            for item, expected in entries
+        ]
+        try:
+            aws.client("dynamodb").transact_write_items(TransactItems=puts)
+        except ClientError as exc:
+            if error_code(exc) != "TransactionCanceledException":
+                raise
+            codes = {str(r.get("Code", "None")) for r in exc.response.get("CancellationReasons", [])}
+            if codes and codes <= {"None", "ConditionalCheckFailed", "TransactionConflict"}:
+                raise ConditionFailed(f"{len(entries)} conditional puts cancelled: {sorted(codes - {'None'})}") from exc
             raise
 
     def query_until(self, pk: str, sk_max: str) -> Iterator[Item]:
@@ -59,6 +110,25 @@ class DynamoStateTable:
 
     def delete(self, pk: str, sk: str) -> None:
         aws.client("dynamodb").delete_item(TableName=self.table_name, Key={"pk": {"S": pk}, "sk": {"S": sk}})
+
+
+_UNPROCESSED_RETRIES = 8
+
+
+def _backoff(retry: int) -> float:
+    """Unprocessed batch entries are throttling: back off exponentially with jitter, as the SDKs advise."""
+    return random.uniform(0, min(2.0, 0.05 * 2**retry))
+
+
+def _condition(expected: int | None) -> dict[str, Any]:
+    """The put's condition: no item yet (expected None) or the item at version `expected`."""
+    if expected is None:
+        return {"ConditionExpression": "attribute_not_exists(pk)"}
+    return {
+        "ConditionExpression": "#v = :v",
+        "ExpressionAttributeNames": {"#v": "version"},
+        "ExpressionAttributeValues": {":v": {"N": str(expected)}},
+    }
 
 
 def _to_dynamo(item: Item) -> dict[str, Any]:

@@ -52,6 +52,48 @@ class GlueCatalog:
             raise
         return True
 
+    def locations(self, dataset: Dataset, values: Sequence[Sequence[str]]) -> list[str | None]:
+        """Locations of many partitions (None: not registered): BatchGetPartition, 1000 a request."""
+        glue, found = aws.client("glue"), {}
+        wanted = list(dict.fromkeys(tuple(v) for v in values))
+        for i in range(0, len(wanted), 1000):
+            todo = [{"Values": list(v)} for v in wanted[i : i + 1000]]
+            for _ in range(8):
+                resp = glue.batch_get_partition(
+                    DatabaseName=self.database, TableName=dataset.name, PartitionsToGet=todo
+                )
+                for part in resp.get("Partitions", []):
+                    found[tuple(part["Values"])] = part["StorageDescriptor"].get("Location")
+                todo = resp.get("UnprocessedKeys") or []
+                if not todo:
+                    break
+            else:
+                raise RuntimeError(f"glue {self.database}.{dataset.name}: BatchGetPartition left keys unprocessed")
+        return [found.get(tuple(v)) for v in values]
+
+    def create_many(self, dataset: Dataset, entries: Sequence[tuple[Sequence[str], str]]) -> list[bool]:
+        """BatchCreatePartition, 100 a request, one GetTable for all; False where the partition exists."""
+        glue = aws.client("glue")
+        table_sd = glue.get_table(DatabaseName=self.database, Name=dataset.name)["Table"]["StorageDescriptor"]
+        existing: set[tuple[str, ...]] = set()
+        for i in range(0, len(entries), 100):
+            inputs = [
+                {"Values": list(values), "StorageDescriptor": _partition_sd(table_sd, location)}
+                for values, location in entries[i : i + 100]
+            ]
+            resp = glue.batch_create_partition(
+                DatabaseName=self.database, TableName=dataset.name, PartitionInputList=inputs
+            )
+            for error in resp.get("Errors", []):
+                code = error.get("ErrorDetail", {}).get("ErrorCode", "")
+                if code != "AlreadyExistsException":
+                    raise RuntimeError(
+                        f"glue {self.database}.{dataset.name}: creating partition {error.get('PartitionValues')} "
+                        f"failed: {code} {error.get('ErrorDetail', {}).get('ErrorMessage', '')}"
+                    )
+                existing.add(tuple(error.get("PartitionValues", [])))
+        return [tuple(values) not in existing for values, _ in entries]
+
     def set_location(self, dataset: Dataset, values: Sequence[str], location: str) -> None:
         glue = aws.client("glue")
         part = glue.get_partition(DatabaseName=self.database, TableName=dataset.name, PartitionValues=list(values))

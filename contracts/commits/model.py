@@ -39,6 +39,26 @@ class NewFile:
 
 
 @dataclass(frozen=True)
+class FileToStage:
+    """Bytes to stage for one partition's commit (see `PartitionCommitter.stage_many`)."""
+
+    ref: PartitionRef
+    op_id: str
+    name: str
+    data: bytes
+    rows: int
+
+
+@dataclass(frozen=True)
+class Append:
+    """One partition's part of a batched append (see `PartitionCommitter.append_many`)."""
+
+    ref: PartitionRef
+    files: tuple[NewFile, ...]
+    op_id: str
+
+
+@dataclass(frozen=True)
 class FileEntry:
     """A committed file: `name` is what `replace(remove=...)` takes, `key` is where it is now."""
 

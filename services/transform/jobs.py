@@ -16,14 +16,14 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from contracts import aws, events, layout, progress
-from contracts.commits import PartitionCommitter, PartitionRef
+from contracts.commits import Append, FileToStage, PartitionCommitter, PartitionRef
 from contracts.datasets import Dataset, get_dataset
 from services.transform import fanin
 from services.transform.chunks import ByteRange, can_split, dialect_of, plan_chunks
 from services.transform.core import TransformResult, transform
 from services.transform.errors import TransformError
 from services.transform.parquet import file_name, parquet_bytes
-from services.transform.partition import PartitionOutput, partition_path
+from services.transform.partition import partition_path
 
 COMMIT_THREADS = 8
 
@@ -113,29 +113,31 @@ def transform_chunk(
 def commit_partitions(
     result: TransformResult, ds: Dataset, committer: PartitionCommitter, deadline: float | None = None
 ) -> list[events.PartitionFilesAdded]:
-    """One append per partition, partitions in parallel (each commit is a few S3/DynamoDB/Glue round
-    trips); the op id makes a retried chunk a replay, not a second copy. An error in any partition
-    raises after the others finish: the retry replays those that committed.
+    """Every partition the chunk touches, committed in one batched step (`append_many`): one file and
+    one append each, their requests shared (contracts/commits). The op id makes a retried chunk a
+    replay, not a second copy. An error in any partition raises after the others finish: the retry
+    replays those that committed.
 
     `deadline` (epoch seconds, the invocation's end) keeps a killed attempt from holding the partition.
     """
-
-    def commit(part: PartitionOutput) -> events.PartitionFilesAdded:
-        values = dict(part.values)
-        ref = PartitionRef(ds.name, values)
-        op_id = f"transform:{result.object_id}:{result.chunk_index}:{partition_path(values)}"
-        name = file_name(result.object_id, result.chunk_index, values)
-        data = parquet_bytes(part.table, ds)
-        staged = committer.stage(ref, op_id, name, data, part.table.num_rows)
-        res = committer.append(ref, [staged], op_id, deadline=deadline)
-        return events.PartitionFilesAdded(dataset=ds.name, partition=values, generation=res.generation,
-                                          files=list(res.added), rows=part.table.num_rows, bytes=len(data),
-                                          object_id=result.object_id)
-
     if not result.partitions:
         return []
-    with ThreadPoolExecutor(max_workers=min(COMMIT_THREADS, len(result.partitions))) as pool:
-        return list(pool.map(commit, result.partitions))
+    parts = [(dict(p.values), p) for p in result.partitions]
+    op_ids = [f"transform:{result.object_id}:{result.chunk_index}:{partition_path(v)}" for v, _ in parts]
+    refs = [PartitionRef(ds.name, v) for v, _ in parts]
+    with ThreadPoolExecutor(max_workers=min(COMMIT_THREADS, len(parts))) as pool:
+        data = list(pool.map(lambda part: parquet_bytes(part.table, ds), (p for _, p in parts)))
+    staged = committer.stage_many(
+        [FileToStage(ref, op_id, file_name(result.object_id, result.chunk_index, v), d, p.table.num_rows)
+         for ref, op_id, (v, p), d in zip(refs, op_ids, parts, data, strict=True)],
+        workers=COMMIT_THREADS,
+    )
+    appends = [Append(ref, (f,), op_id) for ref, f, op_id in zip(refs, staged, op_ids, strict=True)]
+    results = committer.append_many(appends, deadline=deadline, workers=COMMIT_THREADS)
+    return [events.PartitionFilesAdded(dataset=ds.name, partition=v, generation=res.generation,
+                                       files=list(res.added), rows=p.table.num_rows, bytes=len(d),
+                                       object_id=result.object_id)
+            for (v, p), d, res in zip(parts, data, results, strict=True)]
 
 
 def write_quarantine(result: TransformResult, env: Env) -> str:

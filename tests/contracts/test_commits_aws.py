@@ -11,6 +11,7 @@ import io
 import json
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -21,9 +22,11 @@ import pytest
 
 from contracts import aws, lake
 from contracts.commits import (
+    Append,
     CommitSettings,
     ConditionFailed,
     DynamoStateTable,
+    FileToStage,
     GlueCatalog,
     Item,
     NewFile,
@@ -301,3 +304,124 @@ def test_partition_values_needing_escapes_survive_s3_copies_and_glue(lake_env: L
     assert first.location.endswith("/orders/order_year=2024/order_month=a%2Fb c%25/gen=1/")
     assert lake_env.partition(("2024", "a/b c%"))["StorageDescriptor"]["Location"] == result.location
     assert lake_env.view(("2024", "a/b c%")) == [1, 2]
+
+
+# -- batched appends (append_many): the transform's way of committing every partition of a chunk ----------
+def _refs(n: int) -> list[PartitionRef]:
+    return [
+        PartitionRef("orders", {"order_year": str(2000 + i // 12), "order_month": f"{i % 12 + 1:02d}"})
+        for i in range(n)
+    ]
+
+
+def _values(ref: PartitionRef) -> tuple[str, str]:
+    return (ref.values["order_year"], ref.values["order_month"])
+
+
+class RequestCounter:
+    """Counts the AWS requests this thread's clients send, by (service, operation)."""
+
+    def __init__(self) -> None:
+        self.calls: Counter[tuple[str, str]] = Counter()
+        for service in ("s3", "dynamodb", "glue"):
+            aws.client(service).meta.events.register("before-call", self._count)
+
+    def _count(self, model: Any, **_: Any) -> None:
+        self.calls[(model.service_model.endpoint_prefix, model.name)] += 1
+
+    def close(self) -> None:
+        for service in ("s3", "dynamodb", "glue"):
+            aws.client(service).meta.events.unregister("before-call", self._count)
+
+    def of(self, service: str) -> int:
+        return sum(n for (s, _), n in self.calls.items() if s == service)
+
+
+def _views(lake_env: Lake) -> dict[tuple[str, ...], list[int]]:
+    """What a query reads from every partition: the objects under each Glue location (one listing)."""
+    s3, glue = aws.client("s3"), aws.client("glue")
+    pages = glue.get_paginator("get_partitions").paginate(DatabaseName=lake_env.database, TableName="orders")
+    where = {p["StorageDescriptor"]["Location"]: tuple(p["Values"]) for page in pages for p in page["Partitions"]}
+    views: dict[tuple[str, ...], list[int]] = {v: [] for v in where.values()}
+    listing = s3.get_paginator("list_objects_v2").paginate(Bucket=lake_env.bucket, Prefix="orders/")
+    for obj in (o for page in listing for o in page.get("Contents", [])):
+        location = f"s3://{lake_env.bucket}/{obj['Key'].rsplit('/', 1)[0]}/"
+        if location in where:
+            body = s3.get_object(Bucket=lake_env.bucket, Key=obj["Key"])["Body"].read()
+            views[where[location]] += pq.read_table(io.BytesIO(body)).column("order_id").to_pylist()
+    return {v: sorted(ids) for v, ids in views.items()}
+
+
+def _batch(c: PartitionCommitter, refs: list[PartitionRef], first_id: int, op: str, workers: int = 1) -> list[Any]:
+    files = [FileToStage(ref, f"{op}:{i}", "part.parquet", parquet([first_id + i]), 1) for i, ref in enumerate(refs)]
+    staged = c.stage_many(files, workers=workers)
+    return c.append_many([Append(f.ref, (s,), f.op_id) for f, s in zip(files, staged, strict=True)], workers=workers)
+
+
+def test_batched_append_commits_every_partition_in_a_few_requests(lake_env: Lake) -> None:
+    """105 partitions (more than one transaction holds), 3 of them already committed: each gets its
+    row exactly once, new ones are registered with the table's format, and the request count is a
+    handful per 100 partitions instead of a dozen per partition."""
+    c = lake_env.committer()
+    refs = _refs(105)
+    _batch(c, refs[:3], 10_000, "before")
+    counter = RequestCounter()
+    try:
+        results = _batch(c, refs, 0, "chunk")
+    finally:
+        counter.close()
+    assert [r.generation for r in results] == [1] * 105 and not any(r.replayed for r in results)
+    expected = {_values(ref): [i] + ([10_000 + i] if i < 3 else []) for i, ref in enumerate(refs)}
+    assert _views(lake_env) == expected
+    sd = lake_env.partition(_values(refs[-1]))["StorageDescriptor"]
+    assert sd["SerdeInfo"]["SerializationLibrary"] == PARQUET_SERDE and sd["Columns"]
+    calls = counter.calls
+    assert calls[("dynamodb", "TransactWriteItems")] == 4  # intents and finalise, 100 + 5 each
+    assert calls[("dynamodb", "BatchGetItem")] == 4  # states, then op records: 100 + 5 keys each
+    assert calls[("dynamodb", "BatchWriteItem")] == 5  # op records, 25 a request
+    assert calls[("dynamodb", "PutItem")] == 1 and calls[("dynamodb", "GetItem")] == 0  # one staging entry
+    assert calls[("s3", "HeadObject")] == 0  # staged by this committer: size and age known
+    assert (calls[("s3", "PutObject")], calls[("s3", "CopyObject")]) == (105, 105)
+    assert calls[("glue", "BatchCreatePartition")] == 2 and calls[("glue", "CreatePartition")] == 0
+    assert calls[("glue", "BatchGetPartition")] == 1 and counter.of("glue") == 4  # + one GetTable
+
+    again = _batch(c, refs, 0, "chunk")  # a retried chunk: replayed from the op records, nothing copied
+    assert all(r.replayed for r in again)
+    assert _views(lake_env) == expected
+
+
+class ConflictingTable(DynamoStateTable):
+    """Before the first intent transaction, another writer commits to `victim`: a real cancelled transaction."""
+
+    def __init__(self, name: str, hook: Callable[[], None]) -> None:
+        super().__init__(name)
+        self.hook: Callable[[], None] | None = hook
+        self.cancelled = 0
+
+    def put_all_if_version(self, entries: Any) -> None:
+        if self.hook and json.loads(str(entries[0][0]["body"]))["pending"]:
+            hook, self.hook = self.hook, None
+            hook()
+        try:
+            super().put_all_if_version(entries)
+        except ConditionFailed:
+            self.cancelled += 1
+            raise
+
+
+def test_batched_append_losing_a_partition_to_another_writer_rebases_it(lake_env: Lake) -> None:
+    refs = _refs(5)
+    other = lake_env.committer()
+    _batch(other, refs, 100, "first")
+    table = ConflictingTable(
+        lake_env.table, lambda: other.append(refs[2], [stage_at(other, refs[2], "rival", 999)], "rival")
+    )
+    c = lake_env.committer(table)
+    _batch(c, refs, 0, "chunk", workers=4)
+    assert table.cancelled == 1  # moto cancelled the whole transaction on one condition; the retry rebased
+    for i, ref in enumerate(refs):
+        assert lake_env.view(_values(ref)) == sorted([100 + i, i] + ([999] if i == 2 else []))
+
+
+def stage_at(c: PartitionCommitter, ref: PartitionRef, op_id: str, order_id: int) -> NewFile:
+    return c.stage(ref, op_id, "part.parquet", parquet([order_id]), 1)

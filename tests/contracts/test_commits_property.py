@@ -29,10 +29,12 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 from contracts import lake
 from contracts.commits import (
+    Append,
     CommitResult,
     CommitSettings,
     ConditionFailed,
     DeadlineExceeded,
+    FileToStage,
     MissingObject,
     OpIdReused,
     PartitionBusy,
@@ -141,7 +143,8 @@ def checkpoint(name: str, fn: Callable[..., Any], args: tuple, kwargs: dict) -> 
         raise InjectedError(name)
     result = fn(*args, **kwargs)
     if fault == "lost":
-        raise ConditionFailed(name) if name.endswith("put_if_version") else InjectedError(f"{name} (applied)")
+        lost_condition = name.endswith(("put_if_version", "put_all_if_version"))  # the SDK's retry then fails it
+        raise ConditionFailed(name) if lost_condition else InjectedError(f"{name} (applied)")
     if fault == "crash_after":
         raise Crash(name)
     return result
@@ -270,6 +273,29 @@ class Op:
         return run
 
 
+@dataclass
+class Batch:
+    """Appends to several partitions committed in one batched step (`append_many`), as transform does
+    for a chunk. Each is its own Op: readers may see one partition's append before another's, but each
+    append whole; a retry of one of them alone (or in another batch) is the same op."""
+
+    ops: list[Op]
+
+    def attempt(self, world: World) -> Callable[[float], list[CommitResult]]:
+        def run(deadline: float) -> list[CommitResult]:
+            c = world.committer
+            files = [
+                FileToStage(op.ref, op.op_id, f"f{i}.json", encode(rows), len(rows))
+                for op in self.ops
+                for i, rows in enumerate(op.contents)
+            ]
+            staged = iter(c.stage_many(files))
+            appends = [Append(op.ref, tuple(next(staged) for _ in op.contents), op.op_id) for op in self.ops]
+            return c.append_many(appends, deadline=deadline)
+
+        return run
+
+
 def file_rows(world: World, key: str) -> list[int]:
     data = world.store.current(key)
     assert data is not None, key
@@ -278,7 +304,16 @@ def file_rows(world: World, key: str) -> list[int]:
 
 # -- the state machine ------------------------------------------------------------------------------
 MAX_ACTORS = 4
-CRITICAL = ("glue.set_location", "glue.create", "s3.copy", "ddb.put_if_version", "s3.purge_prefix")
+CRITICAL = (
+    "glue.set_location",
+    "glue.create",
+    "glue.create_many",
+    "s3.copy",
+    "ddb.put_if_version",
+    "ddb.put_all_if_version",
+    "ddb.put_many",
+    "s3.purge_prefix",
+)
 
 
 class CommitMachine(RuleBasedStateMachine):
@@ -286,7 +321,7 @@ class CommitMachine(RuleBasedStateMachine):
         super().__init__()
         self.w = World()
         self.ops: list[Op] = []
-        self.running: list[tuple[Actor, Op | None]] = []
+        self.running: list[tuple[Actor, Op | Batch | None]] = []
         self.next_row = 0
         self.seen: set[int] = set()
         self.gone: set[int] = set()
@@ -305,10 +340,12 @@ class CommitMachine(RuleBasedStateMachine):
     def _room(self) -> bool:
         return len(self.running) < MAX_ACTORS
 
-    def _start(self, op: Op) -> None:
-        op.attempts += 1
-        op.status = "running"
-        self.running.append((self.w.spawn(f"{op.op_id}#{op.attempts}", op.attempt(self.w)), op))
+    def _start(self, op: Op | Batch) -> None:
+        for each in op.ops if isinstance(op, Batch) else [op]:
+            each.attempts += 1
+            each.status = "running"
+        name = "+".join(f"{each.op_id}#{each.attempts}" for each in (op.ops if isinstance(op, Batch) else [op]))
+        self.running.append((self.w.spawn(name, op.attempt(self.w)), op))
 
     def _fresh_rows(self, n: int) -> list[int]:
         self.next_row += n
@@ -320,6 +357,27 @@ class CommitMachine(RuleBasedStateMachine):
         op = Op(f"append-{len(self.ops)}", "append", part, [self._fresh_rows(n) for n in sizes])
         self.ops.append(op)
         self._start(op)
+
+    @precondition(_room)
+    @rule(
+        parts=st.lists(st.sampled_from(PARTS), min_size=1, max_size=2, unique=True),
+        sizes=st.lists(st.integers(1, 3), min_size=1, max_size=2),
+    )
+    def batch_append(self, parts: list[PartitionRef], sizes: list[int]) -> None:
+        """A transform chunk: one append per partition it touches, all in one batched step."""
+        ops = [
+            Op(f"chunk-{len(self.ops)}-{k}", "append", ref, [self._fresh_rows(n) for n in sizes])
+            for k, ref in enumerate(parts)
+        ]
+        self.ops += ops
+        self._start(Batch(ops))
+
+    @precondition(lambda self: self._room() and any(op.status == "retry" and op.kind == "append" for op in self.ops))
+    @rule()
+    def retry_batch(self) -> None:
+        """Failed appends retried together as one batch (at most one per partition), whatever ran them first."""
+        waiting = {op.ref: op for op in reversed(self.ops) if op.status == "retry" and op.kind == "append"}
+        self._start(Batch(list(waiting.values())))
 
     @precondition(_room)
     @rule(part=st.sampled_from(PARTS), data=st.data())
@@ -433,7 +491,12 @@ class CommitMachine(RuleBasedStateMachine):
             self.running.remove((actor, op))
             self._outcome(actor, op)
 
-    def _outcome(self, actor: Actor, op: Op | None) -> None:
+    def _outcome(self, actor: Actor, op: Op | Batch | None) -> None:
+        if isinstance(op, Batch):  # one error for the batch: every op of it retries (the done ones replay)
+            event(f"batch of {len(op.ops)}: {type(actor.error).__name__ if actor.error else 'ok'}")
+            for each in op.ops:
+                self._outcome(actor, each)
+            return
         err = actor.error
         event(f"{op.kind if op else 'cleanup'}: {type(err).__name__ if err else 'ok'}")  # --hypothesis-show-statistics
         if op is None:  # cleanup: may be cut short, never fail otherwise
@@ -706,3 +769,96 @@ def test_cleanup_postpones_a_partition_whose_claim_is_live() -> None:
     assert sorted(w.view(ref)) == [0, 1, 2, 10, 11]
     w.cleanup_until_clean()
     w.assert_no_garbage()
+
+
+# -- a batched append (a transform chunk) crashed at every step, then recovered ----------------------------
+def _batch_world() -> tuple[World, Batch, dict[PartitionRef, list[list[int]]]]:
+    """Partition a holds two files (its append is in place), b is new (its append creates the partition)."""
+    w = World()
+    for i, rows in enumerate([[1], [2]]):
+        Op(f"base-{i}", "append", PARTS[0], [rows]).attempt(w)(w.clock.now() + 60)
+    batch = Batch([Op("chunk-a", "append", PARTS[0], [[3, 4]]), Op("chunk-b", "append", PARTS[1], [[5], [6]])])
+    allowed = {PARTS[0]: [[1, 2], [1, 2, 3, 4]], PARTS[1]: [[], [5, 6]]}
+    return w, batch, allowed
+
+
+def _run_batch_checked(
+    w: World, actor: Actor, allowed: dict[PartitionRef, list[list[int]]], fault_at: int = -1, fault: str | None = None
+) -> None:
+    """Step an actor; after every step each partition shows its state before or after its own append."""
+    k = 0
+    while not actor.finished:
+        actor.step(fault if k == fault_at else None)
+        k += 1
+        for ref, views in allowed.items():
+            assert sorted(w.view(ref)) in views, f"{ref}: view {sorted(w.view(ref))} after step {k} ({actor.at})"
+
+
+def _batch_steps() -> int:
+    w, batch, _ = _batch_world()
+    actor = w.spawn("count", batch.attempt(w))
+    n = 0
+    while not actor.finished:
+        actor.step()
+        n += 1
+    assert actor.error is None, actor.error
+    return n
+
+
+@pytest.mark.parametrize("recovery", ["batch retry", "single retries", "other writer", "cleanup"])
+def test_batched_append_crash_at_every_step_then_recover(recovery: str) -> None:
+    for k in range(_batch_steps() + 1):
+        for fault in FAULTS:
+            w, batch, allowed = _batch_world()
+            try:
+                first = w.spawn("first", batch.attempt(w))
+                _run_batch_checked(w, first, allowed, k, fault)
+                w.clock.t += PAST_CLAIMS
+                if recovery == "other writer":  # another chunk's batch takes over both crashed intents first
+                    other = Batch(
+                        [Op("other-a", "append", PARTS[0], [[98]]), Op("other-b", "append", PARTS[1], [[99]])]
+                    )
+                    helper = w.spawn("other", other.attempt(w))
+                    grown = {
+                        ref: views + [sorted([*v, extra]) for v in views]
+                        for (ref, views), extra in zip(allowed.items(), (98, 99), strict=True)
+                    }
+                    _run_batch_checked(w, helper, grown)
+                    assert helper.error is None, helper.error
+                    allowed = {
+                        ref: [sorted([*v, extra]) for v in views]
+                        for (ref, views), extra in zip(allowed.items(), (98, 99), strict=True)
+                    }
+                if recovery == "cleanup":
+                    w.clock.t += PAST_GRACE
+                    cleaner = w.spawn("cleanup", w.cleanup_attempt)
+                    _run_batch_checked(w, cleaner, allowed)
+                    assert cleaner.error is None, cleaner.error
+                retries = [batch] if recovery != "single retries" else [Batch([op]) for op in batch.ops]
+                for retry in retries:
+                    second = w.spawn("retry", retry.attempt(w))
+                    _run_batch_checked(w, second, allowed)
+                    assert second.error is None, f"{recovery}, {fault} at step {k}: {second.error!r}"
+                for ref, views in allowed.items():
+                    assert sorted(w.view(ref)) == views[-1], f"{recovery}, {fault} at step {k}"
+                w.cleanup_until_clean()
+                w.assert_no_garbage()
+            finally:
+                w.kill_all()
+
+
+def test_batched_append_waits_for_a_held_partition_and_commits_the_free_one() -> None:
+    """A partition under another writer's live claim goes through `append`'s wait; the other commits meanwhile."""
+    w = World()
+    holder = w.spawn("holder", Op("held", "append", PARTS[0], [[1]]).attempt(w))
+    while not holder.at.endswith("copy"):  # holds PARTS[0]'s claim, about to make its file visible
+        holder.step()
+    batch = Batch([Op("chunk-a", "append", PARTS[0], [[2]]), Op("chunk-b", "append", PARTS[1], [[3]])])
+    with pytest.raises(PartitionBusy):
+        batch.attempt(w)(w.clock.now() + 60)
+    assert w.view(PARTS[1]) == [3]  # the free partition committed although its neighbour was busy
+    holder.run()
+    assert holder.error is None, holder.error
+    results = batch.attempt(w)(w.clock.now() + 60)
+    assert [r.replayed for r in results] == [False, True]
+    assert (sorted(w.view(PARTS[0])), w.view(PARTS[1])) == ([1, 2], [3])

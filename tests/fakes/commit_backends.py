@@ -9,9 +9,10 @@ are for assertions.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from contracts.commits import ConditionFailed, Item, ObjectNotFound, ObjectStat
+from contracts.commits.ports import TRANSACTION_ITEMS
 from contracts.datasets import Dataset
 
 
@@ -94,6 +95,25 @@ class MemTable:
             raise ConditionFailed(f"{item['pk']}: version is not {expected}")
         self.put(item)
 
+    def get_many(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Item]:
+        return {k: dict(self.items[k]) for k in keys if k in self.items}
+
+    def put_many(self, items: Sequence[Item]) -> None:
+        for item in items:
+            self.put(item)
+
+    def put_all_if_version(self, entries: Sequence[tuple[Item, int | None]]) -> None:
+        """All or nothing, as TransactWriteItems: every condition is checked before any put."""
+        assert len(entries) <= TRANSACTION_ITEMS, "DynamoDB would reject the transaction"
+        keys = [(str(item["pk"]), str(item["sk"])) for item, _ in entries]
+        assert len(set(keys)) == len(keys), "DynamoDB rejects a transaction naming one item twice"
+        for item, expected in entries:
+            have = self.items.get((str(item["pk"]), str(item["sk"])))
+            if (have is None) != (expected is None) or (have is not None and have["version"] != expected):
+                raise ConditionFailed(f"{item['pk']}: version is not {expected}")
+        for item, _ in entries:
+            self.put(item)
+
     def query_until(self, pk: str, sk_max: str) -> list[Item]:
         return [dict(v) for (p, s), v in sorted(self.items.items()) if p == pk and s <= sk_max]
 
@@ -116,6 +136,12 @@ class MemCatalog:
             return False
         self.parts[key] = location
         return True
+
+    def locations(self, dataset: Dataset, values: Sequence[Sequence[str]]) -> list[str | None]:
+        return [self.location(dataset, v) for v in values]
+
+    def create_many(self, dataset: Dataset, entries: Sequence[tuple[Sequence[str], str]]) -> list[bool]:
+        return [self.create(dataset, values, location) for values, location in entries]
 
     def set_location(self, dataset: Dataset, values: Iterable[str], location: str) -> None:
         key = (dataset.name, tuple(values))
