@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any, TypeVar
@@ -40,22 +40,13 @@ from contracts.commits.model import (
     PartitionRef,
     PartitionState,
 )
-from contracts.commits.ports import (
-    TRANSACTION_BYTES,
-    TRANSACTION_ITEMS,
-    Catalog,
-    Clock,
-    Item,
-    ObjectStore,
-    StateTable,
-    SystemClock,
-)
+from contracts.commits.ports import Catalog, Clock, Item, ObjectStore, StateTable, SystemClock
 from contracts.commits.s3 import S3ObjectStore
 from contracts.commits.state import GC_PK, OP_SK_PREFIX, STATE_SK, Attempt, Pending, Spec, Staged, State, Where
 from contracts.datasets import Dataset, load_datasets
 
 T = TypeVar("T")
-E = TypeVar("E")
+X = TypeVar("X")
 #: rounds of batched intents before a still-contended partition takes `append`'s own loop
 BATCH_ROUNDS = 3
 #: staged keys per garbage entry (about 200 bytes each: far below DynamoDB's 400 KB item limit)
@@ -144,9 +135,11 @@ class PartitionCommitter:
         """Append to many partitions in one batched step, each with exactly `append`'s guarantees.
 
         Every partition is still its own commit (its own intent, claim, record); what is shared is
-        the round trips: states and op records come in BatchGetItem reads, the intents of up to 100
-        partitions go in one TransactWriteItems, new Glue partitions are created in batches, op
-        records are written in BatchWriteItem and the intents cleared in one transaction per 100.
+        the requests that need no condition: one staging entry (`stage_many`), states and op records
+        in BatchGetItem reads, no HEAD of files this committer staged, new Glue partitions read and
+        created in batches, op records in BatchWriteItem. Intents and finalises stay one conditional
+        put per partition, `workers` at a time: partitions are independent, so a transaction's
+        all-or-nothing would buy nothing and bill twice (docs/design/partition-commits.md).
         A partition another writer holds, or one still contended after a few rounds, goes through
         `append`'s own loop (wait, take over, rebase) on the same attempt. One partition failing does
         not stop the others; the first error is raised once all are done, and a retry with the same
@@ -190,14 +183,18 @@ class PartitionCommitter:
                 else:
                     planned.append((i, replace(states[i], pending=pending)))
             todo, claimed = [], []
-            for group in _transaction_groups(planned):
-                self._guard(attempt)
-                try:
-                    saved = self._save_many([(jobs[i][0], state) for i, state in group])
-                except ConditionFailed:  # someone committed first to one of them (or the ack was lost)
-                    todo += [i for i, _ in group]
-                    continue
-                claimed += [(i, jobs[i][0], state) for (i, _), state in zip(group, saved, strict=True)]
+
+            def claim(entry: tuple[int, State]) -> State:
+                i, state = entry
+                return self._save(jobs[i][0], state, state.version)
+
+            for (i, _), saved in zip(planned, self._each(claim, planned, workers), strict=True):
+                if isinstance(saved, ConditionFailed):  # someone committed first (or the ack was lost): reload
+                    todo.append(i)
+                elif isinstance(saved, Exception):
+                    outcome[i] = saved
+                else:
+                    claimed.append((i, jobs[i][0], saved))
             outcome.update(self._roll_forward_many(claimed, attempt, workers))
         slow += todo
 
@@ -413,26 +410,20 @@ class PartitionCommitter:
             for entry in ok:
                 fail(entry, exc)
             return out
-        for group in _transaction_groups([(e, e[2].after(e[2].pending)) for e in ok]):  # type: ignore[arg-type]
-            try:
-                self._guard(attempt)
-                self._finalise_many([(e[1], final, e[2].version) for e, final in group])
-            except Exception as exc:
-                for e, _ in group:
-                    fail(e, exc)
-                continue
-            out.update((e[0], results[e[0]]) for e, _ in group)
-        return out
 
-    def _finalise_many(self, entries: Sequence[tuple[Where, State, int | None]]) -> None:
-        """Clear many intents in one transaction; if it is refused, clear them one by one as `_roll_forward`
-        does (a refused one was taken over, or its finalise landed already)."""
-        try:
-            self._table.put_all_if_version([(self._state_item(w, final, v), v) for w, final, v in entries])
-        except ConditionFailed:
-            for where, final, version in entries:
-                with contextlib.suppress(ConditionFailed):
-                    self._save(where, final, version)
+        def finalise(entry: tuple[int, Where, State]) -> None:
+            _, where, state = entry
+            assert state.pending is not None
+            self._guard(attempt)
+            with contextlib.suppress(ConditionFailed):  # taken over, or landed without its ack: see _roll_forward
+                self._save(where, state.after(state.pending), state.version)
+
+        for entry, done in zip(ok, self._each(finalise, ok, workers), strict=True):
+            if isinstance(done, Exception):
+                fail(entry, done)
+            else:
+                out[entry[0]] = results[entry[0]]
+        return out
 
     def _flip_many(
         self, entries: Sequence[tuple[int, Where, State]], attempt: Attempt
@@ -584,11 +575,11 @@ class PartitionCommitter:
         where = self._where(ref)
         return lake.staging_key(ref.dataset, where.path, lake.op_digest(op_id), uuid.uuid4().hex[:16], name)
 
-    def _each(self, fn: Callable[[int], T], items: Iterable[int], workers: int) -> list[T | Exception]:
+    def _each(self, fn: Callable[[X], T], items: Iterable[X], workers: int) -> list[T | Exception]:
         """fn over items, `workers` at a time; each item's Exception is returned in its place."""
         todo = list(items)
 
-        def run(i: int) -> T | Exception:
+        def run(i: X) -> T | Exception:
             try:
                 return fn(i)
             except Exception as exc:
@@ -632,11 +623,6 @@ class PartitionCommitter:
     def _save(self, where: Where, state: State, expected: int | None) -> State:
         self._table.put_if_version(self._state_item(where, state, expected), expected)
         return replace(state, version=(expected or 0) + 1)
-
-    def _save_many(self, entries: Sequence[tuple[Where, State]]) -> list[State]:
-        """Conditional puts of many partitions' states (each on the version it was read at), all or none."""
-        self._table.put_all_if_version([(self._state_item(w, s, s.version), s.version) for w, s in entries])
-        return [replace(s, version=(s.version or 0) + 1) for _, s in entries]
 
     def _state_item(self, where: Where, state: State, expected: int | None) -> Item:
         return {"pk": where.pk, "sk": STATE_SK, "version": (expected or 0) + 1, "body": state.to_body()}
@@ -702,21 +688,6 @@ def _unique_files(files: Sequence[NewFile]) -> tuple[NewFile, ...]:
     if any(f.rows < 0 for f in files):
         raise ValueError("row counts cannot be negative")
     return tuple(files)
-
-
-def _transaction_groups(entries: Sequence[tuple[E, State]]) -> Iterator[list[tuple[E, State]]]:
-    """Consecutive groups that fit one transaction (TRANSACTION_ITEMS items, TRANSACTION_BYTES)."""
-    group: list[tuple[E, State]] = []
-    size = 0
-    for entry in entries:
-        item_size = len(entry[1].to_body()) + 200
-        if group and (len(group) == TRANSACTION_ITEMS or size + item_size > TRANSACTION_BYTES):
-            yield group
-            group, size = [], 0
-        group.append(entry)
-        size += item_size
-    if group:
-        yield group
 
 
 def _raise_first(outcomes: Sequence[object]) -> None:

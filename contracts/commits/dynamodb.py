@@ -11,7 +11,7 @@ from botocore.exceptions import ClientError
 
 from contracts import aws
 from contracts.commits.errors import CommitError, ConditionFailed, error_code
-from contracts.commits.ports import TRANSACTION_ITEMS, Item
+from contracts.commits.ports import Item
 
 
 class DynamoStateTable:
@@ -75,24 +75,6 @@ class DynamoStateTable:
                 raise CommitError(
                     f"{self.table_name}: BatchWriteItem left items unprocessed after {_UNPROCESSED_RETRIES} tries"
                 )
-
-    def put_all_if_version(self, entries: Sequence[tuple[Item, int | None]]) -> None:
-        """One TransactWriteItems of conditional puts: all land or none (2 write units per KB per item)."""
-        if len(entries) > TRANSACTION_ITEMS:
-            raise ValueError(f"a transaction holds at most {TRANSACTION_ITEMS} items, not {len(entries)}")
-        puts = [
-            {"Put": {"TableName": self.table_name, "Item": _to_dynamo(item), **_condition(expected)}}
-            for item, expected in entries
-        ]
-        try:
-            aws.client("dynamodb").transact_write_items(TransactItems=puts)
-        except ClientError as exc:
-            if error_code(exc) != "TransactionCanceledException":
-                raise
-            codes = {str(r.get("Code", "None")) for r in exc.response.get("CancellationReasons", [])}
-            if codes and codes <= {"None", "ConditionalCheckFailed", "TransactionConflict"}:
-                raise ConditionFailed(f"{len(entries)} conditional puts cancelled: {sorted(codes - {'None'})}") from exc
-            raise
 
     def query_until(self, pk: str, sk_max: str) -> Iterator[Item]:
         pages = (

@@ -15,9 +15,6 @@ from contracts.datasets import Dataset
 
 #: a state-table item: only strings and ints
 Item = dict[str, str | int]
-#: DynamoDB's limits on one TransactWriteItems call (items, total request size; we keep a margin)
-TRANSACTION_ITEMS = 100
-TRANSACTION_BYTES = 3 * 1024 * 1024
 
 
 class ObjectStore(Protocol):
@@ -38,8 +35,6 @@ class StateTable(Protocol):
     def put_if_version(self, item: Item, expected: int | None) -> None: ...  # raises ConditionFailed
     def get_many(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Item]: ...  # any number of keys
     def put_many(self, items: Sequence[Item]) -> None: ...  # unconditional, not atomic, any number of items
-    def put_all_if_version(self, entries: Sequence[tuple[Item, int | None]]) -> None: ...
-    # all or nothing, at most TRANSACTION_ITEMS entries and TRANSACTION_BYTES; raises ConditionFailed
     def query_until(self, pk: str, sk_max: str) -> Iterable[Item]: ...
     def delete(self, pk: str, sk: str) -> None: ...
 

@@ -87,6 +87,9 @@ def _units(operation: str, body: bytes) -> int:
     if operation == "BatchWriteItem":
         items = json.loads(body).get("RequestItems", {})
         return max(1, sum(len(v) for v in items.values()))
+    if operation == "BatchGetItem":  # each key is read (and billed) on its own
+        tables = json.loads(body).get("RequestItems", {})
+        return max(1, sum(len(t.get("Keys", [])) for t in tables.values()))
     if operation in _BATCHES:
         return max(1, len(json.loads(body).get(_BATCHES[operation], [])))
     return 1

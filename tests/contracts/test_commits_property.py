@@ -143,8 +143,7 @@ def checkpoint(name: str, fn: Callable[..., Any], args: tuple, kwargs: dict) -> 
         raise InjectedError(name)
     result = fn(*args, **kwargs)
     if fault == "lost":
-        lost_condition = name.endswith(("put_if_version", "put_all_if_version"))  # the SDK's retry then fails it
-        raise ConditionFailed(name) if lost_condition else InjectedError(f"{name} (applied)")
+        raise ConditionFailed(name) if name.endswith("put_if_version") else InjectedError(f"{name} (applied)")
     if fault == "crash_after":
         raise Crash(name)
     return result
@@ -310,7 +309,6 @@ CRITICAL = (
     "glue.create_many",
     "s3.copy",
     "ddb.put_if_version",
-    "ddb.put_all_if_version",
     "ddb.put_many",
     "s3.purge_prefix",
 )

@@ -50,8 +50,10 @@ def test_good_contract_parses_with_defaults() -> None:
             "subject column 'nobody' is not a column",
         ),
         (lambda t: t.replace('source = "born"', 'source = "person_id"'), "year needs a date/timestamp source"),
-        (lambda t: t.replace('source = "born"\ntransform = "year"', 'source = "person_id"\ntransform = "identity"'),
-         "source 'person_id' is personal data"),
+        (
+            lambda t: t.replace('source = "born"\ntransform = "year"', 'source = "person_id"\ntransform = "identity"'),
+            "source 'person_id' is personal data",
+        ),
         (lambda t: t.replace("personal = true", "personal = false"), "must also be marked personal"),
         (lambda t: t.replace('name = "people"', 'name = "People!"'), "lower snake case"),
         (lambda t: t + "\nsurprise = 1\n", "Extra inputs are not permitted"),
@@ -156,6 +158,6 @@ def test_lake_schema_ends_with_the_lineage_columns_glue_declares() -> None:
     for ds in load_datasets().values():
         schema = lake_schema(ds)
         assert schema.names == [c.name for c in ds.columns] + [OBJECT_COLUMN, LINE_COLUMN]
-        tail = [(f.name, glue_of[str(f.type)]) for f in list(schema)[len(ds.columns):]]
+        tail = [(f.name, glue_of[str(f.type)]) for f in list(schema)[len(ds.columns) :]]
         assert tuple(tail) == LINEAGE_COLUMNS
         assert not {n for n, _ in LINEAGE_COLUMNS} & {c.name for c in ds.columns}

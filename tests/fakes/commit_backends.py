@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from contracts.commits import ConditionFailed, Item, ObjectNotFound, ObjectStat
-from contracts.commits.ports import TRANSACTION_ITEMS
 from contracts.datasets import Dataset
 
 
@@ -100,18 +99,6 @@ class MemTable:
 
     def put_many(self, items: Sequence[Item]) -> None:
         for item in items:
-            self.put(item)
-
-    def put_all_if_version(self, entries: Sequence[tuple[Item, int | None]]) -> None:
-        """All or nothing, as TransactWriteItems: every condition is checked before any put."""
-        assert len(entries) <= TRANSACTION_ITEMS, "DynamoDB would reject the transaction"
-        keys = [(str(item["pk"]), str(item["sk"])) for item, _ in entries]
-        assert len(set(keys)) == len(keys), "DynamoDB rejects a transaction naming one item twice"
-        for item, expected in entries:
-            have = self.items.get((str(item["pk"]), str(item["sk"])))
-            if (have is None) != (expected is None) or (have is not None and have["version"] != expected):
-                raise ConditionFailed(f"{item['pk']}: version is not {expected}")
-        for item, _ in entries:
             self.put(item)
 
     def query_until(self, pk: str, sk_max: str) -> list[Item]:
