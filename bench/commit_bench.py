@@ -126,6 +126,8 @@ def _per_partition(result: Any, ds: Any, committer: Any) -> None:
         data = parquet_bytes(part.table, ds)
         staged = committer.stage(ref, op_id, file_name(result.object_id, result.chunk_index, values), data,
                                  part.table.num_rows)
+        # before batching the committer HEADed every staged file; it now remembers what it staged itself
+        committer._staged_here.pop(staged.staged_key, None)
         committer.append(ref, [staged], op_id)
 
     with ThreadPoolExecutor(max_workers=min(THREADS, len(result.partitions))) as pool:
