@@ -26,6 +26,19 @@ export function verificationSummary(c, h) {
     (v.problems || []).length ? h("ul", { class: "error" }, v.problems.map((p) => h("li", {}, p))) : null);
 }
 
+// What verification checked, copy by copy, and what is outside its reach (certificates that carry it).
+function checksTable(checks, h) {
+  if (!checks) return null;
+  return h("section", { id: "checks" },
+    h("h3", {}, "What was checked"),
+    h("table", {}, h("thead", {}, h("tr", {}, ["Dataset", "Copy", "How", "Checked", "Left"].map((t) => h("th", {}, t)))),
+      h("tbody", {}, checks.checked.map((r) => h("tr", {}, h("td", {}, r.dataset), h("td", {}, r.copy), h("td", {}, r.how),
+        h("td", {}, r.checked), h("td", { class: "num" }, r.left))))),
+    h("p", {}, "Not checked by this service:"),
+    h("ul", {}, checks.not_checked.map((n) => h("li", {}, n))),
+    checks.workspace ? h("p", { class: "muted" }, `Note: ${checks.workspace}.`) : null);
+}
+
 export function renderCertificate(c, h) {
   const r = c.request;
   const copies = c.copies_purged;
@@ -52,6 +65,7 @@ export function renderCertificate(c, h) {
       h("li", {}, `Old lake generations: ${copies.old_generation_versions_deleted} object version(s) deleted`),
       h("li", {}, `Superseded object versions deleted: ${copies.versions_deleted}`)),
     verificationSummary(c, h),
+    checksTable(c.verification.checks, h),
     h("h3", {}, "Timeline"),
     h("ol", { class: "timeline" }, c.timeline.map((e) => h("li", {}, `${e.at} ${e.state}${e.note ? ` — ${e.note}` : ""}`))),
     h("p", { class: "muted" }, `Format ${c.format}. Subjects are named only by salted hash; the JSON download is the machine-checkable original.`));

@@ -217,7 +217,9 @@ def _flow(site: ConsoleInfo, driver: Any, downloads: Path, shot: Any) -> None:
     assert len(cert["subjects"]["hashes"]) == 1 and SUBJECT not in text
     driver.find_element(By.ID, "printable").click()
     _wait(driver).until(ec.presence_of_element_located((By.ID, "certificate")))
-    assert "Outcome: COMPLETED" in driver.find_element(By.ID, "certificate").text
+    printable = driver.find_element(By.ID, "certificate").text
+    assert "Outcome: COMPLETED" in printable and cert["subjects"]["hashes"][0] in printable
+    assert "What was checked" in printable and SUBJECT not in printable
     shot("certificate")
 
     # file another, do not start it, cancel it before anything is erased
