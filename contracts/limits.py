@@ -7,7 +7,6 @@ limits first and end the object with a reason instead (docs/design/failures.md).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -19,7 +18,8 @@ S3_USER_METADATA_BYTES = 2 * 1024
 EVENT_ENTRY_BYTES = 256 * 1024
 #: SQS message body (EventBridge delivers an event as one message: envelope + detail)
 SQS_MESSAGE_BYTES = 256 * 1024
-#: DynamoDB item: attribute names and values
+#: DynamoDB item: attribute names and values. Status items stay far below it by construction: keys are at
+#: most S3_KEY_BYTES, reasons at most REASON_CHARS, and no row data is ever stored in them
 DYNAMODB_ITEM_BYTES = 400 * 1024
 #: an identity partition value in a lake key (`name=value/`): a share of the key that leaves room for the
 #: dataset, the other partitions, the generation prefix and the file name
@@ -70,14 +70,9 @@ def event_entry_bytes(entry: Mapping[str, Any]) -> int:
 def event_problem(entry: Mapping[str, Any]) -> str | None:
     n = event_entry_bytes(entry)
     # the SQS delivery adds the envelope (id, time, account, region, …: well under 1 KB) to the detail
-    if n > EVENT_ENTRY_BYTES - 1024:
+    if n > min(EVENT_ENTRY_BYTES, SQS_MESSAGE_BYTES) - 1024:
         return f"event {entry.get('DetailType')} would be {n:,} bytes; EventBridge and SQS allow {EVENT_ENTRY_BYTES:,}"
     return None
-
-
-def item_bytes(item: Mapping[str, Any]) -> int:
-    """An upper bound of a DynamoDB item's size (names + JSON of the typed values)."""
-    return sum(utf8_len(k) + utf8_len(json.dumps(v, ensure_ascii=False)) for k, v in item.items())
 
 
 def reason(text: str) -> str:

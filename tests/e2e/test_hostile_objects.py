@@ -53,6 +53,10 @@ class Case:
     why: str = ""
     key_suffix: str = "data.csv"
     metadata: dict[str, str] | None = None
+    #: the whole landing key ({run} filled in), when not `<dataset>/<run>/<name>/<key_suffix>`
+    key: str = ""
+    #: not landed: only its S3 event is delivered (the object was deleted before ingest ran)
+    gone: bool = False
 
 
 def cases(base: int) -> list[Case]:
@@ -88,6 +92,14 @@ def cases(base: int) -> list[Case]:
         Case("metadata-too-large", "customers", customers(row(base + 17)), "rejected", "user metadata would be",
              metadata={"note": "n" * 1990}),
         Case("empty", "customers", b"", "rejected", "object is empty"),
+        Case("deleted-before-ingest", "customers", customers(row(base + 19)), "rejected", "no longer exists",
+             gone=True),
+        Case("control-character-key", "customers", customers(row(base + 20)), "rejected", "control characters",
+             key="customers/{run}/bell\x07.csv"),
+        Case("dot-dot-key", "customers", customers(row(base + 21)), "rejected", "'..' path segments",
+             key="customers/{run}/../escape.csv"),
+        Case("no-dataset-folder", "customers", customers(row(base + 22)), "rejected", "no dataset folder",
+             key="{run}-at-root.csv"),
         Case("unknown-dataset", "no_such_dataset", customers(row(base + 18)), "rejected", "unknown dataset"),
     ]
 
@@ -109,6 +121,13 @@ def source_records(case: Case) -> dict[int, list[str]]:
             out[before + 1] = fields
         before = reader.line_num
     return out
+
+
+def s3_event(bucket: str, key: str) -> dict[str, Any]:
+    """What S3 sends for an object that has been deleted since (the message outlived the object)."""
+    return {"version": "0", "id": str(uuid.uuid4()), "detail-type": "Object Created", "source": "aws.s3",
+            "account": "000000000000", "time": "2024-05-01T10:00:00Z", "region": "us-east-1", "resources": [],
+            "detail": {"bucket": {"name": bucket}, "object": {"key": key, "size": 10, "etag": "gone"}}}
 
 
 def quarantine_rows(p: Platform, dataset: str, oid: str) -> list[dict[str, Any]]:
@@ -133,13 +152,18 @@ def test_every_hostile_object_is_accounted_for(platform: Platform) -> None:
     run = uuid.uuid4().hex[:6]
     s3 = platform.client("s3")
     keys: dict[str, Case] = {}
+    ingest_queue = platform.state.functions["etl-local-ingest"]["mappings"][0]["queue_url"]
     for case in cases(base):
-        key = f"{case.dataset}/{run}/{case.name}/{case.key_suffix}"
+        key = case.key.format(run=run) if case.key else f"{case.dataset}/{run}/{case.name}/{case.key_suffix}"
         if case.name == "key-too-long":
             key = key[: limits.S3_KEY_BYTES]
+        keys[key] = case
+        if case.gone:
+            platform.client("sqs").send_message(QueueUrl=ingest_queue, MessageBody=json.dumps(s3_event(
+                platform.out("landingBucket"), key)))
+            continue
         extra = {"Metadata": case.metadata} if case.metadata else {}
         s3.put_object(Bucket=platform.out("landingBucket"), Key=key, Body=case.body, **extra)
-        keys[key] = case
 
     def ended(events: list) -> dict[str, dict] | None:
         ids = {e["detail"]["object_id"]: e["detail"]["source_key"] for e in events
