@@ -256,6 +256,16 @@ def record_cuts(
     for base, piece in pieces(read, start, size):
         if target >= size:
             break
+        if not in_quotes and (dialect.quote is None or dialect.quote not in piece):
+            # no quoted value here: every \n is a record boundary, found and counted at C speed
+            pos = max(0, target - base - 1)
+            while (at := piece.find(b"\n", pos)) >= 0 and base + at + 1 < size:
+                cut = base + at + 1
+                cuts.append((cut, lines_before + count_line_breaks(piece[: at + 1])[0] + 1))
+                target = cut + every
+                pos = max(at + 1, target - base - 1)
+            lines_before += count_line_breaks(piece)[0]
+            continue
         a = np.frombuffer(piece, dtype=np.uint8)
         lf = np.flatnonzero(a == LF)
         toggles, after = quote_toggles(piece, dialect, in_quotes)
