@@ -44,6 +44,10 @@ PHASES = ("find", "lake", "raw", "purge", "verify", "done")
 MAX_REQUESTS_PER_RUN = 500
 LEASE_MARGIN_S = 30
 FIND_SAVE_EVERY = 25
+#: while staged copies of unfinished commits hold a subject's row, the purge looks again this often …
+IN_FLIGHT_POLL_S = 30
+#: … for at most the committer's grace plus this (its cleanup deletes abandoned staging by then)
+IN_FLIGHT_MARGIN_S = 900
 
 
 @dataclass
@@ -363,13 +367,25 @@ class Engine:
         run.body["old_generation_versions_deleted"] = deleted
         hidden = run.body.setdefault("hidden_deleted", {})
         subjects, wanted = self.subjects(run), self.fingerprints(run)
+        in_flight = 0
         for ds_name, subs in sorted(subjects.by_dataset.items()):
             ds = self.datasets[ds_name]
             hits, _ = sweep.scan_dataset(self.cfg.lake_bucket, self.cfg.database, ds, subs.columns(ds),
                                          wanted=wanted.get(ds_name), salt=self.salt)
-            done = sweep.purge(self.cfg.lake_bucket, hits, self.committer, self.clock())
+            done = sweep.purge(self.cfg.lake_bucket, hits, self.committer)
+            in_flight += done["in_flight"]
             for kind, n in done["deleted"].items():
                 hidden[kind] = hidden.get(kind, 0) + n
+        waited_since = run.body.setdefault("in_flight_since", self.clock())
+        if in_flight and self.clock() - waited_since < self.committer.settings.grace_seconds + IN_FLIGHT_MARGIN_S:
+            # staged copies of commits not finished (or abandoned): the writer commits them (then they are
+            # deleted here) or the committer's cleanup, run every tick, deletes them after its grace
+            run.body["purge_due"] = self.clock() + IN_FLIGHT_POLL_S
+            self._save(run)
+            self.ports.send(self.cfg.run_queue_url, {"action": "advance", "run_id": run.id,
+                                                     "delay_s": IN_FLIGHT_POLL_S})
+            return False
+        run.body.pop("in_flight_since", None)
         self._save(run)
         self.hook("purged")
         self._move_requests(run, {State.ERASING}, State.VERIFYING, "verification starts")

@@ -50,7 +50,8 @@ def engine(cfg: Config | None = None) -> Engine:
     cfg = cfg or Config.from_environ()
 
     def send(url: str, body: dict[str, Any]) -> None:
-        aws.client("sqs").send_message(QueueUrl=url, MessageBody=json.dumps(body))
+        delay = {"DelaySeconds": min(900, int(body["delay_s"]))} if body.get("delay_s") else {}
+        aws.client("sqs").send_message(QueueUrl=url, MessageBody=json.dumps(body), **delay)
 
     def notify(subject: str, message: str) -> None:
         if cfg.alerts_topic:

@@ -10,10 +10,11 @@ Readers see the objects of each partition's current generation; the lake bucket 
 `hidden_copies` lists them all (every version) and `probe_copies` tests each with the same FIND
 probe as the lake (statistics, bloom filter, exact) plus, when the dataset has other personal
 columns, the erased rows' fingerprints. `purge` deletes what holds a subject's row:
-* staged copies whose op is committed, or that are older than any attempt that could still commit
-  them (2 x Lambda's limit + margin; a writer that finds its staged file gone stages it again);
-  a staged copy of an op being rolled forward right now is left and reported (another attempt
-  finds its rows once committed);
+* staged copies whose op is committed (`PartitionCommitter.staged_op_state`). A staged copy of an
+  op not committed is left: deleting it could strand a commit being rolled forward (its intent
+  would name a file that is gone). The run waits for it instead (engine: the purge looks again
+  every 30 s): the writer commits it, and it is deleted here, or the writer gave up and the
+  committer's cleanup, which every run tick calls, deletes it after the writer's grace;
 * old generations and superseded versions — after the purge grace, like the run's own commits;
 * a generation above the current one (a commit being built) is left and reported.
 """
@@ -146,11 +147,10 @@ def probe_copies(
     return [h for h in results if h.rows or h.fingerprint_rows or h.error], checked
 
 
-def purge(bucket: str, hits: Sequence[CopyHit], committer: PartitionCommitter, now: float) -> dict[str, Any]:
+def purge(bucket: str, hits: Sequence[CopyHit], committer: PartitionCommitter) -> dict[str, Any]:
     """Delete the hit copies that are safe to delete (see the module doc); returns counts and what was left."""
-    settings = committer.settings
-    too_old_to_commit = 2 * settings.max_op_seconds + settings.clock_margin_seconds
     delete: list[tuple[str, str]] = []
+    in_flight = 0
     left: list[str] = []
     deleted: dict[str, int] = {}
     for h in hits:
@@ -159,9 +159,9 @@ def purge(bucket: str, hits: Sequence[CopyHit], committer: PartitionCommitter, n
             left.append(f"{c.kind} {c.key}: {h.error}")
             continue
         if c.kind == STAGING and c.ref is not None:
-            state = committer.staged_op_state(c.ref, c.digest)
-            if state == "pending" or (state == "unknown" and now - c.modified < too_old_to_commit):
-                left.append(f"staged {c.key}: its commit is in flight")
+            if committer.staged_op_state(c.ref, c.digest) != "committed":
+                left.append(f"staged {c.key}: its commit is not finished")
+                in_flight += 1
                 continue
         elif c.kind == UNCOMMITTED:
             left.append(f"{c.key}: a generation being built or not in the catalog")
@@ -169,7 +169,7 @@ def purge(bucket: str, hits: Sequence[CopyHit], committer: PartitionCommitter, n
         delete.append((c.key, c.version_id))
         deleted[c.kind] = deleted.get(c.kind, 0) + 1
     delete_versions(bucket, delete)
-    return {"deleted": deleted, "left": left}
+    return {"deleted": deleted, "left": left, "in_flight": in_flight}
 
 
 def summary(hits: Sequence[CopyHit], checked: Mapping[str, int]) -> dict[str, Any]:

@@ -61,7 +61,7 @@ def api(p: Platform, method: str, path: str, body: Any = None, raw: bytes | None
         return status, text.decode()
 
 
-def wait_state(p: Platform, rid: str, states: set[str], timeout: float = 90) -> dict[str, Any]:
+def wait_state(p: Platform, rid: str, states: set[str], timeout: float = 200) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         _, r = api(p, "GET", f"/erasure-requests/{rid}")
@@ -281,7 +281,7 @@ def test_requests_racing_with_appends_lose_nothing_and_a_failed_attempt_is_retri
     while log.read_text().count('"failed": 1') == failures_before and time.monotonic() < deadline:
         time.sleep(0.5)  # the worker waits for the busy partition (20 s), then its invocation fails
     release.set()
-    final = wait_state(p, resp["id"], {"COMPLETED", "FAILED"}, timeout=100)
+    final = wait_state(p, resp["id"], {"COMPLETED", "FAILED"})
     appender.join(60)
     assert final["state"] == "COMPLETED", final
     assert log.read_text().count('"failed": 1') > failures_before, "the busy partition failed an attempt"

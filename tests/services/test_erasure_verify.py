@@ -75,7 +75,7 @@ def test_committed_staging_copies_of_subject_rows_are_purged_and_checked(world: 
 def test_verification_fails_when_a_staged_copy_keeps_a_row(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
     w = world
     seed(w)
-    monkeypatch.setattr(sweep, "purge", lambda *a, **k: {"deleted": {}, "left": []})
+    monkeypatch.setattr(sweep, "purge", lambda *a, **k: {"deleted": {}, "left": [], "in_flight": 0})
     rid = w.request(["7"], ["orders"])
     w.drive()
     req = w.store.get(rid)
