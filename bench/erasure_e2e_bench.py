@@ -342,6 +342,19 @@ def erase(subjects: list[int], timeout_s: float, watch: MemoryWatch) -> dict[str
     return {"request": r, "certificate": cert if status == 200 else None}
 
 
+def wait_ready(state_cls: Any, timeout_s: float = 900) -> Any:
+    """The platform's state once ready (a loaded machine may need longer than `etl local up` waits)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        st = state_cls.load()
+        if st is not None and st.status == "ready":
+            return st
+        if st is not None and st.status == "failed":
+            raise SystemExit(f"the local platform failed to start: {st.error}")
+        time.sleep(2)
+    raise SystemExit("the local platform did not become ready")
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from contracts import aws
     from etl.local.platform import PlatformState
@@ -351,11 +364,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     parts = orders_jsonl(source, args.objects)
     jsonl_mb = sum(len(p) for p in parts) / 1e6
     up = etl("local", "up", "--detach", "--port", "0", *[a for s in SETTINGS for a in ("--set", s)])
-    if up.returncode != 0:
+    if up.returncode != 0 and "not ready" not in up.stdout + up.stderr:
         raise SystemExit(up.stdout + up.stderr)
     watch = None
     try:
-        st = PlatformState.load()
+        st = wait_ready(PlatformState)
         os.environ.update(st.client_env())
         watch = MemoryWatch({"emulator": st.pid, **st.hosts}, int(args.max_rss_gb * 2**30))
         watch.start()

@@ -4,6 +4,7 @@ generations, old versions), the erased rows' other personal values, and requests
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import pyarrow as pa
@@ -145,3 +146,33 @@ def test_a_copy_it_cannot_read_at_verification_ends_failed_not_stuck(world: Worl
     req = w.store.get(rid)
     assert req.state == State.FAILED and "unreadable (OSError)" in (req.error or "")
     assert certificate(w, rid)["outcome"] == "FAILED"
+
+
+def test_a_staged_copy_of_an_unfinished_commit_is_waited_for_not_deleted(world: World) -> None:
+    """A writer staged a file holding subject 7's row and has not committed it (yet, or ever): erasure
+    must not delete it under a commit that may be rolling forward, nor certify while it exists."""
+    from services.transform.core import transform
+    from services.transform.parquet import parquet_bytes
+    from tests.services.test_erasure_engine import DATASETS, orders_jsonl
+
+    w = world
+    seed(w)
+    part = transform(DATASETS["orders"], orders_jsonl([(900, 7)]), object_id="inflight", source="test").partitions[0]
+    ref = PartitionRef("orders", part.values)
+    staged = w.committer.reserve_staging(ref, "compact:lost-a-race", "merged.parquet")
+    aws.client("s3").put_object(Bucket=w.cfg.lake_bucket, Key=staged,
+                                Body=parquet_bytes(part.table, DATASETS["orders"]))
+    rid = w.request(["7"], ["orders"])
+    with pytest.raises(AssertionError, match="did not finish"):
+        w.drive(rounds=40)
+    req = w.store.get(rid)
+    assert req.state == State.ERASING and w.store.get_run(req.run_id).body["phase"] == "purge"
+    assert lake_versions(w, staged), "the staged file is left to its writer"
+    body = w.store.get_run(req.run_id).body
+    assert "in_flight_since" in body and body["purge_due"] > time.time(), "it looks again later"
+    aws.client("s3").delete_object(Bucket=w.cfg.lake_bucket, Key=staged)  # the committer's cleanup, after grace
+    for v in lake_versions(w, staged):
+        aws.client("s3").delete_object(Bucket=w.cfg.lake_bucket, Key=staged, VersionId=v["VersionId"])
+    w.engine.clock = lambda: time.time() + 60  # the delayed tick arrives
+    w.drive()
+    assert w.store.get(rid).state == State.COMPLETED, w.store.get(rid).error
