@@ -40,6 +40,8 @@ _LINE_BREAK_BYTES = re.compile(rb"\r\n|\r|\n")
 #: pyarrow block size: large blocks read faster single-threaded; rows never straddle them.
 BLOCK_SIZE = 32 * 1024 * 1024
 FIELD_LIMIT = 1 << 30
+#: what a column name in a header looks like (contract names are lower snake case)
+_NAME_LIKE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 
 
 def _dialect(dataset: Dataset) -> dict[str, object]:
@@ -61,12 +63,20 @@ def _check_header(fields: list[str], dataset: Dataset, object_id: str, line: int
         return
     missing = [c for c in expected if c not in found]
     extra = [c for c in found if c not in expected]
-    if missing or extra:
+    # a header line may be data (a file without header): the reason goes into status records, events and
+    # logs, so fields are quoted only when the line is plausibly a header and they look like column names
+    plausible = any(f in expected for f in found)
+    named = [e for e in extra if plausible and _NAME_LIKE.match(e)]
+    unnamed = len(extra) - len(named)
+    if not plausible:
+        detail = f"none of its {len(found)} fields is a column of the contract (is the header missing?)"
+    elif missing or extra:
         detail = "; ".join(
             part
             for part in (
                 f"missing {', '.join(missing)}" if missing else "",
-                f"unexpected {', '.join(repr(e) for e in extra)}" if extra else "",
+                f"unexpected {', '.join(repr(e) for e in named)}" if named else "",
+                f"{unnamed} other field(s) that are not column names" if unnamed else "",
             )
             if part
         )

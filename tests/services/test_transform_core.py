@@ -316,6 +316,7 @@ def test_unterminated_quote_at_the_end_is_quarantined_whole() -> None:
         (gzip.compress(HEADER * 50)[:40], "is not a readable gzip stream"),
         (b"customer_id,name,email,phone,country\n1,a,b,c,DE\n", "missing signup_date"),
         (b"customer_id,name,email,phone,country,signup_date,vip\n", "unexpected 'vip'"),
+        (b"10210,Ann Lee,ann@x.io,+4412,GB,2024-01-01\n", "none of its 6 fields is a column of the contract"),
         (b"name,customer_id,email,phone,country,signup_date\n", "columns in another order"),
         (b"id;name;email;phone;country;signup_date\n", "CSV header on line 1 does not match dataset 'customers'"),
     ],
