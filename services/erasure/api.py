@@ -4,14 +4,16 @@
   GET  /erasure-requests?limit=&next=        page through requests, newest first
   GET  /erasure-requests/{id}                state, progress, deadline
   POST /erasure-requests/{id}/cancel         before rewriting starts → 200, else 409
+  POST /erasure-requests/{id}/approve        four-eyes (etl:erasureApproval): someone else than the filer → 200
   GET  /erasure-requests/{id}/certificate    JSON, or Markdown with ?format=md / Accept: text/markdown
   POST /erasure-runs                         start a run now with every pending request → 202
 Bad input gets a 4xx whose message says what is wrong; subject ids are never echoed.
 
 Two front doors reach these routes: the IAM-authorised API (CLI, SigV4; IAM policy decides) and the
 console's API (Cognito JWT authorizer), where the caller's Cognito groups decide (GROUP_RULES):
-`erasure-filers` file, cancel and start runs, `erasure-readers` download certificates, any console
-group reads requests. Refusals are value-free 403s.
+`erasure-filers` file, cancel and start runs, `erasure-approvers` approve, `erasure-readers` download
+certificates, any console group reads requests. Refusals are value-free 403s. With approval required,
+nobody approves their own request, whichever door they came through.
 """
 
 from __future__ import annotations
@@ -52,11 +54,11 @@ def _error(status: int, message: str, errors: list[str] | None = None) -> Respon
     return _json(status, {"message": message, **({"errors": errors} if errors else {})})
 
 
-FILERS, READERS = "erasure-filers", "erasure-readers"
-CONSOLE_GROUPS = frozenset({FILERS, READERS})
+FILERS, APPROVERS, READERS = "erasure-filers", "erasure-approvers", "erasure-readers"
+CONSOLE_GROUPS = frozenset({FILERS, APPROVERS, READERS})
 #: what a console (JWT) caller needs per action: any one of these groups
-GROUP_RULES = {"file": {FILERS}, "cancel": {FILERS}, "run": {FILERS}, "read": CONSOLE_GROUPS,
-               "certificate": {READERS}}
+GROUP_RULES = {"file": {FILERS}, "cancel": {FILERS}, "run": {FILERS}, "approve": {APPROVERS},
+               "read": CONSOLE_GROUPS, "certificate": {READERS}}
 
 
 def _claims() -> dict[str, Any] | None:
@@ -194,6 +196,33 @@ def cancel(request_id: str) -> Response:
         return _error(409, f"request {req.id} is {req.state}: it can be cancelled only before rewriting starts "
                            f"({', '.join(sorted(CANCELLABLE))})")
     logger.info("erasure request cancelled", request_id=req.id)
+    return _json(200, req.public(time.time()))
+
+
+@app.post("/erasure-requests/<request_id>/approve")
+def approve(request_id: str) -> Response:
+    _authorize("approve")
+    cfg = _cfg()
+    req = _load(request_id)
+    approver = _caller() or "unknown"
+    if req.awaiting_approval and req.caller and req.caller == approver:
+        return _error(403, f"request {req.id} was filed by you: four eyes means someone else approves it")
+
+    def change(r: ErasureRequest) -> bool:
+        if not r.awaiting_approval:
+            return False
+        r.approve(approver, time.time())
+        return True
+
+    store = Store(cfg.state_table)
+    req = store.update(req.id, change, retention_s=cfg.record_retention_days * 86400)
+    if (req.approval or {}).get("approved_by") != approver:
+        why = "approval is not required here" if not req.approval else (
+            f"it was approved by {req.approval.get('approved_by')}" if req.approval.get("approved_by")
+            else f"it is {req.state}")
+        return _error(409, f"request {req.id} does not wait for approval: {why}")
+    logger.info("erasure request approved", request_id=req.id)
+    maybe_start(cfg, store)
     return _json(200, req.public(time.time()))
 
 

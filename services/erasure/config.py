@@ -39,6 +39,8 @@ class Config:
     max_receive_count: int = 3
     kms_key_id: str = ""
     salt_parameter: str = ""
+    #: four-eyes: a new request waits until someone other than its filer approves it (etl:erasureApproval)
+    approval_required: bool = False
 
     @property
     def deadline_s(self) -> float:
@@ -75,4 +77,5 @@ class Config:
             max_receive_count=int(num("MAX_RECEIVE_COUNT", 3)),
             kms_key_id=e.get("ERASURE_KMS_KEY_ID", ""),
             salt_parameter=e.get("ERASURE_SALT_PARAMETER", ""),
+            approval_required=e.get("ERASURE_APPROVAL", "false").lower() == "true",
         )

@@ -118,6 +118,7 @@ def create(
         datasets=list(body.datasets or []), reason=body.reason, requested_by=body.requested_by or caller or "unknown",
         subject_hashes=list(subjects.hashes), ticket=body.ticket, client_request_id=body.client_request_id,
         caller=caller, source=source, history=[{"at": round(now, 3), "state": "RECEIVED", "note": f"via {source}"}],
+        approval={"required": True, "approved_by": None, "approved_at": None} if cfg.approval_required else None,
     )
     key = client_key(idempotency) if idempotency else None
     return store.create(req, seal(req.id, list(subjects.ids), cfg.kms_key_id), idempotency_key=key,

@@ -69,11 +69,27 @@ class ErasureRequest:
     error: str | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
     result: dict[str, Any] = field(default_factory=dict)  # rows removed, files rewritten, verified …
+    #: four-eyes approval when the env requires it: {"required": True, "approved_by": …, "approved_at": …}
+    approval: dict[str, Any] | None = None
     version: int = 0
 
     @property
     def terminal(self) -> bool:
         return self.state in TERMINAL
+
+    @property
+    def awaiting_approval(self) -> bool:
+        return bool(self.approval and self.approval.get("required") and not self.approval.get("approved_by"))
+
+    @property
+    def pending(self) -> bool:
+        """What the next run takes: received, and approved when approval is required."""
+        return self.state == State.RECEIVED and not self.awaiting_approval
+
+    def approve(self, by: str, at: float) -> None:
+        """Record the second pair of eyes (the run takes the request from now on) in the audit history."""
+        self.approval = {**(self.approval or {"required": True}), "approved_by": by, "approved_at": round(at, 3)}
+        self.history.append({"at": round(at, 3), "state": str(self.state), "note": f"approved by {by}"})
 
     def move(self, to: State, at: float, note: str = "") -> None:
         """Change state (checked against TRANSITIONS) and append to the audit history."""

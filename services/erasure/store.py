@@ -23,7 +23,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from contracts import aws
-from services.erasure.model import ErasureRequest, State
+from services.erasure.model import ErasureRequest
 
 PK = "erasure"
 REQUEST, PENDING, OPEN, CLIENT, VAULT, RUN, ACTIVE = (
@@ -119,10 +119,11 @@ class Store:
                                 "Item": {**_key(idempotency_key), "request_id": _s(req.id),
                                          "fingerprint": _s(fingerprint),
                                          "expires_at": _n(int(time.time() + retention_s))}}})
+        if req.pending:  # awaiting approval: the run must not take it yet
+            ops.append({"Put": {"TableName": self.table,
+                                "Item": {**_key(PENDING + req.id), "received_at": _n(req.received_at)}}})
         if not req.terminal:  # a request refused at intake is recorded for the audit trail, nothing to run
             ops += [
-                {"Put": {"TableName": self.table,
-                         "Item": {**_key(PENDING + req.id), "received_at": _n(req.received_at)}}},
                 {"Put": {"TableName": self.table, "Item": {**_key(OPEN + req.id), "deadline": _n(req.deadline),
                                                            "received_at": _n(req.received_at)}}},
                 {"Put": {"TableName": self.table, "Item": {**_key(VAULT + req.id), **vault_item}}},
@@ -157,19 +158,23 @@ class Store:
     ) -> ErasureRequest:
         """Read, let `change` mutate (returning False means "nothing to do"), write if unchanged meanwhile.
 
-        Index items follow the state: pending# goes when the request leaves RECEIVED, open# and
-        vault# when it becomes terminal — in the same transaction as the record.
+        Index items follow the state: pending# comes when an awaited approval is given and goes when
+        the request leaves RECEIVED, open# and vault# go when it becomes terminal — in the same
+        transaction as the record.
         """
         for _ in range(attempts):
             req = self.get(request_id)
-            before = req.state
+            was_pending = req.pending
             if not change(req):
                 return req
             ops: list[dict[str, Any]] = [{"Put": {
                 "TableName": self.table, "Item": self._request_item(req, req.version + 1, retention_s),
                 "ConditionExpression": "version = :v", "ExpressionAttributeValues": {":v": _n(req.version)}}}]
-            if before == State.RECEIVED and req.state != State.RECEIVED:
+            if was_pending and not req.pending:
                 ops.append({"Delete": {"TableName": self.table, "Key": _key(PENDING + req.id)}})
+            elif req.pending and not was_pending:
+                ops.append({"Put": {"TableName": self.table,
+                                    "Item": {**_key(PENDING + req.id), "received_at": _n(req.received_at)}}})
             if req.terminal:
                 ops.append({"Delete": {"TableName": self.table, "Key": _key(OPEN + req.id)}})
                 ops.append({"Delete": {"TableName": self.table, "Key": _key(VAULT + req.id)}})
