@@ -69,6 +69,10 @@ export class Api {
     return this.call("POST", `/erasure-requests/${encodeURIComponent(id)}/cancel`, {});
   }
 
+  approve(id) {
+    return this.call("POST", `/erasure-requests/${encodeURIComponent(id)}/approve`, {});
+  }
+
   certificate(id, format = "json") {
     const suffix = format === "md" ? "?format=md" : "";
     const accept = format === "md" ? "text/markdown" : "application/json";

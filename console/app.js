@@ -57,6 +57,8 @@ function when(ts) {
   return new Date(ts * 1000).toISOString().replace("T", " ").slice(0, 16) + " UTC";
 }
 
+const awaiting = (r) => Boolean(r.approval && r.approval.required && !r.approval.approved_by && r.state === "RECEIVED");
+
 function badge(state) {
   return h("span", { class: `badge s-${state.toLowerCase()}`, "data-state": state }, state);
 }
@@ -144,7 +146,7 @@ function listView() {
   const more = h("button", { type: "button", class: "secondary", hidden: true, onclick: () => load(true) }, "Load older requests");
   const select = h("select", { id: "filter-state", onchange: (e) => { state.filter = e.target.value; draw(); } },
     h("option", { value: "open", selected: true }, "Open"), h("option", { value: "all" }, "All states"),
-    h("option", { value: "risk" }, "At risk or overdue"),
+    h("option", { value: "risk" }, "At risk or overdue"), h("option", { value: "awaiting" }, "Awaiting approval"),
     [...STEPS, "FAILED", "CANCELLED"].map((s) => h("option", { value: s }, s)));
   const search = h("input", { id: "filter-ticket", type: "search", placeholder: "Search by ticket", autocomplete: "off",
     oninput: (e) => { state.ticket = e.target.value.trim().toLowerCase(); draw(); } });
@@ -153,6 +155,7 @@ function listView() {
     if (state.ticket && !String(r.ticket || "").toLowerCase().includes(state.ticket)) return false;
     if (state.filter === "all") return true;
     if (state.filter === "open") return !FINAL.has(r.state);
+    if (state.filter === "awaiting") return awaiting(r);
     if (state.filter === "risk") return !FINAL.has(r.state) && r.deadline_in_days <= config.riskDays;
     return r.state === state.filter;
   }
@@ -161,7 +164,7 @@ function listView() {
     const rows = state.items.filter(keep);
     body.replaceChildren(...rows.map((r) => h("tr", { "data-id": r.id },
       h("td", {}, h("a", { href: `#/requests/${r.id}` }, r.id)),
-      h("td", {}, badge(r.state)),
+      h("td", {}, badge(r.state), awaiting(r) ? h("small", { class: "muted" }, " awaiting approval") : null),
       h("td", {}, r.ticket || "—"),
       h("td", {}, when(r.received_at)),
       h("td", {}, when(r.deadline)),
@@ -302,6 +305,10 @@ function progressBlock(r) {
       h("p", {}, r.state === "CANCELLED" ? "Cancelled before anything was erased." :
         `${res.rows_removed ?? 0} row(s) removed, ${res.files_rewritten ?? 0} file(s) rewritten; verified: ${res.verified ? "yes" : "no"}.`));
   }
+  if (awaiting(r)) {
+    return h("div", { id: "progress", class: "progress-box" },
+      h("p", {}, "Waiting for approval by someone other than its filer (group erasure-approvers); no run takes it before."));
+  }
   if (!p) return h("div", { id: "progress", class: "progress-box" }, h("p", { class: "muted" }, "Waiting for a run to pick it up."));
   const pct = p.tasks_total ? Math.round((100 * p.tasks_done) / p.tasks_total) : 0;
   return h("div", { id: "progress", class: "progress-box" },
@@ -333,7 +340,14 @@ function detailView(id) {
       ["Reason", r.reason], ["Ticket", r.ticket || "—"], ["Requested by", r.requested_by],
       ["Filed through", r.caller || r.source], ["Datasets", r.datasets.join(", ")],
       ["Subjects", `${r.subject_count} (kept only as salted hashes)`]];
+    if (r.approval && r.approval.approved_by) facts.push(["Approved by", `${r.approval.approved_by} at ${when(r.approval.approved_at)}`]);
+    const me = `cognito:${auth.user().name}`;
     const actions = h("div", { class: "actions" });
+    if (awaiting(r) && auth.can("erasure-approvers")) {
+      actions.append(r.caller === me
+        ? h("span", { class: "muted" }, "You filed this request: someone else must approve it.")
+        : h("button", { type: "button", id: "approve", onclick: approve }, "Approve"));
+    }
     if (CANCELLABLE.has(r.state) && auth.can("erasure-filers")) {
       actions.append(h("button", { type: "button", class: "danger", id: "cancel", onclick: cancel }, "Cancel request"));
     }
@@ -357,6 +371,17 @@ function detailView(id) {
       h("h3", {}, "Timeline"),
       h("ol", { class: "timeline", id: "timeline" }, r.history.map((e) => h("li", {},
         h("time", {}, when(e.at)), " ", badge(e.state), e.note ? ` ${e.note}` : "")))]));
+  }
+
+  async function approve() {
+    try {
+      await api.approve(id);
+      toast(`Approved ${id}`);
+      refresh();
+    } catch (err) {
+      const b = handle(err);
+      if (b) box.prepend(b);
+    }
   }
 
   async function save(format) {

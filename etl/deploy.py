@@ -248,6 +248,9 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
               "state table (TTL)", False, only="erasure"),
     ConfigKey("erasureKmsKeyId", None, "KMS key that also encrypts subject ids at rest; unset: DynamoDB's "
               "encryption only", False, only="erasure", example="arn:aws:kms:eu-west-1:123456789012:key/<id>"),
+    ConfigKey("erasureApproval", "false", "four-eyes: a new erasure request waits until someone other than its "
+              "filer approves it (console group erasure-approvers, or the API's approve route)", False,
+              only="erasure"),
     ConfigKey("console", "true", "the compliance console (Cognito users, S3 + CloudFront, a JWT-authorised API; "
               "all pay-per-use); false: none", False, only="erasure"),
 )

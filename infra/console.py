@@ -29,6 +29,7 @@ ASSETS = Path(__file__).resolve().parents[1] / "console"
 #: Cognito group → what its members may do through the console API (services/erasure/api.py enforces it)
 GROUPS = {
     "erasure-filers": "File erasure requests, start runs, cancel requests before erasing starts",
+    "erasure-approvers": "Approve requests someone else filed (four-eyes, when etl:erasureApproval is true)",
     "erasure-readers": "Read erasure requests and download their certificates",
 }
 ROUTES = (
@@ -36,6 +37,7 @@ ROUTES = (
     "GET /erasure-requests",
     "GET /erasure-requests/{id}",
     "POST /erasure-requests/{id}/cancel",
+    "POST /erasure-requests/{id}/approve",
     "GET /erasure-requests/{id}/certificate",
     "POST /erasure-runs",
 )
@@ -85,10 +87,11 @@ class Console(pulumi.ComponentResource):
     """Everything the console needs, given the erasure stack's API function."""
 
     def __init__(self, env: str, account_id: str, region: str, api_fn: aws.lambda_.Function,
-                 deadline_days: int, risk_days: int, opts: pulumi.ResourceOptions | None = None) -> None:
+                 deadline_days: int, risk_days: int, approval: bool,
+                 opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("etl:service:Console", naming.name(env, "console"), None, opts)
         self.env, self.region = env, region
-        self.deadline_days, self.risk_days = deadline_days, risk_days
+        self.deadline_days, self.risk_days, self.approval = deadline_days, risk_days, approval
         child = pulumi.ResourceOptions(parent=self)
         self.cognito_endpoint = f"https://cognito-idp.{region}.amazonaws.com/"
 
@@ -243,7 +246,7 @@ class Console(pulumi.ComponentResource):
         config = pulumi.Output.all(self.pool.id, self.client.id).apply(lambda a: json.dumps({
             "env": self.env, "region": self.region, "userPoolId": a[0], "clientId": a[1],
             "cognitoEndpoint": self.cognito_endpoint, "apiBase": "",
-            "deadlineDays": self.deadline_days, "riskDays": self.risk_days,
+            "deadlineDays": self.deadline_days, "riskDays": self.risk_days, "approval": self.approval,
             "groups": sorted(GROUPS)}, indent=2))
         aws.s3.BucketObjectv2("console-config", bucket=self.bucket.id, key="config.json", content=config,
                               content_type="application/json", cache_control="no-cache", opts=child)

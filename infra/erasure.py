@@ -35,6 +35,7 @@ ROUTES = (
     "GET /erasure-requests",
     "GET /erasure-requests/{id}",
     "POST /erasure-requests/{id}/cancel",
+    "POST /erasure-requests/{id}/approve",
     "GET /erasure-requests/{id}/certificate",
     "POST /erasure-runs",
 )
@@ -56,6 +57,7 @@ class ErasureSettings:
     raw_rewrite_max_mb: int = 1024
     record_retention_days: int = 730
     kms_key_id: str = ""
+    approval: bool = False  # four-eyes: requests wait for someone else's approval before a run takes them
 
     @classmethod
     def load(cls, env: str) -> ErasureSettings:
@@ -72,6 +74,7 @@ class ErasureSettings:
             raw_rewrite_max_mb=cfg.get_int("erasureRawRewriteMaxMb") or 1024,
             record_retention_days=cfg.get_int("erasureRecordRetentionDays") or 730,
             kms_key_id=cfg.get("erasureKmsKeyId") or "",
+            approval=bool(cfg.get_bool("erasureApproval")),
         )
         if out.risk_days >= out.deadline_days:
             raise ValueError("etl:erasureRiskDays must be shorter than etl:erasureDeadlineDays")
@@ -144,6 +147,7 @@ class Erasure(pulumi.ComponentResource):
             "ERASURE_BATCH_MAX_WAIT_SECONDS": str(self.es.batch_max_wait_s),
             "ERASURE_RAW_REWRITE_MAX_BYTES": str(self.es.raw_rewrite_max_mb * 1024 * 1024),
             "ERASURE_RECORD_RETENTION_DAYS": str(self.es.record_retention_days),
+            "ERASURE_APPROVAL": "true" if self.es.approval else "false",
             "MAX_RECEIVE_COUNT": str(s.max_receive_count),
             "POWERTOOLS_METRICS_NAMESPACE": metrics.NAMESPACE,
             "POWERTOOLS_LOG_LEVEL": "INFO",
@@ -318,7 +322,7 @@ def _console(env: str, account_id: str, region: str, api_fn: aws.lambda_.Functio
     """The compliance console (infra/console.py) over the same API function; `etl:console: false` leaves it out."""
     enabled = pulumi.Config("etl").get_bool("console")
     return None if enabled is False else Console(env, account_id, region, api_fn, es.deadline_days, es.risk_days,
-                                                 opts=opts)
+                                                 es.approval, opts=opts)
 
 
 def _lambda(scope: pulumi.Resource, name: str, fn_name: str, handler: str, archive: Archive, role: aws.iam.Role,

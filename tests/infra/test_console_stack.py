@@ -125,7 +125,7 @@ def test_every_asset_and_the_config_are_uploaded(erasure: Stack) -> None:
     client = erasure.one("aws:cognito/userPoolClient:UserPoolClient", "console-client")
     assert config == {"env": "dev", "region": "eu-west-1", "userPoolId": pool.id, "clientId": client.id,
                       "cognitoEndpoint": "https://cognito-idp.eu-west-1.amazonaws.com/", "apiBase": "",
-                      "deadlineDays": 30, "riskDays": 7, "groups": sorted(console.GROUPS)}
+                      "deadlineDays": 30, "riskDays": 7, "approval": False, "groups": sorted(console.GROUPS)}
     datasets = json.loads(objects["datasets.json"]["content"])
     assert [d["name"] for d in datasets["datasets"]] == intake.subject_datasets(load_datasets())
     assert datasets["datasets"][0]["subjectColumns"] == [{"name": "customer_id", "type": "int64"}]
@@ -148,3 +148,16 @@ def test_outputs_and_opt_out(erasure: Stack) -> None:
     without = build("erasure-dev", {"console": False})
     assert not {r.type for r in without.resources} & CONSOLE_TYPES
     assert not [k for k in without.run.outputs if k.startswith("console")]
+
+
+def test_four_eyes_approval_is_per_environment(erasure: Stack) -> None:
+    fn = "erasure-api-function"
+    assert erasure.one("aws:lambda/function:Function", fn).inputs["environment"]["variables"][
+        "ERASURE_APPROVAL"] == "false"
+    strict = build("erasure-dev", {"erasureApproval": True})
+    assert strict.one("aws:lambda/function:Function", fn).inputs["environment"]["variables"][
+        "ERASURE_APPROVAL"] == "true"
+    objects = {o.inputs["key"]: o.inputs for o in strict.of_type("aws:s3/bucketObjectv2:BucketObjectv2")}
+    assert json.loads(objects["config.json"]["content"])["approval"] is True
+    routes = {r.inputs["routeKey"] for r in strict.of_type("aws:apigatewayv2/route:Route")}
+    assert "POST /erasure-requests/{id}/approve" in routes
