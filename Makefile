@@ -40,6 +40,7 @@ bench: setup
 	$(BIN)/python bench/erasure_bench.py
 	$(BIN)/python bench/e2e_bench.py
 	$(BIN)/python bench/cost_bench.py
+	$(BIN)/python bench/erasure_e2e_bench.py --sf 1
 
 clean:
 	rm -rf $(VENV) build .etl .pytest_cache .hypothesis
