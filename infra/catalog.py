@@ -37,12 +37,12 @@ def table_parameters(ds: Dataset) -> dict[str, str]:
     }
 
 
-def check_contract(ds: Dataset) -> None:
+def check_contract(ds: Dataset, *, warn: bool = True) -> None:
     """Refuse (before any resource changes) a contract whose change against its lock breaks the lake."""
     report = evolution.against_lock(ds, DATASETS_DIR)
     if report.breaking:
         raise evolution.EvolutionError(report.message())
-    if not report.locked and report.base_version is not None:
+    if warn and not report.locked and report.base_version is not None:
         pulumi.log.warn(f"{ds.name}: contract changed since lock v{report.base_version} (allowed); record it with "
                         "`etl datasets lock` so files carry its version (`etl deploy` requires it)")
 
@@ -60,7 +60,7 @@ def check_contracts(datasets: Iterable[Dataset]) -> None:
 
 
 def dataset_table(ds: Dataset, database: pulumi.Input[str], lake_bucket: pulumi.Input[str], parent: pulumi.Resource):
-    check_contract(ds)
+    check_contract(ds, warn=False)  # the core stack already warned (check_contracts)
     return aws.glue.CatalogTable(
         f"table-{ds.name}",
         name=ds.name,

@@ -325,3 +325,21 @@ def test_the_core_stack_registers_nothing_when_a_contract_would_break(monkeypatc
     with pytest.raises(Exception, match=r"(?s)usage_events: contract change against lock v2.*retype quantity"):
         run_stack("core-dev", backend, {}, {})
     assert created == [], "no resource is registered before the refusal"
+
+
+def test_an_unlocked_allowed_change_still_deploys_with_a_warning(monkeypatch: pytest.MonkeyPatch,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    from etl.local.program import run_stack
+    from etl.local.recording import RecordingBackend
+    from infra import core
+
+    data = V2.model_dump(exclude={"version"})
+    data["columns"] = [*data["columns"], {"name": "coupon", "type": "string"}]
+    added = type(V2).model_validate(data)
+    monkeypatch.setattr(core, "load_datasets", lambda: {**load_datasets(), "usage_events": added})
+    run = run_stack("core-dev", RecordingBackend(), {}, {})
+    table = next(r for r in run.resources if r.name == "table-usage_events")
+    assert table.inputs["parameters"][ev.TABLE_VERSION] == ev.UNLOCKED
+    assert "coupon" in [c["name"] for c in table.inputs["storageDescriptor"]["columns"]]
+    warnings = [r.getMessage() for r in caplog.records if "etl datasets lock" in r.getMessage()]
+    assert len(warnings) == 1 and warnings[0].startswith("usage_events: contract changed since lock v2")
