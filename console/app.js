@@ -260,7 +260,7 @@ function newView() {
     button.disabled = true;
     try {
       const r = await api.file(body);
-      if (f.get("start_now")) await api.startRun();
+      if (f.get("start_now") && !r.duplicate && r.state === "RECEIVED") await api.startRun();
       ids.value = ""; // the ids leave the page once filed
       toast(r.duplicate ? `Already filed as ${r.id} (nothing new was filed)` : `Filed ${r.id}`);
       location.hash = `#/requests/${r.id}`;
@@ -348,6 +348,9 @@ function detailView(id) {
         ? h("span", { class: "muted" }, "You filed this request: someone else must approve it.")
         : h("button", { type: "button", id: "approve", onclick: approve }, "Approve"));
     }
+    if (r.state === "RECEIVED" && !awaiting(r) && auth.can("erasure-filers")) {
+      actions.append(h("button", { type: "button", class: "secondary", id: "start-run", onclick: startRun }, "Start erasing now"));
+    }
     if (CANCELLABLE.has(r.state) && auth.can("erasure-filers")) {
       actions.append(h("button", { type: "button", class: "danger", id: "cancel", onclick: cancel }, "Cancel request"));
     }
@@ -371,6 +374,17 @@ function detailView(id) {
       h("h3", {}, "Timeline"),
       h("ol", { class: "timeline", id: "timeline" }, r.history.map((e) => h("li", {},
         h("time", {}, when(e.at)), " ", badge(e.state), e.note ? ` ${e.note}` : "")))]));
+  }
+
+  async function startRun() {
+    try {
+      const r = await api.startRun();
+      toast(`A run starts now with ${r.pending} pending request(s)`);
+      refresh();
+    } catch (err) {
+      const b = handle(err);
+      if (b) box.prepend(b);
+    }
   }
 
   async function approve() {

@@ -30,7 +30,8 @@ def local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[PlatformSt
     old = os.environ.get("ETL_LOCAL_DIR")
     os.environ["ETL_LOCAL_DIR"] = str(state_dir)
     try:
-        started = _etl("local", "up", "--detach", "--port", "0", env=env)
+        # four eyes on: the browser flow needs a second officer's approval, as a strict environment would
+        started = _etl("local", "up", "--detach", "--port", "0", "--set", "erasure:erasureApproval=true", env=env)
         if started.returncode == 0:
             assert "compliance console:" in started.stdout and "local-officer" in started.stdout
         else:  # `etl local up` waits 120 s; on a busy machine the detached platform may just need longer

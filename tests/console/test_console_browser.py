@@ -1,10 +1,11 @@
 """The compliance console in a real browser (headless Debian Chromium) against the local platform.
 
-One flow, as a compliance officer would do it: sign in with the local user, be told off by the form's
-validation, file a request for a subject whose rows are in the lake and watch it reach COMPLETED
-without reloading, check the verification summary and download the JSON certificate, then file
-another request and cancel it. Along the way: no subject id in any URL the page loaded, in browser
-storage or in the API function's log. Screenshots go to `$ETL_ARTIFACTS` (default
+One flow, as compliance officers would do it (the platform runs with four-eyes approval on): sign in
+with the local user, be told off by the form's validation, file a request for a subject whose rows
+are in the lake and see it wait for approval; a second officer signs in, approves it, starts a run and
+watches it reach COMPLETED without reloading, checks the verification summary and downloads the JSON
+certificate, then files another request and cancels it. Along the way: no subject id in any URL the
+page loaded, in browser storage or in the API function's log. Screenshots go to `$ETL_ARTIFACTS` (default
 `.etl/artifacts/console`), printed at the end.
 """
 
@@ -137,6 +138,7 @@ def test_file_follow_prove_and_cancel_in_a_browser(local: tuple[PlatformState, C
     state, site = local
     driver, downloads = browser
     _land_customers(state)
+    _second_officer(state)
     shots: list[Path] = []
 
     def shot(name: str) -> None:
@@ -151,6 +153,25 @@ def test_file_follow_prove_and_cancel_in_a_browser(local: tuple[PlatformState, C
         raise
     print(f"\nconsole screenshots: {artifacts}")
     assert all(p.exists() and p.stat().st_size > 10_000 for p in shots)
+
+
+SECOND, SECOND_PASSWORD = "second-officer", f"Second-{uuid.uuid4().hex[:12]}-9a"
+
+
+def _second_officer(state: PlatformState) -> None:
+    """Another compliance officer (an administrator creates users: admin-only sign-up)."""
+    idp, pool = _client(state, "cognito-idp"), state.stacks["erasure-local"].outputs["consoleUserPoolId"]
+    idp.admin_create_user(UserPoolId=pool, Username=SECOND, MessageAction="SUPPRESS", TemporaryPassword=SECOND_PASSWORD)
+    idp.admin_set_user_password(UserPoolId=pool, Username=SECOND, Password=SECOND_PASSWORD, Permanent=True)
+    for group in ("erasure-filers", "erasure-approvers", "erasure-readers"):
+        idp.admin_add_user_to_group(UserPoolId=pool, Username=SECOND, GroupName=group)
+
+
+def _sign_in(driver: Any, username: str, password: str) -> None:
+    _wait(driver).until(ec.presence_of_element_located((By.ID, "username"))).send_keys(username)
+    driver.find_element(By.ID, "password").send_keys(password)
+    driver.find_element(By.ID, "sign-in-submit").click()
+    _wait(driver).until(ec.presence_of_element_located((By.ID, "requests")))
 
 
 def _flow(site: ConsoleInfo, driver: Any, downloads: Path, shot: Any) -> None:
@@ -187,6 +208,18 @@ def _flow(site: ConsoleInfo, driver: Any, downloads: Path, shot: Any) -> None:
     driver.find_element(By.ID, "file-submit").click()
     _wait(driver).until(ec.presence_of_element_located((By.CSS_SELECTOR, "#request .head .badge")))
     rid = driver.find_element(By.ID, "request").get_attribute("data-id")
+
+    # four eyes: it waits, and its filer cannot approve it
+    _wait(driver).until(ec.text_to_be_present_in_element((By.ID, "progress"), "Waiting for approval"))
+    _wait(driver).until(ec.text_to_be_present_in_element((By.ID, "request"), "someone else must approve it"))
+    assert not driver.find_elements(By.ID, "approve") and _state_of(driver) == "RECEIVED"
+    shot("awaiting-approval")
+    driver.find_element(By.ID, "sign-out").click()
+    _sign_in(driver, SECOND, SECOND_PASSWORD)
+    driver.get(f"{site.url}#/requests/{rid}")
+    _click(driver, "approve")
+    _wait(driver).until(ec.text_to_be_present_in_element((By.ID, "request"), f"cognito:{SECOND}"))
+    _click(driver, "start-run")
     marker = driver.find_element(By.TAG_NAME, "header")  # a reload would replace it
     seen, progress_shot = {_state_of(driver)}, False
     deadline = time.monotonic() + 180
@@ -202,6 +235,7 @@ def _flow(site: ConsoleInfo, driver: Any, downloads: Path, shot: Any) -> None:
     timeline = driver.find_element(By.ID, "timeline").text
     for step in ("RECEIVED", "SCHEDULED", "FINDING", "ERASING", "VERIFYING", "COMPLETED"):
         assert step in timeline
+    assert f"approved by cognito:{SECOND}" in timeline
     assert "1 row(s) removed" in driver.find_element(By.ID, "progress").text
     shot("completed")
 
