@@ -22,7 +22,7 @@ def _etl(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
                           text=True, timeout=180, check=False)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")  # down before other packages start theirs: one platform at a time
 def local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[PlatformState, ConsoleInfo]]:
     state_dir = tmp_path_factory.mktemp("etl-console")
     env = {**os.environ, "ETL_LOCAL_DIR": str(state_dir), "PYTHONPATH": str(ROOT)}
