@@ -42,7 +42,7 @@ def test_ids_are_typed_per_column(raw: str, ctype: str, value: object) -> None:
 
 def test_valid_request_gets_its_scope() -> None:
     body = parse({"subject_ids": ["42"], "reason": "GDPR art. 17", "ticket": "T-1"}, DATASETS)
-    assert body.datasets == ["customers", "orders"]
+    assert body.datasets == ["customers", "orders", "usage_events"]  # every contract with subject columns
     assert parse({"subject_ids": ["42"], "reason": "r", "datasets": ["orders"]}, DATASETS).datasets == ["orders"]
 
 
