@@ -126,7 +126,7 @@ def build(s: Settings) -> dict[str, pulumi.Input]:
                 policy.statement(["s3:PutObject", "s3:AbortMultipartUpload"], [lake_objects], "StageAndCommit"),
                 policy.statement(["s3:DeleteObject", "s3:DeleteObjectVersion"], [lake_objects], "CleanupVersions"),
                 policy.statement(["s3:ListBucket", "s3:ListBucketVersions"], [out("lakeBucketArn")], "ListLake"),
-                policy.statement(["events:PutEvents"], [out("busArn")], "Publish"),
+                policy.put_events(out("busArn"), events.PartitionCompacted),
                 policy.statement(
                     ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem",
                      "dynamodb:Query"],

@@ -5,7 +5,12 @@ Resources (all pay-per-use; idle cost is a 15-minute schedule's invocations):
 - `erasure-intake`: ErasureRequested on the platform bus → queue (+DLQ) → function (QueueFunction);
 - `erasure-run`: run ticks, from its own queue (+DLQ; on demand and stage fan-in) and a schedule;
 - `erasure-worker`: one task (a partition, a quarantine, a raw object) per message, queue (+DLQ);
-- the erasure bucket (run workspaces, certificates), alarms (DLQs, errors, backlog, deadline risk).
+- the erasure bucket (run workspaces, certificates), alarms (DLQs, errors, backlog, deadline risk);
+- two tables of its own, so no other service's role can reach them: `etl-<env>-erasure` (requests,
+  runs, indexes: hashes only; point-in-time recovery on) and `etl-<env>-erasure-vault` (the subject
+  ids of open requests: no point-in-time recovery, TTL as a backstop — docs/design/erasure.md);
+- the `etl-<env>-erasure-requester` managed policy: what a system filing requests needs (the API
+  routes and PutEvents of `ErasureRequested`, which no platform role may emit).
 The subject-hash salt is an SSM SecureString the functions create on first use (never in config or
 state); an optional KMS key (`etl:erasureKmsKeyId`) also encrypts subject ids at rest.
 """
@@ -115,6 +120,7 @@ class Erasure(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         env = s.env
 
+        self.records_table, self.vault_table = self._tables()
         self.bucket = SecureBucket("erasure", naming.bucket_name(env, "erasure", account_id), versioned=False,
                                    lifecycle_rules=[_expire_prefix("expire-run-workspaces", "runs/", 14)], opts=child)
         self.run_queue, self.run_dlq = self._queues("erasure-run", RUN_TIMEOUT_S)
@@ -125,6 +131,7 @@ class Erasure(pulumi.ComponentResource):
         salt_arn = f"arn:aws:ssm:{region}:{account_id}:parameter{self.salt_parameter}"
         b = self.bucket.bucket.arn
         state = [out("stateTableArn")]
+        records, vault = [self.records_table.arn], [self.vault_table.arn]
         self.common_env: dict[str, pulumi.Input[str]] = {
             "ETL_ENV": env,
             "BUS_NAME": out("busName"),
@@ -134,6 +141,8 @@ class Erasure(pulumi.ComponentResource):
             "LANDING_BUCKET": out("landingBucket"),
             "ERASURE_BUCKET": self.bucket.bucket.bucket,
             "STATE_TABLE": out("stateTable"),
+            "ERASURE_TABLE": self.records_table.name,
+            "VAULT_TABLE": self.vault_table.name,
             "GLUE_DATABASE": out("glueDatabase"),
             "ALERTS_TOPIC_ARN": out("alertsTopicArn"),
             "RUN_QUEUE_URL": self.run_queue.url,
@@ -155,13 +164,16 @@ class Erasure(pulumi.ComponentResource):
         salt = policy.statement(["ssm:GetParameter", "ssm:PutParameter"], [salt_arn], "SubjectHashSalt")
         kms = self.es.kms_key_id
         intake_statements = [
-            policy.statement(STATE_ACTIONS, state, "Requests"),
+            policy.statement(STATE_ACTIONS, records, "Requests"),
+            policy.statement(["dynamodb:PutItem", "dynamodb:DeleteItem"], vault, "FillVault"),
             policy.statement(["sqs:SendMessage"], [self.run_queue.arn], "AskForRun"),
             salt,
             *([policy.statement(["kms:Encrypt"], [kms], "SealSubjects")] if kms else []),
         ]
         runner_statements = [
-            policy.statement(STATE_ACTIONS, state, "State"),
+            policy.statement(STATE_ACTIONS, records, "Requests"),
+            policy.statement(["dynamodb:GetItem", "dynamodb:DeleteItem"], vault, "ReadVault"),
+            policy.statement(STATE_ACTIONS, state, "PartitionCommits"),
             policy.statement(["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:DeleteObjectVersion",
                               "s3:GetObjectVersion"], [policy.objects(out("lakeBucketArn")),
                                                        policy.objects(out("quarantineBucketArn")),
@@ -175,7 +187,7 @@ class Erasure(pulumi.ComponentResource):
             policy.statement(["glue:GetPartition", "glue:GetPartitions", "glue:CreatePartition",
                               "glue:UpdatePartition", "glue:GetTable"], glue_arns(out("glueDatabase")), "Catalog"),
             policy.statement(["sqs:SendMessage"], [self.run_queue.arn, self.work_queue.arn], "Tasks"),
-            policy.statement(["events:PutEvents"], [out("busArn")], "Publish"),
+            policy.put_events(out("busArn"), events.ErasureCompleted),
             policy.statement(["sns:Publish"], [out("alertsTopicArn")], "Alert"),
             salt,
             *([policy.statement(["kms:Decrypt"], [kms], "OpenSubjects")] if kms else []),
@@ -206,16 +218,34 @@ class Erasure(pulumi.ComponentResource):
             event_pattern=events.pattern(events.ErasureRequested),
             alerts_topic_arn=topic,
             environment={**self.common_env, "POWERTOOLS_SERVICE_NAME": "erasure-intake"},
-            statements=[*intake_statements, policy.statement(["events:PutEvents"], [out("busArn")], "Publish")],
+            statements=[*intake_statements, policy.put_events(out("busArn"), events.ErasureCompleted)],
             runtime=s.lambda_runtime, architecture=s.lambda_architecture, layers=self.layers, memory_mb=512,
             timeout_s=60, batch_size=10, max_concurrency=s.max_concurrency, max_receive_count=s.max_receive_count,
             log_retention_days=s.log_retention_days,
         ), opts=child)
         self.api = self._http_api()
         self.console = _console(env, account_id, region, self.api_fn, self.es, child)
+        self.requester_policy = self._requester_policy()
         self.register_outputs({})
 
     # -- pieces ---------------------------------------------------------------------------------
+    def _tables(self) -> tuple[aws.dynamodb.Table, aws.dynamodb.Table]:
+        """Records (hashes only: backed up) apart from the vault (clear ids: never backed up)."""
+        child = pulumi.ResourceOptions(parent=self)
+
+        def table(name: str, purpose: str, pitr: bool, description: str) -> aws.dynamodb.Table:
+            return aws.dynamodb.Table(
+                name, name=self._physical(purpose), billing_mode="PAY_PER_REQUEST", hash_key="pk", range_key="sk",
+                attributes=[aws.dynamodb.TableAttributeArgs(name="pk", type="S"),
+                            aws.dynamodb.TableAttributeArgs(name="sk", type="S")],
+                ttl=aws.dynamodb.TableTtlArgs(attribute_name="expires_at", enabled=True),
+                point_in_time_recovery=aws.dynamodb.TablePointInTimeRecoveryArgs(enabled=pitr),
+                tags={"etl:contents": description, **({} if pitr else {"etl:backup": "never"})}, opts=child)
+
+        records = table("erasure-records", "erasure", True, "erasure requests and runs (subject hashes only)")
+        vault = table("erasure-vault", "erasure-vault", False, "subject ids of open erasure requests")
+        return records, vault
+
     def _physical(self, purpose: str) -> str:
         return naming.name(self.s.env, purpose)
 
@@ -298,6 +328,18 @@ class Erasure(pulumi.ComponentResource):
                                source_arn=api.id.apply(lambda i: f"{self.execute_arn}:{i}/*/*"), opts=child)
         return api
 
+    def _requester_policy(self) -> aws.iam.Policy:
+        """Attach to whoever files requests: the API's routes, and ErasureRequested on the bus (nothing else)."""
+        routes = [self.api.id.apply(lambda i, k=k: f"{self.execute_arn}:{i}/*/{_arn_path(k)}")
+                  for k in ROUTES]
+        doc = policy.document([
+            policy.statement(["execute-api:Invoke"], routes, "ErasureApi"),
+            policy.put_events(self.out("busArn"), events.ErasureRequested, sid="RequestErasure"),
+        ])
+        return aws.iam.Policy("erasure-requester", name=self._physical("erasure-requester"),
+                              description="File and follow erasure requests (API) or send ErasureRequested",
+                              policy=doc, opts=pulumi.ResourceOptions(parent=self))
+
     def outputs(self) -> dict[str, pulumi.Input]:
         return {
             "apiUrl": self.api.api_endpoint,
@@ -314,6 +356,9 @@ class Erasure(pulumi.ComponentResource):
             "workerFunctionName": self.worker_fn.name,
             "saltParameter": self.salt_parameter,
             **(self.console.outputs() if self.console else {}),
+            "erasureTable": self.records_table.name,
+            "vaultTable": self.vault_table.name,
+            "requesterPolicyArn": self.requester_policy.arn,
         }
 
 
@@ -336,6 +381,12 @@ def _lambda(scope: pulumi.Resource, name: str, fn_name: str, handler: str, archi
         logging_config=aws.lambda_.FunctionLoggingConfigArgs(log_format="JSON", log_group=logs.name),
         tracing_config=aws.lambda_.FunctionTracingConfigArgs(mode="Active"),
         opts=pulumi.ResourceOptions(parent=scope, depends_on=[logs]))
+
+
+def _arn_path(route_key: str) -> str:
+    """`GET /erasure-requests/{id}` → `GET/erasure-requests/*` (execute-api ARNs match path parameters by `*`)."""
+    method, path = route_key.split(" ", 1)
+    return method + "/".join("*" if part.startswith("{") else part for part in path.split("/"))
 
 
 def _expire_prefix(rule_id: str, prefix: str, days: int) -> aws.s3.BucketLifecycleConfigurationRuleArgs:

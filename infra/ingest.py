@@ -47,7 +47,7 @@ def build(s: Settings) -> dict[str, pulumi.Input]:
                 ),
                 policy.statement(["s3:ListBucket"], [landing_arn, raw_arn], "ListForHeadObject"),
                 policy.statement(["s3:PutObject", "s3:PutObjectTagging"], [policy.objects(raw_arn)], "WriteRaw"),
-                policy.statement(["events:PutEvents"], [bus_arn], "Publish"),
+                policy.put_events(bus_arn, events.RawObjectStored, events.ObjectRejected),
                 policy.statement(
                     ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"],
                     [idem_arn],

@@ -46,3 +46,22 @@ def assume_role(service: str) -> str:
 
 def objects(bucket_arn: pulumi.Input[str], prefix: str = "") -> pulumi.Output[str]:
     return pulumi.Output.concat(bucket_arn, "/", prefix, "*")
+
+
+def put_events(bus_arn: pulumi.Input[str], *types: type, sid: str = "Publish") -> dict:
+    """PutEvents on the platform bus for exactly these contract events (`contracts.events` classes).
+
+    The condition names each event's source and detail-type, so a function cannot impersonate
+    another service — above all, nobody but the erasure intake path can emit `ErasureRequested`,
+    the one event whose detail carries subject ids. Every platform service has one source, so the
+    two lists together allow exactly the given pairs (hence one source per call).
+    """
+    sources = {t.SOURCE for t in types}  # type: ignore[attr-defined]
+    if len(sources) != 1:
+        raise ValueError(f"put_events takes the events of one source (one service), got {sorted(sources)}")
+    st = statement(["events:PutEvents"], [bus_arn], sid)
+    st["Condition"] = {"StringEquals": {
+        "events:source": sorted(sources),
+        "events:detail-type": sorted({t.DETAIL_TYPE for t in types}),  # type: ignore[attr-defined]
+    }}
+    return st

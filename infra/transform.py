@@ -64,7 +64,8 @@ def build(s: Settings) -> dict[str, pulumi.Input]:
                 policy.statement(["s3:ListBucket", "s3:ListBucketVersions"],
                                  [out("lakeBucketArn"), out("rawBucketArn")], "List"),
                 policy.statement(["s3:PutObject"], [policy.objects(out("quarantineBucketArn"))], "Quarantine"),
-                policy.statement(["events:PutEvents"], [out("busArn")], "Publish"),
+                policy.put_events(out("busArn"), events.ChunkPlanned, events.PartitionFilesAdded,
+                                  events.ObjectTransformed, events.ObjectFailed),
                 policy.statement(
                     ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem",
                      "dynamodb:Query"],

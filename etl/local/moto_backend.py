@@ -59,6 +59,7 @@ class MotoBackend:
             "aws:sqs/queuePolicy:QueuePolicy": self._queue_policy,
             "aws:iam/role:Role": self._role,
             "aws:iam/rolePolicy:RolePolicy": self._role_policy,
+            "aws:iam/policy:Policy": self._managed_policy,
             "aws:lambda/function:Function": self._function,
             "aws:lambda/eventSourceMapping:EventSourceMapping": self._event_source_mapping,
             "aws:lambda/permission:Permission": self._recorded,
@@ -257,6 +258,12 @@ class MotoBackend:
     def _role_policy(self, name: str, i: dict[str, Any]) -> Result:
         aws.client("iam").put_role_policy(RoleName=i["role"], PolicyName=name, PolicyDocument=i["policy"])
         return f"{i['role']}:{name}", {"name": name}, NOT_ENFORCED
+
+    def _managed_policy(self, name: str, i: dict[str, Any]) -> Result:
+        """A managed policy for principals outside the platform (e.g. the erasure requester's)."""
+        arn = aws.client("iam").create_policy(PolicyName=i["name"], PolicyDocument=i["policy"],
+                                              Description=i.get("description", ""))["Policy"]["Arn"]
+        return arn, {"arn": arn, "name": i["name"]}, NOT_ENFORCED
 
     # -- Lambda (run in-process by etl.local.functions) -------------------------------------------
     def _function(self, name: str, i: dict[str, Any]) -> Result:

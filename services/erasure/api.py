@@ -101,7 +101,7 @@ def _load(request_id: str) -> ErasureRequest:
     if not ID_RE.match(request_id):
         raise NotFoundError(f"no erasure request {request_id!r} (ids look like er-20250101120000-0a1b2c3d4e)")
     try:
-        return Store(_cfg().state_table).get(request_id)
+        return Store.of(_cfg()).get(request_id)
     except NotFound:
         raise NotFoundError(f"no erasure request {request_id!r}") from None
 
@@ -110,7 +110,7 @@ def _progress(req: ErasureRequest) -> dict[str, Any] | None:
     if req.terminal or not req.run_id:
         return None
     try:
-        run = Store(_cfg().state_table).get_run(req.run_id)
+        run = Store.of(_cfg()).get_run(req.run_id)
     except NotFound:
         return None
     stage = run.body["stages"].get(f"{run.body['attempt']}.{run.body['phase']}")
@@ -132,7 +132,7 @@ def file_request() -> Response:
         body = intake.parse(data, load_datasets(), cfg)
     except intake.InvalidRequest as exc:
         return _error(400, "invalid erasure request", exc.errors)
-    store = Store(cfg.state_table)
+    store = Store.of(cfg)
     try:
         req, created = intake.create(cfg, store, load_salt(cfg.salt_parameter), body, caller=_caller(), source="api",
                                      idempotency=body.client_request_id)
@@ -167,7 +167,7 @@ def list_requests() -> Response:
     after = params.get("next")
     if after is not None and not ID_RE.match(after):
         raise BadRequestError("next must be the `next` value of a previous page")
-    reqs, nxt = Store(_cfg().state_table).list_requests(limit, after)
+    reqs, nxt = Store.of(_cfg()).list_requests(limit, after)
     now = time.time()
     return _json(200, {"items": [r.public(now) for r in reqs], "next": nxt})
 
@@ -191,7 +191,7 @@ def cancel(request_id: str) -> Response:
         r.move(State.CANCELLED, time.time(), f"cancelled by {_caller() or 'unknown'}")
         return True
 
-    req = Store(cfg.state_table).update(req.id, change, retention_s=cfg.record_retention_days * 86400)
+    req = Store.of(cfg).update(req.id, change, retention_s=cfg.record_retention_days * 86400)
     if req.state != State.CANCELLED:
         return _error(409, f"request {req.id} is {req.state}: it can be cancelled only before rewriting starts "
                            f"({', '.join(sorted(CANCELLABLE))})")
@@ -249,6 +249,6 @@ def start_run() -> Response:
     from contracts import aws
 
     aws.client("sqs").send_message(QueueUrl=cfg.run_queue_url, MessageBody=json.dumps({"action": "start"}))
-    pending = len(Store(cfg.state_table).pending())
+    pending = len(Store.of(cfg).pending())
     logger.info("run requested", pending=pending)
     return _json(202, {"message": "a run starts now", "pending": pending})

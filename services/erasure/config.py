@@ -20,6 +20,10 @@ class Config:
     state_table: str
     database: str
     alerts_topic: str = ""
+    #: requests and runs (hashes only) and the vault (clear ids, never backed up): tables of their own, so
+    #: no other service can reach them; empty = the state table (tests that need only one table)
+    erasure_table: str = ""
+    vault_table: str = ""
     run_queue_url: str = ""
     work_queue_url: str = ""
     deadline_days: float = 30
@@ -43,6 +47,14 @@ class Config:
     approval_required: bool = False
 
     @property
+    def records_table(self) -> str:
+        return self.erasure_table or self.state_table
+
+    @property
+    def vault(self) -> str:
+        return self.vault_table or self.records_table
+
+    @property
     def deadline_s(self) -> float:
         return self.deadline_days * DAY
 
@@ -62,6 +74,8 @@ class Config:
             landing_bucket=e.get("LANDING_BUCKET", ""),
             erasure_bucket=e["ERASURE_BUCKET"],
             state_table=e["STATE_TABLE"],
+            erasure_table=e["ERASURE_TABLE"],
+            vault_table=e["VAULT_TABLE"],
             database=e["GLUE_DATABASE"],
             alerts_topic=e.get("ALERTS_TOPIC_ARN", ""),
             run_queue_url=e.get("RUN_QUEUE_URL", ""),

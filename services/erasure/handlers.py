@@ -64,7 +64,7 @@ def engine(cfg: Config | None = None) -> Engine:
         metric=lambda name, value: metrics.add_metric(name=name, unit=MetricUnit.Count, value=value),
     )
     return Engine(
-        cfg, store=Store(cfg.state_table), workspace=Workspace(cfg.erasure_bucket),
+        cfg, store=Store.of(cfg), workspace=Workspace(cfg.erasure_bucket),
         committer=PartitionCommitter.on_aws(bucket=cfg.lake_bucket, table_name=cfg.state_table,
                                             database=cfg.database),
         ports=ports, salt=load_salt(cfg.salt_parameter),
@@ -90,7 +90,7 @@ def _intake_record(record: SQSRecord) -> dict[str, Any]:
     if envelope.get("detail-type") != events.ErasureRequested.DETAIL_TYPE:
         raise ValueError(f"erasure intake does not handle {envelope.get('detail-type')!r}")
     cfg = Config.from_environ()
-    store, salt = Store(cfg.state_table), load_salt(cfg.salt_parameter)
+    store, salt = Store.of(cfg), load_salt(cfg.salt_parameter)
     data = envelope.get("detail") or {}
     key = data.get("client_request_id") or f"event:{envelope.get('id')}"
     try:

@@ -1,14 +1,17 @@
-"""Requests, runs and their indexes in the shared state table (pk/sk, TTL on `expires_at`).
+"""Requests, runs and their indexes in the erasure table; subject ids in the vault table (pk/sk, TTL on `expires_at`).
 
+Both tables belong to the erasure stack (no other service's role names them); the vault table has
+no point-in-time recovery, so an id deleted from it cannot be restored (docs/design/erasure.md).
 Every item lives under pk `erasure` (requests are few; one partition keeps listing a single Query):
   request#<id>      the request record (JSON body, `state`, `version` for conditional writes)
   pending#<id>      while RECEIVED: what the next run takes
   open#<id>         while not terminal: deadline, for the at-risk metric
   client#<sha256>   idempotency: client request id (or event id) → request id
-  vault#<id>        the subject ids, only while the request is not terminal (see vault.py)
+  vault#<id>        (vault table) the subject ids, only while the request is not terminal (see vault.py)
   run#<id>          a run (JSON body, `version`, `done` string set for fan-in, lease)
   active-run#<id>   while a run is not finished
-Multi-item changes are DynamoDB transactions, so an index never disagrees with its record.
+Multi-item changes are DynamoDB transactions (they span both tables), so an index never disagrees with
+its record and the vault item goes in the same write that ends its request.
 """
 
 from __future__ import annotations
@@ -18,14 +21,20 @@ import json
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
 from contracts import aws
 from services.erasure.model import ErasureRequest
 
+if TYPE_CHECKING:
+    from services.erasure.config import Config
+
 PK = "erasure"
+#: the vault item's TTL, after the request's deadline: a backstop only (the item is deleted when the request
+#: ends); a request still open a month past its legal deadline must not keep ids forever
+VAULT_BACKSTOP_S = 30 * 86400
 REQUEST, PENDING, OPEN, CLIENT, VAULT, RUN, ACTIVE = (
     "request#", "pending#", "open#", "client#", "vault#", "run#", "active-run#")
 
@@ -85,8 +94,13 @@ class Run:
 
 
 class Store:
-    def __init__(self, table: str) -> None:
+    def __init__(self, table: str, vault_table: str | None = None) -> None:
         self.table = table
+        self.vault_table = vault_table or table
+
+    @classmethod
+    def of(cls, cfg: Config) -> Store:
+        return cls(cfg.records_table, cfg.vault)
 
     @property
     def ddb(self) -> Any:
@@ -126,7 +140,8 @@ class Store:
             ops += [
                 {"Put": {"TableName": self.table, "Item": {**_key(OPEN + req.id), "deadline": _n(req.deadline),
                                                            "received_at": _n(req.received_at)}}},
-                {"Put": {"TableName": self.table, "Item": {**_key(VAULT + req.id), **vault_item}}},
+                {"Put": {"TableName": self.vault_table, "Item": {
+                    **_key(VAULT + req.id), **vault_item, "expires_at": _n(int(req.deadline + VAULT_BACKSTOP_S))}}},
             ]
         try:
             self.ddb.transact_write_items(TransactItems=ops)
@@ -177,7 +192,7 @@ class Store:
                                     "Item": {**_key(PENDING + req.id), "received_at": _n(req.received_at)}}})
             if req.terminal:
                 ops.append({"Delete": {"TableName": self.table, "Key": _key(OPEN + req.id)}})
-                ops.append({"Delete": {"TableName": self.table, "Key": _key(VAULT + req.id)}})
+                ops.append({"Delete": {"TableName": self.vault_table, "Key": _key(VAULT + req.id)}})
             try:
                 self.ddb.transact_write_items(TransactItems=ops)
             except ClientError as exc:
@@ -220,7 +235,7 @@ class Store:
 
     # -- vault ----------------------------------------------------------------------------------
     def vault_item(self, request_id: str) -> dict[str, Any] | None:
-        resp = self.ddb.get_item(TableName=self.table, Key=_key(VAULT + request_id), ConsistentRead=True)
+        resp = self.ddb.get_item(TableName=self.vault_table, Key=_key(VAULT + request_id), ConsistentRead=True)
         return resp.get("Item")
 
     # -- runs -----------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ SERVERLESS_TYPES = {
     "aws:s3/bucketPolicy:BucketPolicy", "aws:s3/bucketVersioning:BucketVersioning",
     "aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration", "aws:s3/bucketNotification:BucketNotification",
     "aws:sqs/queue:Queue", "aws:sqs/queuePolicy:QueuePolicy", "aws:iam/role:Role", "aws:iam/rolePolicy:RolePolicy",
+    "aws:iam/policy:Policy",
     "aws:lambda/function:Function", "aws:lambda/eventSourceMapping:EventSourceMapping",
     "aws:glue/catalogDatabase:CatalogDatabase", "aws:glue/catalogTable:CatalogTable",
     "aws:dynamodb/table:Table", "aws:sns/topic:Topic", "aws:sns/topicSubscription:TopicSubscription",

@@ -588,6 +588,12 @@ def test_erasure_handlers_take_a_request_through_a_run_with_only_their_artifacts
     for fn in ("etl-dev-erasure-api", "etl-dev-erasure-worker"):  # one process serves them all: same environment
         assert {**functions[fn][1], "POWERTOOLS_SERVICE_NAME": ""} == {**run_fn[1], "POWERTOOLS_SERVICE_NAME": ""}
     boto3.client("s3").create_bucket(Bucket=run_fn[1]["ERASURE_BUCKET"])
+    for table in (run_fn[1]["ERASURE_TABLE"], run_fn[1]["VAULT_TABLE"]):  # the erasure stack's own tables
+        boto3.client("dynamodb").create_table(
+            TableName=table, BillingMode="PAY_PER_REQUEST",
+            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"},
+                                  {"AttributeName": "sk", "AttributeType": "S"}])
 
     def http(method: str, route: str, body: Any = None) -> dict[str, Any]:
         """The payload-2.0 event API Gateway sends for this route of the program (the request id filled in later)."""
@@ -634,7 +640,7 @@ def test_erasure_handlers_take_a_request_through_a_run_with_only_their_artifacts
                 continue
             if deliver(os.environ["WORK_QUEUE_URL"], WORKER, "etl-dev-erasure-worker"):
                 continue
-            if not Store(os.environ["STATE_TABLE"]).active_runs():
+            if not Store(os.environ["ERASURE_TABLE"]).active_runs():
                 break
             invoke(HANDLER, SCHEDULE, FUNCTION)  # the schedule fires
         else:
