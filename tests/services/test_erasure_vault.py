@@ -108,7 +108,8 @@ def platform(moto_endpoint: str) -> Iterator[Platform]:
             "PartitionKeys": [{"Name": n, "Type": "string"} for n in ds.partition_names],
             "StorageDescriptor": {"Columns": [{"Name": c.name, "Type": c.glue_type} for c in ds.columns],
                                   "Location": f"s3://{cfg.lake_bucket}/{ds.name}/", "InputFormat": PARQUET_INPUT,
-                                  "OutputFormat": PARQUET_OUTPUT, "SerdeInfo": {"SerializationLibrary": PARQUET_SERDE}}})
+                                  "OutputFormat": PARQUET_OUTPUT,
+                                  "SerdeInfo": {"SerializationLibrary": PARQUET_SERDE}}})
     aws.client("events").create_event_bus(Name=cfg.bus)
     (archive,) = [r for r in core if r.type == "aws:cloudwatch/eventArchive:EventArchive"]
     archived = _queue_for(cfg.bus, "archive-mirror", json.loads(archive.inputs["eventPattern"]))
