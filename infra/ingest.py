@@ -47,7 +47,7 @@ def build(s: Settings) -> dict[str, pulumi.Input]:
                 ),
                 policy.statement(["s3:ListBucket"], [landing_arn, raw_arn], "ListForHeadObject"),
                 policy.statement(["s3:PutObject", "s3:PutObjectTagging"], [policy.objects(raw_arn)], "WriteRaw"),
-                policy.put_events(bus_arn, events.RawObjectStored, events.ObjectRejected),
+                policy.put_events(bus_arn, events.RawObjectStored, events.ObjectRejected, events.IngestFailed),
                 policy.statement(
                     ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"],
                     [idem_arn],

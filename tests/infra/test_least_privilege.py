@@ -72,7 +72,7 @@ def emitted_by(service: str) -> frozenset[str]:
 
 def test_the_contract_scan_sees_what_services_emit() -> None:
     """The scan above is the test's ground truth: it must find the events we know each service publishes."""
-    assert emitted_by("ingest") == {"RawObjectStored", "ObjectRejected"}
+    assert emitted_by("ingest") == {"RawObjectStored", "ObjectRejected", "IngestFailed"}
     assert {"ChunkPlanned", "PartitionFilesAdded", "ObjectTransformed", "ObjectFailed"} == emitted_by("transform")
     assert emitted_by("compact") == {"PartitionCompacted"}
     assert emitted_by("erasure") == {"ErasureCompleted"}
