@@ -329,9 +329,12 @@ class Erasure(pulumi.ComponentResource):
         return api
 
     def _requester_policy(self) -> aws.iam.Policy:
-        """Attach to whoever files requests: the API's routes, and ErasureRequested on the bus (nothing else)."""
+        """Attach to whoever files requests: the API's routes, and ErasureRequested on the bus (nothing else).
+
+        Not the approve route: with four-eyes approval on, approvers are granted it on their own.
+        """
         routes = [self.api.id.apply(lambda i, k=k: f"{self.execute_arn}:{i}/*/{_arn_path(k)}")
-                  for k in ROUTES]
+                  for k in ROUTES if not k.endswith("/approve")]
         doc = policy.document([
             policy.statement(["execute-api:Invoke"], routes, "ErasureApi"),
             policy.put_events(self.out("busArn"), events.ErasureRequested, sid="RequestErasure"),

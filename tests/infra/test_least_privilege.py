@@ -129,6 +129,7 @@ def test_only_the_requester_policy_may_send_erasure_requests(program: dict[str, 
     assert actions(api) == ["execute-api:Invoke"] and all(f":{api_id}/*/" in r for r in resources(api))
     assert any(r.endswith("/*/POST/erasure-requests") for r in resources(api))
     assert any(r.endswith("/*/GET/erasure-requests/*/certificate") for r in resources(api))
+    assert not any(r.endswith("/approve") for r in resources(api)), "a requester does not approve (four eyes)"
     assert erasure.run.outputs["requesterPolicyArn"] == managed.state["arn"]
 
 
