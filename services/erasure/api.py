@@ -214,7 +214,7 @@ def approve(request_id: str) -> Response:
         r.approve(approver, time.time())
         return True
 
-    store = Store(cfg.state_table)
+    store = Store.of(cfg)
     req = store.update(req.id, change, retention_s=cfg.record_retention_days * 86400)
     if (req.approval or {}).get("approved_by") != approver:
         why = "approval is not required here" if not req.approval else (

@@ -21,7 +21,8 @@ class Config:
     database: str
     alerts_topic: str = ""
     #: requests and runs (hashes only) and the vault (clear ids, never backed up): tables of their own, so
-    #: no other service can reach them; empty = the state table (tests that need only one table)
+    #: no other service can reach them; empty = the state table (tests that need only one table; the program
+    #: always sets both, tests/infra/test_least_privilege.py checks it)
     erasure_table: str = ""
     vault_table: str = ""
     run_queue_url: str = ""
@@ -74,8 +75,8 @@ class Config:
             landing_bucket=e.get("LANDING_BUCKET", ""),
             erasure_bucket=e["ERASURE_BUCKET"],
             state_table=e["STATE_TABLE"],
-            erasure_table=e["ERASURE_TABLE"],
-            vault_table=e["VAULT_TABLE"],
+            erasure_table=e.get("ERASURE_TABLE", ""),
+            vault_table=e.get("VAULT_TABLE", ""),
             database=e["GLUE_DATABASE"],
             alerts_topic=e.get("ALERTS_TOPIC_ARN", ""),
             run_queue_url=e.get("RUN_QUEUE_URL", ""),
