@@ -19,7 +19,7 @@ import pyarrow as pa
 from contracts.arrow import lake_schema
 from contracts.datasets import Dataset
 from services.compact.merge import MergeStats, merge_runs
-from services.compact.runs import InputFile, groups, make_runs, read_whole, sort_table
+from services.compact.runs import InputFile, groups, make_runs, read_many, sort_table
 from services.compact.schema import dictionary_columns, read_schema
 from services.compact.writer import OutputFile, RollingWriter
 
@@ -78,8 +78,7 @@ def compact_files(
     planned = groups(inputs, budget_rows)
     try:
         if len(planned) == 1:  # the whole bin fits the budget: one sort, no spill
-            whole = pa.concat_tables([read_whole(f.path, merge_schema, dictionary) for f in inputs])
-            whole = whole.unify_dictionaries().combine_chunks()
+            whole = read_many([f.path for f in inputs], merge_schema, dictionary, threads=threads)
             merged: Iterator[pa.Table] = iter([sort_table(whole, dataset.sort_key)])
             del whole
             run_count = 1
