@@ -1,7 +1,7 @@
 """Parquet output of a compaction: the transform service's writer choices, rolled into target-sized files.
 
 Same options as services/transform/parquet.py (copied, services never import each other):
-contract compression (zstd level 3 for free text, 1 for the rest), statistics and page index,
+contract compression (zstd level 1; free text as DELTA_LENGTH_BYTE_ARRAY), statistics and page index,
 decimals as integers, no Arrow schema in the footer, DELTA_BINARY_PACKED for `_source_line` and
 integer sort-key columns, bloom filters on the subject columns, `sorting_columns` from the
 contract, dictionary pages for columns that repeat in a sample of the first row group.
@@ -29,7 +29,9 @@ BLOOM_FPP = 0.05
 #: rows sampled for the dictionary decision (a row group, not a small file: 8,192 rows recognise a
 #: thousand clerks as repeating), and the distinct share under which a column "repeats"
 WRITER_SAMPLE_ROWS, MAX_DISTINCT_SHARE = 8192, 0.5
-ZSTD_TEXT_LEVEL, ZSTD_LEVEL = 3, 1
+ZSTD_TEXT_LEVEL, ZSTD_LEVEL = 1, 1
+#: free text (strings without a dictionary): smaller than PLAIN at zstd 3, for less CPU (as transform)
+TEXT_ENCODING = "DELTA_LENGTH_BYTE_ARRAY"
 _CODECS = {"zstd": "zstd", "snappy": "snappy", "gzip": "gzip", "none": "none"}
 #: roll over to a new file only if at least this share of a target is still to come (no runt files)
 MIN_TAIL_SHARE = 0.25
@@ -82,13 +84,14 @@ def writer_options(first: pa.Table, dataset: Dataset, ndv: int) -> dict[str, Any
     candidates = [n for n in names if n not in delta and not pa.types.is_boolean(schema.field(n).type)]
     dictionary = repeating_columns(first, candidates)
     codec = _CODECS[dataset.storage.compression]
-    levels = {f.name: ZSTD_TEXT_LEVEL if _is_text(f.type) and f.name not in dictionary else ZSTD_LEVEL for f in schema}
+    text = [f.name for f in schema if _is_text(f.type) and f.name not in dictionary]
+    levels = {f.name: ZSTD_TEXT_LEVEL if f.name in text else ZSTD_LEVEL for f in schema}
     sorting = pq.SortingColumn.from_ordering(schema, [(c, "ascending") for c in dataset.sort_key if c in names])
     return {
         "compression": codec,
         "compression_level": levels if codec == "zstd" else None,
         "use_dictionary": dictionary,
-        "column_encoding": dict.fromkeys(delta, "DELTA_BINARY_PACKED"),
+        "column_encoding": {**dict.fromkeys(delta, "DELTA_BINARY_PACKED"), **dict.fromkeys(text, TEXT_ENCODING)},
         "write_statistics": True,
         "write_page_index": True,
         "store_decimal_as_integer": True,

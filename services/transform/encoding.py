@@ -22,11 +22,29 @@ MAX_DISTINCT_SHARE = 0.5
 
 
 def _sample(table: pa.Table, rows: int) -> pa.Table:
+    """`rows` evenly spaced rows of `table`, taken chunk by chunk.
+
+    `Table.take` on a chunked table first concatenates every chunk of every column (for a parsed
+    object of many segments: a transient copy of all its text) just to pick a few thousand rows.
+    """
     n = table.num_rows
     if n <= rows:
         return table
     positions = np.linspace(0, n - 1, rows).astype(np.int64)
-    return table.take(pa.Array.from_buffers(pa.int64(), rows, [None, pa.py_buffer(positions)]))
+    return pa.table({name: _take_chunked(table.column(name), positions) for name in table.column_names})
+
+
+def _take_chunked(column: pa.ChunkedArray, positions: np.ndarray) -> pa.ChunkedArray:
+    """`column[positions]` (positions ascending) without concatenating its chunks."""
+    if column.num_chunks == 1:
+        return column.take(pa.array(positions))
+    starts = np.cumsum([0] + [len(c) for c in column.chunks])
+    owner = np.searchsorted(starts, positions, side="right") - 1
+    parts = []
+    for i in np.unique(owner).tolist():
+        local = positions[owner == i] - starts[i]
+        parts.append(column.chunk(i).take(pa.array(local)))
+    return pa.chunked_array(parts, type=column.type)
 
 
 def repeating_columns(table: pa.Table, candidates: list[str] | None = None, sample_rows: int = SAMPLE_ROWS) -> set[str]:

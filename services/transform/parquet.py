@@ -5,9 +5,10 @@ Choices (measured in docs/benchmarks.md, TPC-H orders):
   column lets erasure skip row groups without the subject. DuckDB's COPY was measured as the
   alternative writer and rejected: slower on the same tables, and it only writes bloom filters
   for dictionary-encoded columns, i.e. never for a high-cardinality subject id.
-* compression per contract (zstd by default; level 3 for free text, 1 for the rest: same bytes
-  for less CPU than 3 everywhere), statistics and the page index on, row groups of
-  `storage.row_group_rows`, the sort order recorded as `sorting_columns`.
+* compression per contract (zstd level 1 by default), statistics and the page index on, row groups
+  of `storage.row_group_rows`, the sort order recorded as `sorting_columns`.
+* free text (strings without a dictionary) as DELTA_LENGTH_BYTE_ARRAY: lengths stored apart from the
+  bytes let zstd level 1 beat PLAIN at level 3 on size, for 14% less encoding CPU.
 * dictionary encoding only where a sample says values repeat (encoding.py).
 * no Arrow schema in the footer: every reader (pyarrow, DuckDB, pandas, Athena) takes the types
   from Parquet's own logical types, so dictionary-encoded string columns read back as strings.
@@ -38,16 +39,22 @@ from services.transform.partition import partition_path
 #: false-positive probability of the subject-column bloom filters
 BLOOM_FPP = 0.05
 _CODECS = {"zstd": "zstd", "snappy": "snappy", "gzip": "gzip", "none": "none"}
-#: zstd effort: free text (plain string columns) gains from level 3; numbers, dates and
-#: dictionary codes compress as well at level 1, which is faster (measured on TPC-H orders)
-ZSTD_TEXT_LEVEL, ZSTD_LEVEL = 3, 1
+#: zstd effort, per column: free text is written DELTA_LENGTH_BYTE_ARRAY (lengths apart from the
+#: bytes), which at level 1 is smaller than PLAIN at level 3 for 14% less encoding CPU (TPC-H SF1
+#: orders: 40.4 vs 40.9 MB, docs/benchmarks.md); numbers, dates and dictionary codes: level 1 too
+ZSTD_TEXT_LEVEL, ZSTD_LEVEL = 1, 1
+#: encoding of free text (string columns without a dictionary); Athena (Trino), Spark, DuckDB and
+#: pyarrow read it, and erasure's rewrite keeps it (services/erasure/rewrite.py)
+TEXT_ENCODING = "DELTA_LENGTH_BYTE_ARRAY"
+
+
+def _free_text(table: pa.Table, dictionary: list[str]) -> list[str]:
+    return [f.name for f in table.schema if pa.types.is_string(f.type) and f.name not in dictionary]
 
 
 def _zstd_levels(table: pa.Table, dictionary: list[str]) -> dict[str, int]:
-    return {
-        f.name: ZSTD_TEXT_LEVEL if pa.types.is_string(f.type) and f.name not in dictionary else ZSTD_LEVEL
-        for f in table.schema
-    }
+    text = set(_free_text(table, dictionary))
+    return {f.name: ZSTD_TEXT_LEVEL if f.name in text else ZSTD_LEVEL for f in table.schema}
 
 
 def writer_options(table: pa.Table, dataset: Dataset) -> dict[str, Any]:
@@ -66,7 +73,8 @@ def writer_options(table: pa.Table, dataset: Dataset) -> dict[str, Any]:
         "compression": codec,
         "compression_level": _zstd_levels(table, dictionary) if codec == "zstd" else None,
         "use_dictionary": dictionary,
-        "column_encoding": dict.fromkeys(delta, "DELTA_BINARY_PACKED"),
+        "column_encoding": {**dict.fromkeys(delta, "DELTA_BINARY_PACKED"),
+                            **dict.fromkeys(_free_text(table, dictionary), TEXT_ENCODING)},
         "write_statistics": True,
         "write_page_index": True,
         "store_decimal_as_integer": True,
