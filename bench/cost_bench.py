@@ -317,8 +317,81 @@ def render(args: argparse.Namespace, feeds: list[tuple[str, bytes]], measured: d
         ratio = f"{g['dollars'] / ours:,.0f}x" if ours else "n/a"
         lines.append(f"| {name} | {g['runs']} | {g['seconds']:.1f} | {g['dollars']:.4f} | {g['dollars'] / gb:.3f} | "
                      f"{ours:.5f} | {ratio} |")
+    lines += ["", *compaction_peers(measured, per_service, glue)]
+    lines += ["", *at_volume(per_service, spark, gb, measured)]
     lines += ["", *reading(measured, spark, gb, platform_transform, len(feeds))]
     return "\n".join(lines)
+
+
+def compaction_peers(measured: dict[str, Any], per_service: dict[str, tuple[cost_model.Bill, dict[str, Any]]],
+                     glue: dict[str, dict[str, float]]) -> list[str]:
+    """The platform's compaction beside S3 Tables' managed compaction and a Glue job, on the same input."""
+    bill, facts = per_service.get("compact", (cost_model.Bill(), Counter()))
+    calls = [c for k, v in measured["calls"].items() if "compact" in k for c in v]
+    gets = [c for c in calls if c.service == "s3" and c.operation == "GET"]
+    processed, objects = sum(c.bytes_out for c in gets), len(gets)
+    s3t = cost_model.s3_tables_compaction_dollars(processed, objects)
+    gb = processed / 1e9 or math.nan
+    rows = [("platform (compact service)", bill.total), ("S3 Tables managed compaction", s3t),
+            ("Glue Spark job", glue["compact"]["dollars"])]
+    lines = [
+        f"Compaction peers on the same input: the compact service read {processed / 1e6:.1f} MB in {objects} objects "
+        "(its S3 GETs: the small files it rewrote) over "
+        f"{facts['invocations']} invocations (most of them `PartitionFilesAdded` events below the threshold). "
+        "S3 Tables bills $0.005 per GB processed plus $0.002 per 1,000 objects (it compacts Iceberg tables in "
+        "table buckets only: a price peer, not a drop-in).",
+        "",
+        "| compaction | $ | $ per GB processed | vs platform |",
+        "|---|---:|---:|---:|",
+    ]
+    for name, dollars in rows:
+        lines.append(f"| {name} | {dollars:.6f} | {dollars / gb:.4f} | {dollars / bill.total:.2f}x |"
+                     if bill.total else f"| {name} | {dollars:.6f} | {dollars / gb:.4f} | n/a |")
+    return lines
+
+
+def at_volume(per_service: dict[str, tuple[cost_model.Bill, dict[str, Any]]], spark: dict[str, Any], gb: float,
+              measured: dict[str, Any]) -> list[str]:
+    """Per GB landed: what grows with volume (Lambda GB-seconds, requests), and where each option wins."""
+    lines = [
+        "Per GB landed, what grows with volume (128 MiB chunks: every request below is per chunk or per file, "
+        "so these rates hold at any volume):",
+        "",
+        "| service | Lambda GB-s per GB | AWS requests per GB | Lambda $ per GB | requests, messages, logs $ per GB "
+        "| share of its $ in Lambda |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for service in ("ingest", "transform", "compact", "erasure"):
+        bill, facts = per_service.get(service, (cost_model.Bill(), Counter()))
+        lam = sum(v for k, v in bill.dollars.items() if k.startswith("lambda"))
+        share = lam / bill.total if bill.total else 0
+        lines.append(f"| {service} | {bill.quantities['lambda GB-s'] / gb:,.0f} | {facts['requests'] / gb:,.0f} "
+                     f"| {lam / gb:.4f} | {(bill.total - lam) / gb:.4f} | {share:.0%} |")
+    ours = sum(per_service[s][0].total for s in ("ingest", "transform") if s in per_service) / gb
+    glue_s_per_gb = spark["batch"] / GLUE_SPEEDUP / gb
+    platform = cost_model.Linear(0.0, ours)
+    at = cost_model.crossover_gb(cost_model.glue_run(glue_s_per_gb), platform.dollars) \
+        if not math.isnan(glue_s_per_gb) else None
+    glue_per_gb = cost_model.glue_dollars_per_gb(glue_s_per_gb)
+    lines += [
+        "",
+        "Where each option wins (one run = one Glue batch, or the objects landed between two batches):",
+        "",
+        "| step | platform $ per GB | peer | peer $ per GB at volume | the peer is cheaper from |",
+        "|---|---:|---|---:|---|",
+        f"| ingest + transform | {ours:.4f} | Glue batch job | {glue_per_gb:.4f} | "
+        + (f"{at:.2f} GB per run |" if at is not None else "never |"),
+    ]
+    compact_bill, _ = per_service.get("compact", (cost_model.Bill(), Counter()))
+    calls = [c for k, v in measured["calls"].items() if "compact" in k for c in v]
+    gets = [c for c in calls if c.service == "s3" and c.operation == "GET"]
+    processed = sum(c.bytes_out for c in gets) / 1e9
+    if processed:
+        ours_c = compact_bill.total / processed
+        s3t = cost_model.s3_tables_compaction_dollars(int(processed * 1e9), len(gets)) / processed
+        lines.append(f"| compaction (per GB processed) | {ours_c:.4f} | S3 Tables managed compaction | {s3t:.4f} | "
+                     + ("every volume (both scale linearly) |" if s3t < ours_c else "never (both scale linearly) |"))
+    return lines
 
 
 def reading(measured: dict[str, Any], spark: dict[str, Any], gb: float, platform_transform: float,
@@ -357,6 +430,12 @@ def reading(measured: dict[str, Any], spark: dict[str, Any], gb: float, platform
     ]
 
 
+def _loaded(measured: dict[str, Any]) -> dict[str, Any]:
+    """A saved run's measurements with their types back (calls as cost_model.Call, resources as a Counter)."""
+    calls = {k: [cost_model.Call(**c) for c in v] for k, v in measured["calls"].items()}
+    return {**measured, "calls": calls, "resources": Counter(measured["resources"])}
+
+
 def _jsonable(o: Any) -> Any:
     return o.__dict__ if hasattr(o, "__dict__") else str(o)
 
@@ -367,7 +446,16 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=30000, help="Orders per feed (about 100 bytes each).")
     parser.add_argument("--skip-spark", action="store_true", help="Platform side only.")
     parser.add_argument("--update-docs", action="store_true")
+    parser.add_argument("--from-results", type=Path, metavar="JSON",
+                        help=f"re-render a saved run (written to {RESULTS} by every run) instead of measuring")
     args = parser.parse_args()
+    if args.from_results:
+        saved = json.loads(args.from_results.read_text())
+        section = render(args, daily_feeds(args.days, args.rows), _loaded(saved["measured"]), saved["spark"])
+        print(section)
+        if args.update_docs:
+            update_docs("cost", section)
+        return
     work = Path(tempfile.mkdtemp(prefix="etl-cost-"))
     os.environ["ETL_LOCAL_DIR"] = str(work / "local")
     try:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 PRICES = {
@@ -27,6 +27,8 @@ PRICES = {
     "xray_trace": 5.00 / 1e6,  # traces recorded
     "athena_tb": 5.00,  # per TB scanned, 10 MB minimum per query
     "glue_dpu_hour": 0.44,  # Glue Spark job
+    "s3_tables_compaction_gb": 0.005,  # S3 Tables managed compaction, per GB processed
+    "s3_tables_compaction_object": 0.002 / 1000,  # ... and per object processed
     "alarm_month": 0.10,  # standard-resolution CloudWatch alarm
     "dashboard_month": 3.00,
 }
@@ -131,3 +133,44 @@ def athena_dollars(bytes_scanned: int) -> float:
 def _chunks(size: float, chunk: int = 64 * 1024) -> int:
     """SQS and EventBridge bill every started 64 KB of a payload as one request/event."""
     return max(1, math.ceil(size / chunk))
+
+
+def s3_tables_compaction_dollars(bytes_processed: int, objects: int) -> float:
+    """S3 Tables' managed compaction: $0.005 per GB processed plus $0.002 per 1,000 objects processed."""
+    return (bytes_processed / 1e9 * PRICES["s3_tables_compaction_gb"]
+            + objects * PRICES["s3_tables_compaction_object"])
+
+
+@dataclass(frozen=True)
+class Linear:
+    """Dollars as `fixed` per run plus `per_gb` for every GB the run holds (a run = one batch or one object)."""
+
+    fixed: float
+    per_gb: float
+
+    def dollars(self, gb: float) -> float:
+        return self.fixed + self.per_gb * gb
+
+
+def glue_run(seconds_per_gb: float, dpu: int = GLUE_MIN_DPU) -> Callable[[float], float]:
+    """A Glue run's dollars as a function of the GB it holds (the one-minute minimum, then per second)."""
+    return lambda gb: glue_job_dollars(seconds_per_gb * gb, dpu)
+
+
+def crossover_gb(cheaper_at_volume: Callable[[float], float], cheaper_when_small: Callable[[float], float],
+                 *, upper_gb: float = 1e6) -> float | None:
+    """Smallest run size (GB, to 1%) from which `cheaper_at_volume` costs less than `cheaper_when_small`;
+    None when it never does below `upper_gb`. Both cost functions must be non-decreasing in GB and their
+    difference must change sign at most once (true for a minimum-then-linear price against a linear one)."""
+    if cheaper_at_volume(upper_gb) >= cheaper_when_small(upper_gb):
+        return None
+    low, high = 0.0, upper_gb
+    if cheaper_at_volume(low) < cheaper_when_small(low):
+        return 0.0
+    while high - low > max(1e-6, 0.01 * low):
+        mid = (low + high) / 2
+        if cheaper_at_volume(mid) < cheaper_when_small(mid):
+            high = mid
+        else:
+            low = mid
+    return high

@@ -64,3 +64,22 @@ def test_glue_per_gb_and_idle_month() -> None:
     assert cost_model.idle_month_dollars(alarms=20, dashboards=1, ticks_per_month=0, tick_gb_s=0) == pytest.approx(5.0)
     ticks = cost_model.idle_month_dollars(alarms=0, dashboards=0, ticks_per_month=1_000_000, tick_gb_s=1)
     assert ticks == pytest.approx(1_000_000 * (PRICES["lambda_gb_s_arm64"] + PRICES["lambda_request"]))
+
+
+def test_s3_tables_compaction_bills_bytes_and_objects() -> None:
+    assert cost_model.s3_tables_compaction_dollars(10**9, 0) == pytest.approx(0.005)
+    assert cost_model.s3_tables_compaction_dollars(0, 1000) == pytest.approx(0.002)
+    assert cost_model.s3_tables_compaction_dollars(2 * 10**9, 500) == pytest.approx(0.011)
+
+
+def test_crossover_of_a_minimum_priced_job_and_a_linear_price() -> None:
+    glue = cost_model.glue_run(seconds_per_gb=25)  # $0.0147 minimum, then 25 s per GB at 2 DPU
+    per_gb = cost_model.glue_dollars_per_gb(25)
+    dearer = cost_model.Linear(fixed=0.0, per_gb=4 * per_gb)
+    at = cost_model.crossover_gb(glue, dearer.dollars)
+    assert at is not None
+    assert glue(at * 1.02) < dearer.dollars(at * 1.02) and glue(at * 0.98) >= dearer.dollars(at * 0.98)
+    assert at == pytest.approx(cost_model.glue_job_dollars(0) / (4 * per_gb), rel=0.02), "the minimum binds there"
+    cheaper = cost_model.Linear(fixed=0.0, per_gb=per_gb / 2)
+    assert cost_model.crossover_gb(glue, cheaper.dollars) is None, "never cheaper than a lower linear price"
+    assert cost_model.crossover_gb(cheaper.dollars, glue) == 0.0
