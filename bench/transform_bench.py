@@ -5,7 +5,7 @@ Contenders, each in its own fresh subprocess (so peak RSS is its own, read with 
               (contract bench/tpch_orders.toml: typed, validated, sorted, lineage, bloom filter);
 * duckdb    — COPY (SELECT …, year(), month() FROM read_csv(…)) TO … (FORMAT parquet, PARTITION_BY …);
 * pandas    — read_csv + DataFrame.to_parquet(partition_cols=…).
-All use zstd and one thread. Each contender's time runs from after its imports and a warm-up
+All use zstd; thread counts as given (pandas: one). Each contender's time runs from after its imports and a warm-up
 (library lazy initialisation) to the last output byte; runs are interleaved and the median is kept.
 
     .venv/bin/python bench/transform_bench.py --sf 1              # full run, prints a Markdown table
@@ -47,31 +47,39 @@ DUCKDB_COLUMNS = {
 SINGLE_THREAD_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
-def _run_platform(csv_path: Path, out: Path) -> None:
+def _run_platform(csv_path: Path, out: Path, threads: int = 1) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
     import pyarrow as pa
 
     from contracts.datasets import load_dataset_file
     from services.transform.core import transform
     from services.transform.parquet import file_name, write_partition
 
-    pa.set_cpu_count(1)
-    pa.set_io_thread_count(1)
+    pa.set_cpu_count(threads)
+    pa.set_io_thread_count(threads)
     dataset = load_dataset_file(CONTRACT)
     pa.array([0])  # warm-up: pyarrow's lazy imports
     start = _started()
     result = transform(dataset, csv_path, object_id="tpch-orders", source=str(csv_path))
-    for part in result.partitions:
+
+    def write(part: Any) -> None:
         folder = out / part.path
         folder.mkdir(parents=True)
         write_partition(part.table, folder / file_name(result.object_id, 0, part.values), dataset)
+
+    # partitions are independent files: with threads, they are encoded concurrently (pyarrow's writer
+    # releases the GIL), as a function with more than one vCPU can write them
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        list(pool.map(write, result.partitions))
     _report(start, result.rows_good, quarantined=result.rows_quarantined)
 
 
-def _run_duckdb(csv_path: Path, out: Path) -> None:
+def _run_duckdb(csv_path: Path, out: Path, threads: int = 1) -> None:
     import duckdb
 
     con = duckdb.connect()
-    con.execute("SET threads = 1").fetchall()
+    con.execute(f"SET threads = {threads}").fetchall()
     con.execute("SELECT 1").fetchall()  # warm-up
     columns = "{" + ", ".join(f"'{k}': '{v}'" for k, v in DUCKDB_COLUMNS.items()) + "}"
     start = _started()
@@ -83,7 +91,7 @@ def _run_duckdb(csv_path: Path, out: Path) -> None:
     _report(start, None)
 
 
-def _run_pandas(csv_path: Path, out: Path) -> None:
+def _run_pandas(csv_path: Path, out: Path, threads: int = 1) -> None:
     import pandas as pd
     import pyarrow as pa
 
@@ -102,7 +110,7 @@ def _run_pandas(csv_path: Path, out: Path) -> None:
     _report(start, len(df))
 
 
-def _run_writers(csv_path: Path, out: Path) -> None:
+def _run_writers(csv_path: Path, out: Path, threads: int = 1) -> None:
     """The Parquet step alone: write_partition (pyarrow) vs DuckDB COPY from the same Arrow tables."""
     import duckdb
     import pyarrow as pa
@@ -179,11 +187,12 @@ def _output_stats(out: Path) -> dict[str, int]:
     return stats
 
 
-def _measure(contender: str, csv_path: Path, work: Path) -> dict[str, Any]:
+def _measure(contender: str, csv_path: Path, work: Path, threads: int = 1) -> dict[str, Any]:
     """Run one contender in a fresh interpreter; wall time from inside, peak RSS from wait4."""
     out = work / f"out-{contender}"
     shutil.rmtree(out, ignore_errors=True)
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--contender", contender, str(csv_path), str(out)]
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--contender", contender, "--contender-threads",
+           str(threads), str(csv_path), str(out)]
     env = {**os.environ, **SINGLE_THREAD_ENV, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, env=env, cwd=ROOT)
     assert proc.stdout is not None
@@ -214,7 +223,7 @@ def _generate(sf: float, work: Path) -> Path:
     return target
 
 
-def _table(sf: float, csv_bytes: int, results: dict[str, list[dict[str, Any]]], runs: int) -> str:
+def _table(sf: float, csv_bytes: int, results: dict[str, list[dict[str, Any]]], runs: int, threads: int = 1) -> str:
     keys = ("seconds", "cpu_seconds", "peak_rss_mb")
     med = {c: {k: statistics.median(r[k] for r in rs) for k in keys} for c, rs in results.items()}
     duck = med["duckdb"]["seconds"]
@@ -223,13 +232,13 @@ def _table(sf: float, csv_bytes: int, results: dict[str, list[dict[str, Any]]], 
     duck_bytes = results["duckdb"][0]["bytes"]
     lines = [
         f"TPC-H SF{sf:g} `orders`: {csv_bytes / 1e6:.1f} MB of CSV, {results['duckdb'][0]['rows_written']:,} rows; "
-        f"median of {runs} runs, one thread each; MB = 10^6 bytes.",
+        f"median of {runs} runs, {threads} thread(s) each; MB = 10^6 bytes.",
         "",
         "| contender | time (s) | min-max (s) | throughput (MB/s of CSV) | vs DuckDB throughput | CPU time (s) "
         "| vs DuckDB CPU | output (MB) | vs DuckDB bytes | files | rows written | peak RSS (MB) |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for c in CONTENDERS:
+    for c in results:
         s, r = med[c]["seconds"], results[c][0]
         lines.append(
             f"| {c} | {s:.2f} | {min(times[c]):.2f}-{max(times[c]):.2f} | {csv_bytes / 1e6 / s:.1f} | {duck / s:.2f}x "
@@ -276,6 +285,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sf", type=float, default=1.0, help="TPC-H scale factor (1 = full, 0.1 = quick)")
     parser.add_argument("--runs", type=int, default=3, help="runs per contender (median reported)")
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2],
+                        help="thread counts (pandas runs at 1 only: its CSV reader and writer are single-threaded)")
+    parser.add_argument("--contender-threads", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "etl-transform-bench")
     parser.add_argument("--update-docs", action="store_true", help="rewrite the section in docs/benchmarks.md")
     parser.add_argument("--contender", choices=CONTENDERS + HELPERS, help=argparse.SUPPRESS)
@@ -284,7 +296,7 @@ def main() -> None:
     if args.contender:
         csv_path, out = args.paths
         runners = {"platform": _run_platform, "duckdb": _run_duckdb, "pandas": _run_pandas, "writers": _run_writers}
-        runners[args.contender](csv_path, out)
+        runners[args.contender](csv_path, out, args.contender_threads)
         # The report is out; skip interpreter teardown, where pyarrow's dataset writer (used by
         # pandas.to_parquet with partition_cols) intermittently aborts ("terminate called without
         # an active exception") and would fail a finished run.
@@ -293,27 +305,30 @@ def main() -> None:
     args.workdir.mkdir(parents=True, exist_ok=True)
     csv_path = _generate(args.sf, args.workdir)
     load_before = os.getloadavg()[0]
-    results: dict[str, list[dict[str, Any]]] = {c: [] for c in CONTENDERS}
-    for run in range(args.runs):
-        for c in CONTENDERS:
-            results[c].append(_measure(c, csv_path, args.workdir))
-            print(f"run {run + 1} {c}: {results[c][-1]}", file=sys.stderr)
-    rows = {c: {r["rows_written"] for r in rs} for c, rs in results.items()}
-    if len({n for s in rows.values() for n in s}) != 1:
-        raise SystemExit(f"contenders wrote different row counts: {rows}")
+    tables = []
+    for threads in args.threads:
+        contenders = CONTENDERS if threads == 1 else tuple(c for c in CONTENDERS if c != "pandas")
+        results: dict[str, list[dict[str, Any]]] = {c: [] for c in contenders}
+        for run in range(args.runs):
+            for c in contenders:
+                results[c].append(_measure(c, csv_path, args.workdir, threads))
+                print(f"threads {threads} run {run + 1} {c}: {results[c][-1]}", file=sys.stderr)
+        rows = {c: {r["rows_written"] for r in rs} for c, rs in results.items()}
+        if len({n for s in rows.values() for n in s}) != 1:
+            raise SystemExit(f"contenders wrote different row counts: {rows}")
+        tables.append(_table(args.sf, csv_path.stat().st_size, results, args.runs, threads))
     load = f"1-minute load average {load_before:.1f} before and {os.getloadavg()[0]:.1f} after the runs"
-    table = "\n\n".join(
-        [_table(args.sf, csv_path.stat().st_size, results, args.runs), _writers(csv_path, args.workdir), load]
-    )
+    table = "\n\n".join([*tables, _writers(csv_path, args.workdir), load])
     print(table)
     if args.update_docs:
-        update_docs("transform", _section(args.sf, table))
+        update_docs("transform", _section(args.sf, table, args.runs, " ".join(map(str, args.threads))))
 
 
-def _section(sf: float, table: str) -> str:
+def _section(sf: float, table: str, runs: int, threads: str) -> str:
     return f"""## Transform: TPC-H orders CSV → partitioned Parquet (SF{sf:g})
 
-Reproduce: `.venv/bin/python bench/transform_bench.py --sf {sf:g} --update-docs` (quick: `--sf 0.1`).
+Reproduce: `.venv/bin/python bench/transform_bench.py --sf {sf:g} --runs {runs} --threads {threads} --update-docs` \
+(quick: `--sf 0.1`).
 Input generated by `tpchgen-cli csv -s {sf:g} -T orders`; output partitioned by order year/month, zstd.
 {machine("pyarrow", "duckdb", "pandas")}
 
@@ -326,7 +341,10 @@ What each contender does:
   (o_orderdate, o_orderkey), two lineage columns (`_source_object_id`, `_source_line`), a bloom
   filter on o_custkey, page index and statistics. Its output therefore holds more than the others'.
 * **duckdb** `COPY (SELECT *, year(o_orderdate), month(o_orderdate) FROM read_csv(… explicit types …))
-  TO … (FORMAT parquet, PARTITION_BY (order_year, order_month), COMPRESSION zstd)`, `SET threads = 1`.
+  TO … (FORMAT parquet, PARTITION_BY (order_year, order_month), COMPRESSION zstd)`, `SET threads` as given.
+* **platform at 2 threads**: the same `transform()` (parsing, casts and the partition sort stay on one
+  thread, as in the service), then the partition files encoded by a pool of 2 threads (pyarrow releases
+  the GIL while it encodes), as a function with 2 vCPUs can write them.
 * **pandas** `read_csv` (C engine, o_totalprice as float64: pandas has no decimal type) then
   `to_parquet(partition_cols=[…], compression="zstd")` through pyarrow with one CPU.
 
