@@ -228,6 +228,7 @@ def run_spark(feeds: list[tuple[str, bytes]], work: Path) -> dict[str, Any]:
 
 
 RESULTS = Path(tempfile.gettempdir()) / "etl-cost-bench.json"  # the last run's raw measurements, for a look back
+SPARK_RESULTS = Path(tempfile.gettempdir()) / "etl-cost-bench-spark.json"
 GLUE_SPEEDUP = 2.0  # a 2-DPU job's 4 executor vCPUs over the 2 local cores
 
 
@@ -446,6 +447,9 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=30000, help="Orders per feed (about 100 bytes each).")
     parser.add_argument("--skip-spark", action="store_true", help="Platform side only.")
     parser.add_argument("--update-docs", action="store_true")
+    parser.add_argument("--spark-from", type=Path, metavar="JSON",
+                        help=f"reuse the Spark timings of an earlier run (saved to {Path(tempfile.gettempdir())}"
+                             "/etl-cost-bench-spark.json) instead of running Spark again")
     parser.add_argument("--from-results", type=Path, metavar="JSON",
                         help=f"re-render a saved run (written to {RESULTS} by every run) instead of measuring")
     args = parser.parse_args()
@@ -461,8 +465,11 @@ def main() -> None:
     try:
         feeds = daily_feeds(args.days, args.rows)
         spark = {"batch": math.nan, "per_object": [math.nan] * len(feeds), "compact": math.nan, "erase": math.nan}
-        if not args.skip_spark:
+        if args.spark_from:
+            spark = json.loads(args.spark_from.read_text())
+        elif not args.skip_spark:
             spark = run_spark(feeds, work)
+            SPARK_RESULTS.write_text(json.dumps(spark))  # kept even if the platform side fails
         measured = run_platform(feeds, work)
         RESULTS.write_text(json.dumps({"spark": spark, "measured": measured}, default=_jsonable, indent=1))
         section = render(args, feeds, measured, spark)
