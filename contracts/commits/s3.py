@@ -39,25 +39,29 @@ class S3ObjectStore:
             raise
 
     def purge(self, key: str) -> int:
-        return self._delete([v for v in self._versions(key) if v[0] == key])
+        return self.delete_versions(list(self.versions(key, exact=True)))
 
     def purge_prefix(self, prefix: str) -> int:
         if not prefix.endswith("/"):
             raise ValueError(f"prefix {prefix!r} must end with '/'")
-        return self._delete(list(self._versions(prefix)))
+        return self.delete_versions(list(self.versions(prefix)))
 
-    def _versions(self, prefix: str) -> Iterator[tuple[str, str]]:
+    def versions(self, prefix: str, *, exact: bool = False) -> Iterator[tuple[str, str]]:
+        """(key, version id) of every version and delete marker under `prefix` (or of exactly that key)."""
         pages = aws.client("s3").get_paginator("list_object_versions").paginate(Bucket=self.bucket, Prefix=prefix)
         for page in pages:
             for v in page.get("Versions", []) + page.get("DeleteMarkers", []):
-                yield v["Key"], v["VersionId"]
+                if not exact or v["Key"] == prefix:
+                    yield v["Key"], v["VersionId"]
 
-    def _delete(self, versions: list[tuple[str, str]]) -> int:
+    def delete_versions(self, versions: list[tuple[str, str]]) -> int:
+        """Delete exactly these (key, version id) pairs, 1000 a request; any refusal raises."""
         s3 = aws.client("s3")
         for i in range(0, len(versions), 1000):
             batch = [{"Key": k, "VersionId": v} for k, v in versions[i : i + 1000]]
             resp = s3.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
             errors = resp.get("Errors", [])
             if errors:
-                raise CommitError(f"s3://{self.bucket}: could not delete {len(errors)} versions: {errors[:3]}")
+                found = [(e.get("Code"), e.get("Message")) for e in errors[:3]]
+                raise CommitError(f"s3://{self.bucket}: {len(errors)} versions could not be deleted: {found}")
         return len(versions)
