@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import threading
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -587,8 +588,7 @@ class PartitionCommitter:
 
         if workers <= 1 or len(todo) <= 1:
             return [run(i) for i in todo]
-        with ThreadPoolExecutor(max_workers=min(workers, len(todo))) as pool:
-            return list(pool.map(run, todo))
+        return list(_pool(workers).map(run, todo))
 
     def _attempt(self, deadline: float | None) -> Attempt:
         latest = self._clock.now() + self.settings.max_op_seconds
@@ -688,6 +688,19 @@ def _unique_files(files: Sequence[NewFile]) -> tuple[NewFile, ...]:
     if any(f.rows < 0 for f in files):
         raise ValueError("row counts cannot be negative")
     return tuple(files)
+
+
+_POOLS: dict[int, ThreadPoolExecutor] = {}
+_POOLS_LOCK = threading.Lock()
+
+
+def _pool(workers: int) -> ThreadPoolExecutor:
+    """One thread pool per size for the process, reused by every committer and call: its threads keep
+    their AWS clients (contracts.aws caches one per thread), which cost more to build than a request."""
+    with _POOLS_LOCK:
+        if workers not in _POOLS:
+            _POOLS[workers] = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"commits-{workers}")
+        return _POOLS[workers]
 
 
 def _raise_first(outcomes: Sequence[object]) -> None:
