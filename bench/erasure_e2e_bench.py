@@ -265,6 +265,8 @@ class Scan:
 
 
 def scan_environment(customers: set[int], orders: set[int]) -> Scan:
+    from botocore.exceptions import ClientError
+
     from contracts import aws
 
     scan = Scan(customers, orders)
@@ -273,7 +275,13 @@ def scan_environment(customers: set[int], orders: set[int]) -> Scan:
         bucket = b["Name"]
         for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket):
             for v in page.get("Versions", []):
-                body = s3.get_object(Bucket=bucket, Key=v["Key"], VersionId=v["VersionId"])["Body"].read()
+                try:
+                    body = s3.get_object(Bucket=bucket, Key=v["Key"], VersionId=v["VersionId"])["Body"].read()
+                except ClientError as exc:  # deleted since the listing (the platform is live): not a survivor
+                    if exc.response.get("Error", {}).get("Code") in ("NoSuchVersion", "NoSuchKey"):
+                        scan.n["vanished"] += 1
+                        continue
+                    raise
                 scan.n["versions"] += 1
                 scan.obj(f"s3://{bucket}/{v['Key']}?versionId={v['VersionId']}", body)
     ddb = aws.client("dynamodb")
