@@ -266,7 +266,10 @@ def render(args: argparse.Namespace, feeds: list[tuple[str, bytes]], measured: d
         f"runs to its certificate ({measured['rows_removed']} rows removed from the lake, their lines blanked in "
         f"the raw copies and landing originals). "
         f"Land → compacted lake took {measured['t_lake']:.0f} s on the local platform, the erasure "
-        f"{measured['t_erasure']:.0f} s.",
+        f"{measured['t_erasure']:.0f} s."
+        + (f" 1-minute load average {measured['load'][0]:.1f} before and {measured['load'][1]:.1f} after the "
+           "platform run (above the 2 CPUs, local durations and Spark's times stretch: read the ratios as provisional)."
+           if measured.get("load") else ""),
         "",
         "| service | invocations | Lambda s | peak RSS (MB) | AWS requests | S3 read (MB) | Lambda $ | requests, "
         "messages, logs $ | total $ | $ per GB landed |",
@@ -470,7 +473,9 @@ def main() -> None:
         elif not args.skip_spark:
             spark = run_spark(feeds, work)
             SPARK_RESULTS.write_text(json.dumps(spark))  # kept even if the platform side fails
+        load_before = os.getloadavg()[0]
         measured = run_platform(feeds, work)
+        measured["load"] = [load_before, os.getloadavg()[0]]
         RESULTS.write_text(json.dumps({"spark": spark, "measured": measured}, default=_jsonable, indent=1))
         section = render(args, feeds, measured, spark)
         print(section)
