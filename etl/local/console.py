@@ -28,6 +28,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from contracts import aws, naming
+from etl.local.paths import state_dir
 from infra.console import API_PATH_PATTERNS, GROUPS, content_security_policy
 
 INFO_FILE = "console.json"
@@ -168,8 +169,6 @@ def start(outputs: dict[str, Any], endpoint: str, directory: Path, env: str = "l
 def info(directory: Path | None = None) -> ConsoleInfo | None:
     """URL and local user of the running console, or None."""
     if directory is None:
-        from etl.local.platform import state_dir
-
         directory = state_dir()
     path = directory / INFO_FILE
     return ConsoleInfo(**json.loads(path.read_text())) if path.exists() else None

@@ -36,6 +36,7 @@ from urllib.parse import parse_qsl, urlsplit
 from contracts import aws
 from etl.local import accounting, jwt_authorizer
 from etl.local.functions import stop_processes
+from etl.local.paths import state_dir
 
 URLS_FILE = "http-apis.json"
 ROOT = Path(__file__).resolve().parents[2]
@@ -280,8 +281,6 @@ def start(functions: dict[str, dict[str, Any]], directory: Path) -> ApiHosts:
 def local_url(name: str, directory: Path | None = None) -> str:
     """URL of a local API by name; raises LookupError naming the APIs that are served."""
     if directory is None:
-        from etl.local.platform import state_dir
-
         directory = state_dir()
     path = directory / URLS_FILE
     urls = json.loads(path.read_text()) if path.exists() else {}

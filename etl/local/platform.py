@@ -24,16 +24,12 @@ from contracts import aws, naming
 from etl.local import accounting, http_api
 from etl.local import console as console_site
 from etl.local.functions import FunctionSpec, MappingSpec, ScheduleSpec, rate_seconds, stop_processes
+from etl.local.paths import ROOT, state_dir
 from etl.local.program import Registered, run_stack
 
 ENV = "local"
-ROOT = Path(__file__).resolve().parents[2]
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
 CONFIG_ENV = "ETL_LOCAL_CONFIG"  # JSON {stack: {key: value}} laid over Pulumi.<stack>.yaml (`etl local up --set`)
-
-
-def state_dir() -> Path:
-    return Path(os.environ.get("ETL_LOCAL_DIR", ROOT / ".etl" / "local"))
 
 
 def state_file() -> Path:
