@@ -45,7 +45,8 @@ SERVICE_REQUIREMENTS: dict[str, tuple[str, ...]] = {
     "ingest": _BASE,
     "transform": (*_BASE, "pyarrow", "numpy"),  # services/transform uses numpy beside pyarrow
     "compact": (*_BASE, "pyarrow"),
-    "erasure": (*_BASE, "pyarrow", "numpy"),  # services/erasure/copies.py uses numpy beside pyarrow
+    # services/erasure/copies.py uses numpy beside pyarrow; bloom.py hashes probes with xxhash (C)
+    "erasure": (*_BASE, "pyarrow", "numpy", "xxhash"),
 }
 #: the python3.12 runtime already has these (an older or newer copy in the layer would shadow it)
 PROVIDED_BY_RUNTIME = ("boto3", "botocore", "s3transfer")
