@@ -2,6 +2,7 @@
 
 import logging
 import os
+import random
 import sys
 import zipfile
 from collections.abc import Iterator
@@ -21,6 +22,30 @@ for _key, _value in {
     os.environ.setdefault(_key, _value)
 for _key in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
     os.environ.pop(_key, None)
+
+#: the seed of every run-random choice in the tests (ids, subject numbers): set ETL_TEST_SEED to replay a run.
+#: Chosen once in the controlling process, so pytest-xdist workers (started after this import) inherit it.
+SEED = int(os.environ.setdefault("ETL_TEST_SEED", str(random.SystemRandom().randrange(2**32))))
+
+#: test modules that start the local platform (moto server + function hosts): kept on one xdist worker
+PLATFORM_TESTS = ("tests/e2e/", "tests/console/")
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    """The seeds of this run, so a failure can be replayed (hypothesis prints its own on failure)."""
+    return f"random seed: ETL_TEST_SEED={SEED} (hypothesis: its own, printed with any falsifying example)"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under `pytest -n 2 --dist loadgroup`, every test that starts the local platform runs on one worker.
+
+    Those tests share a session- or package-scoped platform; grouping them starts it once per run and
+    leaves the other worker to the unit tests, which need none.
+    """
+    for item in items:
+        path = item.path.relative_to(ROOT).as_posix() if item.path.is_relative_to(ROOT) else ""
+        if path.startswith(PLATFORM_TESTS):
+            item.add_marker(pytest.mark.xdist_group("local-platform"))
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -37,13 +37,14 @@ from contracts.datasets import DATASETS_DIR, load_datasets
 from etl import catalog_sync
 from etl.query import LocalEngine, arrow_type
 from services.transform.parquet import parquet_bytes
+from tests.conftest import SEED
 from tests.e2e.conftest import ROOT, Platform, etl
 from tests.e2e.lake import s3fs
 from tests.e2e.test_erasure_flow import api, wait_state
 
 V2 = load_datasets()["usage_events"]
 V1 = evolution.locked_dataset(V2, 1, DATASETS_DIR)
-BASE = random.Random(uuid.uuid4().int).randrange(800_000_000, 899_000_000)
+BASE = random.Random(SEED).randrange(800_000_000, 899_000_000)
 U1, U2, U3, U4, U5 = (BASE + i for i in range(1, 6))
 D24, D25 = dt.date(2024, 3, 1), dt.date(2025, 1, 15)
 #: v1 files the test commits itself, by partition (tenant, event_year): rows of (event, user, qty, price, amount)
