@@ -28,10 +28,12 @@ setup-browser:
 
 test: setup setup-browser
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/pytest -n 2 --dist loadgroup
 
 lint: setup
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 bench: setup
 	$(BIN)/python -m pip install --quiet -e ".[dev,bench]"

@@ -431,7 +431,7 @@ def file_contract(metadata: Mapping[bytes | str, bytes | str] | None) -> FileCon
     def get(key: str) -> str | None:
         if not metadata:
             return None
-        raw = metadata.get(key.encode()) if key.encode() in metadata else metadata.get(key)  # type: ignore[call-overload]
+        raw = metadata.get(key.encode()) if key.encode() in metadata else metadata.get(key)
         return raw.decode() if isinstance(raw, bytes) else raw
 
     version = get(FOOTER_VERSION)

@@ -9,11 +9,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import TaskID
 from rich.table import Table
 
 from contracts import aws, progress, schema_evolution
@@ -40,7 +41,7 @@ err = Console(stderr=True)
 EnvOpt = Annotated[str, typer.Option("--env", "-e", help="Environment: `local` or a deployed env (dev, prod…).")]
 
 
-def fail(message: str, code: int = 1) -> None:
+def fail(message: str, code: int = 1) -> NoReturn:
     err.print(f"[bold red]error:[/] {message}")
     raise typer.Exit(code)
 
@@ -256,7 +257,7 @@ def watch(
     except targets.TargetError as exc:
         fail(str(exc))
     final = {"transformed", "rejected", "failed"}
-    tasks: dict[str, int] = {}
+    tasks: dict[str, TaskID] = {}
     deadline = time.monotonic() + timeout
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("{task.fields[stage]}"), console=console) as bars:

@@ -51,7 +51,7 @@ class Peeked:
             return ""
         if not isinstance(event, dict):
             return ""
-        detail = event.get("detail") if isinstance(event.get("detail"), dict) else {}
+        detail: dict[str, Any] = event["detail"] if isinstance(event.get("detail"), dict) else {}
         key = (detail.get("object") or {}).get("key") if isinstance(detail.get("object"), dict) else None
         parts = [str(event.get("detail-type") or ""), str(key or detail.get("object_id") or "")]
         return " ".join(p for p in parts if p)

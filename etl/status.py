@@ -41,7 +41,7 @@ def rows_of(row: dict[str, Any]) -> str:
 def status_table(rows: list[dict[str, Any]], *, title: str, wide: bool = False) -> Table:
     """Rows of the state table as a rich Table; nothing is ever cut, long values fold."""
     table = Table(title=title, show_lines=True)
-    stage = {"overflow": "fold"}
+    stage: dict[str, Any] = {"overflow": "fold"}
     if wide:
         for col in ("object", "dataset", "source key", "stage", "chunks", "rows", "good", "quarantined", "detail"):
             table.add_column(col, overflow="fold", no_wrap=col in ("object",))

@@ -19,7 +19,7 @@ import threading
 import time
 import traceback
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -238,7 +238,7 @@ def fire_schedule(fn: FunctionSpec, schedule: ScheduleSpec, stop: threading.Even
                           **report(started)}), flush=True)
 
 
-def serve(fn: FunctionSpec, mappings: list[MappingSpec], schedules: list[ScheduleSpec] = ()) -> None:
+def serve(fn: FunctionSpec, mappings: list[MappingSpec], schedules: Sequence[ScheduleSpec] = ()) -> None:
     """Poll every mapping and fire every schedule of the function until SIGTERM/SIGINT."""
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -31,7 +31,7 @@ class QueueFunctionArgs:
     statements: Sequence[dict] = ()
     runtime: str = "python3.12"
     architecture: str = "arm64"
-    layers: Sequence[str] = ()
+    layers: Sequence[pulumi.Input[str]] = ()
     memory_mb: int = 512
     timeout_s: int = 120
     batch_size: int = 10

@@ -143,7 +143,7 @@ def record_handler(record: SQSRecord, lambda_context: LambdaContext) -> dict[str
 
 
 def _compacted(outcome: Outcome) -> dict[str, Any]:
-    summary = outcome.summary()
+    summary: dict[str, Any] = outcome.summary()
     logger.info("partition checked", **summary)
     tracer.put_annotation(key="dataset", value=dataset_metrics.dataset_dimension(outcome.dataset))
     if outcome.bins:
@@ -163,8 +163,9 @@ def _compacted(outcome: Outcome) -> dict[str, Any]:
 
 def _cleaned(c: Compactor, deadline: float) -> dict[str, Any]:
     report = c.cleanup(deadline)
-    out = {"entries": report.entries, "objects_deleted": report.objects_deleted, "postponed": report.postponed,
-           "overdue": report.overdue, "max_lag_seconds": round(report.max_lag_seconds, 1), "complete": report.complete}
+    out: dict[str, Any] = {"entries": report.entries, "objects_deleted": report.objects_deleted,
+                           "postponed": report.postponed, "overdue": report.overdue,
+                           "max_lag_seconds": round(report.max_lag_seconds, 1), "complete": report.complete}
     metrics.add_metric(name="CleanupObjectsDeleted", unit=MetricUnit.Count, value=report.objects_deleted)
     metrics.add_metric(name="CleanupOverdue", unit=MetricUnit.Count, value=report.overdue)
     if report.overdue:

@@ -34,11 +34,11 @@ def xxh64(data: bytes, seed: int = 0) -> int:
 def plain_bytes(value: int | str | bytes, physical_type: str) -> bytes:
     """A value's PLAIN encoding as the bloom filter hashes it (no length prefix for byte arrays)."""
     if physical_type == "INT64":
-        return struct.pack("<q", int(value))  # type: ignore[arg-type]
+        return struct.pack("<q", int(value))
     if physical_type == "INT32":
-        return struct.pack("<i", int(value))  # type: ignore[arg-type]
+        return struct.pack("<i", int(value))
     if physical_type in ("BYTE_ARRAY", "FIXED_LEN_BYTE_ARRAY"):
-        return value.encode("utf-8") if isinstance(value, str) else bytes(value)  # type: ignore[arg-type]
+        return value.encode("utf-8") if isinstance(value, str) else bytes(value)
     raise ValueError(f"bloom probes of {physical_type} columns are not supported")
 
 

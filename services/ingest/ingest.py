@@ -78,7 +78,8 @@ def ingest(s3: Any, obj: LandedObject, raw_bucket: str) -> Outcome:
             metadata = lineage if not limits.metadata_problem(lineage) else {
                 k: v for k, v in lineage.items() if k != "etl-source-key"}
     copy_to_raw(s3, obj, raw_bucket, raw_key, metadata)
-    common = dict(object_id=oid, source_bucket=obj.bucket, source_key=obj.key, source_version=obj.version)
+    common: dict[str, Any] = dict(object_id=oid, source_bucket=obj.bucket, source_key=obj.key,
+                                  source_version=obj.version)
     if reason is not None:
         event: EventDetail = ObjectRejected(
             dataset=parsed.dataset, reason=reason, size=obj.size, raw_bucket=raw_bucket, raw_key=raw_key, **common

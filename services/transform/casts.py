@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
+from typing import TypeAlias
 
 import numpy as np
 import pyarrow as pa
@@ -35,7 +36,7 @@ _TS_ZONE = r"(Z|[+-][0-9]{2}:?[0-9]{2})$"
 _TS_SYNTAX = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}([T ][0-9]{2}(:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,6})?)?)?" + _TS_ZONE[:-1] + "?)?$"
 _DATE_SHAPE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _LEAF = 8
-Column = pa.Array | pa.ChunkedArray
+Column: TypeAlias = pa.Array | pa.ChunkedArray
 
 
 def _cast_timestamp(values: Column) -> Column:

@@ -11,7 +11,7 @@ import io
 import os
 import zlib
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TypeAlias
 
 import numpy as np
 import pyarrow as pa
@@ -19,7 +19,7 @@ import pyarrow as pa
 from services.transform.chunks import GZIP_MAGIC, ByteRange
 from services.transform.errors import TransformError
 
-Source = bytes | bytearray | memoryview | str | Path | BinaryIO | pa.NativeFile
+Source: TypeAlias = bytes | bytearray | memoryview | str | Path | BinaryIO | pa.NativeFile
 UTF8_BOM = b"\xef\xbb\xbf"
 _UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 _ZIP_MAGIC = b"PK\x03\x04"

@@ -56,7 +56,7 @@ _VALUE_IN_ERROR = (
 _KINDS = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}
 
 
-class _Pairs(list):  # type: ignore[type-arg]
+class _Pairs(list[tuple[str, Any]]):
     """A JSON object as its (key, value) pairs, so duplicate keys stay visible."""
 
 

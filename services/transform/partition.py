@@ -12,6 +12,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -61,7 +62,7 @@ def partition_problems(table: pa.Table, dataset: Dataset, skip: Collection[int] 
     found: dict[int, str] = {}
     for key in dataset.partitioning:
         source = table[key.source]
-        missing = np.flatnonzero(np.asarray(pc.is_null(source))) if source.null_count else []
+        missing: Any = np.flatnonzero(np.asarray(pc.is_null(source))) if source.null_count else []
         for row in list(missing):
             if row not in skip and row not in found:
                 found[row] = f"{key.name}: partition source {key.source} is empty, so the row has no partition"

@@ -66,7 +66,7 @@ def check(segment: Segment, dataset: Dataset) -> tuple[Segment, BadRows]:
         values = segment.table[column.name]
         target = arrow_type(column.type)
         if values.type == target and column.type != "string":
-            out, bad = values, {}
+            out, bad = values, dict[int, str]()
         elif pa.types.is_string(values.type):
             out, bad = cast_text(values, column.type)
         else:
@@ -91,10 +91,10 @@ def check(segment: Segment, dataset: Dataset) -> tuple[Segment, BadRows]:
     keep = np.ones(table.num_rows, dtype=bool)
     keep[bad_rows] = False
     good = table if not len(bad_rows) else table.filter(pa.array(keep))
-    bad = BadRows(
+    refused = BadRows(
         values=as_text(segment.table.take(pa.array(bad_rows))),
         lines=segment.lines[bad_rows],
         reasons=["; ".join(problems[r]) for r in bad_rows.tolist()],
         codes=[codes[r] for r in bad_rows.tolist()],
     )
-    return Segment(good, segment.lines[keep]), bad
+    return Segment(good, segment.lines[keep]), refused
