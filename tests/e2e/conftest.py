@@ -66,6 +66,22 @@ class Platform:
         raise AssertionError(f"condition not met within {timeout}s; events seen: "
                              f"{[e['detail-type'] for e in self.observed]}")
 
+    def wait_drained(self, queue_url: str, timeout: float = 60) -> None:
+        """Wait until a queue holds no message, visible or in flight: its consumer has handled every one.
+
+        The positive signal a negative check waits for (instead of a fixed sleep): once the handler has
+        deleted every message, whatever it was going to publish has been published.
+        """
+        sqs = self.client("sqs")
+        names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            attrs = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=names)["Attributes"]
+            if sum(int(attrs[n]) for n in names) == 0:
+                return
+            time.sleep(0.25)
+        raise AssertionError(f"{queue_url} still holds messages after {timeout}s: {attrs}")
+
     def events_for(self, detail_type: str, **detail: Any) -> list[dict[str, Any]]:
         return [e for e in self.drain_events() if e["detail-type"] == detail_type
                 and all(e["detail"].get(k) == v for k, v in detail.items())]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 import uuid
 
 import pytest
@@ -67,7 +66,7 @@ def test_duplicate_delivery_yields_one_copy_and_one_event(platform: Platform) ->
     sqs = platform.client("sqs")
     for _ in range(3):
         sqs.send_message(QueueUrl=queue, MessageBody=json.dumps(envelope))
-    time.sleep(4)  # give the poller every chance to (wrongly) copy or publish again
+    platform.wait_drained(queue)  # every duplicate handled (deleted), so any second copy or event exists by now
     assert len(platform.events_for("RawObjectStored", source_key=key)) == 1
     raw_key = platform.events_for("RawObjectStored", source_key=key)[0]["detail"]["raw_key"]
     versions = platform.client("s3").list_object_versions(Bucket=platform.out("rawBucket"), Prefix=raw_key)
