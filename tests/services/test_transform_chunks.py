@@ -18,7 +18,7 @@ from etl import samples
 from services.transform import chunks as chunks_mod
 from services.transform.chunks import ByteRange, can_split, count_line_breaks, file_reader, plan_chunks
 from services.transform.core import TransformResult
-from tests.services.test_transform_helpers import run, typed_dataset
+from tests.services.transform_helpers import run, typed_dataset
 
 CUSTOMERS = get_dataset("customers")
 ORDERS = get_dataset("orders")

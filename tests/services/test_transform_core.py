@@ -16,7 +16,7 @@ from contracts.datasets import get_dataset, parse_dataset
 from etl import samples
 from services.transform.chunks import ByteRange
 from services.transform.errors import TransformError
-from tests.services.test_transform_helpers import (
+from tests.services.transform_helpers import (
     TYPED_COLUMNS,
     by_partition,
     csv_text,

@@ -16,7 +16,7 @@ from contracts.datasets import Dataset, get_dataset
 from etl import samples
 from services.transform.core import TransformResult
 from services.transform.parquet import file_name, parquet_bytes, write_partition
-from tests.services.test_transform_helpers import csv_text, plain, run, typed_dataset
+from tests.services.transform_helpers import csv_text, plain, run, typed_dataset
 
 CUSTOMERS = get_dataset("customers")
 ORDERS = get_dataset("orders")

@@ -25,7 +25,7 @@ from services.transform import parse_csv, parse_jsonl
 from services.transform.chunks import plan_chunks
 from services.transform.core import TransformResult
 from services.transform.parquet import parquet_bytes
-from tests.services.test_transform_helpers import TYPED_COLUMNS, good_rows, plain, reasons, run, typed_dataset
+from tests.services.transform_helpers import TYPED_COLUMNS, good_rows, plain, reasons, run, typed_dataset
 
 SETTINGS = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -23,7 +23,7 @@ from contracts import records
 from contracts.datasets import Dataset, parse_dataset
 from services.transform import parse_csv
 from services.transform.chunks import dialect_of, plan_chunks
-from tests.services.test_transform_helpers import good_rows, run
+from tests.services.transform_helpers import good_rows, run
 
 SETTINGS = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

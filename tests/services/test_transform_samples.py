@@ -14,7 +14,7 @@ import pytest
 
 from contracts.datasets import get_dataset
 from etl import samples
-from tests.services.test_transform_helpers import reasons, run
+from tests.services.transform_helpers import reasons, run
 
 ROOT = Path(__file__).resolve().parents[2]
 
