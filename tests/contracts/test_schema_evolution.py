@@ -303,7 +303,7 @@ def test_storage_and_compaction_settings_change_freely_without_a_new_version(tmp
 
 # -- the program under Pulumi's mock runtime ----------------------------------------------------------------
 def test_the_core_stack_records_each_contract_in_its_table() -> None:
-    from tests.infra.conftest import build
+    from tests.infra.harness import build
 
     table = build("core-dev").one("aws:glue/catalogTable:CatalogTable", "table-usage_events")
     params = table.inputs["parameters"]

@@ -9,7 +9,7 @@ import yaml
 
 from contracts import events
 from etl.local.platform import ROOT
-from tests.infra.conftest import CORE_SENTINELS, Stack, assert_least_privilege, build
+from tests.infra.harness import CORE_SENTINELS, Stack, assert_least_privilege, build
 
 FN = "aws:lambda/function:Function"
 RULE = "aws:cloudwatch/eventRule:EventRule"

@@ -10,7 +10,7 @@ from contracts.datasets import load_datasets
 from infra import console
 from services.erasure import intake, subjects
 from services.erasure.api import GROUP_RULES
-from tests.infra.conftest import Stack, build
+from tests.infra.harness import Stack, build
 
 #: what the console adds to the erasure stack; each is billed per request or free, none by the hour
 CONSOLE_TYPES = {

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from contracts.datasets import load_datasets
-from tests.infra.conftest import Stack, build
+from tests.infra.harness import Stack, build
 
 
 def test_bus_archive_and_landing_forwarding(core: Stack) -> None:

@@ -8,7 +8,7 @@ import pytest
 
 from contracts import events
 from infra.erasure import ROUTES
-from tests.infra.conftest import CORE_SENTINELS, Stack, assert_least_privilege, build
+from tests.infra.harness import CORE_SENTINELS, Stack, assert_least_privilege, build
 from tests.infra.test_console_stack import CONSOLE_TYPES
 from tests.infra.test_safety import SERVERLESS_TYPES
 

@@ -7,7 +7,7 @@ import zipfile
 
 from contracts import events
 from infra.packaging import build_archive
-from tests.infra.conftest import CORE_SENTINELS, Stack, build
+from tests.infra.harness import CORE_SENTINELS, Stack, build
 
 
 def test_reads_core_only_from_the_stack_reference(ingest: Stack) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from contracts import events, naming
-from tests.infra.conftest import CORE_SENTINELS, Stack, build
+from tests.infra.harness import CORE_SENTINELS, Stack, build
 
 ROOT = Path(__file__).resolve().parents[2]
 EVENT_CLASSES = {cls.__name__: cls for cls in events.EVENT_TYPES.values()}

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from contracts import metrics, naming
-from tests.infra.conftest import XRAY_WRITE_ACTIONS, Stack, build
+from tests.infra.harness import XRAY_WRITE_ACTIONS, Stack, build
 
 SERVICE_STACKS = [f"{c}-dev" for c in naming.SERVICES]
 

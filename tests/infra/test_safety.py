@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.infra.conftest import Stack, assert_least_privilege, build
+from tests.infra.harness import Stack, assert_least_privilege, build
 
 SERVERLESS_TYPES = {
     "aws:cloudwatch/eventBus:EventBus", "aws:cloudwatch/eventArchive:EventArchive",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from contracts import events
-from tests.infra.conftest import CORE_SENTINELS, Stack, build
+from tests.infra.harness import CORE_SENTINELS, Stack, build
 
 
 def test_rule_pattern_comes_from_the_event_contract(transform: Stack) -> None:

@@ -22,7 +22,7 @@ from infra import settings as infra_settings
 from infra.compact import CompactConfig
 from infra.erasure import ErasureSettings
 from infra.settings import Settings
-from tests.infra.conftest import build as build_stack
+from tests.infra.harness import build as build_stack
 
 ALL = ("core", "ingest", "transform", "compact", "erasure")
 
