@@ -150,16 +150,7 @@ def read(path: Path) -> Iterator[Request]:
 
 
 def accounted_server(path: Path, ip_address: str, port: int) -> Any:
-    """A ThreadedMotoServer whose application is wrapped in a RequestLog."""
-    from moto.moto_server.threaded_moto_server import MotoRequestHandler, ThreadedMotoServer
-    from moto.server import DomainDispatcherApplication, create_backend_app
-    from werkzeug.serving import make_server
+    """The local platform's emulator with its application wrapped in a RequestLog."""
+    from etl.local.emulator import Emulator
 
-    class AccountedMotoServer(ThreadedMotoServer):
-        def _server_entry(self) -> None:  # ThreadedMotoServer's own entry, with the app wrapped
-            app = RequestLog(DomainDispatcherApplication(create_backend_app), path)
-            self._server = make_server(self._ip_address, self._port, app, True, request_handler=MotoRequestHandler)
-            self._server_ready_event.set()
-            self._server.serve_forever()
-
-    return AccountedMotoServer(ip_address=ip_address, port=port, verbose=False)
+    return Emulator(ip_address, port, wrap=lambda app: RequestLog(app, path))
