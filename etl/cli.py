@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -20,7 +19,7 @@ from rich.table import Table
 from contracts import aws, progress, schema_evolution
 from contracts.datasets import DATASETS_DIR, ContractError, load_dataset_file, load_datasets
 from etl import build_cli, catalog_sync, compact_cli, deploy_cli, dlq_cli, erasure_cli, loader, query_cli, targets
-from etl.local import accounting, platform
+from etl.local import accounting, emulator, platform
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, pretty_exceptions_enable=False)
 local_app = typer.Typer(help="Run the whole platform on this machine (moto server + the Pulumi program).",
@@ -63,6 +62,12 @@ def local_up(
     existing = platform.PlatformState.load()
     if existing and platform.pid_alive(existing.pid):
         fail(f"already running at {existing.endpoint} (pid {existing.pid}); `etl local down` stops it")
+    if existing and (left := platform.stop_recorded(existing)):
+        err.print(f"[yellow]stopped {len(left)} process(es) left by a platform that crashed[/]")
+    try:
+        emulator.check_port("127.0.0.1", port)
+    except emulator.EmulatorError as exc:
+        fail(str(exc))
     try:
         os.environ[platform.CONFIG_ENV] = json.dumps(platform.config_overrides(settings or []))
     except ValueError as exc:
@@ -72,20 +77,28 @@ def local_up(
     platform.state_file().unlink(missing_ok=True)
     if not detach:
         console.print("starting the local platform (Ctrl-C stops it)…")
-        platform.serve(port)
+        try:
+            platform.serve(port)
+        except emulator.EmulatorError as exc:
+            fail(str(exc))
         return
     log = platform.state_dir() / "platform.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
-        subprocess.Popen(
+        proc = subprocess.Popen(
             [sys.executable, "-m", "etl.local.platform", str(port)],
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
             cwd=platform.ROOT,
         )
     with console.status("provisioning the local env from the Pulumi program…"):
         try:
-            st = platform.wait_ready()
+            st = platform.wait_ready(proc=proc)
         except (RuntimeError, TimeoutError) as exc:
+            if proc.poll() is None:  # timed out: do not leave a half-started platform behind
+                stale = platform.PlatformState.load()
+                if stale is not None:
+                    platform.stop_recorded(stale)
+                proc.terminate()
             fail(str(exc))
     _print_ready(st)
 
@@ -146,23 +159,19 @@ def local_status() -> None:
 
 @local_app.command("down")
 def local_down() -> None:
-    """Stop the local platform and every process it started."""
+    """Stop the local platform and every process it started (also after the supervisor crashed)."""
     st = platform.PlatformState.load()
-    if st is None or not platform.pid_alive(st.pid):
-        platform.state_file().unlink(missing_ok=True)
+    if st is None:
         console.print("the local platform is not running")
         return
-    try:
-        os.killpg(st.pid, signal.SIGTERM)
-    except (ProcessLookupError, PermissionError):
-        os.kill(st.pid, signal.SIGTERM)
-    deadline = time.monotonic() + 20
-    while platform.pid_alive(st.pid) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    if platform.pid_alive(st.pid):
-        os.killpg(st.pid, signal.SIGKILL)
+    stopped = platform.stop_recorded(st)
     platform.state_file().unlink(missing_ok=True)
-    console.print("[green]local platform stopped[/]")
+    if not stopped:
+        console.print("the local platform is not running (cleared its stale state)")
+    elif st.pid in stopped:
+        console.print(f"[green]local platform stopped[/] ({len(stopped)} processes)")
+    else:
+        console.print(f"[green]stopped {len(stopped)} process(es)[/] left by a platform whose supervisor had died")
 
 
 @local_app.command("logs")

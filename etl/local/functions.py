@@ -1,9 +1,12 @@
-"""Run a function declared in the program in-process, fed by its SQS event source mapping.
+"""Run a function declared in the program as local "sandboxes", fed by its SQS event source mappings.
 
-Honours what Lambda's SQS poller does: batch size, maximum concurrency (one polling thread per
-slot), partial batch failures (`batchItemFailures`), the visibility timeout and, through moto,
-the queue's redrive policy to the DLQ. Run as `python -m etl.local.functions SPEC_JSON` with the
-function's environment variables; the supervisor starts one such process per function.
+Honours what Lambda's SQS poller does: batch size, maximum concurrency (one host process per
+slot, each running one invocation at a time), partial batch failures (`batchItemFailures`) and,
+through moto, the queue's redrive policy to the DLQ. Local deviations that fit a person's
+patience: failed messages come back after `ETL_LOCAL_RETRY_DELAY_S` (2 s), and in-flight messages
+are held by a heartbeat rather than the queue's long visibility timeout, so a crashed host's
+messages come back within `ETL_LOCAL_VISIBILITY_S` (10 s). Run as
+`python -m etl.local.functions SPEC_JSON SLOT` with the function's environment variables.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import threading
 import time
 import traceback
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -168,30 +171,76 @@ def failed_ids(response: Any, messages: list[dict[str, Any]], reports_failures: 
         return {m["MessageId"] for m in messages}
 
 
-class Poller:
-    def __init__(self, fn: FunctionSpec, mapping: MappingSpec, stop: threading.Event) -> None:
-        self.fn, self.mapping, self.stop = fn, mapping, stop
-        self.handler = load_handler(fn.handler)
-        self.retry_delay = os.environ.get("ETL_LOCAL_RETRY_DELAY_S")
+def retry_delay_s() -> int:
+    """Seconds until a failed message is visible again: a local deviation (AWS waits the queue's timeout)."""
+    return int(os.environ.get("ETL_LOCAL_RETRY_DELAY_S", "2"))
 
-    def run(self) -> None:
-        sqs = aws.client("sqs")
-        while not self.stop.is_set():
-            try:
-                resp = sqs.receive_message(
-                    QueueUrl=self.mapping.queue_url,
-                    MaxNumberOfMessages=min(10, self.mapping.batch_size),
-                    WaitTimeSeconds=1,
-                    AttributeNames=["All"],
-                    MessageAttributeNames=["All"],
-                )
-            except Exception:  # the emulator is going away or restarting: back off, keep polling
-                if self.stop.wait(1):
-                    return
-                continue
-            messages = resp.get("Messages", [])
-            if messages:
+
+def visibility_s() -> int:
+    """How long a received message stays invisible between heartbeats; a crashed host's return after this."""
+    return max(2, int(os.environ.get("ETL_LOCAL_VISIBILITY_S", "10")))
+
+
+class Heartbeat:
+    """Keeps in-flight messages invisible while their invocation runs, up to the function's timeout.
+
+    Locally messages are received with a short visibility timeout (`visibility_s`) instead of the
+    queue's production one (e.g. 5,400 s), so a host that crashes mid-invocation gives its messages
+    back within seconds. While the invocation runs, this thread renews their invisibility; it stops
+    renewing when the function's timeout has passed, as Lambda would have ended the invocation.
+    """
+
+    def __init__(self, queue_url: str, messages: list[dict[str, Any]], timeout_s: int) -> None:
+        self.queue_url, self.handles = queue_url, [m["ReceiptHandle"] for m in messages]
+        self.deadline = time.monotonic() + timeout_s
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
+
+    def __enter__(self) -> Heartbeat:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.done.set()
+        self.thread.join(timeout=5)
+
+    def _run(self) -> None:
+        sqs, every = aws.client("sqs"), visibility_s() / 3
+        while not self.done.wait(every) and time.monotonic() < self.deadline:
+            for i in range(0, len(self.handles), 10):
+                try:
+                    sqs.change_message_visibility_batch(QueueUrl=self.queue_url, Entries=[
+                        {"Id": str(n), "ReceiptHandle": h, "VisibilityTimeout": visibility_s()}
+                        for n, h in enumerate(self.handles[i : i + 10])])
+                except Exception:  # the emulator is going away: the messages come back on their own
+                    traceback.print_exc()
+
+
+class Poller:
+    """One event source mapping as seen by one sandbox: receive a batch, invoke, settle the messages."""
+
+    def __init__(self, fn: FunctionSpec, mapping: MappingSpec, handler: Any = None) -> None:
+        self.fn, self.mapping = fn, mapping
+        self.handler = handler or load_handler(fn.handler)
+
+    def poll(self, sqs: Any, wait_s: int) -> bool:
+        """Receive one batch and invoke the handler on it; False when the queue had nothing."""
+        try:
+            resp = sqs.receive_message(
+                QueueUrl=self.mapping.queue_url,
+                MaxNumberOfMessages=min(10, self.mapping.batch_size),
+                WaitTimeSeconds=wait_s,
+                VisibilityTimeout=visibility_s(),
+                AttributeNames=["All"],
+                MessageAttributeNames=["All"],
+            )
+        except Exception:  # the emulator is going away or restarting: the caller backs off
+            return False
+        messages = resp.get("Messages", [])
+        if messages:
+            with Heartbeat(self.mapping.queue_url, messages, self.fn.timeout_s):
                 self.invoke(sqs, messages)
+        return bool(messages)
 
     def invoke(self, sqs: Any, messages: list[dict[str, Any]]) -> None:
         event = sqs_event(messages, self.mapping.queue_arn, sqs.meta.region_name)
@@ -209,62 +258,77 @@ class Poller:
                 QueueUrl=self.mapping.queue_url,
                 Entries=[{"Id": str(n), "ReceiptHandle": m["ReceiptHandle"]} for n, m in enumerate(done[i : i + 10])],
             )
-        if failed and self.retry_delay is not None:
-            # Local-only shortcut: make failed messages visible again sooner than the queue's timeout.
-            for m in messages:
-                if m["MessageId"] in failed:
-                    sqs.change_message_visibility(
-                        QueueUrl=self.mapping.queue_url,
-                        ReceiptHandle=m["ReceiptHandle"],
-                        VisibilityTimeout=int(self.retry_delay),
-                    )
+        for m in messages:  # local deviation: failed messages come back after seconds, not the queue's timeout
+            if m["MessageId"] in failed:
+                sqs.change_message_visibility(QueueUrl=self.mapping.queue_url, ReceiptHandle=m["ReceiptHandle"],
+                                              VisibilityTimeout=retry_delay_s())
         print(json.dumps({"local": "invocation", "function": self.fn.name, "records": len(messages),
                           "failed": len(failed), **took}), flush=True)
 
 
+def fire(fn: FunctionSpec, handler: Any, schedule: ScheduleSpec, region: str) -> None:
+    """One scheduled invocation, like an EventBridge schedule; errors are printed, not hidden."""
+    started = time.perf_counter()
+    try:
+        handler(scheduled_event(schedule.rule, region), LambdaContext(fn))
+        outcome = "ok"
+    except Exception:  # EventBridge would retry and then drop; the log shows the failure
+        traceback.print_exc()
+        outcome = "error"
+    print(json.dumps({"local": "schedule", "function": fn.name, "rule": schedule.rule, "outcome": outcome,
+                      **report(started)}), flush=True)
+
+
 def fire_schedule(fn: FunctionSpec, schedule: ScheduleSpec, stop: threading.Event) -> None:
-    """Invoke the handler every period, like an EventBridge schedule; errors are printed, not hidden."""
+    """Invoke the handler every period until stopped (a host's own loop does this for slot 0)."""
     handler = load_handler(fn.handler)
     region = os.environ.get("AWS_DEFAULT_REGION", "us-east-1")
     while not stop.wait(schedule.every_s):
-        started = time.perf_counter()
-        try:
-            handler(scheduled_event(schedule.rule, region), LambdaContext(fn))
-            outcome = "ok"
-        except Exception:  # EventBridge would retry and then drop; the log shows the failure
-            traceback.print_exc()
-            outcome = "error"
-        print(json.dumps({"local": "schedule", "function": fn.name, "rule": schedule.rule, "outcome": outcome,
-                          **report(started)}), flush=True)
+        fire(fn, handler, schedule, region)
 
 
-def serve(fn: FunctionSpec, mappings: list[MappingSpec], schedules: Sequence[ScheduleSpec] = ()) -> None:
-    """Poll every mapping and fire every schedule of the function until SIGTERM/SIGINT."""
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    threads = []
-    for mapping in mappings:
-        slots = max(1, min(mapping.max_concurrency, LOCAL_CONCURRENCY_CAP))
-        poller = Poller(fn, mapping, stop)
-        for n in range(slots):
-            t = threading.Thread(target=poller.run, name=f"{fn.name}-{n}", daemon=True)
-            t.start()
-            threads.append(t)
-    for schedule in schedules:
-        t = threading.Thread(target=fire_schedule, args=(fn, schedule, stop), name=schedule.rule, daemon=True)
-        t.start()
-        threads.append(t)
-    while not stop.wait(0.5):
-        pass
-    for t in threads:
-        t.join(timeout=5)
+def slots(mappings: Iterable[MappingSpec]) -> int:
+    """Host processes for a function: its largest mapping concurrency, capped locally (at least one)."""
+    return max([1, *(min(m.max_concurrency, LOCAL_CONCURRENCY_CAP) for m in mappings)])
+
+
+def serve(fn: FunctionSpec, mappings: list[MappingSpec], schedules: Iterable[ScheduleSpec] = (), slot: int = 0,
+          stop: threading.Event | None = None) -> None:
+    """One sandbox: poll every mapping and fire the schedules (slot 0 only), one invocation at a time.
+
+    Like a Lambda execution environment, a host process never runs two invocations at once, so a
+    handler module's state (a powertools BatchProcessor, a metrics buffer) is never shared between
+    concurrent invocations; the supervisor runs `slots()` processes per function for concurrency.
+    """
+    stop = stop or threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        signal.signal(signal.SIGINT, lambda *_: stop.set())
+    handler = load_handler(fn.handler)
+    pollers = [Poller(fn, m, handler) for m in mappings]
+    region = os.environ.get("AWS_DEFAULT_REGION", "us-east-1")
+    due = [(s, time.monotonic() + s.every_s) for s in schedules] if slot == 0 else []
+    sqs = aws.client("sqs") if pollers else None
+    wait_s = 1 if len(pollers) == 1 and not due else 0
+    while not stop.is_set():
+        busy = False
+        for poller in pollers:
+            busy = poller.poll(sqs, wait_s) or busy
+            if stop.is_set():
+                return
+        for i, (schedule, at) in enumerate(due):
+            if time.monotonic() >= at:
+                fire(fn, handler, schedule, region)
+                due[i] = (schedule, time.monotonic() + schedule.every_s)
+        if not busy and wait_s == 0:
+            stop.wait(0.25)
 
 
 def main(argv: list[str]) -> None:
     spec = json.loads(argv[1])
     fn = FunctionSpec(**spec["function"])
-    serve(fn, [MappingSpec(**m) for m in spec["mappings"]], [ScheduleSpec(**x) for x in spec.get("schedules", [])])
+    serve(fn, [MappingSpec(**m) for m in spec["mappings"]], [ScheduleSpec(**x) for x in spec.get("schedules", [])],
+          slot=int(argv[2]) if len(argv) > 2 else 0)
 
 
 if __name__ == "__main__":

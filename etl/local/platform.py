@@ -7,6 +7,7 @@ caller's environment: clients point the standard AWS_ENDPOINT_URL at the printed
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -23,7 +24,8 @@ import yaml
 from contracts import aws, naming
 from etl.local import accounting, http_api
 from etl.local import console as console_site
-from etl.local.functions import FunctionSpec, MappingSpec, ScheduleSpec, rate_seconds, stop_processes
+from etl.local.emulator import Emulator
+from etl.local.functions import FunctionSpec, MappingSpec, ScheduleSpec, rate_seconds, slots, stop_processes
 from etl.local.paths import ROOT, state_dir
 from etl.local.program import Registered, run_stack
 
@@ -49,8 +51,20 @@ class PlatformState:
     status: str  # starting | ready | failed
     stacks: dict[str, StackState] = field(default_factory=dict)
     functions: dict[str, dict[str, Any]] = field(default_factory=dict)
-    hosts: dict[str, int] = field(default_factory=dict)  # function name -> pid of its host process
+    hosts: dict[str, int] = field(default_factory=dict)  # host name (function#slot, http-api:…) -> pid
+    started: dict[str, int] = field(default_factory=dict)  # pid -> its start time (/proc), to never kill a reused pid
     error: str | None = None
+
+    def record(self, name: str, pid: int) -> None:
+        """Remember a process this platform started, at once: `etl local down` stops it even after a crash."""
+        self.hosts[name] = pid
+        self.started[str(pid)] = process_start(pid) or 0
+        self.save()
+
+    def processes(self) -> list[int]:
+        """The supervisor and every host it recorded that is still the same process (not a reused pid)."""
+        pids = [self.pid, *self.hosts.values()]
+        return [p for p in dict.fromkeys(pids) if pid_alive(p) and same_process(p, self.started.get(str(p)))]
 
     def save(self) -> None:
         path = state_file()
@@ -143,24 +157,18 @@ class Supervisor:
     def __init__(self, port: int) -> None:
         self.port = port
         self.server: Any = None
-        self.children: dict[str, subprocess.Popen] = {}
+        self.children: dict[str, subprocess.Popen] = {}  # host name (function#slot) -> process
+        self.specs: dict[str, tuple[dict[str, Any], int]] = {}  # host name -> (function spec, slot)
         self.stop = threading.Event()
 
     def start_emulator(self) -> str:
-        import logging
-
-        from moto.server import ThreadedMotoServer
-
-        logging.getLogger("werkzeug").setLevel(logging.ERROR)
-
+        """moto server (with the scaled S3 data plane) on loopback; EmulatorError says why it cannot start."""
         request_log = os.environ.get(accounting.REQUEST_LOG_ENV)
         if request_log:
             self.server = accounting.accounted_server(Path(request_log), "127.0.0.1", self.port)
         else:
-            self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
-        self.server.start()
-        host, port = self.server.get_host_and_port()
-        endpoint = f"http://{host}:{port}"
+            self.server = Emulator("127.0.0.1", self.port)
+        endpoint = self.server.start()
         os.environ.update({"AWS_ENDPOINT_URL": endpoint, **CREDENTIALS})
         return endpoint
 
@@ -180,25 +188,33 @@ class Supervisor:
             )
             state.functions.update(functions_of(run.resources))
 
-    def spawn(self, name: str, spec: dict[str, Any]) -> None:
+    def spawn_function(self, state: PlatformState, spec: dict[str, Any]) -> None:
+        """One host process per concurrency slot: each runs one invocation at a time, like a sandbox."""
+        name = spec["function"]["name"]
+        for slot in range(slots(MappingSpec(**m) for m in spec["mappings"])):
+            self.spawn(state, f"{name}#{slot}", spec, slot)
+
+    def spawn(self, state: PlatformState, host: str, spec: dict[str, Any], slot: int) -> None:
+        name = spec["function"]["name"]
         logs = state_dir() / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, **spec["function"]["environment"], "PYTHONPATH": str(ROOT), **accounting.caller_env(name)}
-        out = open(logs / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child for its lifetime
-        self.children[name] = subprocess.Popen(
-            [sys.executable, "-m", "etl.local.functions", json.dumps(spec)],
-            env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
-        )
+        with open(logs / f"{name}.log", "ab") as out:  # every slot of a function appends to its one log
+            self.children[host] = subprocess.Popen(
+                [sys.executable, "-m", "etl.local.functions", json.dumps(spec), str(slot)],
+                env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
+            )
+        self.specs[host] = (spec, slot)
+        state.record(host, self.children[host].pid)
 
     def watch(self, state: PlatformState) -> None:
         """Restart a function host that died (its log says why) until asked to stop."""
         while not self.stop.wait(1.0):
-            for name, proc in list(self.children.items()):
+            for host, proc in list(self.children.items()):
                 if proc.poll() is not None:
-                    print(f"function host {name} exited with {proc.returncode}; restarting", flush=True)
-                    self.spawn(name, state.functions[name])
-                    state.hosts[name] = self.children[name].pid
-                    state.save()
+                    print(f"function host {host} exited with {proc.returncode}; restarting", flush=True)
+                    spec, slot = self.specs[host]
+                    self.spawn(state, host, spec, slot)
 
     def shutdown(self) -> None:
         stop_processes(self.children.values())
@@ -212,18 +228,21 @@ def serve(port: int) -> None:
     signal.signal(signal.SIGTERM, lambda *_: sup.stop.set())
     signal.signal(signal.SIGINT, lambda *_: sup.stop.set())
     state = PlatformState(pid=os.getpid(), endpoint="", status="starting")
+    state.started[str(state.pid)] = process_start(state.pid) or 0
     apis: http_api.ApiHosts | None = None
     site: console_site.ConsoleSite | None = None
     try:
+        state.save()
         state.endpoint = sup.start_emulator()
         state.save()
         sup.provision(state)
-        for name, spec in state.functions.items():
-            sup.spawn(name, spec)
+        for spec in state.functions.values():
+            sup.spawn_function(state, spec)
         apis = http_api.start(state.functions, state_dir())
+        for name, pid in apis.pids().items():
+            state.record(name, pid)
         erasure = state.stacks.get(naming.stack_name("erasure", ENV))
         site = console_site.start(erasure.outputs if erasure else {}, state.endpoint, state_dir())
-        state.hosts = {name: proc.pid for name, proc in sup.children.items()} | apis.pids()
         state.status = "ready"
         state.save()
         print(f"local platform ready at {state.endpoint}", flush=True)
@@ -244,27 +263,81 @@ def serve(port: int) -> None:
             state_file().unlink(missing_ok=True)
 
 
-def wait_ready(timeout_s: float = 120) -> PlatformState:
-    """Block until a (detached) platform reports ready; raise with its error if it failed."""
+def wait_ready(timeout_s: float = 180, proc: subprocess.Popen | None = None) -> PlatformState:
+    """Block until a (detached) platform reports ready; raise with its error if it failed or exited."""
     deadline = time.monotonic() + timeout_s
+    log = state_dir() / "platform.log"
     while time.monotonic() < deadline:
         st = PlatformState.load()
         if st and st.status == "ready":
             return st
         if st and st.status == "failed":
-            raise RuntimeError(f"local platform failed to start: {st.error} (see {state_dir() / 'platform.log'})")
+            raise RuntimeError(f"local platform failed to start: {st.error} (see {log})")
+        if proc is not None and proc.poll() is not None:
+            tail = log.read_text(errors="replace").strip().splitlines()[-1:] if log.exists() else []
+            raise RuntimeError(f"local platform exited with {proc.returncode} while starting: "
+                               f"{tail[0] if tail else 'no output'} (see {log})")
         time.sleep(0.2)
-    raise TimeoutError(f"local platform not ready after {timeout_s:.0f}s (see {state_dir() / 'platform.log'})")
+    raise TimeoutError(f"local platform not ready after {timeout_s:.0f}s (see {log})")
 
 
 def pid_alive(pid: int) -> bool:
+    """True while the process exists and is not a zombie (exited, waiting for its parent to reap it)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def process_start(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (/proc/PID/stat field 22), None if unknown."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[19])
+
+
+def same_process(pid: int, started: int | None) -> bool:
+    """True unless /proc proves `pid` now belongs to another process than the one recorded."""
+    if not started:
+        return True
+    now = process_start(pid)
+    return now is None or now == started
+
+
+def stop_recorded(st: PlatformState, timeout_s: float = 20) -> list[int]:
+    """Stop the supervisor (it stops its hosts), then every recorded host still running; return the pids hit.
+
+    The hosts are recorded in the state file as they start, so this works after the supervisor
+    crashed too. SIGTERM first; SIGKILL whatever is left after `timeout_s`.
+    """
+    pids = st.processes()
+    if st.pid in pids:
+        _terminate([st.pid], timeout_s)
+        st = PlatformState.load() or st  # a crashed supervisor leaves its latest record behind
+    left = [p for p in st.processes() if p != st.pid]
+    _terminate(left, timeout_s)
+    return list(dict.fromkeys([*pids, *left]))
+
+
+def _terminate(pids: list[int], timeout_s: float) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and any(pid_alive(p) for p in pids):
+        time.sleep(0.1)
+    for pid in pids:
+        if pid_alive(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 if __name__ == "__main__":

@@ -40,26 +40,29 @@ MESSAGES = [{"MessageId": f"m{i}", "ReceiptHandle": f"r{i}", "Body": "{}"} for i
 
 
 def test_partial_batch_failure_deletes_only_successes(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("ETL_LOCAL_RETRY_DELAY_S", "2")
+    monkeypatch.setenv("ETL_LOCAL_RETRY_DELAY_S", "3")
     sqs = FakeSqs()
-    Poller(spec("fail_second"), MAPPING, threading.Event()).invoke(sqs, MESSAGES)
+    Poller(spec("fail_second"), MAPPING).invoke(sqs, MESSAGES)
     assert sqs.deleted == ["r0", "r2"]
-    assert sqs.visibility == [("r1", 2)]
+    assert sqs.visibility == [("r1", 3)]
     event = fake_handlers.CALLS[-1]
     assert [r["messageId"] for r in event["Records"]] == ["m0", "m1", "m2"]
     assert event["Records"][0]["eventSource"] == "aws:sqs"
 
 
-def test_raising_handler_fails_the_whole_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_raising_handler_fails_the_whole_batch_and_retries_within_seconds_by_default(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.delenv("ETL_LOCAL_RETRY_DELAY_S", raising=False)
     sqs = FakeSqs()
-    Poller(spec("explode"), MAPPING, threading.Event()).invoke(sqs, MESSAGES)
-    assert sqs.deleted == [] and sqs.visibility == [], "messages stay for the queue's own visibility timeout"
+    Poller(spec("explode"), MAPPING).invoke(sqs, MESSAGES)
+    assert sqs.deleted == []
+    assert sqs.visibility == [("r0", 2), ("r1", 2), ("r2", 2)], "local default: back after 2 s, not 5,400 s"
 
 
 def test_success_deletes_everything(capsys: pytest.CaptureFixture[str]) -> None:
     sqs = FakeSqs()
-    Poller(spec("record"), MAPPING, threading.Event()).invoke(sqs, MESSAGES)
+    Poller(spec("record"), MAPPING).invoke(sqs, MESSAGES)
     assert sqs.deleted == ["r0", "r1", "r2"]
     line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])  # the local REPORT line
     assert line["local"] == "invocation" and line["records"] == 3 and line["failed"] == 0

@@ -1,0 +1,128 @@
+"""Local failure fidelity: one invocation per host process, a crashed host's messages come back in seconds."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict
+from pathlib import Path
+
+import boto3
+import pytest
+
+from etl.local import functions
+from etl.local.functions import FunctionSpec, MappingSpec
+from tests.local import fake_handlers
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def queue(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[object, str, str]]:
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
+    sqs = boto3.client("sqs", endpoint_url=moto_endpoint, region_name="us-east-1")
+    url = sqs.create_queue(QueueName=f"q-{time.monotonic_ns()}", Attributes={"VisibilityTimeout": "5400"})["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    yield sqs, url, arn
+
+
+def fn(handler: str, timeout_s: int = 60) -> FunctionSpec:
+    return FunctionSpec(name="fn", handler=f"tests.local.fake_handlers.{handler}", timeout_s=timeout_s,
+                        memory_mb=128, environment={})
+
+
+def mapping(url: str, arn: str, concurrency: int = 5) -> MappingSpec:
+    return MappingSpec(queue_arn=arn, queue_url=url, batch_size=1, max_concurrency=concurrency,
+                       report_batch_item_failures=True)
+
+
+def visible(sqs: object, url: str) -> int:
+    attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])["Attributes"]
+    return int(attrs["ApproximateNumberOfMessages"])
+
+
+def test_concurrency_is_processes_not_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(functions, "LOCAL_CONCURRENCY_CAP", 3)
+    spec = mapping("u", "a", concurrency=10)
+    assert functions.slots([spec]) == 3 and functions.slots([]) == 1
+    assert functions.slots([mapping("u", "a", concurrency=1), spec]) == 3
+
+
+def test_a_host_runs_one_invocation_at_a_time(queue: tuple, moto_endpoint: str) -> None:
+    sqs, url, arn = queue
+    second = sqs.create_queue(QueueName=f"q2-{time.monotonic_ns()}")["QueueUrl"]
+    second_arn = sqs.get_queue_attributes(QueueUrl=second, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    for n in range(6):
+        sqs.send_message(QueueUrl=url if n % 2 else second, MessageBody=json.dumps({"n": n}))
+    fake_handlers.ACTIVE.update(now=0, most=0)
+    before = len(fake_handlers.CALLS)
+    stop = threading.Event()
+    host = threading.Thread(target=functions.serve, kwargs={
+        "fn": fn("overlap"), "mappings": [mapping(url, arn), mapping(second, second_arn)], "stop": stop})
+    host.start()
+    deadline = time.monotonic() + 30
+    while len(fake_handlers.CALLS) - before < 6 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    stop.set()
+    host.join(10)
+    assert len(fake_handlers.CALLS) - before == 6, "every message of both mappings was handled"
+    assert fake_handlers.ACTIVE["most"] == 1, "never two invocations at once in one host process"
+
+
+def host(spec: FunctionSpec, maps: list[MappingSpec], env: dict[str, str], log: Path) -> subprocess.Popen:
+    payload = json.dumps({"function": asdict(spec), "mappings": [asdict(m) for m in maps], "schedules": []})
+    with open(log, "wb") as out:
+        return subprocess.Popen([sys.executable, "-m", "etl.local.functions", payload, "0"], cwd=ROOT,
+                                env={**os.environ, **env, "PYTHONPATH": str(ROOT)}, stdout=out,
+                                stderr=subprocess.STDOUT)
+
+
+def wait_until(predicate: Callable[[], bool], timeout_s: float = 30) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_a_crashed_hosts_messages_come_back_within_seconds(queue: tuple, moto_endpoint: str, tmp_path: Path) -> None:
+    """The queue's visibility timeout is 5,400 s; a killed host's message must be visible again long before."""
+    sqs, url, arn = queue
+    sqs.send_message(QueueUrl=url, MessageBody="{}")
+    log = tmp_path / "host.log"
+    env = {"AWS_ENDPOINT_URL": moto_endpoint, "ETL_LOCAL_VISIBILITY_S": "5", "ETL_TEST_SLEEP_S": "60"}
+    proc = host(fn("slow"), [mapping(url, arn)], env, log)
+    try:
+        assert wait_until(lambda: "invoked" in log.read_text()), log.read_text()
+        time.sleep(6)  # longer than the local visibility: the heartbeat must hold the message meanwhile
+        assert visible(sqs, url) == 0, "a running invocation keeps its message invisible"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        assert wait_until(lambda: visible(sqs, url) == 1, 20), "the crashed host's message came back"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_an_invocation_past_the_function_timeout_gives_its_message_back(
+    queue: tuple, moto_endpoint: str, tmp_path: Path,
+) -> None:
+    """Lambda ends an invocation at the function's timeout: the heartbeat stops holding the message then."""
+    sqs, url, arn = queue
+    sqs.send_message(QueueUrl=url, MessageBody="{}")
+    log = tmp_path / "host.log"
+    env = {"AWS_ENDPOINT_URL": moto_endpoint, "ETL_LOCAL_VISIBILITY_S": "2", "ETL_TEST_SLEEP_S": "60"}
+    proc = host(fn("slow", timeout_s=1), [mapping(url, arn)], env, log)
+    try:
+        assert wait_until(lambda: "invoked" in log.read_text()), log.read_text()
+        assert wait_until(lambda: visible(sqs, url) == 1, 20), "message visible again after timeout + visibility"
+    finally:
+        proc.kill()
+        proc.wait(10)
