@@ -20,6 +20,7 @@ from contracts import events as contract_events
 from etl.local.platform import PlatformState, pid_alive
 
 ROOT = Path(__file__).resolve().parents[2]
+E2E_CHUNK_BYTES = 65536  # objects over 64 KiB are cut into several chunks in the e2e platform
 
 
 def etl(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
@@ -93,7 +94,8 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     env = {**os.environ, "ETL_LOCAL_DIR": str(state_dir), "ETL_LOCAL_RETRY_DELAY_S": "1",
            "PYTHONPATH": str(ROOT)}
     env.pop("AWS_ENDPOINT_URL", None)
-    started = etl("local", "up", "--detach", "--port", "0", env=env)
+    # Small chunks so that small test files fan out (the local default is AWS's 128 MiB).
+    started = etl("local", "up", "--detach", "--port", "0", "--set", f"transform:chunkBytes={E2E_CHUNK_BYTES}", env=env)
     assert started.returncode == 0, started.stdout + started.stderr
     os.environ["ETL_LOCAL_DIR"] = str(state_dir)
     state = PlatformState.load()
