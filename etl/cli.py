@@ -256,10 +256,10 @@ def status(
 @app.command("watch")
 def watch(
     env: EnvOpt = "local",
-    timeout: Annotated[int, typer.Option(help="Stop watching after this many seconds.")] = 600,
+    timeout: Annotated[int, typer.Option(help="Stop watching after this many seconds.")] = 3600,
 ) -> None:
-    """Live progress bars: chunks transformed per object, until every object is done (or Ctrl-C)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+    """Live progress per object: chunks transformed of chunks planned, rows, stage, until every object is done."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     try:
         target = targets.resolve(env)
@@ -268,20 +268,40 @@ def watch(
     final = {"transformed", "rejected", "failed"}
     tasks: dict[str, TaskID] = {}
     deadline = time.monotonic() + timeout
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("{task.fields[stage]}"), console=console) as bars:
+    rows: list[dict] = []
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("chunks"),
+                  TextColumn("{task.fields[rows]}"), TextColumn("{task.fields[stage]}"), TimeElapsedColumn(),
+                  console=console) as bars:
+        waiting: int | None = bars.add_task("waiting for objects (`etl load`)…", total=None, stage="", rows="")
         while time.monotonic() < deadline:
             rows = progress.list_objects(aws.client("dynamodb"), target.out("core", "stateTable"))
             for r in rows:
-                total = int(r.get("chunk_count") or 1)
-                done = total if r.get("stage") in final else len(r.get("chunks_done") or [])
+                total = int(r.get("chunk_count") or 0) or None  # unknown until the object is planned
+                stage = r.get("stage", "")
+                done = len(r.get("chunks_done") or [])
+                if stage in final:
+                    total = total or 1
+                    done = total if stage == "transformed" else done
                 label = f"{r.get('dataset') or '-'} {str(r.get('source_key', ''))[-40:]}"
                 if r["object_id"] not in tasks:
-                    tasks[r["object_id"]] = bars.add_task(label, total=total, stage="")
-                bars.update(tasks[r["object_id"]], total=total, completed=done, stage=r.get("stage", ""))
+                    if waiting is not None:
+                        bars.remove_task(waiting)
+                        waiting = None
+                    tasks[r["object_id"]] = bars.add_task(label, total=total, stage="", rows="")
+                n_rows = r.get("rows_in")
+                colour = "red" if stage in ("rejected", "failed") else "green" if stage == "transformed" else "cyan"
+                bars.update(tasks[r["object_id"]], total=total, completed=done, stage=f"[{colour}]{stage}[/]",
+                            rows=f"{int(n_rows):,} rows" if n_rows not in (None, "") else "")
             if rows and all(r.get("stage") in final for r in rows):
-                return
+                break
             time.sleep(0.5)
+        else:
+            fail(f"stopped watching after {timeout}s; `etl status` shows where each object is")
+    bad = [r for r in rows if r.get("stage") in ("rejected", "failed")]
+    for r in bad:
+        err.print(f"[red]{r.get('stage')}[/] {r.get('source_key')}: {r.get('reason') or 'see `etl status`'}")
+    if bad:
+        raise typer.Exit(1)
 
 
 # -- datasets ---------------------------------------------------------------------------------------

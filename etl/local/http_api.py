@@ -27,6 +27,7 @@ import threading
 import time
 import traceback
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -216,15 +217,21 @@ def _free_port() -> int:
 class ApiHosts:
     """The API server processes of the local platform; restarts one that dies until stopped."""
 
-    def __init__(self, specs: list[ApiSpec], directory: Path) -> None:
+    def __init__(self, specs: list[ApiSpec], directory: Path,
+                 on_spawn: Callable[[str, int], None] | None = None) -> None:
         self.specs = {s.name: s for s in specs}
         self.directory = directory
         self.children: dict[str, subprocess.Popen] = {}
+        self.on_spawn = on_spawn  # the supervisor records every pid at once (`etl local down` after a crash)
         self._stop = threading.Event()
-        for spec in specs:
-            self._spawn(spec)
-        for spec in specs:  # "ready" must mean the API answers, not that its process was started
-            self._wait_listening(spec)
+        try:
+            for spec in specs:
+                self._spawn(spec)
+            for spec in specs:  # "ready" must mean the API answers, not that its process was started
+                self._wait_listening(spec)
+        except Exception:
+            stop_processes(self.children.values())  # never leave a half-started API behind
+            raise
         urls = {s.name: f"http://127.0.0.1:{s.port}" for s in specs}
         (directory / URLS_FILE).write_text(json.dumps(urls, indent=2))
         self._watcher = threading.Thread(target=self._watch, name="http-api-watch", daemon=True)
@@ -240,8 +247,10 @@ class ApiHosts:
         self.children[spec.name] = subprocess.Popen(
             [sys.executable, "-m", "etl.local.http_api", json.dumps(payload)],
             env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+        if self.on_spawn is not None:
+            self.on_spawn(f"http-api:{spec.name}", self.children[spec.name].pid)
 
-    def _wait_listening(self, spec: ApiSpec, timeout_s: float = 60) -> None:
+    def _wait_listening(self, spec: ApiSpec, timeout_s: float = 180) -> None:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.children[spec.name].poll() is not None:
@@ -269,13 +278,14 @@ class ApiHosts:
         (self.directory / URLS_FILE).unlink(missing_ok=True)
 
 
-def start(functions: dict[str, dict[str, Any]], directory: Path) -> ApiHosts:
+def start(functions: dict[str, dict[str, Any]], directory: Path,
+          on_spawn: Callable[[str, int], None] | None = None) -> ApiHosts:
     """Discover the HTTP APIs in the emulator and start one loopback server per API."""
     account = aws.client("sts").get_caller_identity()["Account"]
     specs = [ApiSpec(api_id, name, functions[fn]["function"], tuple(routes), _free_port(), account,
                      authorizers(api_id, routes))
              for api_id, name, fn, routes in discover(functions)]
-    return ApiHosts(specs, directory)
+    return ApiHosts(specs, directory, on_spawn)
 
 
 def local_url(name: str, directory: Path | None = None) -> str:

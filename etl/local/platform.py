@@ -34,6 +34,9 @@ CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing
 CONFIG_ENV = "ETL_LOCAL_CONFIG"  # JSON {stack: {key: value}} laid over Pulumi.<stack>.yaml (`etl local up --set`)
 
 
+_SAVING = threading.Lock()
+
+
 def state_file() -> Path:
     return state_dir() / "state.json"
 
@@ -69,9 +72,10 @@ class PlatformState:
     def save(self) -> None:
         path = state_file()
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=2, default=str))
-        tmp.replace(path)
+        with _SAVING:  # the host watchers record restarted pids from their own threads
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(asdict(self), indent=2, default=str))
+            tmp.replace(path)
 
     @classmethod
     def load(cls) -> PlatformState | None:
@@ -188,10 +192,15 @@ class Supervisor:
             )
             state.functions.update(functions_of(run.resources))
 
-    def spawn_function(self, state: PlatformState, spec: dict[str, Any]) -> None:
-        """One host process per concurrency slot: each runs one invocation at a time, like a sandbox."""
+    def spawn_function(self, state: PlatformState, spec: dict[str, Any], first: bool) -> None:
+        """One host process per concurrency slot: each runs one invocation at a time, like a sandbox.
+
+        `first`: slot 0 only (before "ready"); else the other slots (after "ready", so that a start
+        on a busy machine does not wait for every process's imports).
+        """
         name = spec["function"]["name"]
-        for slot in range(slots(MappingSpec(**m) for m in spec["mappings"])):
+        wanted = slots(MappingSpec(**m) for m in spec["mappings"])
+        for slot in (range(1) if first else range(1, wanted)):
             self.spawn(state, f"{name}#{slot}", spec, slot)
 
     def spawn(self, state: PlatformState, host: str, spec: dict[str, Any], slot: int) -> None:
@@ -237,10 +246,8 @@ def serve(port: int) -> None:
         state.save()
         sup.provision(state)
         for spec in state.functions.values():
-            sup.spawn_function(state, spec)
-        apis = http_api.start(state.functions, state_dir())
-        for name, pid in apis.pids().items():
-            state.record(name, pid)
+            sup.spawn_function(state, spec, first=True)
+        apis = http_api.start(state.functions, state_dir(), on_spawn=state.record)
         erasure = state.stacks.get(naming.stack_name("erasure", ENV))
         site = console_site.start(erasure.outputs if erasure else {}, state.endpoint, state_dir())
         state.status = "ready"
@@ -248,6 +255,8 @@ def serve(port: int) -> None:
         print(f"local platform ready at {state.endpoint}", flush=True)
         if site is not None:
             print(f"compliance console at {site.url} (user {site.info.username})", flush=True)
+        for spec in state.functions.values():
+            sup.spawn_function(state, spec, first=False)
         sup.watch(state)
     except Exception as exc:
         state.status, state.error = "failed", f"{type(exc).__name__}: {exc}"
@@ -263,7 +272,7 @@ def serve(port: int) -> None:
             state_file().unlink(missing_ok=True)
 
 
-def wait_ready(timeout_s: float = 180, proc: subprocess.Popen | None = None) -> PlatformState:
+def wait_ready(timeout_s: float = 540, proc: subprocess.Popen | None = None) -> PlatformState:
     """Block until a (detached) platform reports ready; raise with its error if it failed or exited."""
     deadline = time.monotonic() + timeout_s
     log = state_dir() / "platform.log"

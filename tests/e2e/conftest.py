@@ -23,9 +23,9 @@ ROOT = Path(__file__).resolve().parents[2]
 E2E_CHUNK_BYTES = 65536  # objects over 64 KiB are cut into several chunks in the e2e platform
 
 
-def etl(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+def etl(*args: str, env: dict[str, str], timeout: float = 180) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "etl.cli", *args], env=env, cwd=ROOT, capture_output=True,
-                          text=True, timeout=180, check=False)
+                          text=True, timeout=timeout, check=False)
 
 
 @dataclass
@@ -94,8 +94,10 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     env = {**os.environ, "ETL_LOCAL_DIR": str(state_dir), "ETL_LOCAL_RETRY_DELAY_S": "1",
            "PYTHONPATH": str(ROOT)}
     env.pop("AWS_ENDPOINT_URL", None)
-    # Small chunks so that small test files fan out (the local default is AWS's 128 MiB).
-    started = etl("local", "up", "--detach", "--port", "0", "--set", f"transform:chunkBytes={E2E_CHUNK_BYTES}", env=env)
+    # Small chunks so that small test files fan out (the local default is AWS's 128 MiB). A busy machine
+    # can take minutes to start every host: `etl local up` itself fails with the reason if it cannot.
+    started = etl("local", "up", "--detach", "--port", "0", "--set", f"transform:chunkBytes={E2E_CHUNK_BYTES}",
+                  env=env, timeout=600)
     assert started.returncode == 0, started.stdout + started.stderr
     os.environ["ETL_LOCAL_DIR"] = str(state_dir)
     state = PlatformState.load()
