@@ -6,6 +6,7 @@ so this module is the single place a dataset's shape is defined.
 
 from __future__ import annotations
 
+import os
 import re
 import tomllib
 from functools import cache
@@ -195,10 +196,19 @@ def with_version(ds: Dataset, directory: Path) -> Dataset:
     return ds.model_copy(update={"version": version})
 
 
+#: local platform and benchmarks only: more directories of contracts (os.pathsep-separated), e.g. bench/ for
+#: the TPC-H contract; the local platform's program, function hosts and CLI all inherit it
+EXTRA_DATASETS_ENV = "ETL_EXTRA_DATASETS"
+
+
 @cache
 def load_datasets(directory: Path = DATASETS_DIR) -> dict[str, Dataset]:
     """All contracts in a directory, by name (cached: contracts ship with the code)."""
-    return {p.stem: load_dataset_file(p) for p in sorted(directory.glob("*.toml"))}
+    found = {p.stem: load_dataset_file(p) for p in sorted(directory.glob("*.toml"))}
+    if directory == DATASETS_DIR:
+        for extra in filter(None, os.environ.get(EXTRA_DATASETS_ENV, "").split(os.pathsep)):
+            found.update({p.stem: load_dataset_file(p) for p in sorted(Path(extra).glob("*.toml"))})
+    return found
 
 
 def get_dataset(name: str) -> Dataset | None:
