@@ -182,17 +182,19 @@ def visibility_s() -> int:
 
 
 class Heartbeat:
-    """Keeps in-flight messages invisible while their invocation runs, up to the function's timeout.
+    """Keeps in-flight messages invisible while their invocation runs.
 
     Locally messages are received with a short visibility timeout (`visibility_s`) instead of the
     queue's production one (e.g. 5,400 s), so a host that crashes mid-invocation gives its messages
-    back within seconds. While the invocation runs, this thread renews their invisibility; it stops
-    renewing when the function's timeout has passed, as Lambda would have ended the invocation.
+    back within seconds. While the invocation runs, this thread renews their invisibility. Past the
+    function's timeout Lambda would have ended the invocation; the local host cannot stop a running
+    handler, so it keeps holding the messages (no second, concurrent delivery Lambda would never
+    make) and says so in the log.
     """
 
-    def __init__(self, queue_url: str, messages: list[dict[str, Any]], timeout_s: int) -> None:
-        self.queue_url, self.handles = queue_url, [m["ReceiptHandle"] for m in messages]
-        self.deadline = time.monotonic() + timeout_s
+    def __init__(self, fn: FunctionSpec, queue_url: str, messages: list[dict[str, Any]]) -> None:
+        self.fn, self.queue_url, self.handles = fn, queue_url, [m["ReceiptHandle"] for m in messages]
+        self.deadline = time.monotonic() + fn.timeout_s
         self.done = threading.Event()
         self.thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
 
@@ -205,8 +207,12 @@ class Heartbeat:
         self.thread.join(timeout=5)
 
     def _run(self) -> None:
-        sqs, every = aws.client("sqs"), visibility_s() / 3
-        while not self.done.wait(every) and time.monotonic() < self.deadline:
+        sqs, every, warned = aws.client("sqs"), visibility_s() / 3, False
+        while not self.done.wait(every):
+            if not warned and time.monotonic() > self.deadline:
+                warned = True
+                print(json.dumps({"local": "timeout-exceeded", "function": self.fn.name,
+                                  "timeout_s": self.fn.timeout_s}), flush=True)
             for i in range(0, len(self.handles), 10):
                 try:
                     sqs.change_message_visibility_batch(QueueUrl=self.queue_url, Entries=[
@@ -238,7 +244,7 @@ class Poller:
             return False
         messages = resp.get("Messages", [])
         if messages:
-            with Heartbeat(self.mapping.queue_url, messages, self.fn.timeout_s):
+            with Heartbeat(self.fn, self.mapping.queue_url, messages):
                 self.invoke(sqs, messages)
         return bool(messages)
 

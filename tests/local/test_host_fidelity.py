@@ -111,18 +111,20 @@ def test_a_crashed_hosts_messages_come_back_within_seconds(queue: tuple, moto_en
             proc.kill()
 
 
-def test_an_invocation_past_the_function_timeout_gives_its_message_back(
+def test_an_invocation_past_its_timeout_keeps_its_message_and_says_so(
     queue: tuple, moto_endpoint: str, tmp_path: Path,
 ) -> None:
-    """Lambda ends an invocation at the function's timeout: the heartbeat stops holding the message then."""
+    """A running handler is never delivered a second time meanwhile; the log says Lambda would have ended it."""
     sqs, url, arn = queue
     sqs.send_message(QueueUrl=url, MessageBody="{}")
     log = tmp_path / "host.log"
-    env = {"AWS_ENDPOINT_URL": moto_endpoint, "ETL_LOCAL_VISIBILITY_S": "2", "ETL_TEST_SLEEP_S": "60"}
+    env = {"AWS_ENDPOINT_URL": moto_endpoint, "ETL_LOCAL_VISIBILITY_S": "3", "ETL_TEST_SLEEP_S": "8"}
     proc = host(fn("slow", timeout_s=1), [mapping(url, arn)], env, log)
     try:
-        assert wait_until(lambda: "invoked" in log.read_text()), log.read_text()
-        assert wait_until(lambda: visible(sqs, url) == 1, 20), "message visible again after timeout + visibility"
+        assert wait_until(lambda: "timeout-exceeded" in log.read_text()), log.read_text()
+        assert visible(sqs, url) == 0
+        assert wait_until(lambda: '"local": "invocation"' in log.read_text(), 30)
+        assert log.read_text().count("invoked") == 1, "delivered once"
     finally:
         proc.kill()
         proc.wait(10)
