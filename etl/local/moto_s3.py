@@ -346,6 +346,9 @@ def install() -> None:
     def put_object(self: Any, *args: Any, **kwargs: Any) -> Any:
         key = original_put(self, *args, **kwargs)
         _local.last_put = key
+        src = getattr(_local, "copy_src", None)
+        if src is not None and src._etag and "-" not in src._etag and key.size == src.size:
+            key._etag = src._etag  # a single-part ETag is the MD5 of the bytes, which the copy shares
         return key
 
     _patch(models.S3Backend, "put_object", put_object)
@@ -354,11 +357,17 @@ def install() -> None:
 
     def copy_object(self: Any, src_key: Any, *args: Any, **kwargs: Any) -> Any:
         """Copy by streaming; the copy's checksum is computed over the copy's bytes (full object)."""
-        _local.last_put = None
-        result = original_copy(self, src_key, *args, **kwargs)
+        _local.last_put, _local.copy_src = None, src_key
+        try:
+            result = original_copy(self, src_key, *args, **kwargs)
+        finally:
+            _local.copy_src = None
         new_key = _local.last_put
         if new_key is not None and src_key.checksum_algorithm:
-            value = checksum(body_of(new_key), src_key.checksum_algorithm)
+            composite = src_key.checksum_type == "COMPOSITE" or (src_key.checksum_parts or 1) > 1
+            # a full-object checksum is the same for the same bytes; a composite one must be computed afresh
+            value = (checksum(body_of(new_key), src_key.checksum_algorithm) if composite or not src_key.checksum_value
+                     else src_key.checksum_value)
             new_key.checksum_algorithm = src_key.checksum_algorithm if value else None
             new_key.checksum_value = value
             new_key.checksum_type = "FULL_OBJECT" if value else None

@@ -171,3 +171,19 @@ def test_multipart_checksums_match_what_s3_computes() -> None:
     assert (kind, value, count) == ("COMPOSITE", crc32(inner), 2)
     assert moto_s3.multipart_checksum(parts, "CRC32", "FULL_OBJECT") == ("FULL_OBJECT", crc32(b"".join(parts)), 1)
     assert moto_s3.multipart_checksum(parts, "CRC64NVME", None) is None, "no wrong checksum when not computable"
+
+
+def test_a_copys_etag_is_the_md5_of_its_bytes(s3: Any, tmp_path: Any) -> None:
+    import hashlib
+
+    data = os.urandom(11 * MB)
+    path = tmp_path / "f.bin"
+    path.write_bytes(data)
+    s3.upload_file(str(path), s3.bucket, "multi", Config=TransferConfig(multipart_threshold=5 * MB,
+                                                                         multipart_chunksize=5 * MB))
+    s3.put_object(Bucket=s3.bucket, Key="single", Body=data)
+    md5 = f'"{hashlib.md5(data).hexdigest()}"'
+    for src in ("multi", "single"):
+        copied = s3.copy_object(Bucket=s3.bucket, Key=f"{src}-copy", CopySource={"Bucket": s3.bucket, "Key": src})
+        assert copied["CopyObjectResult"]["ETag"] == md5
+        assert s3.head_object(Bucket=s3.bucket, Key=f"{src}-copy")["ETag"] == md5
