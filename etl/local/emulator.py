@@ -13,7 +13,7 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
-from etl.local import moto_s3
+from etl.local import moto_ddb, moto_s3
 
 START_TIMEOUT_S = 30
 
@@ -60,6 +60,7 @@ class Emulator:
         check_port(self.host, self.port)
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
         moto_s3.install()
+        moto_ddb.install()
         app = DomainDispatcherApplication(create_backend_app)
         if self.wrap is not None:
             app = self.wrap(app)

@@ -187,3 +187,30 @@ def test_a_copys_etag_is_the_md5_of_its_bytes(s3: Any, tmp_path: Any) -> None:
         copied = s3.copy_object(Bucket=s3.bucket, Key=f"{src}-copy", CopySource={"Bucket": s3.bucket, "Key": src})
         assert copied["CopyObjectResult"]["ETag"] == md5
         assert s3.head_object(Bucket=s3.bucket, Key=f"{src}-copy")["ETag"] == md5
+
+
+def test_concurrent_transactions_and_writes_neither_fail_nor_lose_items(endpoint: str) -> None:
+    """moto deep-copied a table for each transaction while other threads wrote to it (RuntimeError, 500)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from botocore.config import Config
+
+    ddb = boto3.client("dynamodb", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="testing",
+                       aws_secret_access_key="testing", config=Config(retries={"max_attempts": 1}))
+    table = f"t-{os.urandom(4).hex()}"
+    ddb.create_table(TableName=table, KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+                     AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+                     BillingMode="PAY_PER_REQUEST")
+
+    def work(n: int) -> None:
+        for i in range(15):
+            if n % 2:
+                ddb.put_item(TableName=table, Item={"pk": {"S": f"p{n}-{i}"}, "pad": {"S": "x" * 500}})
+            else:
+                ddb.transact_write_items(TransactItems=[
+                    {"Put": {"TableName": table, "Item": {"pk": {"S": f"t{n}-{i}-{j}"}}}} for j in range(3)])
+
+    with ThreadPoolExecutor(6) as pool:
+        list(pool.map(work, range(6)))  # re-raises any 500
+    count = sum(page["Count"] for page in ddb.get_paginator("scan").paginate(TableName=table))
+    assert count == 3 * 15 + 3 * 15 * 3
