@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -157,6 +158,19 @@ def functions_of(resources: list[Registered]) -> dict[str, dict[str, Any]]:
     return {spec["function"]["name"]: spec for spec in by_arn.values()}
 
 
+def sandbox_environment(environment: dict[str, str], host: str) -> dict[str, str]:
+    """The function's variables with Lambda's private /tmp mapped to a fresh directory of this host process.
+
+    On Lambda every sandbox has its own /tmp, and handlers rely on it (compact wipes its work folder
+    under /tmp at start); host processes of one function must not share the machine's /tmp.
+    """
+    tmp = state_dir() / "sandboxes" / host.replace("/", "_") / "tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    mapped = {k: str(tmp) + v[4:] if v == "/tmp" or v.startswith("/tmp/") else v for k, v in environment.items()}
+    return {**mapped, "TMPDIR": str(tmp)}
+
+
 class Supervisor:
     def __init__(self, port: int) -> None:
         self.port = port
@@ -207,7 +221,8 @@ class Supervisor:
         name = spec["function"]["name"]
         logs = state_dir() / "logs"
         logs.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, **spec["function"]["environment"], "PYTHONPATH": str(ROOT), **accounting.caller_env(name)}
+        env = {**os.environ, **sandbox_environment(spec["function"]["environment"], host), "PYTHONPATH": str(ROOT),
+               **accounting.caller_env(name)}
         with open(logs / f"{name}.log", "ab") as out:  # every slot of a function appends to its one log
             self.children[host] = subprocess.Popen(
                 [sys.executable, "-m", "etl.local.functions", json.dumps(spec), str(slot)],

@@ -102,3 +102,14 @@ def test_up_clears_what_a_crashed_platform_left_behind(state_dir: Path, taken_po
         assert orphan.wait(timeout=30) is not None
     finally:
         orphan.kill()
+
+
+def test_each_host_process_gets_its_own_tmp_like_a_lambda_sandbox(state_dir: Path) -> None:
+    """compact wipes its work folder under /tmp at start: two hosts of one function must not share it."""
+    program = {"WORK_DIR": "/tmp", "CACHE": "/tmp/cache", "OTHER": "/tmpfoo", "PLAIN": "v"}
+    first = platform.sandbox_environment(program, "etl-local-compact#0")
+    second = platform.sandbox_environment(program, "etl-local-compact#1")
+    assert first["WORK_DIR"] == first["TMPDIR"] != second["TMPDIR"] == second["WORK_DIR"]
+    assert first["CACHE"] == first["TMPDIR"] + "/cache" and Path(first["TMPDIR"]).is_dir()
+    assert first["OTHER"] == "/tmpfoo" and first["PLAIN"] == "v"
+    assert str(state_dir) in first["TMPDIR"]
