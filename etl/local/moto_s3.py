@@ -16,6 +16,8 @@ raises `FlexibleChecksumError` on the copy, although the bytes are right.
 - writes: a key built from a `FileRange` or from the parts of a multipart upload (`Concat`) copies
   1 MiB at a time into its spool file; completed uploads drop their parts' bodies;
 - ListObjectVersions copies version records, never bodies (`FakeKey.__deepcopy__`);
+- CompleteMultipartUpload sends one ObjectCreated notification, as S3 does (moto sent a Put event
+  too, so every multipart upload reached ingest twice);
 - CopyObject gives the copy a full-object checksum computed over the copy's bytes with the
   source's algorithm (as S3 does for a copy made in one request); CompleteMultipartUpload computes
   composite and full-object checksums by streaming. An algorithm this process cannot compute
@@ -344,6 +346,8 @@ def install() -> None:
     original_put = models.S3Backend.put_object
 
     def put_object(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if getattr(_local, "completing", False):  # S3 sends one event per upload: CompleteMultipartUpload's
+            kwargs["disable_notification"] = True
         key = original_put(self, *args, **kwargs)
         _local.last_put = key
         src = getattr(_local, "copy_src", None)
@@ -405,7 +409,11 @@ def install() -> None:
     def complete_multipart_upload(self: Any, bucket_name: str, multipart_id: str, body: Any) -> Any:
         """Complete, then free the parts' bodies: the object holds its own copy of every byte."""
         multipart = self.get_bucket(bucket_name).multiparts.get(multipart_id)
-        key = original_complete_upload(self, bucket_name, multipart_id, body)
+        _local.completing = True
+        try:
+            key = original_complete_upload(self, bucket_name, multipart_id, body)
+        finally:
+            _local.completing = False
         if key is not None and multipart is not None:
             for part in multipart.parts.values():
                 _ = part.etag  # cache it: the body that would compute it is going away

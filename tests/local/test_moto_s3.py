@@ -214,3 +214,21 @@ def test_concurrent_transactions_and_writes_neither_fail_nor_lose_items(endpoint
         list(pool.map(work, range(6)))  # re-raises any 500
     count = sum(page["Count"] for page in ddb.get_paginator("scan").paginate(TableName=table))
     assert count == 3 * 15 + 3 * 15 * 3
+
+
+def test_a_multipart_upload_announces_one_object_created(s3: Any, tmp_path: Any,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """moto sent a Put event and a CompleteMultipartUpload event: every `etl load` over 8 MiB ingested twice."""
+    from moto.s3 import notifications
+
+    sent: list[str] = []
+    real = notifications.send_event
+    monkeypatch.setattr(notifications, "send_event",
+                        lambda account, name, bucket, key: (sent.append(str(getattr(name, "value", name))),
+                                                            real(account, name, bucket, key)))
+    path = tmp_path / "f.bin"
+    path.write_bytes(os.urandom(11 * MB))
+    s3.upload_file(str(path), s3.bucket, "k", Config=TransferConfig(multipart_threshold=5 * MB,
+                                                                     multipart_chunksize=5 * MB))
+    created = [n for n in sent if "ObjectCreated" in n]
+    assert created == ["s3:ObjectCreated:CompleteMultipartUpload"]
