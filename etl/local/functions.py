@@ -286,7 +286,7 @@ def fire(fn: FunctionSpec, handler: Any, schedule: ScheduleSpec, region: str) ->
 
 
 def fire_schedule(fn: FunctionSpec, schedule: ScheduleSpec, stop: threading.Event) -> None:
-    """Invoke the handler every period until stopped (a host's own loop does this for slot 0)."""
+    """Invoke the handler every period until stopped (a standalone timer; hosts fire their schedules in `serve`)."""
     handler = load_handler(fn.handler)
     region = os.environ.get("AWS_DEFAULT_REGION", "us-east-1")
     while not stop.wait(schedule.every_s):
@@ -300,7 +300,7 @@ def slots(mappings: Iterable[MappingSpec]) -> int:
 
 def serve(fn: FunctionSpec, mappings: list[MappingSpec], schedules: Iterable[ScheduleSpec] = (), slot: int = 0,
           stop: threading.Event | None = None) -> None:
-    """One sandbox: poll every mapping and fire the schedules (slot 0 only), one invocation at a time.
+    """One sandbox: poll every mapping and fire every schedule given, one invocation at a time.
 
     Like a Lambda execution environment, a host process never runs two invocations at once, so a
     handler module's state (a powertools BatchProcessor, a metrics buffer) is never shared between
@@ -313,7 +313,7 @@ def serve(fn: FunctionSpec, mappings: list[MappingSpec], schedules: Iterable[Sch
     handler = load_handler(fn.handler)
     pollers = [Poller(fn, m, handler) for m in mappings]
     region = os.environ.get("AWS_DEFAULT_REGION", "us-east-1")
-    due = [(s, time.monotonic() + s.every_s) for s in schedules] if slot == 0 else []
+    due = [(s, time.monotonic() + s.every_s) for s in schedules]
     sqs = aws.client("sqs") if pollers else None
     wait_s = 1 if len(pollers) == 1 and not due else 0
     while not stop.is_set():

@@ -207,15 +207,22 @@ class Supervisor:
             state.functions.update(functions_of(run.resources))
 
     def spawn_function(self, state: PlatformState, spec: dict[str, Any], first: bool) -> None:
-        """One host process per concurrency slot: each runs one invocation at a time, like a sandbox.
+        """One host process per concurrency slot of the queue mappings, each running one invocation at a time,
+        like a sandbox; scheduled invocations get a host of their own (on Lambda they take their own sandbox).
 
-        `first`: slot 0 only (before "ready"); else the other slots (after "ready", so that a start
-        on a busy machine does not wait for every process's imports).
+        `first`: slot 0 and the scheduled host (before "ready"); else the other slots (after "ready", so
+        that a start on a busy machine does not wait for every process's imports).
         """
         name = spec["function"]["name"]
-        wanted = slots(MappingSpec(**m) for m in spec["mappings"])
-        for slot in (range(1) if first else range(1, wanted)):
-            self.spawn(state, f"{name}#{slot}", spec, slot)
+        polling = {**spec, "schedules": []}
+        if first:
+            if spec["mappings"]:
+                self.spawn(state, f"{name}#0", polling, 0)
+            if spec.get("schedules"):
+                self.spawn(state, f"{name}#schedule", {**spec, "mappings": []}, 0)
+            return
+        for slot in range(1, slots(MappingSpec(**m) for m in spec["mappings"]) if spec["mappings"] else 1):
+            self.spawn(state, f"{name}#{slot}", polling, slot)
 
     def spawn(self, state: PlatformState, host: str, spec: dict[str, Any], slot: int) -> None:
         name = spec["function"]["name"]

@@ -113,3 +113,23 @@ def test_each_host_process_gets_its_own_tmp_like_a_lambda_sandbox(state_dir: Pat
     assert first["CACHE"] == first["TMPDIR"] + "/cache" and Path(first["TMPDIR"]).is_dir()
     assert first["OTHER"] == "/tmpfoo" and first["PLAIN"] == "v"
     assert str(state_dir) in first["TMPDIR"]
+
+
+def test_hosts_per_function_queue_slots_and_a_schedule_host(state_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from etl.local.functions import LOCAL_CONCURRENCY_CAP
+
+    sup = platform.Supervisor(0)
+    spawned: list[tuple[str, list, list]] = []
+    monkeypatch.setattr(sup, "spawn", lambda state, host, spec, slot: spawned.append(
+        (host, spec["mappings"], spec["schedules"])))
+    mapping = {"queue_arn": "a", "queue_url": "u", "batch_size": 10, "max_concurrency": 10,
+               "report_batch_item_failures": True}
+    schedule = {"rule": "r", "expression": "rate(1 minute)"}
+    spec = {"function": {"name": "etl-local-compact"}, "mappings": [mapping], "schedules": [schedule]}
+    st = platform.PlatformState(pid=1, endpoint="", status="starting")
+    sup.spawn_function(st, spec, first=True)
+    sup.spawn_function(st, spec, first=False)
+    hosts = {h: (bool(m), bool(s)) for h, m, s in spawned}
+    assert hosts["etl-local-compact#0"] == (True, False), "queue hosts never fire schedules"
+    assert hosts["etl-local-compact#schedule"] == (False, True), "schedules fire in a host of their own"
+    assert len([h for h in hosts if h[-1].isdigit()]) == LOCAL_CONCURRENCY_CAP
