@@ -5,7 +5,7 @@ copy if the transaction fails. With several function hosts writing at once, anot
 mutating the table during that copy raised `RuntimeError: dictionary changed size during
 iteration` (a 500 to the client), and a write that landed between the backup and a rollback was
 silently undone. Real DynamoDB serialises conflicting writes per item; locally one lock over the
-item operations gives the same observable behaviour (every operation atomic, none lost).
+item writes gives the same observable behaviour for writes (each atomic, none lost).
 """
 
 from __future__ import annotations
@@ -14,14 +14,15 @@ import functools
 import threading
 from typing import Any
 
-ITEM_OPERATIONS = ("put_item", "update_item", "delete_item", "get_item", "query", "scan", "batch_get_item",
-                   "transact_write_items", "transact_get_items")
+#: writers only: reads stay concurrent (as in stock moto), so a short read never waits behind a transaction's
+#: whole-table backup copy
+ITEM_OPERATIONS = ("put_item", "update_item", "delete_item", "transact_write_items")
 _lock = threading.RLock()
 _patched: list[tuple[Any, str, Any]] = []
 
 
 def install() -> None:
-    """Serialise the item operations of moto's DynamoDB backend in this process (idempotent)."""
+    """Serialise the item writes of moto's DynamoDB backend in this process (idempotent)."""
     if _patched:
         return
     from moto.dynamodb.models import DynamoDBBackend
