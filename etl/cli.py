@@ -272,7 +272,7 @@ def watch(
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("chunks"),
                   TextColumn("{task.fields[rows]}"), TextColumn("{task.fields[stage]}"), TimeElapsedColumn(),
                   console=console) as bars:
-        waiting: int | None = bars.add_task("waiting for objects (`etl load`)…", total=None, stage="", rows="")
+        waiting: TaskID | None = bars.add_task("waiting for objects (`etl load`)…", total=None, stage="", rows="")
         while time.monotonic() < deadline:
             rows = progress.list_objects(aws.client("dynamodb"), target.out("core", "stateTable"))
             for r in rows:
