@@ -221,9 +221,10 @@ def record_lines(text: bytes, lines: Iterable[int], dialect: Dialect) -> set[int
     if not len(wanted):
         return set()
     idx = index_records(text, dialect)
+    total = int(idx.first_line[-1] + idx.lines[-1]) if len(idx) else 0
     pos = np.searchsorted(idx.first_line, wanted, side="right") - 1
     found: set[int] = set()
-    for p in np.unique(pos[pos >= 0]).tolist():
+    for p in np.unique(pos[(pos >= 0) & (wanted < total)]).tolist():  # a line past the end is no record's
         first = int(idx.first_line[p])
         found.update(range(first + 1, first + int(idx.lines[p]) + 1))
     return found

@@ -8,12 +8,12 @@ remain; then every older version of the key is deleted.
 
 Raw copies (`<dataset>/received=<day>/<oid>/<name>`, CSV or JSON Lines, maybe gzip) are found
 through lineage: the `_source_object_id` and `_source_line` of every erased lake or quarantine row.
-The subject's lines are blanked (their bytes removed, their line breaks kept), so every other row
-keeps its line number, its lineage stays true, and a replay of the object yields the same rows
-minus the erased ones (transform skips empty lines). Objects that cannot be cut on lines (CSV
-with quoted newlines) or are larger than the rewrite limit are deleted instead: the raw copy is a
-TTL'd safety copy, and the lake keeps every other row. Old versions are deleted either way, and the
-landing original is deleted if it is still there.
+The subject's records are blanked (every physical line of each, by `contracts.records`, the rule
+transform reads by: a quoted CSV value may span lines; their bytes removed, their line breaks kept),
+so every other row keeps its line number, its lineage stays true, and a replay of the object yields
+the same rows minus the erased ones (transform skips empty lines). Objects larger than the rewrite
+limit are deleted instead: the raw copy is a TTL'd safety copy, and the lake keeps every other row.
+Old versions are deleted either way, and the landing original is deleted if it is still there.
 """
 
 from __future__ import annotations
@@ -29,14 +29,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from botocore.exceptions import ClientError
 
-from contracts import aws
+from contracts import aws, records
 from contracts.datasets import Dataset
 from contracts.lineage import LINE_COLUMN, OBJECT_COLUMN, RAW_COLUMN
 from services.erasure.subjects import Subjects, typed_value
 from services.erasure.versions import purge_key, versions
 
 GZIP_MAGIC = b"\x1f\x8b"
-UTF8_BOM = b"\xef\xbb\xbf"
+UTF8_BOM = records.UTF8_BOM
 
 
 # -- quarantine -----------------------------------------------------------------------------------
@@ -174,50 +174,49 @@ def erase_quarantine(bucket: str, dataset: Dataset, subjects: Subjects, memo: An
 
 
 # -- raw copies ------------------------------------------------------------------------------------
-def line_spans(text: bytes, offset: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """(starts, ends) of the lines of text[offset:] with universal newlines, as transform counts them."""
-    a = np.frombuffer(text, dtype=np.uint8)[offset:]
-    n = len(a)
-    if n == 0:
-        empty = np.zeros(0, dtype=np.int64)
-        return empty, empty
-    lf = np.flatnonzero(a == 10)
-    cr = np.flatnonzero(a == 13)
-    lone_cr = cr[(cr + 1 >= n) | (a[np.minimum(cr + 1, n - 1)] != 10)]
-    crlf_end = np.zeros(len(lf), dtype=bool)
-    crlf_end[lf > 0] = a[lf[lf > 0] - 1] == 13
-    breaks = np.concatenate([lf, lone_cr])
-    before = np.concatenate([crlf_end, np.zeros(len(lone_cr), dtype=bool)])
-    order = np.argsort(breaks, kind="stable")
-    breaks, before = breaks[order], before[order]
-    starts = np.concatenate([[0], breaks + 1]).astype(np.int64)
-    ends = np.concatenate([breaks - before, [n]]).astype(np.int64)
-    if starts[-1] == n:
-        starts, ends = starts[:-1], ends[:-1]
-    return starts + offset, ends + offset
+def _bom(text: bytes) -> int:
+    return len(UTF8_BOM) if text.startswith(UTF8_BOM) else 0
 
 
-def blank_lines(text: bytes, lines: Iterable[int]) -> tuple[bytes, int]:
-    """Text with the given 1-based lines emptied (terminators kept); (new text, lines that changed)."""
-    offset = len(UTF8_BOM) if text.startswith(UTF8_BOM) else 0
-    starts, ends = line_spans(text, offset)
-    wanted = sorted({ln for ln in lines if 1 <= ln <= len(starts)})
+def record_lines(text: bytes, lines: Iterable[int], dialect: records.Dialect = records.LINES) -> list[int]:
+    """Every 1-based physical line of the records that start on `lines` (a CSV record may span lines)."""
+    return sorted(records.record_lines(text, [ln for ln in lines if ln >= 1], dialect))
+
+
+def blank_lines(text: bytes, lines: Iterable[int], dialect: records.Dialect = records.LINES) -> tuple[bytes, int]:
+    """Text with every line of the records on the given 1-based lines emptied (terminators kept).
+
+    Returns (new text, physical lines that changed). Records, not lines: blanking only the first line
+    of a record whose quoted value spans lines would leave the rest of it, personal data included.
+    """
+    starts, ends = records.line_spans(text, _bom(text))
+    wanted = [ln for ln in record_lines(text, lines, dialect) if ln <= len(starts)]
     cuts = [(int(starts[ln - 1]), int(ends[ln - 1])) for ln in wanted if ends[ln - 1] > starts[ln - 1]]
     if not cuts:
         return text, 0
-    out, pos = [], 0
+    out, pos, last = [], 0, b""
     for s, e in cuts:
         out.append(text[pos:s])
-        pos = e
+        last = text[s - 1:s] if s > pos else last
+        if last == b"\r" and text[e:e + 1] == b"\n":
+            # a lone \r before an emptied line ending in \n would become one \r\n break: one line fewer
+            # for every record after it. The emptied line ends in \r\n instead (still one break).
+            out.append(b"\r\n")
+            pos, last = e + 1, b"\n"
+        else:
+            pos = e
     out.append(text[pos:])
     return b"".join(out), len(cuts)
 
 
-def lines_blank(text: bytes, lines: Iterable[int]) -> bool:
-    """True when every given line is empty (verification of a rewritten raw copy)."""
-    offset = len(UTF8_BOM) if text.startswith(UTF8_BOM) else 0
-    starts, ends = line_spans(text, offset)
-    return all(ln > len(starts) or ends[ln - 1] == starts[ln - 1] for ln in lines if ln >= 1)
+def lines_blank(text: bytes, lines: Iterable[int], dialect: records.Dialect = records.LINES) -> bool:
+    """True when every line of the records on the given lines is empty (verification of a rewritten raw copy).
+
+    On a correctly blanked copy each given line is an empty record of its own; pass every line the
+    erasure blanked (its result's `lines_erased`) so that a record's tail left behind is caught too.
+    """
+    starts, ends = records.line_spans(text, _bom(text))
+    return all(ln > len(starts) or ends[ln - 1] == starts[ln - 1] for ln in record_lines(text, lines, dialect))
 
 
 def raw_keys(bucket: str, dataset: str, object_ids: Sequence[str]) -> dict[str, list[str]]:
@@ -233,11 +232,6 @@ def raw_keys(bucket: str, dataset: str, object_ids: Sequence[str]) -> dict[str, 
             for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{day}{oid}/"):
                 out[oid] += [o["Key"] for o in page.get("Contents", [])]
     return out
-
-
-def line_oriented(dataset: Dataset) -> bool:
-    """Can a raw object of this dataset be cut on line breaks (one record per line)?"""
-    return dataset.format.type == "jsonl" or not dataset.format.embedded_newlines
 
 
 def _delete_landing(meta: dict[str, str], landing_bucket: str) -> bool:
@@ -279,15 +273,18 @@ def erase_raw_object(
     landing = _delete_landing(meta, landing_bucket) or bool(saved.get("landing_deleted"))
     origin = {"landing_key": unquote(meta["etl-source-key"]), "landing_etag": meta.get("etl-source-etag", "")} \
         if landing_bucket and meta.get("etl-source-bucket") == landing_bucket and "etl-source-key" in meta else {}
-    if len(text) > max_bytes or not line_oriented(dataset):
-        why = "larger than the rewrite limit" if len(text) > max_bytes else "records may span lines"
+    if len(text) > max_bytes:
         deleted = purge_key(bucket, key)
-        return {"key": key, "action": "deleted", "why": why, "lines": len(lines), "versions_deleted": deleted,
-                "landing_deleted": landing, **origin}
-    new, changed = blank_lines(text, lines)
+        return {"key": key, "action": "deleted", "why": "larger than the rewrite limit", "lines": len(lines),
+                "versions_deleted": deleted, "landing_deleted": landing, **origin}
+    dialect = records.Dialect.of(dataset.format)
+    # every physical line of the subject's records; a retry sees them already blank (each its own
+    # record), so the first attempt's expansion is kept in the memo
+    erased = sorted(set(saved.get("lines_erased", [])) | set(record_lines(text, lines, dialect)))
+    new, changed = blank_lines(text, erased, dialect)
     keep = obj.get("VersionId")
     if changed:
-        memo.save({"lines_blanked": changed, "landing_deleted": landing})
+        memo.save({"lines_blanked": changed, "landing_deleted": landing, "lines_erased": erased})
         data = gzip.compress(new, compresslevel=6, mtime=0) if compressed else new
         extra = {"ContentType": obj["ContentType"]} if obj.get("ContentType") else {}
         keep = s3.put_object(Bucket=bucket, Key=key, Body=data, Metadata=meta, **extra).get("VersionId")
@@ -295,10 +292,12 @@ def erase_raw_object(
         changed = int(saved.get("lines_blanked", 0))
     deleted = purge_key(bucket, key, keep=keep)
     return {"key": key, "action": "rewritten" if changed else "unchanged", "lines": len(lines),
-            "lines_blanked": changed, "versions_deleted": deleted, "landing_deleted": landing, **origin}
+            "lines_blanked": changed, "lines_erased": erased, "versions_deleted": deleted,
+            "landing_deleted": landing, **origin}
 
 
-def raw_object_clean(bucket: str, key: str, lines: Sequence[int]) -> str | None:
+def raw_object_clean(bucket: str, key: str, lines: Sequence[int],
+                     dialect: records.Dialect = records.LINES) -> str | None:
     """Verification: None if the copy is gone or holds only blank lines there with one version; else why not."""
     found = list(versions(bucket, key, exact=True))
     if not found:
@@ -307,5 +306,5 @@ def raw_object_clean(bucket: str, key: str, lines: Sequence[int]) -> str | None:
         return f"{len(found)} versions remain"
     body = aws.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
     text = gzip.decompress(body) if body[:2] == GZIP_MAGIC else body
-    return None if lines_blank(text, lines) else "erased lines are not blank"
+    return None if lines_blank(text, lines, dialect) else "erased lines are not blank"
 

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from contracts import events
+from contracts import events, records
 from contracts.commits import PartitionCommitter
 from contracts.datasets import Dataset, load_datasets
 from services.erasure import certificate, sweep, verify
@@ -458,8 +458,8 @@ class Engine:
             for r in raw_results:
                 if r["dataset"] != ds_name or r.get("failed"):
                     continue
-                for c in r["copies"]:
-                    copies[c["key"]] = r["lines"]
+                for c in r["copies"]:  # lineage lines and every line of their records the erasure blanked
+                    copies[c["key"]] = sorted(set(r["lines"]) | set(c.get("lines_erased") or []))
             for oid in run.body.get("lineage", {}).get(ds_name, {}):
                 if not any(r.get("object_id") == oid and not r.get("failed") for r in raw_results):
                     landing_left.append(f"raw object {oid} was not processed")
@@ -479,7 +479,7 @@ class Engine:
                 "structure": verify.verify_rewritten(self.cfg.lake_bucket, written, subs.ids),
                 "quarantine": verify.verify_quarantine(self.cfg.quarantine_bucket, ds, subs, rewritten_q),
                 "landing_checked": len(originals), "raw_checked": len(copies),
-                "raw": verify.verify_raw(self.cfg.raw_bucket, copies, [])
+                "raw": verify.verify_raw(self.cfg.raw_bucket, copies, [], records.Dialect.of(ds.format))
                 + verify.verify_landing(self.cfg.landing_bucket, originals) + landing_left,
                 "failed_tasks": [f"{r['kind']} task {r['task_id']}: {r['failed']}" for r in failed_tasks
                                  if r.get("dataset") == ds_name],

@@ -22,7 +22,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from contracts import aws
+from contracts import aws, records
 from contracts.datasets import Dataset
 from services.erasure.blobs import S3Blob
 from services.erasure.copies import raw_object_clean, scan_quarantine
@@ -105,11 +105,13 @@ def verify_quarantine(bucket: str, dataset: Dataset, subjects: Subjects, rewritt
     return {**found, "rows_remaining": sum(found["by_subject"].values()), "keys_with_old_versions": stale}
 
 
-def verify_raw(bucket: str, copies: Mapping[str, Sequence[int]], landing_left: Sequence[str]) -> list[str]:
+def verify_raw(bucket: str, copies: Mapping[str, Sequence[int]], landing_left: Sequence[str],
+               dialect: records.Dialect = records.LINES) -> list[str]:
+    """Problems left in raw copies: `copies` maps each key to every line its erasure blanked."""
     problems = []
     for key, lines in sorted(copies.items()):
         try:
-            why = raw_object_clean(bucket, key, lines)
+            why = raw_object_clean(bucket, key, lines, dialect)
         except Exception as exc:  # a copy that cannot be read is not clean: the request fails, naming it
             why = f"unreadable ({type(exc).__name__})"
         if why:
