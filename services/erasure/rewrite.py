@@ -11,9 +11,14 @@ has its dictionary columns re-encoded (a filtered dictionary array keeps its who
 the writer would store an erased row's value in the dictionary page), and statistics, page index
 and bloom filters are computed by the writer from what it writes. structure.py checks the bytes.
 
+The footer's key-value metadata is kept (but `ARROW:schema`, which the writer makes from the schema):
+it records the contract the file was written with (`etl.contract.*`, contracts/schema_evolution.py),
+which schema evolution reads back; structure.py still checks every other key for subject ids.
+
 Not recorded in Parquet, so taken from the platform's writer convention (services/transform/
-parquet.py): zstd level 3 for plain (non-dictionary) text, 1 for the rest; bloom filters sized for
-the row group's rows at a 5 % false-positive rate.
+parquet.py, services/compact/writer.py; no service imports another and contracts holds no such
+constant): zstd level 1 for every column (free text is DELTA_LENGTH_BYTE_ARRAY, the encoding is read
+from the file); bloom filters sized for the row group's rows at a 5 % false-positive rate.
 """
 
 from __future__ import annotations
@@ -32,7 +37,10 @@ from services.erasure.fingerprints import fingerprints
 from services.erasure.subjects import ColumnValues
 
 BLOOM_FPP = 0.05
-ZSTD_TEXT_LEVEL, ZSTD_LEVEL = 3, 1
+#: zstd level of every column, as transform and compaction write them (free text included)
+ZSTD_LEVEL = 1
+#: footer keys the writer makes itself (from the schema), never copied from the source
+_WRITER_KEYS = {b"ARROW:schema"}
 _CODECS = {"ZSTD": "zstd", "SNAPPY": "snappy", "GZIP": "gzip", "UNCOMPRESSED": "none", "BROTLI": "brotli",
            "LZ4": "lz4", "LZ4_RAW": "lz4"}
 _DICTIONARY = {"PLAIN_DICTIONARY", "RLE_DICTIONARY"}
@@ -70,11 +78,7 @@ def writer_options(pf: pq.ParquetFile) -> dict[str, Any]:
         special = [e for e in _COLUMN_ENCODINGS if e in c.encodings]
         if special and n not in dictionary:
             encodings[n] = special[0]
-    levels = {
-        n: ZSTD_TEXT_LEVEL if pa.types.is_string(schema.field(n).type) and n not in dictionary else ZSTD_LEVEL
-        for n, codec in codecs.items()
-        if codec == "zstd"
-    }
+    levels = {n: ZSTD_LEVEL for n, codec in codecs.items() if codec == "zstd"}
     max_rows = max(md.row_group(i).num_rows for i in range(md.num_row_groups))
     bloom = {n: {"ndv": max(1, max_rows), "fpp": BLOOM_FPP} for n, c in chunks.items() if c.bloom_filter_offset}
     decimals_as_int = any(
@@ -94,6 +98,11 @@ def writer_options(pf: pq.ParquetFile) -> dict[str, Any]:
         "store_schema": stored_schema,
         "version": md.format_version if md.format_version in ("1.0", "2.4", "2.6") else "2.6",
     }
+
+
+def footer_metadata(pf: pq.ParquetFile) -> dict[bytes, bytes]:
+    """The source footer's key-value metadata to write again (the contract version, `etl.contract.*`)."""
+    return {k: v for k, v in (pf.metadata.metadata or {}).items() if k not in _WRITER_KEYS}
 
 
 def dictionary_passthrough(pf: pq.ParquetFile, options: dict[str, Any], columns: Sequence[ColumnValues]) -> list[str]:
@@ -167,6 +176,7 @@ def rewrite(
     result = RewriteResult()
     pf = pq.ParquetFile(source)
     options = writer_options(pf)
+    kept_metadata = footer_metadata(pf)
     passthrough = dictionary_passthrough(pf, options, columns)
     if passthrough:  # decode dictionary columns to dictionary arrays: the writer reuses them (half the work)
         pf = pq.ParquetFile(source, read_dictionary=passthrough)
@@ -195,6 +205,8 @@ def rewrite(
         _close(sink)  # no footer: a half-written file never looks like a whole one
         raise
     if writer is not None:
+        if kept_metadata:
+            writer.add_key_value_metadata(kept_metadata)
         writer.close()
     _close(sink)
     for lines in result.lineage.values():

@@ -9,7 +9,10 @@ from pathlib import Path
 import duckdb
 import pyarrow.parquet as pq
 
-from services.erasure.rewrite import rewrite, writer_options
+from contracts.schema_evolution import FOOTER_DATASET, FOOTER_VERSION, file_contract
+from services.erasure.blobs import LocalBlob
+from services.erasure.rewrite import ZSTD_LEVEL, rewrite, writer_options
+from services.erasure.structure import check_file
 from services.erasure.subjects import Subjects
 from tests.services.test_erasure_find import ORDERS, SALT, write
 
@@ -82,3 +85,26 @@ def test_writer_options_reflect_the_footer(tmp_path: Path) -> None:
     assert opts["store_schema"] is False and opts["store_decimal_as_integer"] is True
     assert opts["column_encoding"]["_source_line"] == "DELTA_BINARY_PACKED"
     assert [c.column_index for c in opts["sorting_columns"]] == [4, 0]
+
+
+def test_rewritten_file_keeps_the_contract_it_was_written_with(tmp_path: Path) -> None:
+    src = write(tmp_path, "src.parquet", list(range(200)))
+    kv = pq.ParquetFile(src).metadata.metadata
+    assert kv[FOOTER_VERSION.encode()] and kv[FOOTER_DATASET.encode()] == b"orders", "transform records it"
+    out = tmp_path / "out.parquet"
+    rewrite(str(src), lambda: str(out), Subjects.of(["1"], SALT).columns(ORDERS))
+    after = pq.ParquetFile(out).metadata.metadata or {}
+    assert {k: v for k, v in after.items() if k.startswith(b"etl.contract.")} == {
+        k: v for k, v in kv.items() if k.startswith(b"etl.contract.")}
+    assert file_contract(after).version == file_contract(kv).version is not None
+    assert ZSTD_LEVEL == 1 and set(writer_options(pq.ParquetFile(src))["compression_level"].values()) == {1}
+    same = tmp_path / "same.parquet"
+    rewrite(str(src), lambda: str(same), Subjects.of(["999999"], SALT).columns(ORDERS))  # no row removed
+
+    def sizes(path: Path) -> list[int]:
+        rg = pq.ParquetFile(path).metadata.row_group(0)
+        return [rg.column(i).total_compressed_size for i in range(rg.num_columns)]
+
+    assert sizes(same) == sizes(src), "same rows, same encodings, same zstd level: the same chunk sizes"
+    report = check_file(LocalBlob(str(out)), subject_ids=["1"])  # "1" is also the contract version
+    assert not report.problems, "the structure check still skips etl.contract.* and finds nothing else"
