@@ -75,6 +75,13 @@ class RunSubjects:
 
     by_dataset: dict[str, Subjects] = field(default_factory=dict)
     owners: dict[str, set[str]] = field(default_factory=dict)  # subject hash -> request ids
+    #: open requests whose vault item is gone (the TTL backstop fired): nothing of theirs can be
+    #: searched, so they can never be certified; they end FAILED with VAULT_MISSING
+    missing: list[str] = field(default_factory=list)
+
+
+#: why a request whose subject ids are gone fails (value-free: no id is known any more)
+VAULT_MISSING = "subject ids no longer available: vault item missing"
 
 
 class Engine:
@@ -206,7 +213,10 @@ class Engine:
         ids_by_dataset: dict[str, list[str]] = {}
         for rid in run.body["requests"]:
             item = self.store.vault_item(rid)
-            if item is None:
+            if item is None:  # normal once terminal (deleted with that transition); else lost
+                with contextlib.suppress(NotFound):
+                    if not self.store.get(rid).terminal:
+                        out.missing.append(rid)
                 continue
             req = self.store.get(rid)
             ids = unseal(rid, item)
@@ -405,7 +415,8 @@ class Engine:
             self.hook("verified")
         run.body.setdefault("verifications", []).append({"attempt": run.body["attempt"], "passed_all": all(
             report["passed"].values()), "at": report["at"]})
-        failing = [rid for rid, ok in report["passed"].items() if not ok]
+        # another attempt cannot help a request whose ids are gone: it fails in _finalize
+        failing = [rid for rid, ok in report["passed"].items() if not ok and rid not in report.get("vault_missing", [])]
         if failing and run.body["attempt"] < self.cfg.max_attempts:
             self._move_requests(run, {State.VERIFYING}, State.ERASING,
                                 f"verification found rows left; attempt {run.body['attempt'] + 1}")
@@ -501,8 +512,8 @@ class Engine:
                 if rows or d["old_generations"] or d["raw"] or d["failed_tasks"] \
                         or d["quarantine"]["keys_with_old_versions"] or verify.unattributed(d):
                     ok = False
-            passed[rid] = ok
-        return {"at": self.clock(), "datasets": datasets, "passed": passed}
+            passed[rid] = ok and rid not in subjects.missing
+        return {"at": self.clock(), "datasets": datasets, "passed": passed, "vault_missing": sorted(subjects.missing)}
 
     # -- the end --------------------------------------------------------------------------------
     def _evidence(self, run: Run, req: ErasureRequest, report: dict[str, Any]) -> dict[str, Any]:
@@ -549,7 +560,7 @@ class Engine:
             "versions_deleted": sum(int(f["versions_deleted"]) for f in q_files)
             + sum(int(c.get("versions_deleted") or 0) for c in raw),
         }
-        problems = []
+        problems = [VAULT_MISSING] if req.id in report.get("vault_missing", []) else []
         vds = {}
         for ds_name in req.datasets:
             d = report["datasets"].get(ds_name)
@@ -588,7 +599,7 @@ class Engine:
             d["structure"]["problems"] = clean(d["structure"]["problems"])
             for k in ("old_generations", "raw", "failed_tasks"):
                 d[k] = clean(d[k])
-        passed = report["passed"].get(req.id, False)
+        passed = report["passed"].get(req.id, False) and req.id not in report.get("vault_missing", [])
         verification = {"passed": passed, "at": certificate._iso(report["at"]), "datasets": vds,
                         "problems": clean(problems), "checks": certificate.checks(vds, passed)}
         return {"attempts": run.body["attempt"], "datasets": datasets, "copies": copies,

@@ -26,7 +26,7 @@ from services.erasure import intake, worker
 from services.erasure.config import Config
 from services.erasure.engine import Engine, Ports
 from services.erasure.model import State
-from services.erasure.store import Store
+from services.erasure.store import VAULT, Store, _key
 from services.erasure.vault import seal, unseal
 from services.erasure.workspace import Workspace, certificate_key
 from services.transform.core import transform
@@ -363,6 +363,41 @@ def test_a_failed_verification_ends_failed_with_what_remains(world: World, monke
     assert req.state == State.FAILED and "lake row(s) left" in (req.error or "")
     assert w.engine.store.get_run(req.run_id).body["attempt"] == w.cfg.max_attempts
     assert w.alerts and rid in w.alerts[0][0] and "7" not in w.alerts[0][1].replace(rid, "")
+
+
+@pytest.mark.parametrize("lost_at", ["before the run", "found"])
+def test_a_request_whose_vault_item_is_gone_ends_failed_never_completed(world: World, lost_at: str) -> None:
+    """The vault's TTL backstop firing on an open request: its ids cannot be searched any more, so it
+    must not be certified COMPLETED (nothing of it was erased); the other request of the run is."""
+    w = world
+    seed_small(w)
+    lost, kept = w.request(["7"], ["orders"]), w.request(["1"], ["orders"])
+
+    def expire() -> None:
+        w.store.ddb.delete_item(TableName=w.store.vault_table, Key=_key(VAULT + lost))
+
+    if lost_at == "before the run":
+        expire()
+    else:
+        steps = w.hook
+
+        def hook(step: str) -> None:
+            if step == lost_at and w.store.vault_item(lost) is not None:
+                expire()
+            steps(step)
+
+        w.hook = hook  # type: ignore[method-assign]
+    w.drive()
+    req = w.store.get(lost)
+    assert req.state == State.FAILED and req.state != State.COMPLETED
+    assert (req.error or "").startswith("subject ids no longer available: vault item missing")
+    assert "7" not in (req.error or "") + json.dumps(req.result).replace(lost, "")
+    assert w.store.get(kept).state == State.COMPLETED, w.store.get(kept).error
+    assert w.store.get_run(req.run_id).body["attempt"] == 1, "another attempt cannot bring the ids back"
+    cert = json.loads(Workspace(w.cfg.erasure_bucket).get_bytes(certificate_key(lost, "json")))
+    assert cert["outcome"] == "FAILED" and not cert["verification"]["passed"]
+    assert [e.state for e in w.published if e.request_id == lost] == ["FAILED"]
+    assert any(lost in subject for subject, _ in w.alerts)
 
 
 def test_kms_sealed_ids_round_trip(world: World) -> None:
