@@ -4,6 +4,7 @@ import logging
 import os
 import random
 import sys
+import urllib.request
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -76,6 +77,9 @@ def moto_endpoint() -> Iterator[str]:
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
+    # moto's backends are process-global: every ThreadedMotoServer of a process serves the same state, so a module
+    # run after another in the same (xdist) worker would find its tables and buckets. Start each module empty.
+    urllib.request.urlopen(urllib.request.Request(f"http://{host}:{port}/moto-api/reset", method="POST"), timeout=30)
     try:
         yield f"http://{host}:{port}"
     finally:

@@ -365,10 +365,13 @@ def _terminate(pids: list[int], timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline and any(pid_alive(p) for p in pids):
         time.sleep(0.1)
-    for pid in pids:
-        if pid_alive(pid):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+    killed = [pid for pid in pids if pid_alive(pid)]
+    for pid in killed:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10  # SIGKILL is delivered asynchronously: return once they are really gone
+    while time.monotonic() < deadline and any(pid_alive(p) for p in killed):
+        time.sleep(0.05)
 
 
 if __name__ == "__main__":
