@@ -182,7 +182,10 @@ def test_small_files_are_compacted_by_themselves_while_more_arrive(flow: Flow, p
 
 
 def test_a_reader_never_saw_a_row_twice_or_lost_one(flow: Flow) -> None:
-    assert flow.reader.snapshots >= 10 and len(flow.reader.locations) >= 2, "it read across at least one flip"
+    # two Glue locations seen means the reader read on both sides of a flip; how many reads fit in the flow
+    # depends only on the machine's speed
+    assert len(flow.reader.locations) >= 2 and flow.reader.snapshots > len(flow.reader.locations), \
+        "it read across at least one flip"
     assert flow.reader.problems == []
     assert flow.reader.seen == flow.landed
 
