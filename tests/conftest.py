@@ -37,6 +37,26 @@ def pytest_report_header(config: pytest.Config) -> str:
     return f"random seed: ETL_TEST_SEED={SEED} (hypothesis: its own, printed with any falsifying example)"
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """`--dist loadgroup` that keeps PLATFORM_TESTS on one worker, whatever the nodeids look like.
+
+    xdist 3.8 groups by appending `@group` to `item._nodeid`, which pytest 9 no longer reads (nodeids
+    come from `item._id`): the marks below were silently ignored, each platform test became a unit of
+    its own, both workers started a platform, and a module's tests split across them ran its
+    module-scoped fixtures twice. So the controller's scheduler groups by path itself.
+    """
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadGroupScheduling
+
+    class PlatformGroupScheduling(LoadGroupScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return "local-platform" if nodeid.startswith(PLATFORM_TESTS) else super()._split_scope(nodeid)
+
+    return PlatformGroupScheduling(config, log)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Under `pytest -n 2 --dist loadgroup`, every test that starts the local platform runs on one worker.
 
