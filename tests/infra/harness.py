@@ -26,6 +26,32 @@ CORE_SENTINELS = {
 }
 
 
+#: resource types billed per use (or free), none by the hour: what a stack may hold to idle at $0
+SERVERLESS_TYPES = {
+    "aws:cloudwatch/eventBus:EventBus", "aws:cloudwatch/eventArchive:EventArchive",
+    "aws:cloudwatch/eventRule:EventRule", "aws:cloudwatch/eventTarget:EventTarget",
+    "aws:cloudwatch/logGroup:LogGroup", "aws:cloudwatch/metricAlarm:MetricAlarm",
+    "aws:s3/bucket:Bucket", "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock",
+    "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration",
+    "aws:s3/bucketPolicy:BucketPolicy", "aws:s3/bucketVersioning:BucketVersioning",
+    "aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration", "aws:s3/bucketNotification:BucketNotification",
+    "aws:sqs/queue:Queue", "aws:sqs/queuePolicy:QueuePolicy", "aws:iam/role:Role", "aws:iam/rolePolicy:RolePolicy",
+    "aws:iam/policy:Policy",
+    "aws:lambda/function:Function", "aws:lambda/eventSourceMapping:EventSourceMapping",
+    "aws:glue/catalogDatabase:CatalogDatabase", "aws:glue/catalogTable:CatalogTable",
+    "aws:dynamodb/table:Table", "aws:sns/topic:Topic", "aws:sns/topicSubscription:TopicSubscription",
+    "aws:athena/workgroup:Workgroup", "aws:lambda/layerVersion:LayerVersion", "aws:s3/bucketObjectv2:BucketObjectv2",
+}
+
+#: what the console adds to the erasure stack; each is billed per request or free, none by the hour
+CONSOLE_TYPES = {
+    "aws:cognito/userPool:UserPool", "aws:cognito/userPoolClient:UserPoolClient", "aws:cognito/userGroup:UserGroup",
+    "aws:apigatewayv2/authorizer:Authorizer", "aws:cloudfront/distribution:Distribution",
+    "aws:cloudfront/originAccessControl:OriginAccessControl",
+    "aws:cloudfront/responseHeadersPolicy:ResponseHeadersPolicy", "aws:s3/bucketObjectv2:BucketObjectv2",
+}
+
+
 #: X-Ray's write actions have no resource-level permissions (AWS accepts only Resource "*" for them), and Lambda's
 #: active tracing needs them: a statement of exactly these two actions is the one allowed "*" resource.
 XRAY_WRITE_ACTIONS = ["xray:PutTelemetryRecords", "xray:PutTraceSegments"]

@@ -10,15 +10,7 @@ from contracts.datasets import load_datasets
 from infra import console
 from services.erasure import intake, subjects
 from services.erasure.api import GROUP_RULES
-from tests.infra.harness import Stack, build
-
-#: what the console adds to the erasure stack; each is billed per request or free, none by the hour
-CONSOLE_TYPES = {
-    "aws:cognito/userPool:UserPool", "aws:cognito/userPoolClient:UserPoolClient", "aws:cognito/userGroup:UserGroup",
-    "aws:apigatewayv2/authorizer:Authorizer", "aws:cloudfront/distribution:Distribution",
-    "aws:cloudfront/originAccessControl:OriginAccessControl",
-    "aws:cloudfront/responseHeadersPolicy:ResponseHeadersPolicy", "aws:s3/bucketObjectv2:BucketObjectv2",
-}
+from tests.infra.harness import CONSOLE_TYPES, Stack, build
 
 
 @pytest.fixture(scope="module")

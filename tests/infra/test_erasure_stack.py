@@ -8,9 +8,14 @@ import pytest
 
 from contracts import events
 from infra.erasure import ROUTES
-from tests.infra.harness import CORE_SENTINELS, Stack, assert_least_privilege, build
-from tests.infra.test_console_stack import CONSOLE_TYPES
-from tests.infra.test_safety import SERVERLESS_TYPES
+from tests.infra.harness import (
+    CONSOLE_TYPES,
+    CORE_SENTINELS,
+    SERVERLESS_TYPES,
+    Stack,
+    assert_least_privilege,
+    build,
+)
 
 API_TYPES = {"aws:apigatewayv2/api:Api", "aws:apigatewayv2/integration:Integration",
              "aws:apigatewayv2/route:Route", "aws:apigatewayv2/stage:Stage", "aws:lambda/permission:Permission"}

@@ -6,24 +6,7 @@ import json
 
 import pytest
 
-from tests.infra.harness import Stack, assert_least_privilege, build
-
-SERVERLESS_TYPES = {
-    "aws:cloudwatch/eventBus:EventBus", "aws:cloudwatch/eventArchive:EventArchive",
-    "aws:cloudwatch/eventRule:EventRule", "aws:cloudwatch/eventTarget:EventTarget",
-    "aws:cloudwatch/logGroup:LogGroup", "aws:cloudwatch/metricAlarm:MetricAlarm",
-    "aws:s3/bucket:Bucket", "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock",
-    "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration",
-    "aws:s3/bucketPolicy:BucketPolicy", "aws:s3/bucketVersioning:BucketVersioning",
-    "aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration", "aws:s3/bucketNotification:BucketNotification",
-    "aws:sqs/queue:Queue", "aws:sqs/queuePolicy:QueuePolicy", "aws:iam/role:Role", "aws:iam/rolePolicy:RolePolicy",
-    "aws:iam/policy:Policy",
-    "aws:lambda/function:Function", "aws:lambda/eventSourceMapping:EventSourceMapping",
-    "aws:glue/catalogDatabase:CatalogDatabase", "aws:glue/catalogTable:CatalogTable",
-    "aws:dynamodb/table:Table", "aws:sns/topic:Topic", "aws:sns/topicSubscription:TopicSubscription",
-    "aws:athena/workgroup:Workgroup", "aws:lambda/layerVersion:LayerVersion", "aws:s3/bucketObjectv2:BucketObjectv2",
-}
-
+from tests.infra.harness import SERVERLESS_TYPES, Stack, assert_least_privilege, build
 
 #: the only resources billed while idle, with what they cost and how to leave them out
 FIXED_COST_TYPES = {

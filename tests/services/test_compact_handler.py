@@ -3,45 +3,20 @@
 from __future__ import annotations
 
 import json
-import uuid
-from dataclasses import dataclass, field
-from typing import Any
 
 import pytest
 
 from contracts import events
-from contracts.commits import CleanupReport, PartitionRef
 from contracts.datasets import get_dataset
 from etl.compact_cli import CLEANUP_MESSAGE, compact_message, parse_selection
 from etl.local.functions import FunctionSpec, LambdaContext, scheduled_event
 from services.compact import handler
 from services.compact.commands import Cleanup, CompactPartition, parse_command
-from services.compact.jobs import Outcome
 from services.compact.plan import Trigger
+from tests.services.compact_fakes import FakeCompactor, envelope, record
 
 ORDERS = get_dataset("orders")
 PART = {"order_year": "2024", "order_month": "05"}
-
-
-@dataclass
-class FakeCompactor:
-    calls: list[tuple[str, Any]] = field(default_factory=list)
-
-    def files_added(self, detail: events.PartitionFilesAdded, deadline: float) -> Outcome:
-        self.calls.append(("files_added", detail.object_id))
-        return Outcome(detail.dataset, detail.partition, "below-threshold")
-
-    def compact(self, ref: PartitionRef, trigger: Trigger, deadline: float) -> Outcome:
-        self.calls.append(("compact", (ref.dataset, dict(ref.values), trigger)))
-        return Outcome(ref.dataset, dict(ref.values), "compacted")
-
-    def sweep(self) -> list[CompactPartition]:
-        self.calls.append(("sweep", None))
-        return []
-
-    def cleanup(self, deadline: float) -> CleanupReport:
-        self.calls.append(("cleanup", None))
-        return CleanupReport(entries=1, objects_deleted=3)
 
 
 @pytest.fixture
@@ -53,17 +28,6 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> FakeCompactor:
 
 def context() -> LambdaContext:
     return LambdaContext(FunctionSpec("etl-test-compact", "services.compact.handler.handler", 60, 512, {}))
-
-
-def record(body: str) -> dict[str, Any]:
-    return {"messageId": uuid.uuid4().hex, "receiptHandle": "r", "body": body, "attributes": {},
-            "messageAttributes": {}, "md5OfBody": "", "eventSource": "aws:sqs", "eventSourceARN": "arn",
-            "awsRegion": "x"}
-
-
-def envelope(detail: events.EventDetail) -> str:
-    return json.dumps({"id": uuid.uuid4().hex, "source": detail.SOURCE, "detail-type": detail.DETAIL_TYPE,
-                       "detail": detail.model_dump(mode="json")})
 
 
 def test_each_record_is_dispatched_and_only_the_bad_one_is_retried(fake: FakeCompactor) -> None:

@@ -19,7 +19,7 @@ from services.erasure.subjects import Subjects
 from services.transform.core import transform
 from services.transform.lines import index_lines
 from services.transform.quarantine import quarantine_schema
-from tests.services.test_erasure_engine import DAY, World, make_world
+from tests.services.erasure_world import DAY, World
 
 DATASETS = load_datasets()
 CUSTOMERS, ORDERS = DATASETS["customers"], DATASETS["orders"]
@@ -106,11 +106,6 @@ def test_blanking_cuts_whole_records_of_quoted_values_spanning_lines() -> None:
 def test_an_unclosed_quote_blanks_to_the_end_as_transform_reads_it() -> None:
     new, changed = blank_lines(b'h\n1,x\n7,"open\n8,y\n', [3], QUOTED)
     assert (new, changed) == (b"h\n1,x\n\n\n", 2)
-
-
-@pytest.fixture
-def world(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> World:
-    return make_world(moto_endpoint, monkeypatch)
 
 
 @pytest.mark.parametrize("gz", [False, True])

@@ -14,7 +14,7 @@ from services.erasure.blobs import LocalBlob
 from services.erasure.rewrite import ZSTD_LEVEL, rewrite, writer_options
 from services.erasure.structure import check_file
 from services.erasure.subjects import Subjects
-from tests.services.test_erasure_find import ORDERS, SALT, write
+from tests.services.orders_parquet import ORDERS, SALT, write
 
 
 def layout(path: Path) -> dict:

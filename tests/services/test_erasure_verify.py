@@ -17,12 +17,7 @@ from contracts.commits import PartitionRef
 from services.erasure import sweep
 from services.erasure.model import State
 from services.erasure.workspace import Workspace, certificate_key
-from tests.services.test_erasure_engine import World, make_world, seed
-
-
-@pytest.fixture
-def world(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> World:
-    return make_world(moto_endpoint, monkeypatch)
+from tests.services.erasure_world import DATASETS, World, orders_jsonl, seed
 
 
 def lake_versions(w: World, prefix: str) -> list[dict[str, Any]]:
@@ -153,7 +148,6 @@ def test_a_staged_copy_of_an_unfinished_commit_is_waited_for_not_deleted(world: 
     must not delete it under a commit that may be rolling forward, nor certify while it exists."""
     from services.transform.core import transform
     from services.transform.parquet import parquet_bytes
-    from tests.services.test_erasure_engine import DATASETS, orders_jsonl
 
     w = world
     seed(w)

@@ -18,7 +18,6 @@ from typing import Any
 
 import pytest
 
-import tests.services.test_erasure_engine as engine_tests
 from contracts import aws, events, layout
 from contracts import metrics as dataset_metrics
 from etl.local.functions import FunctionSpec, LambdaContext
@@ -27,11 +26,8 @@ from services.compact.jobs import Outcome
 from services.erasure import handlers as erasure_handlers
 from services.ingest import handler as ingest_handler
 from services.transform import handler as transform_handler
-from tests.services.test_compact_handler import FakeCompactor, envelope, record
-from tests.services.test_erasure_engine import SALT, World, customers_csv, orders_jsonl
-
-# the erasure test world (buckets, state table, Glue tables) of the engine tests, on the shared moto server
-world = engine_tests.world
+from tests.services.compact_fakes import FakeCompactor, envelope, record
+from tests.services.erasure_world import SALT, World, customers_csv, orders_jsonl
 
 pytestmark = pytest.mark.filterwarnings("ignore:Disabling idempotency is intended for development")
 

@@ -15,14 +15,11 @@ from typing import Any
 import pytest
 from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
 
-import tests.services.test_erasure_engine as engine_tests
 from contracts import aws, events, layout, limits, progress
 from etl.local.functions import FunctionSpec, LambdaContext
 from services.ingest import handler as ingest_handler
 from services.transform import handler as transform_handler
-from tests.services.test_erasure_engine import World, customers_csv
-
-world = engine_tests.world  # buckets, state table, Glue tables of the engine tests, on the shared moto server
+from tests.services.erasure_world import World, customers_csv
 
 
 @pytest.fixture
