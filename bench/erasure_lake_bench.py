@@ -1,0 +1,513 @@
+"""Benchmark: erasure on a realistic lake — TPC-H orders by month, compacted; 10 and 100 customers erased.
+
+Lakes (built once into --cache and reused):
+* **month** — `tpchgen-cli` orders at the given scale factor, partitioned as the contract
+  bench/tpch_orders.toml says (order_year=/order_month=), each month's rows sorted by the sort key
+  (o_orderdate, o_orderkey) and written by the compaction service's own writer
+  (services.compact.writer.RollingWriter: the contract's target_file_mb = 256 MiB, row_group_rows
+  = 1,000,000, zstd level 1, dictionaries where values repeat, DELTA for free text and integer sort
+  keys, statistics, page index, bloom filter on o_custkey, sorting_columns, lineage columns). At
+  SF10 a month is ~190,000 rows (~5 MB), so compaction leaves one file of one row group per month.
+* **dense** — bench/erasure_bench.py's lake (one file per order year, 1M-row row groups, the
+  transform's writer), where every row group holds a subject: reported beside, same contenders.
+
+Workloads: month lake with 10 and with 100 customers (a seeded sample of customers that have
+orders; the 10 are the first 10 of the 100), dense lake with erasure_bench.py's 10 customers.
+
+Contenders, each in a fresh subprocess (peak RSS via wait4), one thread unless said otherwise:
+* platform   — services.erasure in-process on local files: `find.probe` per file (footer statistics,
+               bloom filters read at the footer's offsets, exact `is_in` on the surviving row groups'
+               subject column), then `rewrite.rewrite` of each matched file, streamed by row group;
+* platform-2 — the same, files fanned out over 2 worker processes (the service fans out per partition);
+* ff         — the Find-and-Forget algorithm: FIND reads the subject column of every file; each file
+               holding a subject is read whole, each row tested in Python, and the kept rows written
+               whole with pyarrow's defaults (bench/erasure_bench.py's `baseline`).
+
+Ground truth per workload (computed apart, untimed): the files and row groups whose o_custkey holds
+a subject, their compressed bytes, and the rows to remove; every contender must remove exactly those
+rows and leave no subject in its output.
+
+    .venv/bin/python bench/erasure_lake_bench.py --sf 1                 # prints the Markdown section
+    .venv/bin/python bench/erasure_lake_bench.py --sf 10 --update-docs  # also updates docs/benchmarks.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import erasure_bench as dense
+from _harness import machine, update_docs
+
+ROOT = Path(__file__).resolve().parent.parent
+CONTRACT = ROOT / "bench" / "tpch_orders.toml"
+CONTENDERS = ("platform", "platform-2", "ff")
+SALT = "erasure-bench-salt-0123456789"
+SUBJECT_COUNTS = (10, 100)
+
+
+# -- the month lake ------------------------------------------------------------------------------------------
+def month_dataset() -> Any:
+    from contracts.datasets import load_dataset_file
+
+    return load_dataset_file(CONTRACT)
+
+
+def build_month_lake(sf: float, cache: Path) -> Path:
+    """TPC-H orders → one compacted file per (year, month), written by the compaction service's writer."""
+    lake = cache / f"lake-month-sf{sf:g}"
+    if (lake / "_done").exists():
+        return lake
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from services.compact.writer import RollingWriter
+    from services.transform.parquet import lake_schema
+
+    gen = cache / f"tpch-sf{sf:g}"
+    if not (gen / "orders.parquet").exists():
+        gen.mkdir(parents=True, exist_ok=True)
+        tool = shutil.which("tpchgen-cli") or str(Path(sys.executable).parent / "tpchgen-cli")
+        subprocess.run([tool, "parquet", "-s", f"{sf:g}", "-T", "orders", "--output-dir", str(gen)], check=True)
+    ds = month_dataset()
+    schema = lake_schema(ds)
+    raw = pq.read_table(gen / "orders.parquet")
+    raw = raw.cast(pa.schema([pa.field(f.name, pa.string() if pa.types.is_string_view(f.type) else f.type)
+                              for f in raw.schema]))
+    n = raw.num_rows
+    # lineage as transform records it: one source object, the CSV line (header = line 1) in generation order
+    raw = raw.append_column("_source_object_id", pa.array(["tpch-orders"] * n)).append_column(
+        "_source_line", pa.array(range(2, n + 2), pa.int64()))
+    month_key = pc.add(pc.multiply(pc.year(raw["o_orderdate"]), 100), pc.month(raw["o_orderdate"]))
+    if lake.exists():
+        shutil.rmtree(lake)
+    for ym in sorted(month_key.unique().to_pylist()):
+        part = raw.filter(pc.equal(month_key, ym)).sort_by([("o_orderdate", "ascending"),
+                                                            ("o_orderkey", "ascending")])
+        folder = lake / f"order_year={ym // 100}" / f"order_month={ym % 100:02d}"
+        folder.mkdir(parents=True)
+        writer = RollingWriter(path_for=lambda i, folder=folder: folder / f"compacted-{i:04d}.parquet", dataset=ds,
+                               target_bytes=ds.target_file_bytes, row_group_rows=ds.storage.row_group_rows,
+                               expected_rows=part.num_rows)
+        writer.write(part.cast(schema))
+        writer.close()
+    (lake / "_done").write_text("ok")
+    return lake
+
+
+def lake_files(lake: Path) -> list[Path]:
+    return sorted(lake.rglob("*.parquet"))
+
+
+def pick_month_subjects(lake: Path, seed: int = 42) -> list[int]:
+    """100 customers that have orders (a seeded sample); the 10-subject workload is the first 10."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    keys = pa.chunked_array([pq.read_table(f, columns=["o_custkey"])["o_custkey"] for f in lake_files(lake)])
+    distinct = sorted(pc.unique(keys).to_pylist())
+    return random.Random(seed).sample(distinct, max(SUBJECT_COUNTS))
+
+
+def ground_truth(lake: Path, subjects: list[int]) -> dict[str, Any]:
+    """Which files and row groups hold a subject, their compressed bytes, and the rows to remove."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    wanted = pa.array(subjects, pa.int64())
+    files = lake_files(lake)
+    out = {"files": len(files), "bytes": 0, "rows": 0, "row_groups": 0, "files_hit": 0, "bytes_files_hit": 0,
+           "row_groups_hit": 0, "bytes_row_groups_hit": 0, "rows_to_remove": 0, "row_groups_per_file": [],
+           "pages": 0, "pages_hit": 0, "bytes_pages_hit": 0}
+    for f in files:
+        pf = pq.ParquetFile(f)
+        md = pf.metadata
+        size = f.stat().st_size
+        out["bytes"] += size
+        out["rows"] += md.num_rows
+        out["row_groups"] += md.num_row_groups
+        out["row_groups_per_file"].append(md.num_row_groups)
+        file_hit = False
+        for r in range(md.num_row_groups):
+            col = pf.read_row_group(r, columns=["o_custkey"])["o_custkey"]
+            hits = int(pc.sum(pc.is_in(col, value_set=wanted)).as_py() or 0)
+            if hits:
+                file_hit = True
+                rg = md.row_group(r)
+                out["row_groups_hit"] += 1
+                out["bytes_row_groups_hit"] += sum(rg.column(c).total_compressed_size for c in range(rg.num_columns))
+                out["rows_to_remove"] += hits
+                positions = pc.indices_nonzero(pc.is_in(col, value_set=wanted)).to_pylist()
+                pages, hit = _pages_holding(f, rg, positions)
+                out["pages"] += pages
+                out["pages_hit"] += hit[0]
+                out["bytes_pages_hit"] += hit[1]
+        if file_hit:
+            out["files_hit"] += 1
+            out["bytes_files_hit"] += size
+    per = out.pop("row_groups_per_file")
+    out["max_row_groups_per_file"] = max(per) if per else 0
+    return out
+
+
+def _pages_holding(path: Path, rg: Any, positions: list[int]) -> tuple[int, tuple[int, int]]:
+    """Data pages of a row group's column chunks, and (count, stored bytes) of those holding a subject row.
+
+    What a page-level rewrite would have to re-encode (every other page copied as it is stored, its
+    offsets moved); dictionary pages are counted as untouched (only a value no surviving row uses
+    would force a chunk's dictionary, and so its pages, to be rebuilt). Flat columns: a V1 data
+    page's num_values is its row count, nulls included.
+    """
+    from services.erasure.pages import DATA_PAGE, DATA_PAGE_V2, chunk_span, walk_pages
+
+    pages = hit = hit_bytes = 0
+    with open(path, "rb") as fh:
+        for c in range(rg.num_columns):
+            start, length = chunk_span(rg.column(c))
+            first = 0
+            for page in walk_pages(os.pread(fh.fileno(), length, start)):
+                if page.kind not in (DATA_PAGE, DATA_PAGE_V2):
+                    continue
+                pages += 1
+                last = first + page.num_values
+                if any(first <= p < last for p in positions):
+                    hit += 1
+                    hit_bytes += page.header_bytes + page.compressed_size
+                first = last
+    return pages, (hit, hit_bytes)
+
+
+# -- contenders (inside a fresh process) ---------------------------------------------------------------------
+def _platform_file(path: str, out: str, subjects: list[int], dataset_kind: str) -> dict[str, Any]:
+    """FIND then REWRITE of one file with the service's own modules (what a worker does per partition)."""
+    from services.erasure.blobs import LocalBlob
+    from services.erasure.find import probe
+    from services.erasure.rewrite import rewrite
+    from services.erasure.subjects import Subjects
+
+    ds = month_dataset() if dataset_kind == "month" else dense.dataset()
+    columns = Subjects.of([str(s) for s in subjects], SALT.encode()).columns(ds)
+    cpu = time.process_time()
+    found = probe(LocalBlob(path), columns)
+    s = found.stats
+    result = {"files_read": s.files_scanned, "row_groups": s.row_groups, "row_groups_read": s.row_groups_scanned,
+              "pruned_stats": s.row_groups_pruned_by_stats, "pruned_bloom": s.row_groups_pruned_by_bloom,
+              "find_bytes": s.bytes_read, "files_rewritten": 0, "row_groups_rewritten": 0, "removed": 0,
+              "written": 0}
+    if found.matched:
+        r = rewrite(path, lambda: out, columns, row_groups=found.matched_row_groups)
+        result.update(files_read=1, row_groups_read=s.row_groups_scanned + r.row_groups_in, files_rewritten=1,
+                      row_groups_rewritten=r.row_groups_out, removed=r.rows_removed,
+                      written=os.path.getsize(out) if r.rows_out else 0)
+    result["cpu"] = time.process_time() - cpu
+    return result
+
+
+def _warm_worker() -> None:
+    """A fan-out worker as a long-lived function host: one thread, the modules imported before work."""
+    import services.erasure.find
+    import services.erasure.rewrite
+    import services.erasure.subjects  # noqa: F401
+
+    dense._single_thread()
+
+
+def _run_platform(lake: Path, out: Path, subjects: list[int], kind: str, workers: int) -> None:
+    import pyarrow as pa
+
+    import services.erasure.find
+    import services.erasure.rewrite  # noqa: F401
+
+    dense._single_thread()
+    pa.array([0])
+    files = lake_files(lake)
+    jobs = [(str(f), str(out / f"{i}.parquet"), subjects, kind) for i, f in enumerate(files)]
+    start = dense._started()
+    if workers == 1:
+        results = [_platform_file(*j) for j in jobs]
+    else:
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(workers, initializer=_warm_worker) as pool:
+            list(pool.map(time.sleep, [0.5] * workers))  # both workers up and warm: the service's are long-lived
+            start = dense._started()
+            results = list(pool.map(_platform_file, *zip(*jobs, strict=True), chunksize=4))
+    total = {k: sum(r[k] for r in results) for k in results[0]}
+    dense._report(start, files_opened=len(files), files_read=total["files_read"],
+                  row_groups_read=total["row_groups_read"], files_rewritten=total["files_rewritten"],
+                  row_groups_rewritten=total["row_groups_rewritten"], rows_removed=total["removed"],
+                  bytes_rewritten=total["written"], pruned_stats=total["pruned_stats"],
+                  pruned_bloom=total["pruned_bloom"], find_bytes=total["find_bytes"],
+                  # the workers' own CPU per file, not their start-up (reaped children count whole)
+                  **({} if workers == 1 else {"cpu_seconds": time.process_time() - start[1] + total["cpu"]}))
+
+
+def _run_ff(lake: Path, out: Path, subjects: list[int]) -> None:
+    """Find-and-Forget: scan the subject column of every file, rewrite each affected object whole."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    dense._single_thread()
+    pa.array([0])
+    files = lake_files(lake)
+    wanted, value_set = set(subjects), pa.array(subjects, pa.int64())
+    start = dense._started()
+    affected, row_groups_scanned = [], 0
+    for f in files:  # Athena `SELECT DISTINCT "$path" … WHERE o_custkey IN (…)`: the whole column of every file
+        col = pq.read_table(f, columns=["o_custkey"])["o_custkey"]
+        row_groups_scanned += pq.ParquetFile(f).metadata.num_row_groups
+        if pc.any(pc.is_in(col, value_set=value_set)).as_py():
+            affected.append(f)
+    removed = written = groups_in = groups_out = 0
+    for i, f in enumerate(affected):
+        table = pq.read_table(f)  # the whole object in memory
+        groups_in += pq.ParquetFile(f).metadata.num_row_groups
+        keep = [c not in wanted for c in table["o_custkey"].to_pylist()]  # one Python test per row
+        kept = table.filter(pa.array(keep))
+        removed += table.num_rows - kept.num_rows
+        sink = pa.BufferOutputStream()
+        with pq.ParquetWriter(sink, kept.schema) as writer:  # pyarrow defaults (snappy), as its task writes
+            writer.write_table(kept)
+        data = sink.getvalue()
+        groups_out += pq.ParquetFile(pa.BufferReader(data)).metadata.num_row_groups
+        target = out / f"{i}.parquet"
+        target.write_bytes(data.to_pybytes())
+        written += target.stat().st_size
+    dense._report(start, files_opened=len(files), files_read=len(files), row_groups_read=row_groups_scanned + groups_in,
+                  files_rewritten=len(affected), row_groups_rewritten=groups_out, rows_removed=removed,
+                  bytes_rewritten=written, pruned_stats=0, pruned_bloom=0, find_bytes=0)
+
+
+def run_contender(name: str, lake: Path, kind: str, subjects: list[int]) -> dict[str, Any]:
+    """One contender in a fresh interpreter: its JSON line plus the child's peak RSS; output checked."""
+    out = Path(tempfile.mkdtemp(prefix=f"erasure-lake-{name}-"))
+    try:
+        env = {**os.environ, **dense.SINGLE_THREAD_ENV, "PYTHONPATH": str(ROOT)}
+        proc = subprocess.Popen([sys.executable, __file__, "--child", name, "--kind", kind, "--lake", str(lake),
+                                 "--out", str(out), "--subjects", ",".join(map(str, subjects))],
+                                stdout=subprocess.PIPE, env=env)
+        assert proc.stdout is not None
+        stdout = proc.stdout.read()
+        _, status, usage = os.wait4(proc.pid, 0)
+        if status != 0:
+            raise RuntimeError(f"{name} failed with status {status}")
+        result = json.loads(stdout.decode().strip().splitlines()[-1])
+        dense.check_output(out, subjects)
+        return {**result, "peak_rss_mb": usage.ru_maxrss / 1024}
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+
+
+# -- the report ----------------------------------------------------------------------------------------------
+def mb(n: float) -> str:
+    return f"{n / 1e6:,.1f}"
+
+
+def _median(rs: list[dict[str, Any]]) -> dict[str, Any]:
+    return {k: statistics.median(r[k] for r in rs) for k in rs[0]}
+
+
+def render_workload(title: str, truth: dict[str, Any], results: dict[str, list[dict[str, Any]]]) -> list[str]:
+    med = {name: _median(rs) for name, rs in results.items()}
+    ff, ff_cpu = med["ff"]["seconds"], med["ff"]["cpu_seconds"]
+    lines = [
+        f"**{title}** — {truth['files']} files, {truth['row_groups']} row groups (≤ {truth['max_row_groups_per_file']}"
+        f" per file), {mb(truth['bytes'])} MB, {truth['rows']:,} rows. Subjects' rows: {truth['rows_to_remove']:,} in "
+        f"{truth['row_groups_hit']} row groups ({truth['row_groups_hit'] / truth['row_groups']:.0%}) of "
+        f"{truth['files_hit']} files ({truth['files_hit'] / truth['files']:.0%}); those row groups hold "
+        f"{mb(truth['bytes_row_groups_hit'])} MB, and {truth['pages_hit']:,} of their {truth['pages']:,} data pages "
+        f"hold a subject's row ({mb(truth['bytes_pages_hit'])} MB).",
+        "",
+        "| contender | time (s) | vs F&F | CPU (s) | vs F&F CPU | files read / rewritten | "
+        "row groups read / rewritten | pruned by stats / bloom | bytes read (MB) | bytes rewritten (MB) | "
+        "rewritten / row groups with a subject | peak RSS (MB) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name in CONTENDERS:
+        if name not in med:
+            continue
+        r = med[name]
+        lines.append(
+            f"| {name} | {r['seconds']:.2f} | {ff / r['seconds']:.2f}x | {r['cpu_seconds']:.2f} | "
+            f"{ff_cpu / r['cpu_seconds']:.2f}x | "
+            f"{r['files_read']:.0f} / {r['files_rewritten']:.0f} | {r['row_groups_read']:.0f} / "
+            f"{r['row_groups_rewritten']:.0f} | {r['pruned_stats']:.0f} / {r['pruned_bloom']:.0f} | "
+            f"{mb(r['bytes_read'])} | {mb(r['bytes_rewritten'])} | "
+            f"{r['bytes_rewritten'] / max(1, truth['bytes_row_groups_hit']):.2f} | {r['peak_rss_mb']:.0f} |")
+    lines.append("")
+    return lines
+
+
+def verdict(w: dict[str, Any], res: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """The figures the targets are judged on: the platform's best wall-time ratio and its bytes ratio."""
+    med = {name: _median(rs) for name, rs in res.items()}
+    ff = med["ff"]
+    best = max((n for n in med if n != "ff"), key=lambda n: ff["seconds"] / med[n]["seconds"])
+    t = w["truth"]
+    return {"title": w["title"], "best": best, "speedup": ff["seconds"] / med[best]["seconds"],
+            "cpu_speedup": ff["cpu_seconds"] / med["platform"]["cpu_seconds"],
+            "bytes_ratio": med["platform"]["bytes_rewritten"] / max(1, t["bytes_row_groups_hit"]),
+            "row_groups_hit_share": t["row_groups_hit"] / t["row_groups"]}
+
+
+def targets(verdicts: list[dict[str, Any]]) -> list[str]:
+    lines = ["Targets (issue #15): ≥ 5x the Find-and-Forget algorithm's wall time, and bytes rewritten ≤ 1.2x the "
+             "bytes of the row groups that hold a subject.", ""]
+    for v in verdicts:
+        lines.append(
+            f"* {v['title']}: {v['speedup']:.2f}x F&F ({v['best']}; one thread: {v['cpu_speedup']:.2f}x its CPU) — "
+            f"{'met' if v['speedup'] >= 5 else 'missed'}; {v['bytes_ratio']:.2f}x bytes — "
+            f"{'met' if v['bytes_ratio'] <= 1.2 else 'missed'}; subjects in {v['row_groups_hit_share']:.0%} of the "
+            "row groups.")
+    return lines
+
+
+NOTES = """Why the 5x is out of reach on this lake, and what would reach it:
+
+* **The subjects are not a minority of the row groups.** A TPC-H customer's ~15 orders are spread uniformly over
+  the seven years, and a compacted month is one row group (at SF10 ~190,000 rows, ~5 MB: far under the 128 MiB
+  target), so 10 customers touch most months and 100 customers nearly all (shares above). FIND rules out the
+  rest with the bloom filters (statistics cannot: every row group spans the whole o_custkey range) and rewrites only
+  the files that hold a subject — as F&F does; what is left is decoding and re-encoding those row groups, the same
+  floor for every correct method that rewrites Parquet, so the ratio is the per-byte rewrite speed (the platform's
+  streamed rewrite vs F&F's whole-object read, per-row Python test and snappy write) plus FIND's savings.
+* **Copying untouched row groups without decoding them** (parquet-java's `ParquetRewriter`, Hudi RFC-68) buys
+  nothing here: every rewritten row group holds a subject (*row groups rewritten* equals the row groups with a
+  subject in every table), in the month files and in the dense year files alike. It would matter once a file holds
+  many row groups and a subject touches few — a month of TPC-H at SF1000 (~19M rows, two 256 MiB files of ~10
+  row groups): 10 customers would touch ~145 of ~1,500 row groups in ~100 of 160 files, and a whole-file rewrite
+  re-encodes ~6x the bytes that hold a subject, missing the 1.2x bytes target that a row-group copy would meet.
+  pyarrow cannot copy a row group; it takes a footer rewriter (Thrift FileMetaData, offsets of pages, indexes and
+  bloom filters moved), not implemented.
+* **What would reach 5x on this lake**: re-encoding only the *pages* that hold a subject's row and copying the
+  others as stored (the page count above; the writer caps pages at 20,000 rows, so an SF10 month column has ~10
+  pages and a customer's order touches one per column), or deletion vectors / Iceberg position deletes
+  (merge-on-read: nothing rewritten until compaction). Both need a Parquet writer below pyarrow's API or a table
+  format the platform's Glue tables do not have.
+"""
+
+
+def update_summary(sf: float, verdicts: list[dict[str, Any]], load: str) -> None:
+    """Replace the summary table's erasure row (docs/benchmarks.md) with this run's verdicts."""
+    from _harness import DOCS
+
+    month = [v for v in verdicts if v["title"].startswith("month")]
+    dense_v = [v for v in verdicts if v["title"].startswith("dense")]
+    result = "; ".join(f"{v['title'].split(', ')[1]}: {v['speedup']:.2f}x F&F, {v['bytes_ratio']:.2f}x bytes "
+                       f"(subjects in {v['row_groups_hit_share']:.0%} of row groups)" for v in month)
+    if dense_v:
+        result += f"; dense year files: {dense_v[0]['speedup']:.2f}x, {dense_v[0]['bytes_ratio']:.2f}x bytes"
+    if load:
+        result = f"under load ({load}): {result}"
+    ok_speed = all(v["speedup"] >= 5 for v in month)
+    ok_bytes = all(v["bytes_ratio"] <= 1.2 for v in month)
+    row = (f"| erasure, TPC-H SF{sf:g} orders by month (compacted), 10 / 100 customers; dense year files beside "
+           f"| Find-and-Forget algorithm | {result} | ≥ 5x: {'met' if ok_speed else 'missed'} (subjects touch most "
+           f"row groups); ≤ 1.2x: {'met' if ok_bytes else 'missed'} |")
+    lines = DOCS.read_text().splitlines(keepends=True)
+    prefixes = ("| erasure, 10 customers of SF", "| erasure, TPC-H SF")
+    for i, line in enumerate(lines):
+        if line.startswith(prefixes):
+            lines[i] = row + "\n"
+            break
+    else:
+        raise SystemExit("docs/benchmarks.md: no erasure row in the summary table")
+    DOCS.write_text("".join(lines))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sf", type=float, default=1)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "etl-erasure-bench",
+                    help="where the generated data and lakes are kept between runs")
+    ap.add_argument("--update-docs", action="store_true", help="write the section of docs/benchmarks.md")
+    ap.add_argument("--only", choices=CONTENDERS, action="append")
+    ap.add_argument("--no-dense", action="store_true", help="skip the dense (year) workload")
+    ap.add_argument("--child", choices=CONTENDERS, help=argparse.SUPPRESS)
+    ap.add_argument("--kind", help=argparse.SUPPRESS)
+    ap.add_argument("--lake", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--out", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--subjects", help=argparse.SUPPRESS)
+    ap.add_argument("--prepare", action="store_true", help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    sys.path.insert(0, str(ROOT))
+    if a.child:
+        subjects = [int(s) for s in a.subjects.split(",")]
+        if a.child == "ff":
+            _run_ff(a.lake, a.out, subjects)
+        else:
+            _run_platform(a.lake, a.out, subjects, a.kind, workers=2 if a.child == "platform-2" else 1)
+        return
+    if a.prepare:  # in its own process, so the contenders do not inherit a big parent's memory
+        month = build_month_lake(a.sf, a.cache)
+        month_subjects = pick_month_subjects(month)
+        workloads = [{"title": f"month, {k} customers", "kind": "month", "lake": str(month),
+                      "subjects": month_subjects[:k]} for k in SUBJECT_COUNTS]
+        if not a.no_dense:
+            year = dense.build_lake(a.sf, a.cache)
+            workloads.append({"title": "dense (year files), 10 customers", "kind": "dense", "lake": str(year),
+                              "subjects": dense.pick_subjects(year)})
+        for w in workloads:
+            w["truth"] = ground_truth(Path(w["lake"]), w["subjects"])
+        print(json.dumps(workloads))
+        return
+    a.cache.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    prepared = subprocess.run([sys.executable, __file__, "--prepare", "--sf", f"{a.sf:g}", "--cache", str(a.cache),
+                               *(["--no-dense"] if a.no_dense else [])],
+                              check=True, stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)})
+    workloads = json.loads(prepared.stdout.strip().splitlines()[-1])
+    print(f"lakes ready in {time.perf_counter() - t0:.0f}s", file=sys.stderr)
+    load_before = os.getloadavg()[0]
+    results: list[dict[str, list[dict[str, Any]]]] = [{} for _ in workloads]
+    for run in range(a.runs):
+        for w, res in zip(workloads, results, strict=True):
+            for name in a.only or CONTENDERS:  # interleaved: a slow phase of the machine hits everyone
+                r = run_contender(name, Path(w["lake"]), w["kind"], w["subjects"])
+                if r["rows_removed"] != w["truth"]["rows_to_remove"]:
+                    raise AssertionError(f"{name} removed {r['rows_removed']} rows of {w['title']}, "
+                                         f"expected {w['truth']['rows_to_remove']}")
+                res.setdefault(name, []).append(r)
+                print(f"run {run + 1} {w['title']} {name}: {r['seconds']:.2f}s", file=sys.stderr)
+    load_after = os.getloadavg()[0]
+    body: list[str] = []
+    for w, res in zip(workloads, results, strict=True):
+        body += render_workload(w["title"], w["truth"], res)
+    verdicts = [verdict(w, res) for w, res in zip(workloads, results, strict=True)]
+    load = (f"1-minute load average {load_before:.1f} before and {load_after:.1f} after the runs "
+            f"({os.cpu_count()} CPUs)")
+    quiet = max(load_before, load_after) < 1.5
+    section = "\n".join([
+        f"## Erasure on a realistic lake: TPC-H orders by month (SF{a.sf:g}), 10 and 100 customers", "",
+        f"Reproduce: `.venv/bin/python bench/erasure_lake_bench.py --sf {a.sf:g} --runs {a.runs} --update-docs` "
+        "(needs `tpchgen-cli`).", machine("pyarrow"), "",
+        f"{'' if quiet else 'Taken under load: '}{load}; median of {a.runs} run(s); MB = 10^6 bytes. "
+        "F&F = the Find-and-Forget algorithm (full scan of the subject column of every file, whole-object "
+        "rewrite with pyarrow's defaults); *files read* are files whose data pages were read (every "
+        "contender opens every footer); *row groups read* count a row group once per pass that decodes it.",
+        "", *body, *targets(verdicts), "", NOTES])
+    print(section)
+    if a.update_docs:
+        update_docs("erasure-lake", section)
+        update_summary(a.sf, verdicts, load if not quiet else "")
+
+
+if __name__ == "__main__":
+    main()
