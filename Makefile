@@ -40,6 +40,7 @@ bench: setup
 	$(BIN)/python bench/transform_bench.py --sf 1
 	$(BIN)/python bench/compact_bench.py --sf 1
 	$(BIN)/python bench/erasure_bench.py
+	$(BIN)/python bench/erasure_lake_bench.py
 	$(BIN)/python bench/e2e_bench.py
 	$(BIN)/python bench/cost_bench.py
 	$(BIN)/python bench/erasure_e2e_bench.py --sf 1

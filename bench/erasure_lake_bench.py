@@ -511,7 +511,7 @@ def main() -> None:
     print(section)
     if a.update_docs:
         update_docs("erasure-lake", section)
-        update_summary(a.sf, verdicts, load if not quiet else "")
+        update_summary(a.sf, verdicts, "" if quiet else f"1-min load avg {load_before:.1f} / {load_after:.1f}")
 
 
 if __name__ == "__main__":
