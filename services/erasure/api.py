@@ -33,7 +33,7 @@ from services.erasure.config import Config
 from services.erasure.model import CANCELLABLE, ErasureRequest, State
 from services.erasure.store import IdempotencyConflict, NotFound, Store
 from services.erasure.vault import load_salt
-from services.erasure.workspace import Workspace, certificate_key
+from services.erasure.workspace import Workspace, certificate_key, stage_key
 
 logger = Logger()
 app = APIGatewayHttpResolver()
@@ -113,11 +113,11 @@ def _progress(req: ErasureRequest) -> dict[str, Any] | None:
         run = Store.of(_cfg()).get_run(req.run_id)
     except NotFound:
         return None
-    stage = run.body["stages"].get(f"{run.body['attempt']}.{run.body['phase']}")
-    total = len(stage["tasks"]) if stage else 0
-    done = len(set(stage["tasks"]) & run.done) if stage else 0
-    return {"run_id": run.id, "phase": run.body["phase"], "attempt": run.body["attempt"], "tasks_done": done,
-            "tasks_total": total}
+    st = run.state
+    stage = st.stages.get(stage_key(st.attempt, st.phase))
+    total = len(stage.tasks) if stage else 0
+    done = len(set(stage.tasks) & run.done) if stage else 0
+    return {"run_id": run.id, "phase": st.phase, "attempt": st.attempt, "tasks_done": done, "tasks_total": total}
 
 
 @app.post("/erasure-requests")

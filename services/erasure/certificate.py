@@ -19,7 +19,7 @@ def _iso(ts: float | None) -> str | None:
 
 
 def build(req: ErasureRequest, evidence: dict[str, Any], *, salt_id: str, issued_at: float) -> dict[str, Any]:
-    """`evidence` is what the run gathered for this request (see engine.Engine._evidence)."""
+    """`evidence` is what the run gathered for this request (evidence.request_evidence)."""
     verified = bool(evidence["verification"]["passed"])
     return {
         "format": FORMAT,

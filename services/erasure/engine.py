@@ -18,29 +18,41 @@ from __future__ import annotations
 
 import contextlib
 import json
-import re
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from contracts import events, records
+from contracts import events
 from contracts.commits import PartitionCommitter
 from contracts.datasets import Dataset, load_datasets
 from services.erasure import certificate, sweep, verify
 from services.erasure.config import Config
+from services.erasure.evidence import RunResults, fingerprints, request_evidence, verification_report
 from services.erasure.find import FindStats
-from services.erasure.hashing import redact, salt_id, subject_hash
+from services.erasure.hashing import salt_id
 from services.erasure.lake import Partition, candidate_partitions, find_in_partition, old_generation_versions
+from services.erasure.members import RunSubjects, run_subjects
 from services.erasure.model import ErasureRequest, State, new_run_id
+from services.erasure.runstate import (
+    Committed,
+    FindSummary,
+    LakeTask,
+    Phase,
+    PhaseEntered,
+    QuarantineTask,
+    RawTask,
+    RunState,
+    Stage,
+    StageTasks,
+    TaskResult,
+    Verdict,
+)
 from services.erasure.store import Conflict, NotFound, Run, Store
-from services.erasure.subjects import Subjects
-from services.erasure.vault import unseal
 from services.erasure.versions import delete_versions
-from services.erasure.workspace import Workspace, certificate_key, run_prefix
+from services.erasure.workspace import RunWorkspace, Workspace, certificate_key, stage_key, task_id
 
-PHASES = ("find", "lake", "raw", "purge", "verify", "done")
 MAX_REQUESTS_PER_RUN = 500
 LEASE_MARGIN_S = 30
 FIND_SAVE_EVERY = 25
@@ -55,7 +67,7 @@ class Ports:
     """Side effects other than the state table and buckets, injectable for tests."""
 
     send: Callable[[str, dict[str, Any]], None]
-    publish: Callable[[Sequence[events.EventDetail]], None]
+    publish: Callable[[Sequence[events.EventDetail]], object]
     notify: Callable[[str, str], None]
     metric: Callable[[str, float], None]
 
@@ -63,25 +75,6 @@ class Ports:
 def subject_datasets(datasets: Mapping[str, Dataset]) -> list[str]:
     """Datasets erasure reaches: every contract that declares subject columns."""
     return sorted(n for n, d in datasets.items() if d.subject_columns)
-
-
-def task_id(attempt: int, stage: str, n: int) -> str:
-    return f"{attempt}.{stage}.{n:05d}"
-
-
-@dataclass
-class RunSubjects:
-    """Per dataset, the subjects of the run's requests whose scope includes it."""
-
-    by_dataset: dict[str, Subjects] = field(default_factory=dict)
-    owners: dict[str, set[str]] = field(default_factory=dict)  # subject hash -> request ids
-    #: open requests whose vault item is gone (the TTL backstop fired): nothing of theirs can be
-    #: searched, so they can never be certified; they end FAILED with VAULT_MISSING
-    missing: list[str] = field(default_factory=list)
-
-
-#: why a request whose subject ids are gone fails (value-free: no id is known any more)
-VAULT_MISSING = "subject ids no longer available: vault item missing"
 
 
 class Engine:
@@ -111,11 +104,9 @@ class Engine:
     # -- ticks ----------------------------------------------------------------------------------
     def tick(self, *, start: bool, deadline: float, run_ids: Iterable[str] = ()) -> dict[str, Any]:
         """One invocation: maybe start a run, advance active runs, report deadline risk."""
-        report: dict[str, Any] = {"started": None, "advanced": {}}
         if self.clock() < deadline:
             self.committer.cleanup(deadline=deadline)  # settle crashed commits, delete due garbage
-        started = self.start_run(force=start)
-        report["started"] = started
+        report: dict[str, Any] = {"started": self.start_run(force=start), "advanced": {}}
         for run_id in dict.fromkeys([*run_ids, *self.store.active_runs()]):
             if self.clock() >= deadline:
                 break
@@ -139,14 +130,13 @@ class Engine:
         due = len(pending) >= self.cfg.batch_size or now - pending[0]["received_at"] >= self.cfg.batch_max_wait_s
         if not (force or due):
             return None
-        run = Run(new_run_id(now), {
-            "created_at": now, "phase": "find", "attempt": 1, "trigger": "demand" if force else "batch",
-            "requests": [p["id"] for p in pending[:MAX_REQUESTS_PER_RUN]], "stages": {}, "committed": [],
-            "history": [{"at": now, "phase": "find"}],
-        })
+        run = Run(new_run_id(now), RunState(
+            created_at=now, phase="find", attempt=1, trigger="demand" if force else "batch",
+            requests=[p["id"] for p in pending[:MAX_REQUESTS_PER_RUN]], history=[PhaseEntered(at=now, phase="find")],
+        ))
         self.store.create_run(run)
         members = []
-        for rid in run.body["requests"]:
+        for rid in run.state.requests:
             def schedule(req: ErasureRequest, run_id: str = run.id) -> bool:
                 if req.state != State.RECEIVED:
                     return False
@@ -158,7 +148,7 @@ class Engine:
             if req.run_id == run.id:
                 members.append(rid)
         run = self.store.get_run(run.id)
-        run.body["requests"] = members
+        run.state.requests = members
         self.store.save_run(run, finished=not members, retention_s=self.retention_s)
         return run.id if members else None
 
@@ -166,25 +156,27 @@ class Engine:
         owner = uuid.uuid4().hex
         if not self.store.lease(run_id, owner, deadline + LEASE_MARGIN_S, self.clock()):
             return "leased elsewhere"
+        steps: dict[Phase, Callable[[Run, float], bool]] = {
+            "find": self._phase_find, "lake": self._phase_lake, "raw": self._phase_raw,
+            "purge": self._phase_purge, "verify": self._phase_verify,
+        }
         try:
             while self.clock() < deadline:
                 run = self.store.get_run(run_id)
-                phase = run.body["phase"]
-                if phase == "done":
+                if run.state.phase == "done":
                     return "done"
-                step = getattr(self, f"_phase_{phase}")
-                if not step(run, deadline):
-                    now_in = self.store.get_run(run_id).body["phase"]
+                if not steps[run.state.phase](run, deadline):
+                    now_in = self.store.get_run(run_id).state.phase
                     return "done" if now_in == "done" else f"waiting in {now_in}"
             return "out of time"
         finally:
             self.store.release(run_id, owner)
 
     # -- helpers --------------------------------------------------------------------------------
-    def _save(self, run: Run, phase: str | None = None, *, finished: bool = False) -> None:
+    def _save(self, run: Run, phase: Phase | None = None, *, finished: bool = False) -> None:
         if phase:
-            run.body["phase"] = phase
-            run.body["history"].append({"at": self.clock(), "phase": phase})
+            run.state.phase = phase
+            run.state.history.append(PhaseEntered(at=self.clock(), phase=phase))
         self.store.save_run(run, finished=finished, retention_s=self.retention_s)
         if phase:
             self.hook(f"phase:{phase}")
@@ -192,7 +184,7 @@ class Engine:
     def _move_requests(self, run: Run, frm: set[State], to: State, note: str = "") -> list[str]:
         """Move members from `frm` to `to`; members found elsewhere (cancelled) leave the run."""
         kept = []
-        for rid in run.body["requests"]:
+        for rid in run.state.requests:
             def move(req: ErasureRequest) -> bool:
                 if req.run_id != run.id or req.state == to or req.state not in frm:
                     return False
@@ -209,107 +201,80 @@ class Engine:
 
     def subjects(self, run: Run) -> RunSubjects:
         """The run's subjects per dataset, from the vault of each member request still open."""
-        out = RunSubjects()
-        ids_by_dataset: dict[str, list[str]] = {}
-        for rid in run.body["requests"]:
-            item = self.store.vault_item(rid)
-            if item is None:  # normal once terminal (deleted with that transition); else lost
-                with contextlib.suppress(NotFound):
-                    if not self.store.get(rid).terminal:
-                        out.missing.append(rid)
-                continue
-            req = self.store.get(rid)
-            ids = unseal(rid, item)
-            for h in Subjects.of(ids, self.salt).hashes:
-                out.owners.setdefault(h, set()).add(rid)
-            for ds in req.datasets:
-                ids_by_dataset.setdefault(ds, []).extend(ids)
-        out.by_dataset = {ds: Subjects.of(ids, self.salt) for ds, ids in ids_by_dataset.items()}
-        return out
+        return run_subjects(self.store, run.state.requests, self.salt)
 
-    def _stage_tasks(self, run: Run, stage: str, descriptors: Sequence[dict[str, Any]]) -> None:
-        attempt = run.body["attempt"]
-        ids = [task_id(attempt, stage, n) for n in range(len(descriptors))]
-        for tid, desc in zip(ids, descriptors, strict=True):
-            self.ws.put_json(f"{run_prefix(run.id)}tasks/{tid}.json", {**desc, "stage": stage, "attempt": attempt})
-        run.body["stages"][f"{attempt}.{stage}"] = {"tasks": ids, "sent": False}
+    def _stage_tasks(self, run: Run, stage: Stage, tasks: Sequence[LakeTask | QuarantineTask | RawTask]) -> None:
+        attempt, rws = run.state.attempt, RunWorkspace(self.ws, run.id)
+        ids = [task_id(attempt, stage, n) for n in range(len(tasks))]
+        for tid, task in zip(ids, tasks, strict=True):
+            rws.put_task(tid, task)
+        run.state.stages[stage_key(attempt, stage)] = StageTasks(tasks=ids, sent=False)
 
-    def _send_stage(self, run: Run, stage: str) -> None:
-        info = run.body["stages"][f"{run.body['attempt']}.{stage}"]
-        if info["sent"]:
+    def _send_stage(self, run: Run, stage: Stage) -> None:
+        info = run.state.stages[stage_key(run.state.attempt, stage)]
+        if info.sent:
             return
-        for tid in info["tasks"]:
+        for tid in info.tasks:
             if tid not in run.done:
                 self.ports.send(self.cfg.work_queue_url, {"run_id": run.id, "task_id": tid})
-        info["sent"] = True
+        info.sent = True
         self._save(run)
 
-    def _stage_done(self, run: Run, stage: str) -> bool:
-        info = run.body["stages"][f"{run.body['attempt']}.{stage}"]
-        return set(info["tasks"]) <= run.done
+    def _stage_done(self, run: Run, stage: Stage) -> bool:
+        return set(run.state.stages[stage_key(run.state.attempt, stage)].tasks) <= run.done
 
-    def results(self, run: Run, stage: str, attempt: int | None = None) -> list[dict[str, Any]]:
-        attempt = run.body["attempt"] if attempt is None else attempt
-        info = run.body["stages"].get(f"{attempt}.{stage}", {"tasks": []})
-        out = []
-        for tid in info["tasks"]:
-            doc = self.ws.get_json(f"{run_prefix(run.id)}results/{tid}.json")
-            if doc is not None:
-                out.append(doc)
-        return out
+    def results(self, run: Run, stage: Stage, attempt: int | None = None) -> list[TaskResult]:
+        return RunWorkspace(self.ws, run.id).results(run.state, stage, attempt)
 
     def fingerprints(self, run: Run) -> dict[str, set[str]]:
         """Per dataset, the fingerprints of every row the run's attempts removed (fingerprints.py)."""
-        out: dict[str, set[str]] = {}
-        for a in range(1, run.body["attempt"] + 1):
-            for r in self.results(run, "lake", a):
-                if r.get("kind") == "lake" and r.get("fingerprints"):
-                    out.setdefault(r["dataset"], set()).update(r["fingerprints"])
-        return out
+        return fingerprints(RunWorkspace(self.ws, run.id).all_results(run.state, "lake"))
 
     # -- phases ---------------------------------------------------------------------------------
     def _phase_find(self, run: Run, deadline: float) -> bool:
-        attempt = run.body["attempt"]
+        st, rws = run.state, RunWorkspace(self.ws, run.id)
+        attempt = st.attempt
         if attempt == 1:
-            run.body["requests"] = self._move_requests(run, {State.SCHEDULED, State.FINDING}, State.FINDING,
-                                                       f"run {run.id}: finding")
-            if not run.body["requests"]:
+            st.requests = self._move_requests(run, {State.SCHEDULED, State.FINDING}, State.FINDING,
+                                              f"run {run.id}: finding")
+            if not st.requests:
                 return self._finish(run)
         subjects = self.subjects(run)
-        key = f"{run_prefix(run.id)}find-{attempt}.json"
-        doc = self.ws.get_json(key) or self._find_plan(subjects)
+        key = rws.find_key(attempt)
+        doc = rws.get(key) or self._find_plan(subjects)
         stats = {ds: FindStats.from_json(v) for ds, v in doc["stats"].items()}
 
         def stats_json() -> dict[str, Any]:
-            return {ds: st.to_json() for ds, st in stats.items()}
+            return {ds: s.to_json() for ds, s in stats.items()}
 
         parts = doc["partitions"]
         while doc["next"] < len(parts):
             if self.clock() >= deadline:
-                self.ws.put_json(key, {**doc, "stats": stats_json()})
+                rws.put(key, {**doc, "stats": stats_json()})
                 return False
             dataset, values, location = parts[doc["next"]]
             columns = subjects.by_dataset[dataset].columns(self.datasets[dataset])
-            hits, s = find_in_partition(self.committer, Partition(dataset, values, location), columns)
-            stats.setdefault(dataset, FindStats()).add(s)
+            hits, found = find_in_partition(self.committer, Partition(dataset, values, location), columns)
+            stats.setdefault(dataset, FindStats()).add(found)
             if hits:
                 doc["hits"].append({"dataset": dataset, "values": values, "location": location,
                                     "files": len(hits), "rows": sum(h.probe.matched_rows for h in hits)})
             doc["next"] += 1
             if doc["next"] % FIND_SAVE_EVERY == 0:
-                self.ws.put_json(key, {**doc, "stats": stats_json()})
+                rws.put(key, {**doc, "stats": stats_json()})
         doc["stats"] = stats_json()
-        self.ws.put_json(key, doc)
+        rws.put(key, doc)
         self.hook("found")
         if attempt == 1:
-            run.body["requests"] = self._move_requests(run, {State.FINDING}, State.ERASING, "rewriting starts")
-            if not run.body["requests"]:
+            st.requests = self._move_requests(run, {State.FINDING}, State.ERASING, "rewriting starts")
+            if not st.requests:
                 return self._finish(run)
-        run.body.setdefault("find", {})[str(attempt)] = {"stats": doc["stats"], "pruned": doc["pruned"],
-                                                         "partitions_with_hits": len(doc["hits"])}
-        tasks = [{"kind": "lake", "dataset": h["dataset"], "values": h["values"], "location": h["location"]}
-                 for h in doc["hits"]]
-        tasks += [{"kind": "quarantine", "dataset": ds} for ds in sorted(subjects.by_dataset)]
+        st.find[str(attempt)] = FindSummary(stats=doc["stats"], pruned=doc["pruned"],
+                                            partitions_with_hits=len(doc["hits"]))
+        tasks: list[LakeTask | QuarantineTask | RawTask] = [
+            LakeTask(dataset=h["dataset"], values=h["values"], location=h["location"], stage="lake", attempt=attempt)
+            for h in doc["hits"]]
+        tasks += [QuarantineTask(dataset=ds, stage="lake", attempt=attempt) for ds in sorted(subjects.by_dataset)]
         self._stage_tasks(run, "lake", tasks)
         self._save(run, "lake")
         self._send_stage(run, "lake")
@@ -329,24 +294,25 @@ class Engine:
         return {"partitions": parts, "next": 0, "hits": [], "stats": {}, "pruned": pruned}
 
     def _phase_lake(self, run: Run, deadline: float) -> bool:
+        st = run.state
         self._send_stage(run, "lake")
         if not self._stage_done(run, "lake"):
             return False
         lineage: dict[str, dict[str, set[int]]] = {
-            ds: {oid: set(lines) for oid, lines in objs.items()} for ds, objs in run.body.get("lineage", {}).items()
+            ds: {oid: set(lines) for oid, lines in objs.items()} for ds, objs in st.lineage.items()
         }
         for r in self.results(run, "lake"):
-            if r.get("failed"):
+            if not r.ok:
                 continue
-            if r["kind"] == "lake" and r.get("generation"):
-                run.body["committed"].append({"dataset": r["dataset"], "partition": r["partition"],
-                                              "generation": r["generation"], "committed_at": r["committed_at"],
-                                              "attempt": run.body["attempt"]})
-            for oid, lines in r.get("lineage", {}).items():
-                lineage.setdefault(r["dataset"], {}).setdefault(oid, set()).update(lines)
-        run.body["lineage"] = {ds: {oid: sorted(v) for oid, v in objs.items()} for ds, objs in lineage.items()}
-        tasks = [{"kind": "raw", "dataset": ds, "object_id": oid}
-                 for ds, objs in sorted(lineage.items()) for oid in sorted(objs)]
+            if r.kind == "lake" and r.generation and r.committed_at is not None:
+                st.committed.append(Committed(dataset=r.dataset, partition=r.partition, generation=r.generation,
+                                              committed_at=r.committed_at, attempt=st.attempt))
+            for oid, lines in r.lineage.items():
+                lineage.setdefault(r.dataset, {}).setdefault(oid, set()).update(lines)
+        st.lineage = {ds: {oid: sorted(v) for oid, v in objs.items()} for ds, objs in lineage.items()}
+        tasks: list[LakeTask | QuarantineTask | RawTask] = [
+            RawTask(dataset=ds, object_id=oid, stage="raw", attempt=st.attempt)
+            for ds, objs in sorted(lineage.items()) for oid in sorted(objs)]
         self._stage_tasks(run, "raw", tasks)
         self._save(run, "raw")
         self._send_stage(run, "raw")
@@ -356,26 +322,23 @@ class Engine:
         self._send_stage(run, "raw")
         if not self._stage_done(run, "raw"):
             return False
-        this = [c for c in run.body["committed"] if c["attempt"] == run.body["attempt"]]
-        last = max((c["committed_at"] for c in this), default=self.clock())
-        run.body["purge_due"] = last + self.cfg.purge_grace_s
+        this = [c for c in run.state.committed if c.attempt == run.state.attempt]
+        last = max((c.committed_at for c in this), default=self.clock())
+        run.state.purge_due = last + self.cfg.purge_grace_s
         self._save(run, "purge")
         return True
 
     def _phase_purge(self, run: Run, deadline: float) -> bool:
-        if self.clock() < run.body["purge_due"]:
+        st = run.state
+        if st.purge_due is not None and self.clock() < st.purge_due:
             return False
-        deleted = int(run.body.get("old_generation_versions_deleted", 0))
-        for c in run.body["committed"]:
-            if c.get("purged"):
+        for c in st.committed:
+            if c.purged:
                 continue
-            ds = self.datasets[c["dataset"]]
-            deleted += delete_versions(self.cfg.lake_bucket,
-                                       old_generation_versions(self.cfg.lake_bucket, ds, c["partition"],
-                                                               int(c["generation"])))
-            c["purged"] = True
-        run.body["old_generation_versions_deleted"] = deleted
-        hidden = run.body.setdefault("hidden_deleted", {})
+            ds = self.datasets[c.dataset]
+            st.old_generation_versions_deleted += delete_versions(
+                self.cfg.lake_bucket, old_generation_versions(self.cfg.lake_bucket, ds, c.partition, c.generation))
+            c.purged = True
         subjects, wanted = self.subjects(run), self.fingerprints(run)
         in_flight = 0
         for ds_name, subs in sorted(subjects.by_dataset.items()):
@@ -385,17 +348,18 @@ class Engine:
             done = sweep.purge(self.cfg.lake_bucket, hits, self.committer)
             in_flight += done["in_flight"]
             for kind, n in done["deleted"].items():
-                hidden[kind] = hidden.get(kind, 0) + n
-        waited_since = run.body.setdefault("in_flight_since", self.clock())
-        if in_flight and self.clock() - waited_since < self.committer.settings.grace_seconds + IN_FLIGHT_MARGIN_S:
+                st.hidden_deleted[kind] = st.hidden_deleted.get(kind, 0) + n
+        if st.in_flight_since is None:
+            st.in_flight_since = self.clock()
+        if in_flight and self.clock() - st.in_flight_since < self.committer.settings.grace_seconds + IN_FLIGHT_MARGIN_S:
             # staged copies of commits not finished (or abandoned): the writer commits them (then they are
             # deleted here) or the committer's cleanup, run every tick, deletes them after its grace
-            run.body["purge_due"] = self.clock() + IN_FLIGHT_POLL_S
+            st.purge_due = self.clock() + IN_FLIGHT_POLL_S
             self._save(run)
             self.ports.send(self.cfg.run_queue_url, {"action": "advance", "run_id": run.id,
                                                      "delay_s": IN_FLIGHT_POLL_S})
             return False
-        run.body.pop("in_flight_since", None)
+        st.in_flight_since = None
         self._save(run)
         self.hook("purged")
         self._move_requests(run, {State.ERASING}, State.VERIFYING, "verification starts")
@@ -403,24 +367,30 @@ class Engine:
         return True
 
     def _phase_verify(self, run: Run, deadline: float) -> bool:
-        key = f"{run_prefix(run.id)}verify-{run.body['attempt']}.json"
-        report = self.ws.get_json(key)
+        st, rws = run.state, RunWorkspace(self.ws, run.id)
+        key = rws.verify_key(st.attempt)
+        report = rws.get(key)
         if report is None:  # a tick that died while finalising reuses the verdict its requests got
             subjects = self.subjects(run)
             lake = self._verify_lake(run, subjects, deadline)
             if lake is None:
                 return False  # the scan continues in the next tick from where it stopped
-            report = self._verify(run, subjects, lake)
-            self.ws.put_json(key, report)
+            requests = []
+            for rid in st.requests:
+                with contextlib.suppress(NotFound):
+                    requests.append(self.store.get(rid))
+            report = verification_report(self.cfg, self.datasets, st, RunResults.load(rws, st), subjects, lake,
+                                         requests, salt=self.salt, clock=self.clock)
+            rws.put(key, report)
             self.hook("verified")
-        run.body.setdefault("verifications", []).append({"attempt": run.body["attempt"], "passed_all": all(
-            report["passed"].values()), "at": report["at"]})
+        st.verifications.append(Verdict(attempt=st.attempt, passed_all=all(report["passed"].values()),
+                                        at=report["at"]))
         # another attempt cannot help a request whose ids are gone: it fails in _finalize
         failing = [rid for rid, ok in report["passed"].items() if not ok and rid not in report.get("vault_missing", [])]
-        if failing and run.body["attempt"] < self.cfg.max_attempts:
+        if failing and st.attempt < self.cfg.max_attempts:
             self._move_requests(run, {State.VERIFYING}, State.ERASING,
-                                f"verification found rows left; attempt {run.body['attempt'] + 1}")
-            run.body["attempt"] += 1
+                                f"verification found rows left; attempt {st.attempt + 1}")
+            st.attempt += 1
             self._save(run, "find")
             return True
         self._finalize(run, report)
@@ -428,9 +398,10 @@ class Engine:
 
     def _verify_lake(self, run: Run, subjects: RunSubjects, deadline: float) -> dict[str, Any] | None:
         """Probe every file under every current Glue location, resumably (a big lake takes several ticks)."""
-        key = f"{run_prefix(run.id)}verify-lake-{run.body['attempt']}.json"
+        rws = RunWorkspace(self.ws, run.id)
+        key = rws.verify_lake_key(run.state.attempt)
         wanted = self.fingerprints(run)
-        doc = self.ws.get_json(key)
+        doc = rws.get(key)
         if doc is None:
             parts = []
             for ds_name, subs in sorted(subjects.by_dataset.items()):
@@ -441,7 +412,7 @@ class Engine:
             doc = {"partitions": parts, "next": 0, "datasets": {ds: verify.empty_lake() for ds in subjects.by_dataset}}
         while doc["next"] < len(doc["partitions"]):
             if self.clock() >= deadline:
-                self.ws.put_json(key, doc)
+                rws.put(key, doc)
                 return None
             ds_name, location = doc["partitions"][doc["next"]]
             verify.merge_lake(doc["datasets"][ds_name], verify.verify_partition(
@@ -449,186 +420,21 @@ class Engine:
                 wanted=wanted.get(ds_name, ()), salt=self.salt))
             doc["next"] += 1
             if doc["next"] % FIND_SAVE_EVERY == 0:
-                self.ws.put_json(key, doc)
-        self.ws.put_json(key, doc)
-        return doc["datasets"]
-
-    def _verify(self, run: Run, subjects: RunSubjects, lake: dict[str, Any]) -> dict[str, Any]:
-        datasets: dict[str, Any] = {}
-        raw_results = [r for a in range(1, run.body["attempt"] + 1) for r in self.results(run, "raw", a)]
-        q_results = [r for a in range(1, run.body["attempt"] + 1) for r in self.results(run, "lake", a)
-                     if r["kind"] == "quarantine"]
-        failed_tasks = [r for a in range(1, run.body["attempt"] + 1) for st in ("lake", "raw")
-                        for r in self.results(run, st, a) if r.get("failed")]
-        wanted = self.fingerprints(run)
-        for ds_name, subs in sorted(subjects.by_dataset.items()):
-            ds = self.datasets[ds_name]
-            committed = [c for c in run.body["committed"] if c["dataset"] == ds_name]
-            copies: dict[str, list[int]] = {}
-            landing_left: list[str] = []
-            for r in raw_results:
-                if r["dataset"] != ds_name or r.get("failed"):
-                    continue
-                for c in r["copies"]:  # lineage lines and every line of their records the erasure blanked
-                    copies[c["key"]] = sorted(set(r["lines"]) | set(c.get("lines_erased") or []))
-            for oid in run.body.get("lineage", {}).get(ds_name, {}):
-                if not any(r.get("object_id") == oid and not r.get("failed") for r in raw_results):
-                    landing_left.append(f"raw object {oid} was not processed")
-            rewritten_q = [f["key"] for r in q_results if r["dataset"] == ds_name for f in r.get("files", [])
-                           if f["action"] == "rewritten"]
-            originals = sorted({(c["landing_key"], c.get("landing_etag", "")) for r in raw_results
-                                if r["dataset"] == ds_name and not r.get("failed") for c in r["copies"]
-                                if c.get("landing_key")})
-            written = [f["new_key"] for a in range(1, run.body["attempt"] + 1) for r in self.results(run, "lake", a)
-                       if r["kind"] == "lake" and r["dataset"] == ds_name and not r.get("failed")
-                       for f in r.get("files", []) if f.get("new_key")]
-            datasets[ds_name] = {
-                "lake": lake.get(ds_name, verify.empty_lake()),
-                "old_generations": verify.verify_old_generations(self.cfg.lake_bucket, ds, committed),
-                "hidden": verify.verify_hidden(self.cfg.lake_bucket, self.cfg.database, ds, subs,
-                                               wanted.get(ds_name, set()), self.salt),
-                "structure": verify.verify_rewritten(self.cfg.lake_bucket, written, subs.ids),
-                "quarantine": verify.verify_quarantine(self.cfg.quarantine_bucket, ds, subs, rewritten_q),
-                "landing_checked": len(originals), "raw_checked": len(copies),
-                "raw": verify.verify_raw(self.cfg.raw_bucket, copies, [], records.Dialect.of(ds.format))
-                + verify.verify_landing(self.cfg.landing_bucket, originals) + landing_left,
-                "failed_tasks": [f"{r['kind']} task {r['task_id']}: {r['failed']}" for r in failed_tasks
-                                 if r.get("dataset") == ds_name],
-            }
-        passed = {}
-        for rid in run.body["requests"]:
-            try:
-                req = self.store.get(rid)
-            except NotFound:
-                continue
-            ok = True
-            for ds_name in req.datasets:
-                d = datasets.get(ds_name)
-                if d is None:
-                    continue
-                rows = sum(n for h, n in d["lake"]["rows_remaining"].items() if h in req.subject_hashes)
-                rows += sum(n for h, n in d["quarantine"]["by_subject"].items() if h in req.subject_hashes)
-                rows += sum(n for h, n in d["hidden"]["by_subject"].items() if h in req.subject_hashes)
-                if rows or d["old_generations"] or d["raw"] or d["failed_tasks"] \
-                        or d["quarantine"]["keys_with_old_versions"] or verify.unattributed(d):
-                    ok = False
-            passed[rid] = ok and rid not in subjects.missing
-        return {"at": self.clock(), "datasets": datasets, "passed": passed, "vault_missing": sorted(subjects.missing)}
+                rws.put(key, doc)
+        rws.put(key, doc)
+        datasets: dict[str, Any] = doc["datasets"]
+        return datasets
 
     # -- the end --------------------------------------------------------------------------------
-    def _evidence(self, run: Run, req: ErasureRequest, report: dict[str, Any]) -> dict[str, Any]:
-        mine = set(req.subject_hashes)
-        attempts = range(1, run.body["attempt"] + 1)
-        lake_results = [r for a in attempts for r in self.results(run, "lake", a)]
-        raw_results = [r for a in attempts for r in self.results(run, "raw", a)]
-        datasets: dict[str, Any] = {}
-        for ds_name in req.datasets:
-            find = FindStats()
-            for a in attempts:
-                find_doc = self.ws.get_json(f"{run_prefix(run.id)}find-{a}.json")
-                if find_doc:
-                    find.add(FindStats.from_json(find_doc["stats"].get(ds_name, {})))
-            parts = []
-            rows = 0
-            for r in lake_results:
-                if r["kind"] != "lake" or r["dataset"] != ds_name or r.get("failed"):
-                    continue
-                n = sum(v for h, v in r.get("by_subject", {}).items() if h in mine)
-                if not n:
-                    continue
-                rows += n
-                parts.append(self._public_partition(ds_name, r, n))
-            datasets[ds_name] = {
-                "rows_removed": rows, "partitions": parts,
-                "files_rewritten": sum(1 for p in parts for f in p["files"] if f.get("new_key")),
-                "files_removed": sum(1 for p in parts for f in p["files"] if not f.get("new_key")),
-                "find": find.to_json(),
-            }
-        q_files = [f for r in lake_results if r["kind"] == "quarantine" and r["dataset"] in req.datasets
-                   for f in r.get("files", []) if any(h in mine for h in f.get("by_subject", {}))]
-        raw = [c for r in raw_results if r["dataset"] in req.datasets and not r.get("failed") for c in r["copies"]]
-        copies = {
-            "quarantine_files": [{k: f[k] for k in ("key", "action", "rows_removed", "versions_deleted")}
-                                 for f in q_files],
-            "quarantine_rows_removed": sum(v for f in q_files for h, v in f["by_subject"].items() if h in mine),
-            "raw_objects": [{k: c.get(k) for k in ("key", "action", "lines_blanked", "versions_deleted", "why")}
-                            for c in raw],
-            "raw_lines_blanked": sum(int(c.get("lines_blanked") or 0) for c in raw),
-            "landing_deleted": sum(1 for c in raw if c.get("landing_deleted")),
-            "old_generation_versions_deleted": int(run.body.get("old_generation_versions_deleted", 0)),
-            "hidden_lake_copies_deleted": dict(run.body.get("hidden_deleted", {})),
-            "versions_deleted": sum(int(f["versions_deleted"]) for f in q_files)
-            + sum(int(c.get("versions_deleted") or 0) for c in raw),
-        }
-        problems = [VAULT_MISSING] if req.id in report.get("vault_missing", []) else []
-        vds = {}
-        for ds_name in req.datasets:
-            d = report["datasets"].get(ds_name)
-            if d is None:
-                continue
-            lake = {**d["lake"], "rows_remaining": {h: n for h, n in d["lake"]["rows_remaining"].items() if h in mine}}
-            quarantine = {**d["quarantine"],
-                          "by_subject": {h: n for h, n in d["quarantine"]["by_subject"].items() if h in mine}}
-            quarantine["rows_remaining"] = sum(quarantine["by_subject"].values())
-            hidden = {**d["hidden"], "by_subject": {h: n for h, n in d["hidden"]["by_subject"].items() if h in mine}}
-            vds[ds_name] = {"lake": lake, "quarantine": quarantine, "old_generations": d["old_generations"],
-                            "raw": d["raw"], "failed_tasks": d["failed_tasks"], "hidden": hidden,
-                            "structure": d["structure"], "landing_checked": d["landing_checked"],
-                            "raw_checked": d["raw_checked"]}
-            problems += verify.dataset_problems(ds_name, hidden, d)
-            problems += [f"{ds_name}: {sum(lake['rows_remaining'].values())} lake row(s) left in "
-                         f"{len(lake['files_with_subjects'])} file(s)"] if sum(lake["rows_remaining"].values()) else []
-            problems += [f"{ds_name}: {quarantine['rows_remaining']} quarantine row(s) left"] \
-                if quarantine["rows_remaining"] else []
-            problems += [f"{ds_name}: old generation object {k}" for k in d["old_generations"][:20]]
-            problems += [f"{ds_name}: raw {p}" for p in d["raw"][:20]]
-            problems += [f"{ds_name}: {p}" for p in d["failed_tasks"][:20]]
-            problems += [f"{ds_name}: quarantine key with old versions {k}"
-                         for k in d["quarantine"]["keys_with_old_versions"][:20]]
-        ids = [i for s in self.subjects(run).by_dataset.values() for i in s.ids]
-
-        def clean(texts: list[str]) -> list[str]:  # keys of subject-keyed partitions would name subjects
-            return [redact(t, ids, self.salt) for t in texts]
-
-        for d in vds.values():
-            d["lake"]["files_with_subjects"] = clean(d["lake"]["files_with_subjects"])
-            d["lake"]["unreadable"] = clean(d["lake"].get("unreadable", []))
-            d["quarantine"]["files_with_subjects"] = clean(d["quarantine"]["files_with_subjects"])
-            d["quarantine"]["unreadable"] = clean(d["quarantine"].get("unreadable", []))
-            d["hidden"]["copies_with_subjects"] = clean(d["hidden"]["copies_with_subjects"])
-            d["structure"]["problems"] = clean(d["structure"]["problems"])
-            for k in ("old_generations", "raw", "failed_tasks"):
-                d[k] = clean(d[k])
-        passed = report["passed"].get(req.id, False) and req.id not in report.get("vault_missing", [])
-        verification = {"passed": passed, "at": certificate._iso(report["at"]), "datasets": vds,
-                        "problems": clean(problems), "checks": certificate.checks(vds, passed)}
-        return {"attempts": run.body["attempt"], "datasets": datasets, "copies": copies,
-                "verification": verification}
-
-    def _public_partition(self, ds_name: str, r: dict[str, Any], rows: int) -> dict[str, Any]:
-        """A partition's outcome for the certificate; a partition key drawn from a subject column (a
-        tenant id) would name the subject, so its value, in the values and in every key, is hashed."""
-        ds = self.datasets[ds_name]
-        values = {k: r["partition"][k] for k in ds.partition_names}
-        secret = [p.name for p in ds.partitioning if p.source in ds.subject_columns and p.transform == "identity"]
-        files = [dict(f) for f in r["files"]]
-        for name in secret:
-            hidden = subject_hash(values[name], self.salt)
-            segment = re.compile(rf"(^|/){re.escape(name)}=[^/]+")
-            values[name] = hidden
-            for f in files:
-                for k in ("key", "new_key"):
-                    if f.get(k):
-                        f[k] = segment.sub(lambda m, h=hidden, n=name: f"{m.group(1)}{n}={h}", f[k])
-        return {"partition": values, "generation": r["generation"], "files": files, "rows_removed_for_request": rows}
-
     def _finalize(self, run: Run, report: dict[str, Any]) -> None:
         """Per request: terminal state, certificate, ErasureCompleted (each step repeatable after a crash)."""
-        for rid in run.body["requests"]:
+        results = RunResults.load(RunWorkspace(self.ws, run.id), run.state)
+        ids = self.subjects(run).ids  # read once: a request's vault item goes when it ends
+        for rid in run.state.requests:
             req = self.store.get(rid)
             if req.terminal and req.result.get("announced"):
                 continue
-            evidence = self._evidence(run, req, report)
+            evidence = request_evidence(req, run.state, results, report, self.datasets, ids, salt=self.salt)
             if not req.terminal:
                 ok = bool(evidence["verification"]["passed"])
                 summary = {
@@ -677,7 +483,7 @@ class Engine:
         self.store.update(req.id, announced, retention_s=self.retention_s)
 
     def _finish(self, run: Run) -> bool:
-        self.ws.delete_prefix(run_prefix(run.id))
+        RunWorkspace(self.ws, run.id).delete()
         with contextlib.suppress(Conflict):  # another tick finished it
             self._save(run, "done", finished=True)
         return False

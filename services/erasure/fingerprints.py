@@ -41,7 +41,7 @@ def fingerprints(table: pa.Table, columns: Sequence[str], salt: bytes) -> list[s
     if not columns or any(c not in table.column_names for c in columns) or table.num_rows == 0:
         return [None] * table.num_rows
     parts = []
-    any_value = None
+    any_value: pa.ChunkedArray | None = None
     for c in columns:
         col = table[c]
         if pa.types.is_dictionary(col.type):
@@ -50,6 +50,7 @@ def fingerprints(table: pa.Table, columns: Sequence[str], salt: bytes) -> list[s
         any_value = present if any_value is None else pc.or_(any_value, present)
         parts.append(pc.fill_null(pc.cast(col, pa.string()), _NULL))
     joined = pc.binary_join_element_wise(*parts, _SEP)
+    assert any_value is not None  # columns is not empty
     out: list[str | None] = []
     for text, ok in zip(joined.to_pylist(), any_value.to_pylist(), strict=True):
         out.append(hmac.new(salt, text.encode(), hashlib.sha256).hexdigest()[:DIGEST_HEX] if ok else None)

@@ -23,6 +23,7 @@ from typing import Any
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
@@ -46,29 +47,37 @@ processor = BatchProcessor(event_type=EventType.SQS)
 SAFETY_S = 60
 
 
+def _send(url: str, body: dict[str, Any]) -> None:
+    delay = {"DelaySeconds": min(900, int(body["delay_s"]))} if body.get("delay_s") else {}
+    aws.client("sqs").send_message(QueueUrl=url, MessageBody=json.dumps(body), **delay)
+
+
+def _committer(cfg: Config) -> PartitionCommitter:
+    return PartitionCommitter.on_aws(bucket=cfg.lake_bucket, table_name=cfg.state_table, database=cfg.database)
+
+
 def engine(cfg: Config | None = None) -> Engine:
     cfg = cfg or Config.from_environ()
-
-    def send(url: str, body: dict[str, Any]) -> None:
-        delay = {"DelaySeconds": min(900, int(body["delay_s"]))} if body.get("delay_s") else {}
-        aws.client("sqs").send_message(QueueUrl=url, MessageBody=json.dumps(body), **delay)
+    topic = cfg.alerts_topic
 
     def notify(subject: str, message: str) -> None:
-        if cfg.alerts_topic:
-            aws.client("sns").publish(TopicArn=cfg.alerts_topic, Subject=subject[:100], Message=message)
+        if topic:
+            aws.client("sns").publish(TopicArn=topic, Subject=subject[:100], Message=message)
 
+    bus = cfg.bus
     ports = Ports(
-        send=send,
-        publish=lambda details: events.publish(aws.client("events"), cfg.bus, details),
+        send=_send,
+        publish=lambda details: events.publish(aws.client("events"), bus, details),
         notify=notify,
         metric=lambda name, value: metrics.add_metric(name=name, unit=MetricUnit.Count, value=value),
     )
-    return Engine(
-        cfg, store=Store.of(cfg), workspace=Workspace(cfg.erasure_bucket),
-        committer=PartitionCommitter.on_aws(bucket=cfg.lake_bucket, table_name=cfg.state_table,
-                                            database=cfg.database),
-        ports=ports, salt=load_salt(cfg.salt_parameter),
-    )
+    return Engine(cfg, store=Store.of(cfg), workspace=Workspace(cfg.erasure_bucket), committer=_committer(cfg),
+                  ports=ports, salt=load_salt(cfg.salt_parameter))
+
+
+def task_worker(cfg: Config) -> worker.Worker:
+    return worker.Worker.of(cfg, store=Store.of(cfg), workspace=Workspace(cfg.erasure_bucket),
+                            committer=_committer(cfg), salt=load_salt(cfg.salt_parameter), send=_send)
 
 
 def _deadline(context: LambdaContext) -> float:
@@ -118,7 +127,7 @@ def _intake_record(record: SQSRecord) -> dict[str, Any]:
 @metrics.log_metrics(raise_on_empty_metrics=False)
 @tracer.capture_lambda_handler(capture_response=False, capture_error=False)
 @logger.inject_lambda_context(clear_state=True)
-def events_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+def events_handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
     return process_partial_response(event=event, record_handler=_intake_record, processor=processor, context=context)
 
 
@@ -147,18 +156,18 @@ def _task_record(record: SQSRecord, lambda_context: LambdaContext) -> dict[str, 
     run_id, task = body["run_id"], body["task_id"]
     logger.append_keys(run_id=run_id, task_id=task)
     tracer.put_annotation(key="run_id", value=run_id)
-    eng = engine()
+    cfg = Config.from_environ()
+    w = task_worker(cfg)
     try:
-        out = worker.run_task(eng, run_id, task, deadline=_deadline(lambda_context))
+        out = worker.run_task(w, run_id, task, deadline=_deadline(lambda_context))
     except OutOfTime as exc:
-        eng.ports.send(eng.cfg.work_queue_url, body)  # continue in a fresh invocation from the checkpoint
-        logger.info("task continues in another invocation",
-                    detail=worker.safe_text(eng, eng.store.get_run(run_id), str(exc)))
+        _send(cfg.work_queue_url, body)  # continue in a fresh invocation from the checkpoint
+        logger.info("task continues in another invocation", detail=w.safe_text(w.store.get_run(run_id), str(exc)))
         return {"status": "continued"}
     except Exception as exc:
         attempts = int(record.attributes.approximate_receive_count or 1)
-        if attempts >= eng.cfg.max_receive_count:
-            worker.record_failure(eng, run_id, task, f"{type(exc).__name__}: {exc}")
+        if attempts >= cfg.max_receive_count:
+            worker.record_failure(w, run_id, task, f"{type(exc).__name__}: {exc}")
             logger.error("task failed on its last delivery", attempts=attempts, error=type(exc).__name__)
         raise
     logger.info("task finished", **out)
@@ -175,6 +184,6 @@ def _task_record(record: SQSRecord, lambda_context: LambdaContext) -> dict[str, 
 @metrics.log_metrics(raise_on_empty_metrics=False)
 @tracer.capture_lambda_handler(capture_response=False, capture_error=False)
 @logger.inject_lambda_context(clear_state=True)
-def worker_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+def worker_handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
     return process_partial_response(event=event, record_handler=_task_record, processor=processor, context=context)
 

@@ -76,9 +76,10 @@ def parse(data: Any, datasets: Mapping[str, Dataset], cfg: Config | None = None,
                               for c in datasets[d].subject_columns)
             problems.append(f"subject_ids[{i}] is not a valid value of any subject column in scope: {kinds}")
     if body.deadline is not None:
-        problems.append(deadline_problem(body, cfg, time.time() if now is None else now) if cfg
-                        else "deadline: not accepted here (file through the API to set one)")
-    problems = [p for p in problems if p]
+        late = deadline_problem(body, cfg, time.time() if now is None else now) if cfg \
+            else "deadline: not accepted here (file through the API to set one)"
+        if late:
+            problems.append(late)
     if problems:
         raise InvalidRequest(problems)
     return body.model_copy(update={"datasets": sorted(set(scope))})

@@ -195,7 +195,8 @@ def plain_values(data: bytes, n: int, physical_type: str, type_length: int = 0) 
             raise PageFormatError("dictionary page shorter than its values")
         return [v[0] for v in struct.iter_unpack(fmt, data[: n * width])]
     if physical_type == "BYTE_ARRAY":
-        out, pos = [], 0
+        out: list[int | float | bytes] = []
+        pos = 0
         for _ in range(n):
             if pos + 4 > len(data):
                 raise PageFormatError("dictionary page shorter than its values")

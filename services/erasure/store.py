@@ -27,6 +27,7 @@ from botocore.exceptions import ClientError
 
 from contracts import aws
 from services.erasure.model import ErasureRequest
+from services.erasure.runstate import RunState
 
 if TYPE_CHECKING:
     from services.erasure.config import Config
@@ -79,16 +80,21 @@ def _code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
 
 
+def _run_body(run: Run) -> str:
+    return json.dumps(run.state.to_json())
+
+
 def client_key(client_request_id: str) -> str:
     return CLIENT + hashlib.sha256(client_request_id.encode()).hexdigest()
 
 
 @dataclass
 class Run:
-    """A batch of requests erased together; `body` is the plan and progress (JSON), `done` the fan-in set."""
+    """A batch of requests erased together; `state` is the plan and progress (stored as the item's JSON
+    `body`), `done` the fan-in set of finished task ids."""
 
     id: str
-    body: dict[str, Any]
+    state: RunState
     done: set[str] = field(default_factory=set)
     version: int = 0
 
@@ -242,7 +248,7 @@ class Store:
     def create_run(self, run: Run) -> None:
         self.ddb.transact_write_items(TransactItems=[
             {"Put": {"TableName": self.table, "ConditionExpression": "attribute_not_exists(pk)",
-                     "Item": {**_key(RUN + run.id), "version": _n(1), "body": _s(json.dumps(run.body))}}},
+                     "Item": {**_key(RUN + run.id), "version": _n(1), "body": _s(_run_body(run))}}},
             {"Put": {"TableName": self.table, "Item": {**_key(ACTIVE + run.id), "created_at": _n(time.time())}}},
         ])
         run.version = 1
@@ -252,13 +258,13 @@ class Store:
         if "Item" not in resp:
             raise NotFound(run_id)
         item = resp["Item"]
-        return Run(run_id, json.loads(item["body"]["S"]), set(item.get("done", {}).get("SS", [])),
+        return Run(run_id, RunState.model_validate_json(item["body"]["S"]), set(item.get("done", {}).get("SS", [])),
                    int(item["version"]["N"]))
 
     def save_run(self, run: Run, *, finished: bool = False, retention_s: float = 0) -> None:
         """Conditional on the version read (Conflict otherwise); `finished` drops the active index."""
         expr = "SET body = :b, version = :n"
-        values = {":b": _s(json.dumps(run.body)), ":n": _n(run.version + 1), ":v": _n(run.version)}
+        values = {":b": _s(_run_body(run)), ":n": _n(run.version + 1), ":v": _n(run.version)}
         if finished:
             expr += ", expires_at = :e"
             values[":e"] = _n(int(time.time() + retention_s))

@@ -74,7 +74,10 @@ class StructureReport:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> StructureReport:
-        out = cls(**{k: int(v) for k, v in d.items() if k in cls.__dataclass_fields__ and k != "problems"})
+        out = cls()
+        for k, v in d.items():
+            if k in cls.__dataclass_fields__ and k != "problems":
+                setattr(out, k, int(v))
         out.problems = list(d.get("problems", []))
         return out
 

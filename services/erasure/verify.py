@@ -29,6 +29,7 @@ from services.erasure.copies import raw_object_clean, scan_quarantine
 from services.erasure.find import FindStats
 from services.erasure.fingerprints import other_personal_columns
 from services.erasure.lake import old_generation_versions, probe_files
+from services.erasure.runstate import Committed
 from services.erasure.structure import StructureReport, check_file
 from services.erasure.subjects import Subjects
 from services.erasure.sweep import Copy, probe_copies, scan_dataset, summary
@@ -90,11 +91,11 @@ def empty_lake() -> dict[str, Any]:
             "fingerprint_rows": 0, "fingerprint_files_checked": 0}
 
 
-def verify_old_generations(lake_bucket: str, dataset: Dataset, committed: Sequence[Mapping[str, Any]]) -> list[str]:
+def verify_old_generations(lake_bucket: str, dataset: Dataset, committed: Sequence[Committed]) -> list[str]:
     """Keys of old-generation versions still present in partitions the run committed to."""
     left = []
     for c in committed:
-        found = old_generation_versions(lake_bucket, dataset, c["partition"], int(c["generation"]))
+        found = old_generation_versions(lake_bucket, dataset, c.partition, c.generation)
         left += sorted({k for k, _ in found})
     return left
 

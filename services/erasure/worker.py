@@ -8,118 +8,139 @@ When the last task of a stage finishes, the worker sends the run a tick.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
+from contracts.commits import PartitionCommitter
+from contracts.datasets import Dataset, load_datasets
 from contracts.lake import partition_path
 from services.erasure import lake
+from services.erasure.config import Config
 from services.erasure.copies import erase_quarantine, erase_raw_object, raw_keys
-from services.erasure.engine import Engine
 from services.erasure.fingerprints import other_personal_columns
 from services.erasure.hashing import redact
-from services.erasure.store import NotFound
-from services.erasure.workspace import run_prefix
+from services.erasure.members import run_subjects
+from services.erasure.runstate import LakeTask, QuarantineTask, RawTask, TaskResult
+from services.erasure.store import NotFound, Run, Store
+from services.erasure.workspace import RunWorkspace, Workspace, stage_of
 
 
-class WorkspaceCheckpoint(lake.Checkpoint):
-    def __init__(self, engine: Engine, run_id: str, task_id: str) -> None:
-        self.engine, self.key = engine, f"{run_prefix(run_id)}checkpoints/{task_id}.json"
+@dataclass
+class Worker:
+    """What a task needs, and nothing of the run's own machinery (engine.py)."""
 
-    def load(self) -> dict[str, Any] | None:
-        return self.engine.ws.get_json(self.key)
+    store: Store
+    workspace: Workspace
+    committer: PartitionCommitter
+    salt: bytes
+    raw_bucket: str
+    quarantine_bucket: str
+    landing_bucket: str
+    #: raw copies larger than this (decompressed) are deleted instead of rewritten
+    raw_rewrite_max_bytes: int
+    #: asks the run (by id) to advance: the last task of a stage calls it
+    tick: Callable[[str], None]
+    datasets: Mapping[str, Dataset] = field(default_factory=load_datasets)
+    clock: Callable[[], float] = time.time
 
-    def save(self, data: dict[str, Any]) -> None:
-        self.engine.ws.put_json(self.key, data)
+    @classmethod
+    def of(cls, cfg: Config, *, store: Store, workspace: Workspace, committer: PartitionCommitter, salt: bytes,
+           send: Callable[[str, dict[str, Any]], None], datasets: Mapping[str, Dataset] | None = None) -> Worker:
+        """The worker of a deployed function: buckets and the run queue from its settings."""
+        return cls(store=store, workspace=workspace, committer=committer, salt=salt, raw_bucket=cfg.raw_bucket,
+                   quarantine_bucket=cfg.quarantine_bucket, landing_bucket=cfg.landing_bucket,
+                   raw_rewrite_max_bytes=cfg.raw_rewrite_max_bytes,
+                   tick=lambda run_id: send(cfg.run_queue_url, {"action": "advance", "run_id": run_id}),
+                   datasets=datasets if datasets is not None else load_datasets())
+
+    def safe_text(self, run: Run, text: str) -> str:
+        """An error message fit for records and logs: any subject id of the run in it becomes its hash
+        (a partition keyed by a subject column would otherwise carry the id in paths)."""
+        return redact(text, run_subjects(self.store, run.state.requests, self.salt).ids, self.salt)
 
 
-def _lake_task(engine: Engine, run: Any, task_id: str, desc: dict[str, Any], deadline: float,
+def _lake_task(w: Worker, run: Run, task_id: str, task: LakeTask, deadline: float,
                hook: Callable[[str], None]) -> dict[str, Any]:
-    subjects = engine.subjects(run).by_dataset.get(desc["dataset"])
+    subjects = run_subjects(w.store, run.state.requests, w.salt).by_dataset.get(task.dataset)
     if subjects is None:
         return {"generation": None, "files": [], "by_subject": {}, "lineage": {}, "rows_removed": 0}
-    ds = engine.datasets[desc["dataset"]]
-    part = lake.Partition(desc["dataset"], desc["values"], desc["location"])
-    path = partition_path(ds.partition_names, desc["values"])
+    ds = w.datasets[task.dataset]
+    part = lake.Partition(task.dataset, task.values, task.location)
+    path = partition_path(ds.partition_names, task.values)
     out = lake.erase_partition(
-        engine.committer, part, subjects.columns(ds),
-        op_prefix=f"erasure:{run.id}:{desc['attempt']}:{desc['dataset']}:{path}",
-        checkpoint=WorkspaceCheckpoint(engine, run.id, task_id), deadline=deadline, clock=engine.clock, hook=hook,
-        personal=other_personal_columns(ds), salt=engine.salt,
+        w.committer, part, subjects.columns(ds),
+        op_prefix=f"erasure:{run.id}:{task.attempt}:{task.dataset}:{path}",
+        checkpoint=RunWorkspace(w.workspace, run.id).checkpoint(task_id), deadline=deadline, clock=w.clock,
+        hook=hook, personal=other_personal_columns(ds), salt=w.salt,
     )
     by_hash = {subjects.hashes[int(i)]: n for i, n in out.get("by_subject", {}).items()}
     return {**out, "by_subject": by_hash}
 
 
-def _raw_task(engine: Engine, run: Any, task_id: str, desc: dict[str, Any]) -> dict[str, Any]:
-    ds = engine.datasets[desc["dataset"]]
-    lines = run.body["lineage"][desc["dataset"]][desc["object_id"]]
-    keys = raw_keys(engine.cfg.raw_bucket, desc["dataset"], [desc["object_id"]])[desc["object_id"]]
-    copies = [erase_raw_object(engine.cfg.raw_bucket, key, lines, ds, max_bytes=engine.cfg.raw_rewrite_max_bytes,
-                               landing_bucket=engine.cfg.landing_bucket,
-                               memo=WorkspaceCheckpoint(engine, run.id, f"{task_id}.{n}"))
+def _quarantine_task(w: Worker, run: Run, task_id: str, task: QuarantineTask) -> dict[str, Any]:
+    subjects = run_subjects(w.store, run.state.requests, w.salt).by_dataset.get(task.dataset)
+    if not subjects:
+        return {"files": [], "rows_removed": 0, "lineage": {}}
+    memo = RunWorkspace(w.workspace, run.id).checkpoint(task_id)
+    return erase_quarantine(w.quarantine_bucket, w.datasets[task.dataset], subjects, memo)
+
+
+def _raw_task(w: Worker, run: Run, task_id: str, task: RawTask) -> dict[str, Any]:
+    ds = w.datasets[task.dataset]
+    lines = run.state.lineage[task.dataset][task.object_id]
+    keys = raw_keys(w.raw_bucket, task.dataset, [task.object_id])[task.object_id]
+    rws = RunWorkspace(w.workspace, run.id)
+    copies = [erase_raw_object(w.raw_bucket, key, lines, ds, max_bytes=w.raw_rewrite_max_bytes,
+                               landing_bucket=w.landing_bucket, memo=rws.checkpoint(f"{task_id}.{n}"))
               for n, key in enumerate(keys)]
-    return {"object_id": desc["object_id"], "lines": lines, "copies": copies}
+    return {"object_id": task.object_id, "lines": lines, "copies": copies}
 
 
 def run_task(
-    engine: Engine, run_id: str, task: str, *, deadline: float, hook: Callable[[str], None] = lambda s: None
+    w: Worker, run_id: str, task_id: str, *, deadline: float, hook: Callable[[str], None] = lambda s: None
 ) -> dict[str, Any]:
     """Do one task (or notice it is done); returns a value-free summary for the log."""
     try:
-        run = engine.store.get_run(run_id)
+        run = w.store.get_run(run_id)
     except NotFound:
         return {"status": "run gone"}
-    if task in run.done or run.body["phase"] == "done":
+    if task_id in run.done or run.state.phase == "done":
         return {"status": "already done"}
-    desc = engine.ws.get_json(f"{run_prefix(run_id)}tasks/{task}.json")
-    if desc is None:
+    task = RunWorkspace(w.workspace, run_id).task(task_id)
+    if task is None:
         return {"status": "task gone"}
-    if desc["kind"] == "lake":
-        body = _lake_task(engine, run, task, desc, deadline, hook)
-    elif desc["kind"] == "quarantine":
-        subjects = engine.subjects(run).by_dataset.get(desc["dataset"])
-        memo = WorkspaceCheckpoint(engine, run.id, task)
-        body = erase_quarantine(engine.cfg.quarantine_bucket, engine.datasets[desc["dataset"]], subjects, memo) \
-            if subjects else {"files": [], "rows_removed": 0, "lineage": {}}
-    elif desc["kind"] == "raw":
-        body = _raw_task(engine, run, task, desc)
+    if isinstance(task, LakeTask):
+        body = _lake_task(w, run, task_id, task, deadline, hook)
+    elif isinstance(task, QuarantineTask):
+        body = _quarantine_task(w, run, task_id, task)
     else:
-        raise ValueError(f"task {task}: unknown kind {desc['kind']!r}")
-    hook(f"task:{desc['kind']}")
-    finish(engine, run_id, task, {**desc, **body, "task_id": task})
-    return {"status": "done", "kind": desc["kind"], "dataset": desc["dataset"],
-            "rows_removed": body.get("rows_removed", 0), "files_rewritten": files_changed(body)}
+        body = _raw_task(w, run, task_id, task)
+    hook(f"task:{task.kind}")
+    result = TaskResult.model_validate({**task.to_json(), **body, "task_id": task_id})
+    finish(w, run_id, result)
+    return {"status": "done", "kind": task.kind, "dataset": task.dataset, "rows_removed": result.rows_removed,
+            "files_rewritten": result.files_changed()}
 
 
-def files_changed(body: dict[str, Any]) -> int:
-    """Files a task replaced: lake and quarantine files rewritten or emptied, raw copies rewritten or deleted."""
-    if "copies" in body:
-        return sum(1 for c in body["copies"] if c.get("action") != "unchanged")
-    return len(body.get("files") or ())
-
-
-def finish(engine: Engine, run_id: str, task: str, result: dict[str, Any]) -> None:
+def finish(w: Worker, run_id: str, result: TaskResult) -> None:
     """Record the result, add the task to the run's done set, tick the run if the stage is complete."""
-    engine.ws.put_json(f"{run_prefix(run_id)}results/{task}.json", result)
-    done = engine.store.mark_done(run_id, [task])
-    run = engine.store.get_run(run_id)
-    info = run.body["stages"].get(task.rsplit(".", 1)[0], {"tasks": []})
-    if set(info["tasks"]) <= done:
-        engine.ports.send(engine.cfg.run_queue_url, {"action": "advance", "run_id": run_id})
+    RunWorkspace(w.workspace, run_id).put_result(result)
+    done = w.store.mark_done(run_id, [result.task_id])
+    run = w.store.get_run(run_id)
+    info = run.state.stages.get(stage_of(result.task_id))
+    if set(info.tasks if info else []) <= done:
+        w.tick(run_id)
 
 
-def record_failure(engine: Engine, run_id: str, task: str, reason: str) -> None:
+def record_failure(w: Worker, run_id: str, task_id: str, reason: str) -> None:
     """Last delivery failed: the task counts as done with its failure, so verification decides the outcome."""
     try:
-        run = engine.store.get_run(run_id)
+        run = w.store.get_run(run_id)
     except NotFound:
         return
-    desc = engine.ws.get_json(f"{run_prefix(run_id)}tasks/{task}.json") or {}
-    finish(engine, run_id, task, {**desc, "task_id": task, "failed": safe_text(engine, run, reason)[:500]})
-
-
-def safe_text(engine: Engine, run: Any, text: str) -> str:
-    """An error message fit for records and logs: any subject id of the run in it becomes its hash
-    (a partition keyed by a subject column would otherwise carry the id in paths)."""
-    ids = [i for s in engine.subjects(run).by_dataset.values() for i in s.ids]
-    return redact(text, ids, engine.salt)
+    task = RunWorkspace(w.workspace, run_id).task(task_id)
+    desc = task.to_json() if task else {}
+    finish(w, run_id, TaskResult.model_validate({**desc, "task_id": task_id,
+                                                 "failed": w.safe_text(run, reason)[:500]}))

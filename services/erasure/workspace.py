@@ -1,4 +1,4 @@
-"""JSON documents of runs and certificates in the erasure bucket.
+"""JSON documents of runs and certificates in the erasure bucket, and the keys and ids that name them.
 
 `runs/<run id>/…` holds a run's plan, checkpoints and task results (lineage: object ids and line
 numbers of erased rows, never values); the run deletes it when it ends (lifecycle expiry is the
@@ -13,6 +13,8 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from contracts import aws
+from services.erasure.lake import Checkpoint
+from services.erasure.runstate import TASK, LakeTask, QuarantineTask, RawTask, RunState, Stage, TaskResult
 
 
 class Workspace:
@@ -56,9 +58,93 @@ class Workspace:
         return len(found)
 
 
+# -- keys and ids: the only place that spells them ----------------------------------------------------
 def run_prefix(run_id: str) -> str:
     return f"runs/{run_id}/"
 
 
 def certificate_key(request_id: str, ext: str) -> str:
     return f"certificates/{request_id}.{ext}"
+
+
+def stage_key(attempt: int, stage: str) -> str:
+    """A stage of one attempt, as the run record's `stages` names it: `<attempt>.<stage>`."""
+    return f"{attempt}.{stage}"
+
+
+def task_id(attempt: int, stage: str, n: int) -> str:
+    """`<attempt>.<stage>.<n>`: unique in the run, sortable, and naming its stage (`stage_of`)."""
+    return f"{stage_key(attempt, stage)}.{n:05d}"
+
+
+def stage_of(task: str) -> str:
+    """The stage key of a task id (`task_id`'s inverse, less the number)."""
+    return task.rsplit(".", 1)[0]
+
+
+class RunWorkspace:
+    """One run's documents: task descriptors, results, checkpoints, FIND plans and verification reports."""
+
+    def __init__(self, workspace: Workspace, run_id: str) -> None:
+        self.ws, self.run_id, self.prefix = workspace, run_id, run_prefix(run_id)
+
+    def _key(self, name: str) -> str:
+        return f"{self.prefix}{name}.json"
+
+    def put_task(self, task_id: str, task: LakeTask | QuarantineTask | RawTask) -> None:
+        self.ws.put_json(self._key(f"tasks/{task_id}"), task.to_json())
+
+    def task(self, task_id: str) -> LakeTask | QuarantineTask | RawTask | None:
+        doc = self.ws.get_json(self._key(f"tasks/{task_id}"))
+        return None if doc is None else TASK.validate_python(doc)
+
+    def put_result(self, result: TaskResult) -> None:
+        self.ws.put_json(self._key(f"results/{result.task_id}"), result.to_json())
+
+    def result(self, task_id: str) -> TaskResult | None:
+        doc = self.ws.get_json(self._key(f"results/{task_id}"))
+        return None if doc is None else TaskResult.model_validate(doc)
+
+    def results(self, run: RunState, stage: Stage, attempt: int | None = None) -> list[TaskResult]:
+        """The results of one stage's finished tasks (of the run's current attempt by default)."""
+        info = run.stages.get(stage_key(run.attempt if attempt is None else attempt, stage))
+        found = (self.result(t) for t in (info.tasks if info else []))
+        return [r for r in found if r is not None]
+
+    def all_results(self, run: RunState, stage: Stage) -> list[TaskResult]:
+        """The results of one stage over every attempt so far."""
+        return [r for a in range(1, run.attempt + 1) for r in self.results(run, stage, a)]
+
+    def checkpoint(self, name: str) -> WorkspaceCheckpoint:
+        """Where a task (or one raw copy of it: `<task id>.<n>`) keeps its progress."""
+        return WorkspaceCheckpoint(self.ws, self._key(f"checkpoints/{name}"))
+
+    def find_key(self, attempt: int) -> str:
+        return self._key(f"find-{attempt}")
+
+    def verify_key(self, attempt: int) -> str:
+        return self._key(f"verify-{attempt}")
+
+    def verify_lake_key(self, attempt: int) -> str:
+        return self._key(f"verify-lake-{attempt}")
+
+    def get(self, key: str) -> Any:
+        return self.ws.get_json(key)
+
+    def put(self, key: str, doc: Any) -> None:
+        self.ws.put_json(key, doc)
+
+    def delete(self) -> int:
+        return self.ws.delete_prefix(self.prefix)
+
+
+class WorkspaceCheckpoint(Checkpoint):
+    def __init__(self, workspace: Workspace, key: str) -> None:
+        self.ws, self.key = workspace, key
+
+    def load(self) -> dict[str, Any] | None:
+        doc = self.ws.get_json(self.key)
+        return doc if isinstance(doc, dict) else None
+
+    def save(self, data: dict[str, Any]) -> None:
+        self.ws.put_json(self.key, data)

@@ -44,6 +44,7 @@ class Crash(RuntimeError):
 class World:
     cfg: Config
     engine: Engine
+    worker: worker.Worker
     store: Store
     committer: PartitionCommitter
     work: list[dict[str, Any]] = field(default_factory=list)
@@ -132,7 +133,7 @@ class World:
             if self.work:
                 msg = self.work.pop(0)
                 try:
-                    worker.run_task(self.engine, msg["run_id"], msg["task_id"], deadline=time.time() + 300,
+                    worker.run_task(self.worker, msg["run_id"], msg["task_id"], deadline=time.time() + 300,
                                     hook=self.hook)
                 except Crash:
                     self.work.append(msg)
@@ -186,7 +187,9 @@ def make_world(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> World:
                   notify=lambda s, m: holder["w"].alerts.append((s, m)), metric=lambda n, v: None)
     engine = Engine(cfg, store=store, workspace=Workspace(cfg.erasure_bucket), committer=committer, ports=ports,
                     salt=SALT, hook=lambda step: holder["w"].hook(step))
-    w = World(cfg, engine, store, committer)
+    task_worker = worker.Worker.of(cfg, store=store, workspace=Workspace(cfg.erasure_bucket), committer=committer,
+                                   salt=SALT, send=send)
+    w = World(cfg, engine, task_worker, store, committer)
     holder["w"] = w
     return w
 

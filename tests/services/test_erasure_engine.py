@@ -154,7 +154,7 @@ def test_a_failed_verification_ends_failed_with_what_remains(world: World, monke
     w.drive()
     req = w.store.get(rid)
     assert req.state == State.FAILED and "lake row(s) left" in (req.error or "")
-    assert w.engine.store.get_run(req.run_id).body["attempt"] == w.cfg.max_attempts
+    assert w.engine.store.get_run(req.run_id).state.attempt == w.cfg.max_attempts
     assert w.alerts and rid in w.alerts[0][0] and "7" not in w.alerts[0][1].replace(rid, "")
 
 
@@ -186,7 +186,7 @@ def test_a_request_whose_vault_item_is_gone_ends_failed_never_completed(world: W
     assert (req.error or "").startswith("subject ids no longer available: vault item missing")
     assert "7" not in (req.error or "") + json.dumps(req.result).replace(lost, "")
     assert w.store.get(kept).state == State.COMPLETED, w.store.get(kept).error
-    assert w.store.get_run(req.run_id).body["attempt"] == 1, "another attempt cannot bring the ids back"
+    assert w.store.get_run(req.run_id).state.attempt == 1, "another attempt cannot bring the ids back"
     cert = json.loads(Workspace(w.cfg.erasure_bucket).get_bytes(certificate_key(lost, "json")))
     assert cert["outcome"] == "FAILED" and not cert["verification"]["passed"]
     assert [e.state for e in w.published if e.request_id == lost] == ["FAILED"]

@@ -110,20 +110,17 @@ def test_error_messages_are_redacted_to_hashes() -> None:
 
 
 def test_a_partition_keyed_by_the_subject_is_hashed_in_the_certificate() -> None:
-    from services.erasure.config import Config
-    from services.erasure.engine import Engine
+    from services.erasure.evidence import public_partition
+    from services.erasure.runstate import TaskResult
 
     orders = DATASETS["orders"]
     keyed = orders.model_copy(update={"partitioning": (*orders.partitioning, orders.partitioning[0].model_copy(
         update={"name": "cust", "source": "customer_id", "transform": "identity"}))})
-    cfg = Config(env="t", bus="b", lake_bucket="l", raw_bucket="r", quarantine_bucket="q", landing_bucket="",
-                 erasure_bucket="e", state_table="s", database="d")
-    engine = Engine(cfg, store=None, workspace=None, committer=None, ports=None, salt=SALT,  # type: ignore[arg-type]
-                    datasets={"orders": keyed})
     key = "orders/order_year=2024/order_month=05/cust=7777777/gen=1/a.parquet"
-    out = engine._public_partition("orders", {"partition": {"order_year": "2024", "order_month": "05",
-                                                            "cust": "7777777"}, "generation": 2,
-                                              "files": [{"key": key, "new_key": key.replace("gen=1", "gen=2")}]}, 1)
+    result = TaskResult(task_id="1.lake.00000", kind="lake", dataset="orders", generation=2,
+                        partition={"order_year": "2024", "order_month": "05", "cust": "7777777"},
+                        files=[{"key": key, "new_key": key.replace("gen=1", "gen=2")}])
+    out = public_partition(keyed, result, 1, SALT)
     assert "7777777" not in json.dumps(out)
     assert out["partition"]["cust"] == subject_hash("7777777", SALT)
     assert out["files"][0]["key"].startswith("orders/order_year=2024/order_month=05/cust=hmac-sha256:")

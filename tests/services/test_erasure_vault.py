@@ -47,6 +47,7 @@ OTHERS = [SUBJECT + 1, SUBJECT + 2]
 class Platform:
     cfg: Config
     engine: Engine
+    worker: worker.Worker
     tables: dict[str, bool]  # every table of the environment → point-in-time recovery on?
     archived: str  # queue fed by the archive's pattern
     everything: str  # queue fed by every platform event
@@ -125,7 +126,9 @@ def platform(moto_endpoint: str) -> Iterator[Platform]:
     committer = PartitionCommitter.on_aws(bucket=cfg.lake_bucket, table_name=cfg.state_table, database=cfg.database)
     engine = Engine(cfg, store=Store.of(cfg), workspace=Workspace(cfg.erasure_bucket), committer=committer,
                     ports=ports, salt=SALT)
-    holder["p"] = Platform(cfg, engine, tables, archived, everything)
+    task_worker = worker.Worker.of(cfg, store=Store.of(cfg), workspace=Workspace(cfg.erasure_bucket),
+                                   committer=committer, salt=SALT, send=send)
+    holder["p"] = Platform(cfg, engine, task_worker, tables, archived, everything)
     yield holder["p"]
     os.environ.clear()
     os.environ.update(saved)
@@ -156,7 +159,7 @@ def drive(p: Platform, rounds: int = 60) -> None:
             start = False
         elif p.work:
             msg = p.work.pop(0)
-            worker.run_task(p.engine, msg["run_id"], msg["task_id"], deadline=time.time() + 300)
+            worker.run_task(p.worker, msg["run_id"], msg["task_id"], deadline=time.time() + 300)
         elif not p.engine.store.active_runs():
             return
         else:

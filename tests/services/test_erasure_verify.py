@@ -160,10 +160,11 @@ def test_a_staged_copy_of_an_unfinished_commit_is_waited_for_not_deleted(world: 
     with pytest.raises(AssertionError, match="did not finish"):
         w.drive(rounds=40)
     req = w.store.get(rid)
-    assert req.state == State.ERASING and w.store.get_run(req.run_id).body["phase"] == "purge"
+    assert req.state == State.ERASING and w.store.get_run(req.run_id).state.phase == "purge"
     assert lake_versions(w, staged), "the staged file is left to its writer"
-    body = w.store.get_run(req.run_id).body
-    assert "in_flight_since" in body and body["purge_due"] > time.time(), "it looks again later"
+    state = w.store.get_run(req.run_id).state
+    assert state.in_flight_since is not None and state.purge_due is not None and state.purge_due > time.time(), \
+        "it looks again later"
     aws.client("s3").delete_object(Bucket=w.cfg.lake_bucket, Key=staged)  # the committer's cleanup, after grace
     for v in lake_versions(w, staged):
         aws.client("s3").delete_object(Bucket=w.cfg.lake_bucket, Key=staged, VersionId=v["VersionId"])

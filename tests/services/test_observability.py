@@ -242,6 +242,7 @@ def test_erasure_counts_per_dataset_and_never_shows_a_subject_id(world: World, c
     monkeypatch.setattr(erasure_handlers, "Config", SimpleNamespace(from_environ=lambda: w.cfg))
     monkeypatch.setattr(erasure_handlers, "load_salt", lambda parameter: SALT)
     monkeypatch.setattr(erasure_handlers, "engine", lambda cfg=None: w.engine)
+    monkeypatch.setattr(erasure_handlers, "task_worker", lambda cfg: w.worker)
     monkeypatch.setattr(erasure_handlers.metrics, "service", "erasure-worker")
     annotations: list[tuple[str, Any]] = []
     monkeypatch.setattr(erasure_handlers.tracer, "put_annotation", lambda key, value: annotations.append((key, value)))
