@@ -67,14 +67,44 @@ class SpilledRun:
                 yield reader.get_batch(i)
 
 
+#: data page encodings pyarrow cannot decode straight into a dictionary (`read_dictionary` fails with
+#: "Not yet implemented: DecodeArrow of DictAccumulator for DeltaLengthByteArrayDecoder")
+NO_DICTIONARY_DECODE = frozenset({"DELTA_LENGTH_BYTE_ARRAY", "DELTA_BYTE_ARRAY"})
+
+
+def dictionary_readable(metadata: pq.FileMetaData, dictionary: Sequence[str]) -> list[str]:
+    """The columns of `dictionary` this file has and pyarrow can read as dictionaries.
+
+    The merge's choice is made once for the bin, but each writer chose per file: a file of one row
+    (a single-line object, a test's own append) writes even a repeating column as free text,
+    DELTA_LENGTH_BYTE_ARRAY, which pyarrow cannot decode into a dictionary. Those columns are read as
+    strings and `conform` casts them; a file written before a column existed simply lacks it.
+    """
+    wanted = set(dictionary)
+    if not wanted:
+        return []
+    blocked: set[str] = set()
+    present: set[str] = set()
+    for r in range(metadata.num_row_groups):
+        group = metadata.row_group(r)
+        for c in range(group.num_columns):
+            chunk = group.column(c)
+            name = chunk.path_in_schema
+            if name in wanted:
+                present.add(name)
+                if NO_DICTIONARY_DECODE & set(chunk.encodings):
+                    blocked.add(name)
+    if metadata.num_row_groups == 0:
+        present = wanted & set(metadata.schema.names)
+    return [c for c in dictionary if c in present and c not in blocked]
+
+
 def open_parquet(path: Path, dictionary: Sequence[str]) -> pq.ParquetFile:
-    """The file with the chosen string columns read as dictionaries (those it has: older files may lack some)."""
-    try:  # local files: pre-buffering only adds IO-thread handoffs
-        return pq.ParquetFile(str(path), read_dictionary=list(dictionary) or None, pre_buffer=False)
-    except KeyError:
-        present = set(pq.read_schema(str(path)).names)
-        return pq.ParquetFile(str(path), read_dictionary=[c for c in dictionary if c in present] or None,
-                              pre_buffer=False)
+    """The file with the chosen string columns read as dictionaries (those it has and can decode so)."""
+    # local files: pre-buffering only adds IO-thread handoffs
+    metadata = pq.read_metadata(str(path))
+    return pq.ParquetFile(str(path), metadata=metadata, read_dictionary=dictionary_readable(metadata, dictionary)
+                          or None, pre_buffer=False)
 
 
 def read_whole(path: Path, schema: pa.Schema, dictionary: Sequence[str]) -> pa.Table:
@@ -84,13 +114,9 @@ def read_whole(path: Path, schema: pa.Schema, dictionary: Sequence[str]) -> pa.T
     layer, which costs more per file than decoding one of these small files' column chunks.
     """
     with pa.OSFile(str(path)) as source:
-        try:
-            table = pq.ParquetFile(source, read_dictionary=list(dictionary) or None, pre_buffer=False).read(
-                use_threads=False)
-        except KeyError:  # an older file without some of the columns: read those it has as dictionaries
-            present = set(pq.read_schema(str(path)).names)
-            table = pq.ParquetFile(source, read_dictionary=[c for c in dictionary if c in present] or None,
-                                   pre_buffer=False).read(use_threads=False)
+        metadata = pq.read_metadata(source)
+        table = pq.ParquetFile(source, metadata=metadata, read_dictionary=dictionary_readable(metadata, dictionary)
+                               or None, pre_buffer=False).read(use_threads=False)
     if table.schema.equals(schema):
         return table
     return pa.Table.from_batches([conform(b, schema, path.name) for b in table.to_batches()], schema=schema)

@@ -133,6 +133,24 @@ def test_a_file_missing_a_nullable_column_merges_with_nulls(tmp_path: Path) -> N
     assert merged.column("status").null_count == table.num_rows
 
 
+def test_a_one_row_file_whose_writer_chose_free_text_merges_with_files_that_repeat(tmp_path: Path) -> None:
+    # One row never "repeats", so its writer stores status and lineage as DELTA_LENGTH_BYTE_ARRAY; the
+    # bin's sample says both repeat, and pyarrow cannot decode that encoding into a dictionary. Such a
+    # bin failed on every retry and was dead-lettered (a single-line object, or the race test's append).
+    ins = inputs(tmp_path, 3, rows=40)
+    one = small_file(tmp_path / "in" / "one.parquet", "one", 1, seed=7)
+    chunk = pq.ParquetFile(one.path).metadata.row_group(0)
+    names = [chunk.column(i).path_in_schema for i in range(chunk.num_columns)]
+    assert "DELTA_LENGTH_BYTE_ARRAY" in chunk.column(names.index("status")).encodings, "precondition"
+    for budget in (10_000, 50):  # read whole and sorted in memory; spilled runs and streamed inputs
+        out = tmp_path / f"out{budget}"
+        out.mkdir()
+        result = compact_files([ins[0], one, *ins[1:]], ORDERS, out, budget_rows=budget, merge_rows=50)
+        merged = read_all([o.path for o in result.outputs])
+        assert canonical(merged) == canonical(read_all([f.path for f in [*ins, one]]))
+        assert merged.schema.equals(lake_schema(ORDERS))
+
+
 def test_a_column_the_contract_does_not_know_is_refused_not_dropped(tmp_path: Path) -> None:
     ins = inputs(tmp_path, 2)
     odd = tmp_path / "in" / "odd.parquet"
