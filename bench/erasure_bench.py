@@ -39,6 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -60,38 +61,60 @@ def dataset() -> Any:
     return ds.model_copy(update={"partitioning": ds.partitioning[:1]})  # order_year only: one file per year
 
 
-def build_lake(sf: float, cache: Path) -> Path:
-    """TPC-H orders → one Parquet file per order year, as the platform writes and compaction leaves it."""
-    lake = cache / f"lake-sf{sf:g}"
-    if (lake / "_done").exists():
-        return lake
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-
-    from services.transform.parquet import lake_schema, write_partition
-
+def generate(sf: float, cache: Path) -> Path:
+    """`tpchgen-cli` orders at `sf` (once per cache)."""
     gen = cache / f"tpch-sf{sf:g}"
     if not (gen / "orders.parquet").exists():
         gen.mkdir(parents=True, exist_ok=True)
         tool = shutil.which("tpchgen-cli") or str(Path(sys.executable).parent / "tpchgen-cli")
         subprocess.run([tool, "parquet", "-s", f"{sf:g}", "-T", "orders", "--output-dir", str(gen)], check=True)
+    return gen / "orders.parquet"
+
+
+def orders_by_year(source_path: Path) -> Iterator[tuple[int, Any]]:
+    """(year, that year's orders with lineage columns) sorted by the sort key, one year in memory at a time.
+
+    Lineage as transform records it: one source object, the CSV line (header = line 1) in generation
+    order. One pass over the source per year: SF10's whole table, sorted, would need ~6 GB.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    source = pq.ParquetFile(source_path)
+    plain = pa.schema([pa.field(f.name, pa.string() if pa.types.is_string_view(f.type) else f.type)
+                       for f in source.schema_arrow])
+    years: set[int] = set()
+    for batch in source.iter_batches(batch_size=1 << 20, columns=["o_orderdate"]):
+        years.update(pc.unique(pc.year(batch.column(0))).to_pylist())
+    for y in sorted(years):
+        parts, line = [], 2
+        for batch in source.iter_batches(batch_size=1 << 17):
+            n = batch.num_rows
+            keep = pc.equal(pc.year(batch.column("o_orderdate")), y)
+            t = pa.Table.from_batches([batch.cast(plain)]).append_column(
+                "_source_object_id", pa.array(["tpch-orders"] * n)).append_column(
+                "_source_line", pa.array(range(line, line + n), pa.int64()))
+            parts.append(t.filter(keep))
+            line += n
+        yield y, pa.concat_tables(parts).sort_by([("o_orderdate", "ascending"), ("o_orderkey", "ascending")])
+
+
+def build_lake(sf: float, cache: Path) -> Path:
+    """TPC-H orders → one Parquet file per order year, as the platform writes and compaction leaves it."""
+    lake = cache / f"lake-sf{sf:g}"
+    if (lake / "_done").exists():
+        return lake
+    from services.transform.parquet import lake_schema, write_partition
+
     ds = dataset()
-    raw = pq.read_table(gen / "orders.parquet")
-    raw = raw.cast(pa.schema([pa.field(f.name, pa.string() if pa.types.is_string_view(f.type) else f.type)
-                              for f in raw.schema]))
-    n = raw.num_rows
-    raw = raw.append_column("_source_object_id", pa.array(["tpch-orders"] * n)).append_column(
-        "_source_line", pa.array(range(2, n + 2), pa.int64()))
-    raw = raw.sort_by([("o_orderdate", "ascending"), ("o_orderkey", "ascending")])
-    years = pc.year(raw["o_orderdate"])
+    source = generate(sf, cache)
     if lake.exists():
         shutil.rmtree(lake)
-    for y in sorted(set(years.unique().to_pylist())):
+    for y, part in orders_by_year(source):
         folder = lake / f"order_year={y}"
         folder.mkdir(parents=True)
-        part = raw.filter(pc.equal(years, y)).cast(lake_schema(ds))
-        write_partition(part, folder / "part-0000.parquet", ds)
+        write_partition(part.cast(lake_schema(ds)), folder / "part-0000.parquet", ds)
     (lake / "_done").write_text("ok")
     return lake
 

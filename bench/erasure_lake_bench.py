@@ -69,40 +69,27 @@ def build_month_lake(sf: float, cache: Path) -> Path:
     lake = cache / f"lake-month-sf{sf:g}"
     if (lake / "_done").exists():
         return lake
-    import pyarrow as pa
     import pyarrow.compute as pc
-    import pyarrow.parquet as pq
 
     from services.compact.writer import RollingWriter
     from services.transform.parquet import lake_schema
 
-    gen = cache / f"tpch-sf{sf:g}"
-    if not (gen / "orders.parquet").exists():
-        gen.mkdir(parents=True, exist_ok=True)
-        tool = shutil.which("tpchgen-cli") or str(Path(sys.executable).parent / "tpchgen-cli")
-        subprocess.run([tool, "parquet", "-s", f"{sf:g}", "-T", "orders", "--output-dir", str(gen)], check=True)
     ds = month_dataset()
     schema = lake_schema(ds)
-    raw = pq.read_table(gen / "orders.parquet")
-    raw = raw.cast(pa.schema([pa.field(f.name, pa.string() if pa.types.is_string_view(f.type) else f.type)
-                              for f in raw.schema]))
-    n = raw.num_rows
-    # lineage as transform records it: one source object, the CSV line (header = line 1) in generation order
-    raw = raw.append_column("_source_object_id", pa.array(["tpch-orders"] * n)).append_column(
-        "_source_line", pa.array(range(2, n + 2), pa.int64()))
-    month_key = pc.add(pc.multiply(pc.year(raw["o_orderdate"]), 100), pc.month(raw["o_orderdate"]))
+    source = dense.generate(sf, cache)
     if lake.exists():
         shutil.rmtree(lake)
-    for ym in sorted(month_key.unique().to_pylist()):
-        part = raw.filter(pc.equal(month_key, ym)).sort_by([("o_orderdate", "ascending"),
-                                                            ("o_orderkey", "ascending")])
-        folder = lake / f"order_year={ym // 100}" / f"order_month={ym % 100:02d}"
-        folder.mkdir(parents=True)
-        writer = RollingWriter(path_for=lambda i, folder=folder: folder / f"compacted-{i:04d}.parquet", dataset=ds,
-                               target_bytes=ds.target_file_bytes, row_group_rows=ds.storage.row_group_rows,
-                               expected_rows=part.num_rows)
-        writer.write(part.cast(schema))
-        writer.close()
+    for y, year in dense.orders_by_year(source):
+        months = pc.month(year["o_orderdate"])
+        for m in sorted(months.unique().to_pylist()):
+            part = year.filter(pc.equal(months, m))  # still sorted by (o_orderdate, o_orderkey)
+            folder = lake / f"order_year={y}" / f"order_month={m:02d}"
+            folder.mkdir(parents=True)
+            writer = RollingWriter(path_for=lambda i, folder=folder: folder / f"compacted-{i:04d}.parquet",
+                                   dataset=ds, target_bytes=ds.target_file_bytes,
+                                   row_group_rows=ds.storage.row_group_rows, expected_rows=part.num_rows)
+            writer.write(part.cast(schema))
+            writer.close()
     (lake / "_done").write_text("ok")
     return lake
 
