@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -77,16 +77,26 @@ def test_down_stops_every_recorded_process_after_the_supervisor_crashed(state_di
             proc.kill()
 
 
-def test_down_never_kills_a_process_that_reused_a_recorded_pid(state_dir: Path) -> None:
+def test_down_never_kills_a_process_that_reused_a_recorded_pid(
+    state_dir: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
     (stranger,) = spawn_sleepers(1)
+    signalled: list[tuple[int, int]] = []
+    real_kill = os.kill
+
+    def kill(pid: int, sig: int) -> None:
+        signalled.append((pid, sig))
+        real_kill(pid, sig)
+
+    monkeypatch.setattr(os, "kill", kill)
     try:
         st = platform.PlatformState(pid=999_999_999, endpoint="", status="ready")
         st.hosts["etl-local-ingest#0"] = stranger.pid
         st.started[str(stranger.pid)] = (platform.process_start(stranger.pid) or 0) + 12345  # another process
         st.save()
-        result = CliRunner().invoke(app, ["local", "down"])
+        result = CliRunner().invoke(app, ["local", "down"])  # in this process: every signal it sends is recorded
         assert result.exit_code == 0 and "not running" in result.output
-        time.sleep(0.3)
+        assert [s for pid, s in signalled if pid == stranger.pid and s != 0] == [], "no signal to a reused pid"
         assert stranger.poll() is None, "a process that only shares a recorded pid is left alone"
     finally:
         stranger.kill()

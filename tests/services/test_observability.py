@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from types import SimpleNamespace
@@ -267,7 +266,6 @@ def test_erasure_counts_per_dataset_and_never_shows_a_subject_id(world: World, c
             w.ticks.append({"action": "advance"})  # the schedule fires
         else:
             break
-        time.sleep(0)
     else:
         raise AssertionError("the run did not finish")
 
