@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
+# two platform groups + the unit tests (tests/conftest.py PLATFORM_GROUPS; docs/design/test-suite.md)
+TEST_WORKERS ?= 3
 
 .PHONY: setup setup-browser demo test lint bench clean
 
@@ -29,7 +31,7 @@ setup-browser:
 test: setup setup-browser
 	$(BIN)/ruff check .
 	$(BIN)/mypy
-	$(BIN)/pytest -n 2 --dist loadgroup
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup
 
 lint: setup
 	$(BIN)/ruff check .

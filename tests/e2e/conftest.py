@@ -1,4 +1,4 @@
-"""The local platform, started once per session exactly as a user would: `etl local up --detach`."""
+"""The local platform, started once per worker exactly as a user would: `etl local up --detach`."""
 
 from __future__ import annotations
 
@@ -67,28 +67,35 @@ class Platform:
         raise AssertionError(f"condition not met within {timeout}s; events seen: "
                              f"{[e['detail-type'] for e in self.observed]}")
 
-    def wait_drained(self, queue_url: str, timeout: float = 60) -> None:
-        """Wait until a queue holds no message, visible or in flight: its consumer has handled every one.
+    def queue_of(self, function: str) -> str:
+        """The URL of the queue a function of the platform consumes (its first event source mapping)."""
+        return str(self.state.functions[function]["mappings"][0]["queue_url"])
+
+    def wait_drained(self, *queue_urls: str, timeout: float = 60) -> None:
+        """Wait until the queues hold no message, visible, in flight or delayed, all at one look: their consumers
+        have handled every one (a consumer that sends to another of the queues has sent by then).
 
         The positive signal a negative check waits for (instead of a fixed sleep): once the handler has
         deleted every message, whatever it was going to publish has been published.
         """
         sqs = self.client("sqs")
-        names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+        names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible",
+                 "ApproximateNumberOfMessagesDelayed"]
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            attrs = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=names)["Attributes"]
-            if sum(int(attrs[n]) for n in names) == 0:
+            held = {url: sum(int(v) for v in sqs.get_queue_attributes(QueueUrl=url, AttributeNames=names)
+                             ["Attributes"].values()) for url in queue_urls}
+            if not any(held.values()):
                 return
             time.sleep(0.25)
-        raise AssertionError(f"{queue_url} still holds messages after {timeout}s: {attrs}")
+        raise AssertionError(f"queues still hold messages after {timeout}s: {held}")
 
     def events_for(self, detail_type: str, **detail: Any) -> list[dict[str, Any]]:
         return [e for e in self.drain_events() if e["detail-type"] == detail_type
                 and all(e["detail"].get(k) == v for k, v in detail.items())]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")  # once per worker that runs e2e tests (one group), down when the group is done
 def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     state_dir = tmp_path_factory.mktemp("etl-local")
     env = {**os.environ, "ETL_LOCAL_DIR": str(state_dir), "ETL_LOCAL_RETRY_DELAY_S": "1",

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -24,7 +22,8 @@ import pyarrow.parquet as pq
 import pytest
 from pyarrow import fs
 
-from tests.e2e.conftest import ROOT, Platform
+from tests.e2e.conftest import Platform
+from tests.e2e.helpers import cli, queue_drained
 from tests.e2e.lake import s3fs
 
 YEAR, MONTH = "2031", "03"
@@ -101,26 +100,6 @@ class Flow:
     replaced_prefix: str  # the generation that flip replaced
     kept_versions: int  # versions under it after a cleanup that ran within the grace period
     kept_checked_at: float
-
-
-def queue_drained(p: Platform, timeout: float = 30) -> None:
-    """Wait until the compaction queue has nothing waiting or in flight (commands were handled)."""
-    sqs = p.client("sqs")
-    spec = p.state.functions["etl-local-compact"]["mappings"][0]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        attrs = sqs.get_queue_attributes(QueueUrl=spec["queue_url"], AttributeNames=["All"])["Attributes"]
-        if attrs["ApproximateNumberOfMessages"] == "0" and attrs["ApproximateNumberOfMessagesNotVisible"] == "0":
-            return
-        time.sleep(0.3)
-    raise AssertionError("the compaction queue did not drain")
-
-
-def cli(p: Platform, *args: str) -> str:
-    done = subprocess.run([sys.executable, "-m", "etl.compact_cli", *args, "--env", "local"], env=p.cli_env,
-                          cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
-    assert done.returncode == 0, done.stdout + done.stderr
-    return done.stdout
 
 
 def versions(p: Platform, prefix: str) -> int:

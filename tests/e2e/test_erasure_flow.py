@@ -16,8 +16,6 @@ import random
 import re
 import threading
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections import Counter
 from decimal import Decimal
@@ -32,10 +30,10 @@ from contracts import events as contract_events
 from contracts.arrow import lake_schema
 from contracts.commits import DynamoStateTable, GlueCatalog, PartitionCommitter, PartitionRef, S3ObjectStore
 from contracts.datasets import load_datasets
-from etl.local import http_api
 from etl.query import LocalEngine
 from services.transform.parquet import parquet_bytes
 from tests.e2e.conftest import Platform
+from tests.e2e.helpers import api, duckdb_count, land, wait_state
 from tests.e2e.lake import s3fs
 
 RND = random.Random(uuid.uuid4().int)
@@ -46,31 +44,6 @@ DATASETS = load_datasets()
 
 
 # -- helpers ---------------------------------------------------------------------------------------------
-def api(p: Platform, method: str, path: str, body: Any = None, raw: bytes | None = None) -> tuple[int, Any]:
-    url = http_api.local_url("etl-local-erasure-api", Path(os.environ["ETL_LOCAL_DIR"])) + path
-    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            text, status = resp.read(), resp.status
-    except urllib.error.HTTPError as exc:
-        text, status = exc.read(), exc.code
-    try:
-        return status, json.loads(text)
-    except json.JSONDecodeError:
-        return status, text.decode()
-
-
-def wait_state(p: Platform, rid: str, states: set[str], timeout: float = 200) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        _, r = api(p, "GET", f"/erasure-requests/{rid}")
-        if r["state"] in states:
-            return r
-        time.sleep(0.5)
-    raise AssertionError(f"{rid} still {r['state']} after {timeout}s: {r}")
-
-
 def customers_csv(ids: list[int], bad: list[str] = ()) -> bytes:  # type: ignore[assignment]
     rows = [f"{i},Person {i},person{i}@example.com,+4420{i % 10**7:07d},GB,20{20 + i % 4}-{1 + i % 12:02d}-10"
             for i in ids]
@@ -82,19 +55,6 @@ def orders_jsonl(pairs: list[tuple[int, int]], bad: list[str] = ()) -> bytes:  #
     lines = [json.dumps({"order_id": o, "customer_id": c, "amount": "19.90", "status": "paid",
                          "order_date": (start + dt.timedelta(days=(o * 37) % 700)).isoformat()}) for o, c in pairs]
     return ("\n".join([*lines, *bad]) + "\n").encode()
-
-
-def land(p: Platform, objects: dict[str, tuple[str, bytes]]) -> dict[str, str]:
-    """Land every object at once, then wait until each is transformed; object ids by name."""
-    for key, body in objects.values():
-        p.client("s3").put_object(Bucket=p.out("landingBucket"), Key=key, Body=body)
-    oids = {}
-    for name, (key, _) in objects.items():
-        stored = p.wait_for(lambda _, k=key: p.events_for("RawObjectStored", source_key=k), timeout=60)
-        oids[name] = stored[0]["detail"]["object_id"]
-    for oid in oids.values():
-        p.wait_for(lambda _, o=oid: p.events_for("ObjectTransformed", object_id=o), timeout=90)
-    return oids
 
 
 def lake(p: Platform, table: str) -> tuple[Counter, dict[tuple[str, ...], str]]:
@@ -116,10 +76,9 @@ def compacted(p: Platform, table: str) -> set[tuple[str, ...]]:
             for e in p.events_for("PartitionCompacted", dataset=table)}
 
 
-def duckdb_count(p: Platform, table: str, ids: list[int]) -> int:
-    engine = LocalEngine(p.out("glueDatabase"), glue=p.client("glue"), filesystem=s3fs(p.state.endpoint))
-    sql = f"SELECT count(*) AS n FROM {table} WHERE customer_id IN ({', '.join(map(str, ids))})"
-    return int(engine.query(sql).table.column("n")[0].as_py())
+def settled(p: Platform) -> None:
+    """Every tick sent to the run queue and every task sent to the workers has been handled (none in flight)."""
+    p.wait_drained(p.queue_of("etl-local-erasure-run"), p.queue_of("etl-local-erasure-worker"), timeout=120)
 
 
 def all_versions_text(p: Platform, bucket: str, prefix: str) -> list[tuple[str, bytes]]:
@@ -301,7 +260,7 @@ def test_cancel_before_erasing_rewrites_nothing(platform: Platform, erased: dict
     status, cancelled = api(p, "POST", f"/erasure-requests/{resp['id']}/cancel")
     assert status == 200 and cancelled["state"] == "CANCELLED"
     api(p, "POST", "/erasure-runs")
-    time.sleep(3)
+    settled(p)  # the run's tick was handled, and every task it may have sent: a rewrite would be done by now
     after, locations_after = lake(p, "customers")
     assert after == before
     moved = {k for k in locations if locations_after.get(k) != locations[k]}
@@ -328,14 +287,15 @@ def test_duplicate_delivery_on_the_bus_files_one_request_and_one_certificate(pla
         _, page = api(p, "GET", "/erasure-requests?limit=50")
         found = [r for r in page["items"] if r["client_request_id"] == client_id]
         time.sleep(0.5)
-    time.sleep(2)  # the other deliveries have been consumed by now
+    p.wait_drained(p.queue_of("etl-local-erasure-intake"))  # the other deliveries have been handled by now
     _, page = api(p, "GET", "/erasure-requests?limit=100")
     (req,) = [r for r in page["items"] if r["client_request_id"] == client_id]
     assert req["source"] == "event"
     api(p, "POST", "/erasure-runs")
     wait_state(p, req["id"], {"COMPLETED"})
     p.wait_for(lambda _: p.events_for("ErasureCompleted", request_id=req["id"]))  # published right after the state
-    time.sleep(2)  # a duplicate, if any, would follow within the next tick
+    api(p, "POST", "/erasure-runs")  # one more tick: a duplicate, if any, would be published by it
+    settled(p)
     assert len(p.events_for("ErasureCompleted", request_id=req["id"])) == 1
     assert api(p, "GET", f"/erasure-requests/{req['id']}/certificate")[0] == 200
 

@@ -40,9 +40,8 @@ from contracts.datasets import load_datasets
 from etl.query import LocalEngine
 from services.transform.parquet import parquet_bytes
 from tests.e2e.conftest import Platform
+from tests.e2e.helpers import api, cli, duckdb_count, land, queue_drained, wait_state
 from tests.e2e.lake import s3fs
-from tests.e2e.test_compact_flow import cli, queue_drained
-from tests.e2e.test_erasure_flow import api, duckdb_count, land, wait_state
 
 pytestmark = [
     pytest.mark.timeout(600),  # the first test also pays for the platform and the whole race

@@ -38,8 +38,8 @@ from etl.query import LocalEngine, arrow_type
 from services.transform.parquet import parquet_bytes
 from tests.conftest import SEED
 from tests.e2e.conftest import ROOT, Platform, etl
+from tests.e2e.helpers import api, wait_state
 from tests.e2e.lake import s3fs
-from tests.e2e.test_erasure_flow import api, wait_state
 
 V2 = load_datasets()["usage_events"]
 V1 = evolution.locked_dataset(V2, 1, DATASETS_DIR)
