@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pulumi
 import pulumi_aws as aws
 
 from contracts import events, metrics, naming
+from contracts.settings import ErasureSettings, ErasureTunables
 from infra import policy
 from infra.components.queue_function import QueueFunction, QueueFunctionArgs
 from infra.components.secure_bucket import SecureBucket
@@ -50,42 +51,32 @@ STATE_ACTIONS = ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", 
 
 
 @dataclass(frozen=True)
-class ErasureSettings:
-    """`etl:erasure*` config keys, with their defaults (the local env purges and rewrites at once)."""
+class ErasureStackConfig:
+    """The `etl:erasure*` keys: the functions' tunables (contracts.settings, with the defaults) and the
+    schedule, which only infra uses. The local env purges at once unless told otherwise."""
 
-    deadline_days: int = 30
-    risk_days: int = 7
-    purge_grace_s: int = 1800
-    batch_size: int = 100
-    batch_max_wait_s: int = 3600
+    tunables: ErasureTunables = field(default_factory=ErasureTunables)
     schedule_minutes: int = 15
-    raw_rewrite_max_mb: int = 1024
-    record_retention_days: int = 730
-    kms_key_id: str = ""
-    approval: bool = False  # four-eyes: requests wait for someone else's approval before a run takes them
 
     @classmethod
-    def load(cls, env: str) -> ErasureSettings:
+    def load(cls, env: str) -> ErasureStackConfig:
         cfg = pulumi.Config("etl")
-        local = env == LOCAL_ENV
-        out = cls(
-            deadline_days=cfg.get_int("erasureDeadlineDays") or 30,
-            risk_days=cfg.get_int("erasureRiskDays") or 7,
-            purge_grace_s=cfg.get_int("erasurePurgeGraceSeconds") if cfg.get("erasurePurgeGraceSeconds") is not None
-            else (0 if local else 1800),
-            batch_size=cfg.get_int("erasureBatchSize") or 100,
-            batch_max_wait_s=(cfg.get_int("erasureBatchMaxWaitMinutes") or 60) * 60,
-            schedule_minutes=cfg.get_int("erasureScheduleMinutes") or 15,
-            raw_rewrite_max_mb=cfg.get_int("erasureRawRewriteMaxMb") or 1024,
-            record_retention_days=cfg.get_int("erasureRecordRetentionDays") or 730,
-            kms_key_id=cfg.get("erasureKmsKeyId") or "",
-            approval=bool(cfg.get_bool("erasureApproval")),
-        )
-        if out.risk_days >= out.deadline_days:
-            raise ValueError("etl:erasureRiskDays must be shorter than etl:erasureDeadlineDays")
-        if out.purge_grace_s >= out.deadline_days * 86400 / 2:
-            raise ValueError("etl:erasurePurgeGraceSeconds must stay far below the erasure deadline")
-        return out
+        wait_min, raw_mb = cfg.get_int("erasureBatchMaxWaitMinutes"), cfg.get_int("erasureRawRewriteMaxMb")
+        given = {  # a key left unset (or 0 where 0 means nothing) takes the model's default
+            "deadline_days": cfg.get_int("erasureDeadlineDays") or None,
+            "risk_days": cfg.get_int("erasureRiskDays") or None,
+            "purge_grace_s": cfg.get_int("erasurePurgeGraceSeconds"),
+            "batch_size": cfg.get_int("erasureBatchSize") or None,
+            "batch_max_wait_s": wait_min * 60 if wait_min else None,
+            "raw_rewrite_max_bytes": raw_mb * 1024 * 1024 if raw_mb else None,
+            "record_retention_days": cfg.get_int("erasureRecordRetentionDays") or None,
+            "kms_key_id": cfg.get("erasureKmsKeyId") or None,
+            "approval_required": cfg.get_bool("erasureApproval"),
+        }
+        if env == LOCAL_ENV and given["purge_grace_s"] is None:
+            given["purge_grace_s"] = 0
+        return cls(ErasureTunables(**{k: v for k, v in given.items() if v is not None}),
+                   cfg.get_int("erasureScheduleMinutes") or 15)
 
 
 def _dlq_alarms(scope: pulumi.Resource, name: str, fn_name: str, topic: pulumi.Input[str],
@@ -112,7 +103,7 @@ class Erasure(pulumi.ComponentResource):
     def __init__(self, s: Settings, account_id: str) -> None:
         super().__init__("etl:service:Erasure", naming.name(s.env, "erasure"))
         self.s = s
-        self.es = ErasureSettings.load(s.env)
+        self.es = ErasureStackConfig.load(s.env)
         core = pulumi.StackReference("core", stack_name=s.core_stack_name)
         self.out = out = core.require_output
         self.archive = build_archive("erasure")
@@ -132,37 +123,23 @@ class Erasure(pulumi.ComponentResource):
         b = self.bucket.bucket.arn
         state = [out("stateTableArn")]
         records, vault = [self.records_table.arn], [self.vault_table.arn]
+        where: dict[str, pulumi.Input[str]] = {  # the resources, under the settings model's variable names
+            "env": env, "bus": out("busName"), "lake_bucket": out("lakeBucket"), "raw_bucket": out("rawBucket"),
+            "quarantine_bucket": out("quarantineBucket"), "landing_bucket": out("landingBucket"),
+            "erasure_bucket": self.bucket.bucket.bucket, "state_table": out("stateTable"),
+            "erasure_table": self.records_table.name, "vault_table": self.vault_table.name,
+            "database": out("glueDatabase"), "alerts_topic": out("alertsTopicArn"), "run_queue_url": self.run_queue.url,
+            "work_queue_url": self.work_queue.url, "salt_parameter": self.salt_parameter,
+            "max_receive_count": str(s.max_receive_count),
+        }
         self.common_env: dict[str, pulumi.Input[str]] = {
-            "ETL_ENV": env,
-            "BUS_NAME": out("busName"),
-            "LAKE_BUCKET": out("lakeBucket"),
-            "RAW_BUCKET": out("rawBucket"),
-            "QUARANTINE_BUCKET": out("quarantineBucket"),
-            "LANDING_BUCKET": out("landingBucket"),
-            "ERASURE_BUCKET": self.bucket.bucket.bucket,
-            "STATE_TABLE": out("stateTable"),
-            "ERASURE_TABLE": self.records_table.name,
-            "VAULT_TABLE": self.vault_table.name,
-            "GLUE_DATABASE": out("glueDatabase"),
-            "ALERTS_TOPIC_ARN": out("alertsTopicArn"),
-            "RUN_QUEUE_URL": self.run_queue.url,
-            "WORK_QUEUE_URL": self.work_queue.url,
-            "ERASURE_SALT_PARAMETER": self.salt_parameter,
-            "ERASURE_KMS_KEY_ID": self.es.kms_key_id,
-            "ERASURE_DEADLINE_DAYS": str(self.es.deadline_days),
-            "ERASURE_RISK_DAYS": str(self.es.risk_days),
-            "ERASURE_PURGE_GRACE_SECONDS": str(self.es.purge_grace_s),
-            "ERASURE_BATCH_SIZE": str(self.es.batch_size),
-            "ERASURE_BATCH_MAX_WAIT_SECONDS": str(self.es.batch_max_wait_s),
-            "ERASURE_RAW_REWRITE_MAX_BYTES": str(self.es.raw_rewrite_max_mb * 1024 * 1024),
-            "ERASURE_RECORD_RETENTION_DAYS": str(self.es.record_retention_days),
-            "ERASURE_APPROVAL": "true" if self.es.approval else "false",
-            "MAX_RECEIVE_COUNT": str(s.max_receive_count),
+            **self.es.tunables.to_environ(),
+            **{ErasureSettings.env_var(k): v for k, v in where.items()},
             "POWERTOOLS_METRICS_NAMESPACE": metrics.NAMESPACE,
             "POWERTOOLS_LOG_LEVEL": "INFO",
         }
         salt = policy.statement(["ssm:GetParameter", "ssm:PutParameter"], [salt_arn], "SubjectHashSalt")
-        kms = self.es.kms_key_id
+        kms = self.es.tunables.kms_key_id
         intake_statements = [
             policy.statement(STATE_ACTIONS, records, "Requests"),
             policy.statement(["dynamodb:PutItem", "dynamodb:DeleteItem"], vault, "FillVault"),
@@ -302,8 +279,8 @@ class Erasure(pulumi.ComponentResource):
     def _deadline_alarm(self, topic: pulumi.Input[str]) -> None:
         aws.cloudwatch.MetricAlarm(
             "erasure-deadline-risk", name=self._physical("erasure-deadline-risk"),
-            alarm_description=f"Erasure requests are within {self.es.risk_days} days of their "
-                              f"{self.es.deadline_days}-day deadline (or past it): `etl erasure list`.",
+            alarm_description=f"Erasure requests are within {self.es.tunables.risk_days:g} days of their "
+                              f"{self.es.tunables.deadline_days:g}-day deadline (or past it): `etl erasure list`.",
             namespace=metrics.NAMESPACE, metric_name=metrics.REQUESTS_AT_RISK, dimensions={"service": "erasure-run"},
             statistic="Maximum", period=3600, threshold=0, comparison_operator="GreaterThanThreshold",
             evaluation_periods=1, treat_missing_data="notBreaching", alarm_actions=[topic], ok_actions=[topic],
@@ -333,8 +310,10 @@ class Erasure(pulumi.ComponentResource):
 
         Not the approve route: with four-eyes approval on, approvers are granted it on their own.
         """
-        routes = [self.api.id.apply(lambda i, k=k: f"{self.execute_arn}:{i}/*/{_arn_path(k)}")
-                  for k in ROUTES if not k.endswith("/approve")]
+        def route_arn(key: str) -> pulumi.Output[str]:
+            return self.api.id.apply(lambda i: f"{self.execute_arn}:{i}/*/{_arn_path(key)}")
+
+        routes = [route_arn(k) for k in ROUTES if not k.endswith("/approve")]
         doc = policy.document([
             policy.statement(["execute-api:Invoke"], routes, "ErasureApi"),
             policy.put_events(self.out("busArn"), events.ErasureRequested, sid="RequestErasure"),
@@ -365,12 +344,12 @@ class Erasure(pulumi.ComponentResource):
         }
 
 
-def _console(env: str, account_id: str, region: str, api_fn: aws.lambda_.Function, es: ErasureSettings,
+def _console(env: str, account_id: str, region: str, api_fn: aws.lambda_.Function, es: ErasureStackConfig,
              opts: pulumi.ResourceOptions) -> Console | None:
     """The compliance console (infra/console.py) over the same API function; `etl:console: false` leaves it out."""
     enabled = pulumi.Config("etl").get_bool("console")
-    return None if enabled is False else Console(env, account_id, region, api_fn, es.deadline_days, es.risk_days,
-                                                 es.approval, opts=opts)
+    return None if enabled is False else Console(env, account_id, region, api_fn, int(es.tunables.deadline_days),
+                                                 int(es.tunables.risk_days), es.tunables.approval_required, opts=opts)
 
 
 def _lambda(scope: pulumi.Resource, name: str, fn_name: str, handler: str, archive: Archive, role: aws.iam.Role,

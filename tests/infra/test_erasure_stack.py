@@ -7,6 +7,7 @@ import json
 import pytest
 
 from contracts import events
+from contracts.settings import ErasureSettings
 from infra.erasure import ROUTES
 from tests.infra.harness import (
     CONSOLE_TYPES,
@@ -96,6 +97,19 @@ def test_settings_reach_the_functions(erasure: Stack) -> None:
     assert not any("SALT" in k and k != "ERASURE_SALT_PARAMETER" for k in env), "the salt never travels in env"
     local = build("erasure-local")
     assert env_of(local, "erasure-worker")["ERASURE_PURGE_GRACE_SECONDS"] == "0"
+
+
+def test_every_function_reads_back_the_settings_infra_wrote(erasure: Stack) -> None:
+    """One model (contracts.settings.ErasureSettings) names the variables: infra sets every one it
+    requires, and each function's environment reads back into it with the stack's values."""
+    for fn in ("erasure-api", "erasure-run", "erasure-worker", "erasure-intake"):
+        env = env_of(erasure, fn)
+        assert not set(ErasureSettings.required_env()) - set(env), fn
+        cfg = ErasureSettings.from_environ(env)
+        assert (cfg.lake_bucket, cfg.deadline_days, cfg.purge_grace_s) == (CORE_SENTINELS["lakeBucket"], 30, 1800)
+        assert cfg.max_receive_count == 3 and cfg.batch_max_wait_s == 3600 and not cfg.approval_required
+        assert {k: v for k, v in cfg.to_environ().items() if k in env} == \
+            {k: env[k] for k in cfg.to_environ() if k in env}, "what the service reads is what infra wrote"
 
 
 def test_config_is_checked() -> None:

@@ -17,10 +17,11 @@ from pulumi.automation import OpType
 from typer.testing import CliRunner
 
 from contracts import naming
+from contracts.settings import ErasureTunables
 from etl import deploy, deploy_cli
 from infra import settings as infra_settings
 from infra.compact import CompactConfig
-from infra.erasure import ErasureSettings
+from infra.erasure import ErasureStackConfig
 from infra.settings import Settings
 from tests.infra.harness import build as build_stack
 
@@ -281,7 +282,7 @@ def test_written_defaults_are_the_programs_defaults(tmp_path: Path, component: s
     if component == "compact":
         loaders.append(CompactConfig.load)
     if component == "erasure":
-        loaders.append(lambda: ErasureSettings.load("dev"))
+        loaders.append(lambda: ErasureStackConfig.load("dev"))
     for load in loaders:
         assert _loaded({**identity, **config}, load) == _loaded(identity, load)
 
@@ -290,7 +291,7 @@ def test_documented_defaults_match_the_program_dataclasses() -> None:
     """Unset-by-default keys are unset in the program too (None, empty), never a hidden value."""
     defaults = {**{f.name: f.default for f in dataclasses.fields(Settings)},
                 **{f.name: f.default for f in dataclasses.fields(CompactConfig)},
-                **{f.name: f.default for f in dataclasses.fields(ErasureSettings)}}
+                **{name: f.default for name, f in ErasureTunables.model_fields.items()}}
     unset = {"alertEmail": "alert_email", "coreStack": "core_stack", "lambdaLayers": "lambda_layers",
              "chunkBytes": None, "compactMinFiles": "min_files", "erasureKmsKeyId": "kms_key_id"}
     assert {k.key for k in deploy.CONFIG_KEYS if k.default is None} == set(unset)
