@@ -24,6 +24,7 @@ import pulumi_aws as aws
 from contracts import naming
 from contracts.datasets import load_datasets
 from infra.components.secure_bucket import tls_only_policy
+from infra.erasure_routes import ROUTES
 
 ASSETS = Path(__file__).resolve().parents[1] / "console"
 #: Cognito group → what its members may do through the console API (services/erasure/api.py enforces it)
@@ -32,15 +33,6 @@ GROUPS = {
     "erasure-approvers": "Approve requests someone else filed (four-eyes, when etl:erasureApproval is true)",
     "erasure-readers": "Read erasure requests and download their certificates",
 }
-ROUTES = (
-    "POST /erasure-requests",
-    "GET /erasure-requests",
-    "GET /erasure-requests/{id}",
-    "POST /erasure-requests/{id}/cancel",
-    "POST /erasure-requests/{id}/approve",
-    "GET /erasure-requests/{id}/certificate",
-    "POST /erasure-runs",
-)
 #: CloudFront paths served by the HTTP API (everything else is a static asset)
 API_PATH_PATTERNS = ("/erasure-requests*", "/erasure-runs")
 #: AWS-managed CloudFront policies (ids are fixed by AWS): nothing to create or pay for

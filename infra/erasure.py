@@ -30,21 +30,13 @@ from infra import policy
 from infra.components.queue_function import QueueFunction, QueueFunctionArgs
 from infra.components.secure_bucket import SecureBucket
 from infra.console import Console
+from infra.erasure_routes import ROUTES
 from infra.layers import LOCAL_ENV, dependency_layers
 from infra.packaging import Archive, build_archive
 from infra.settings import Settings
 from infra.transform import glue_arns
 
 HANDLERS = "services.erasure.handlers"
-ROUTES = (
-    "POST /erasure-requests",
-    "GET /erasure-requests",
-    "GET /erasure-requests/{id}",
-    "POST /erasure-requests/{id}/cancel",
-    "POST /erasure-requests/{id}/approve",
-    "GET /erasure-requests/{id}/certificate",
-    "POST /erasure-runs",
-)
 RUN_TIMEOUT_S = WORKER_TIMEOUT_S = 900
 STATE_ACTIONS = ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem",
                  "dynamodb:Query", "dynamodb:ConditionCheckItem"]

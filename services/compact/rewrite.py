@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import gc
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +18,7 @@ import pyarrow as pa
 
 from contracts.arrow import lake_schema
 from contracts.datasets import Dataset
+from contracts.nogc import paused_gc
 from services.compact.merge import MergeStats, merge_runs
 from services.compact.runs import InputFile, groups, make_runs, read_many, sort_table
 from services.compact.schema import dictionary_columns, read_schema
@@ -63,22 +63,9 @@ def compact_files(
     """
     if not inputs:
         raise ValueError("nothing to compact")
-    with _no_gc():
+    with paused_gc():  # contracts/nogc.py: why
         return _compact(inputs, dataset, workdir, target_bytes=target_bytes, row_group_rows=row_group_rows,
                         budget_rows=budget_rows, merge_rows=merge_rows, threads=threads)
-
-
-@contextlib.contextmanager
-def _no_gc() -> Iterator[None]:
-    """Python's cyclic GC paused while thousands of short-lived pyarrow wrappers come and go: the
-    rewrite creates no cycles worth collecting, and the collections cost about 2% of its CPU."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def _compact(

@@ -7,9 +7,7 @@ and `rows_in == rows_good + rows_quarantined` holds for every result (checked be
 
 from __future__ import annotations
 
-import contextlib
-import gc
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -17,6 +15,7 @@ import pyarrow as pa
 
 from contracts.datasets import Dataset
 from contracts.lineage import LINE_COLUMN
+from contracts.nogc import paused_gc
 from services.transform.casts import arrow_type
 from services.transform.chunks import ByteRange, can_split
 from services.transform.decode import Source, decode, read_object
@@ -67,22 +66,8 @@ def transform(
     `chunk.first_line`. `source` (e.g. the raw object's s3:// URI) is recorded in quarantine rows.
     Raises TransformError when the object as a whole cannot be read.
     """
-    with _no_gc():
+    with paused_gc():  # contracts/nogc.py: why
         return _transform(dataset, data, object_id=object_id, source=source, chunk=chunk)
-
-
-@contextlib.contextmanager
-def _no_gc() -> Iterator[None]:
-    """Python's cyclic GC paused for one object: the work makes thousands of short-lived pyarrow
-    wrappers and no cycles worth collecting, and the collections cost about 3% of its CPU (profile of
-    TPC-H SF1 orders, bench/transform_bench.py)."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def _transform(
