@@ -22,6 +22,7 @@ from contracts import events, lake
 from contracts.commits import (
     CleanupReport,
     CommitResult,
+    MissingObject,
     NewFile,
     PartitionBusy,
     PartitionCommitter,
@@ -160,21 +161,32 @@ class Compactor:
                 bins = plan_bins(list(current.values()), sizing, Trigger.CONTINUE)
                 continue
             b = Bin(tuple(current[n] for n in b.names))  # keys move with each generation
-            if outcome.bins and self.clock() + self.estimate(b) > deadline:
-                self.outbox.enqueue([CompactPartition(dataset=ds.name, partition=dict(ref.values),
-                                                      reason=Trigger.CONTINUE)])
-                return "continued"
+            # the first bin of an invocation always runs (progress); one after another bin or after a lost
+            # race runs only if it fits the time left, else a follow-up message takes it with a fresh timeout
+            # (failing the message instead would spend one of its few receives: MAX_RECEIVE_COUNT, then the DLQ)
+            if (outcome.bins or conflicts) and self.clock() + self.estimate(b) > deadline:
+                return self._continue_later(ds, ref)
             try:
                 outcome.bins.append(self._run_bin(ref, ds, b, deadline))
-            except ReplaceConflict:
+            except (ReplaceConflict, MissingObject):
+                # ReplaceConflict: another writer (erasure) replaced some inputs first. MissingObject: our
+                # staged files waited at a busy partition for longer than a commit accepts them ("stage it
+                # again"). Either way, re-plan from the committed state and stage afresh.
                 conflicts += 1
                 if conflicts > MAX_CONFLICTS:
                     raise
                 bins = plan_bins(self.committer.current(ref).files, sizing, Trigger.CONTINUE)
                 continue
+            except PartitionBusy:  # held until our deadline (an erasure rewriting it): try again later
+                return self._continue_later(ds, ref)
             if not bins:  # this plan is done; go on only if new files crossed the threshold again
                 bins = plan_bins(self.committer.current(ref).files, sizing, Trigger.EVENT)
         return "compacted" if outcome.bins else "below-threshold"
+
+    def _continue_later(self, ds: Dataset, ref: PartitionRef) -> str:
+        """Leave the rest of the partition to a follow-up message (any two small files, like manual)."""
+        self.outbox.enqueue([CompactPartition(dataset=ds.name, partition=dict(ref.values), reason=Trigger.CONTINUE)])
+        return "continued"
 
     def _run_bin(self, ref: PartitionRef, ds: Dataset, b: Bin, deadline: float) -> events.PartitionCompacted:
         """Download, rewrite, stage and commit one bin; the op id makes a retry a replay."""

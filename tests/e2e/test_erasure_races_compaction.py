@@ -14,7 +14,9 @@ planned on files that are gone and must raise ReplaceConflict and re-plan (contr
 Then: no subject row is left, every other row is there exactly once (landed, appended and held
 ones), the request is verified with a certificate from its first attempt, nothing was
 dead-lettered, and compacting again changes no row. Which side committed first, and which one
-re-planned, is printed (`Race.order`) and in assertion messages; both orders must pass.
+re-planned, is printed (`Race.order`) and in assertion messages; both orders must pass. (When the
+erasure won, the compaction's new plan took in the held one-row file, whose text columns its writer
+stored without dictionaries; compaction could not read it and was dead-lettered: services/compact/runs.py.)
 """
 
 from __future__ import annotations
@@ -43,14 +45,8 @@ from tests.e2e.conftest import Platform
 from tests.e2e.helpers import api, cli, duckdb_count, land, queue_drained, wait_state
 from tests.e2e.lake import s3fs
 
-pytestmark = [
-    pytest.mark.timeout(600),  # the first test also pays for the platform and the whole race
-    # Known open problem (stop 9, see the closing note): on a quiet fresh-clone run the compaction of the race
-    # published no PartitionCompacted within 90 s after the erasure ended. Under investigation; not strict so a
-    # passing run shows as XPASS.
-    pytest.mark.xfail(reason="compaction racing erasure may not finish in time since erasure waits for "
-                             "unfinished staging", strict=False),
-]
+#: the first test also pays for the platform and the whole race
+pytestmark = pytest.mark.timeout(600)
 
 YEAR, MONTH = "2032", "07"
 PARTITION = {"order_year": YEAR, "order_month": MONTH}
@@ -266,7 +262,7 @@ def race(platform: Platform) -> Race:
         # Queued together with the request, `etl compact` would be committed long before the erasure reads
         # the partition (the run first finds through the whole catalog), and a compaction that waits at the
         # held partition for longer than its staged file may live (locally 5 s: grace - 2 x timeout - margin)
-        # fails and re-plans from scratch. So it is queued when the erasure has started rewriting.
+        # re-plans and stages again, so no race is left. So it is queued when the erasure has started rewriting.
         deadline = time.monotonic() + 120
         while "erased" not in {w for _, w in staged_since(p, released)}:
             assert time.monotonic() < deadline, "the erasure did not start rewriting"
@@ -290,17 +286,19 @@ def race(platform: Platform) -> Race:
         erasure, compaction, appends = Racer(barrier, erase), Racer(barrier, compact), Racer(barrier, append)
         for t in (flips, erasure, compaction, appends):
             t.start()
-        erasure.outcome(60)
-        held_for = hold.until_both_wait(p, released, timeout=120)
-        compact_at, out = compaction.outcome(60)
-        assert "queued compaction of 1 partition" in out
-        hold.appender.outcome(60)
-    appended = appends.outcome(240)
-    final = wait_state(p, rid[0], {"COMPLETED", "FAILED"}, timeout=180)
-    p.wait_for(lambda _: [e for e in compacted(p) if e["id"] not in before], timeout=240)
-    queue_drained(p, timeout=60)
-    flips.stop.set()
-    flips.join(10)
+        try:
+            erasure.outcome(60)
+            held_for = hold.until_both_wait(p, released, timeout=120)
+            compact_at, out = compaction.outcome(60)
+            assert "queued compaction of 1 partition" in out
+            hold.appender.outcome(60)
+            appended = appends.outcome(240)
+            final = wait_state(p, rid[0], {"COMPLETED", "FAILED"}, timeout=180)
+            p.wait_for(lambda _: [e for e in compacted(p) if e["id"] not in before], timeout=240)
+            queue_drained(p, timeout=60)
+        finally:  # whatever failed, the watcher stops before the platform does (its next call would fail)
+            flips.stop.set()
+            flips.join(10)
     ours = [e for e in compacted(p) if e["id"] not in before]
     # before cleanup deletes the compaction's (40 s locally)
     staged = [s for s in staged_since(p, released) if s[1] in ("erased", "compact")]

@@ -22,6 +22,7 @@ from contracts import events
 from contracts.arrow import lake_schema
 from contracts.commits import (
     CommitSettings,
+    PartitionBusy,
     PartitionCommitter,
     PartitionRef,
     ReplaceConflict,
@@ -290,6 +291,69 @@ def test_a_bin_made_stale_by_another_replace_is_refused_and_re_planned(world: Wo
     out = world.compactor.compact(REF, Trigger.EVENT, world.deadline)
     world.check_every_row_once()  # the erased row stays erased, the others are there once
     assert out.status == "compacted" and len(out.bins) == 1 and out.bins[0].files_before == 16, "re-planned"
+
+
+class SlowAtTheClaim(AppendDuringReplace):
+    """The first replace finds the partition held for longer than a staged file may wait to be committed."""
+
+    def replace(self, *args: Any, **kwargs: Any) -> Any:
+        if not self.fired:
+            self.fired = True
+            self.world.clock.t += SETTINGS.grace_seconds - 2 * SETTINGS.max_op_seconds  # past the staging age
+        return self.inner.replace(*args, **kwargs)
+
+
+def test_staged_files_too_old_to_commit_are_staged_again_in_the_same_invocation(world: World) -> None:
+    for _ in range(16):
+        world.land()
+    world.compactor.committer = SlowAtTheClaim(world)  # type: ignore[assignment]
+    out = world.compactor.compact(REF, Trigger.MANUAL, world.clock.now() + 2 * SETTINGS.grace_seconds)
+    assert out.status == "compacted" and files_now(world) == 1 and not world.outbox.queued
+    assert len(world.outbox.published) == 1
+    world.check_every_row_once()
+
+
+class HeldPastTheDeadline(AppendDuringReplace):
+    """Another writer holds the partition (PartitionBusy, as the committer says) until `until`."""
+
+    def __init__(self, world: World, until: float) -> None:
+        super().__init__(world)
+        self.until = until
+
+    def replace(self, *args: Any, **kwargs: Any) -> Any:
+        if self.world.clock.now() < self.until:
+            raise PartitionBusy("held by erase:1")
+        return self.inner.replace(*args, **kwargs)
+
+
+def test_a_partition_held_until_the_deadline_is_compacted_by_a_follow_up_message(world: World) -> None:
+    for _ in range(16):
+        world.land()
+    deadline = world.deadline
+    world.compactor.committer = HeldPastTheDeadline(world, until=deadline + 5)  # type: ignore[assignment]
+    out = world.compactor.compact(REF, Trigger.MANUAL, deadline)  # no exception: the message is not failed
+    assert out.status == "continued" and not out.bins and files_now(world) == 16
+    assert world.outbox.queued == [CompactPartition(dataset="orders", partition=dict(REF.values),
+                                                    reason=Trigger.CONTINUE)]
+    assert world.state.leases == {}
+    world.clock.t += 10  # the follow-up is received after the other writer let go
+    cmd = world.outbox.queued.pop()
+    assert world.compactor.compact(REF, cmd.reason, world.deadline).status == "compacted"
+    assert files_now(world) == 1
+    world.check_every_row_once()
+
+
+def test_a_lost_race_with_no_time_left_re_plans_in_a_follow_up_message(world: World) -> None:
+    for _ in range(16):
+        world.land()
+    world.compactor.committer = ConflictOnce(world)  # type: ignore[assignment]
+    world.compactor.estimate = lambda b: 10_000.0
+    out = world.compactor.compact(REF, Trigger.MANUAL, world.deadline)
+    assert out.status == "continued" and not out.bins and len(world.outbox.queued) == 1
+    world.compactor.committer = world.committer
+    cmd = world.outbox.queued.pop()
+    assert world.compactor.compact(REF, cmd.reason, world.deadline).status == "compacted"
+    world.check_every_row_once()
 
 
 class Crash(BaseException):
