@@ -46,13 +46,19 @@ class EnvSettings(BaseModel):
                 values[f.alias] = e[f.alias]
         return cls.model_validate(values)
 
+    @classmethod
+    def variables(cls, values: Mapping[str, Any]) -> dict[str, Any]:
+        """Values given by field name (infra: Pulumi outputs) under their variables' names."""
+        return {cls.env_var(k): v for k, v in values.items()}
+
     def to_environ(self) -> dict[str, str]:
-        """Every field as its variable's text (booleans as true/false), as `from_environ` reads it back."""
+        """Every field set (None: left out) as its variable's text, booleans as true/false, as `from_environ`
+        reads it back."""
         out = {}
         for name, f in type(self).model_fields.items():
-            if not f.alias:
-                continue
             v = getattr(self, name)
+            if not f.alias or v is None:
+                continue
             out[f.alias] = ("true" if v else "false") if isinstance(v, bool) else \
                 str(int(v)) if isinstance(v, float) and v.is_integer() else str(v)
         return out
@@ -122,3 +128,47 @@ class ErasureSettings(ErasureTunables):
     @property
     def vault(self) -> str:
         return self.vault_table or self.records_table
+
+
+class TransformSettings(EnvSettings):
+    """What the transform function reads (infra/transform.py writes it)."""
+
+    env: str = Field("local", alias="ETL_ENV")
+    bus: str = Field(alias="BUS_NAME")
+    lake: str = Field(alias="LAKE_BUCKET")
+    quarantine: str = Field(alias="QUARANTINE_BUCKET")
+    state_table: str = Field(alias="STATE_TABLE")
+    database: str = Field(alias="GLUE_DATABASE")
+    #: objects larger than this are split into chunks transformed in parallel (etl:chunkMb)
+    chunk_bytes: int = Field(128 * 1024 * 1024, alias="CHUNK_BYTES")
+    max_receive_count: int = Field(3, alias="MAX_RECEIVE_COUNT")
+
+
+class CompactTunables(EnvSettings):
+    """The `etl:compact*` knobs the compact function reads (infra/compact.py: CompactConfig)."""
+
+    #: staged files and replaced generations are kept this long (a reader mid-query, a writer mid-commit)
+    grace_seconds: float = Field(4 * 3600, alias="GRACE_SECONDS")
+    #: the function's timeout: an op older than this is abandoned
+    max_op_seconds: float = Field(900, alias="MAX_OP_SECONDS")
+    clock_margin_seconds: float = Field(30, alias="CLOCK_MARGIN_SECONDS")
+    #: a partition idle this long is swept if it has more than one small file
+    quiet_seconds: float = Field(900, alias="QUIET_SECONDS")
+    #: overrides every contract's compaction_min_files; unset: each contract's
+    min_files: int | None = Field(None, alias="MIN_FILES")
+
+
+class CompactSettings(CompactTunables):
+    """What the compact function reads."""
+
+    env: str = Field("local", alias="ETL_ENV")
+    bus: str = Field(alias="BUS_NAME")
+    lake: str = Field(alias="LAKE_BUCKET")
+    state_table: str = Field(alias="STATE_TABLE")
+    database: str = Field(alias="GLUE_DATABASE")
+    #: its own queue (the sweep sends commands to it)
+    queue_name: str = Field(alias="QUEUE_NAME")
+    work_dir: str = Field("/tmp", alias="WORK_DIR")
+    #: rewrite threads; unset: the machine's CPUs
+    threads: int | None = Field(None, alias="THREADS")
+    max_receive_count: int = Field(3, alias="MAX_RECEIVE_COUNT")

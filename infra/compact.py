@@ -21,6 +21,7 @@ import pulumi_aws as aws
 
 from contracts import events, metrics, naming
 from contracts.commits import CommitSettings
+from contracts.settings import CompactSettings, CompactTunables
 from infra import policy
 from infra.components.queue_function import QueueFunction, QueueFunctionArgs
 from infra.layers import dependency_layers
@@ -28,13 +29,17 @@ from infra.packaging import build_archive
 from infra.settings import Settings
 from infra.transform import glue_arns
 
+_TUNABLES = CompactTunables()
+
 
 @dataclass(frozen=True)
 class CompactConfig:
-    timeout_s: int = 900
-    grace_seconds: int = 4 * 3600
-    clock_margin_seconds: int = 30
-    quiet_seconds: int = 900
+    """`etl:compact*` keys; those the function reads take their defaults from its settings model."""
+
+    timeout_s: int = int(_TUNABLES.max_op_seconds)
+    grace_seconds: int = int(_TUNABLES.grace_seconds)
+    clock_margin_seconds: int = int(_TUNABLES.clock_margin_seconds)
+    quiet_seconds: int = int(_TUNABLES.quiet_seconds)
     sweep_rate: str = "rate(15 minutes)"
     min_files: int | None = None
     memory_mb: int = 3008
@@ -91,26 +96,20 @@ def build(s: Settings) -> dict[str, pulumi.Input]:
     fn_name = naming.name(s.env, "compact")
     queue_name = naming.queue_name(fn_name)  # QueueFunction's queue: the sweep sends commands to it
     lake_objects = policy.objects(out("lakeBucketArn"))
+    tunables = CompactTunables(grace_seconds=c.grace_seconds, max_op_seconds=c.timeout_s,
+                               clock_margin_seconds=c.clock_margin_seconds, quiet_seconds=c.quiet_seconds,
+                               min_files=c.min_files or None)
     environment: dict[str, pulumi.Input[str]] = {
-        "ETL_ENV": s.env,
-        "BUS_NAME": out("busName"),
-        "LAKE_BUCKET": out("lakeBucket"),
-        "STATE_TABLE": out("stateTable"),
-        "GLUE_DATABASE": out("glueDatabase"),
-        "QUEUE_NAME": queue_name,
-        "GRACE_SECONDS": str(c.grace_seconds),
-        "MAX_OP_SECONDS": str(c.timeout_s),
-        "CLOCK_MARGIN_SECONDS": str(c.clock_margin_seconds),
-        "QUIET_SECONDS": str(c.quiet_seconds),
-        "MAX_RECEIVE_COUNT": str(s.max_receive_count),
-        "WORK_DIR": "/tmp",
+        **tunables.to_environ(),
+        **CompactSettings.variables({
+            "env": s.env, "bus": out("busName"), "lake": out("lakeBucket"), "state_table": out("stateTable"),
+            "database": out("glueDatabase"), "queue_name": queue_name, "work_dir": "/tmp",
+            "max_receive_count": str(s.max_receive_count)}),
         "ARROW_DEFAULT_MEMORY_POOL": "system",  # returns freed memory: lower peak RSS (docs/benchmarks.md)
         "POWERTOOLS_SERVICE_NAME": "compact",
         "POWERTOOLS_METRICS_NAMESPACE": metrics.NAMESPACE,
         "POWERTOOLS_LOG_LEVEL": "INFO",
     }
-    if c.min_files:
-        environment["MIN_FILES"] = str(c.min_files)
     fn = QueueFunction(
         "compact",
         QueueFunctionArgs(

@@ -126,7 +126,7 @@ class Erasure(pulumi.ComponentResource):
         }
         self.common_env: dict[str, pulumi.Input[str]] = {
             **self.es.tunables.to_environ(),
-            **{ErasureSettings.env_var(k): v for k, v in where.items()},
+            **ErasureSettings.variables(where),
             "POWERTOOLS_METRICS_NAMESPACE": metrics.NAMESPACE,
             "POWERTOOLS_LOG_LEVEL": "INFO",
         }

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import pulumi
 
 from contracts import naming
+from contracts.settings import TransformSettings
 
 
 @dataclass(frozen=True)
@@ -23,7 +24,7 @@ class Settings:
     lambda_layers: tuple[str, ...] = ()
     max_concurrency: int = 10
     max_receive_count: int = 3
-    chunk_bytes: int = 128 * 1024 * 1024
+    chunk_bytes: int = TransformSettings.model_fields["chunk_bytes"].default
     query_results_days: int = 7
     athena_bytes_cutoff: int = 10 * 1024**3
     alert_email: str | None = None
@@ -62,7 +63,7 @@ def load() -> Settings:
         lambda_layers=tuple(cfg.get_object("lambdaLayers") or ()),
         max_concurrency=max(2, cfg.get_int("maxConcurrency") or 10),
         max_receive_count=cfg.get_int("maxReceiveCount") or 3,
-        chunk_bytes=cfg.get_int("chunkBytes") or (cfg.get_int("chunkMb") or 128) * 1024 * 1024,
+        chunk_bytes=cfg.get_int("chunkBytes") or (cfg.get_int("chunkMb") or 0) * 1024 * 1024 or Settings.chunk_bytes,
         query_results_days=cfg.get_int("queryResultsDays") or 7,
         athena_bytes_cutoff=cfg.get_int("athenaBytesScannedCutoff") or 10 * 1024**3,
         alert_email=cfg.get("alertEmail"),

@@ -6,6 +6,7 @@ import pulumi
 import pulumi_aws as aws
 
 from contracts import events, metrics, naming
+from contracts.settings import TransformSettings
 from infra import policy
 from infra.components.queue_function import QueueFunction, QueueFunctionArgs
 from infra.layers import dependency_layers
@@ -38,16 +39,13 @@ def build(s: Settings) -> dict[str, pulumi.Input]:
             event_pattern=events.pattern(events.RawObjectStored, events.ChunkPlanned),
             alerts_topic_arn=out("alertsTopicArn"),
             environment={
-                "ETL_ENV": s.env,
-                "BUS_NAME": out("busName"),
+                **TransformSettings.variables({
+                    "env": s.env, "bus": out("busName"), "lake": out("lakeBucket"),
+                    "quarantine": out("quarantineBucket"), "state_table": out("stateTable"),
+                    "database": out("glueDatabase"), "chunk_bytes": str(s.chunk_bytes),
+                    "max_receive_count": str(s.max_receive_count)}),
                 "RAW_BUCKET": out("rawBucket"),
-                "LAKE_BUCKET": out("lakeBucket"),
-                "QUARANTINE_BUCKET": out("quarantineBucket"),
-                "STATE_TABLE": out("stateTable"),
-                "IDEMPOTENCY_TABLE": out("idempotencyTable"),
-                "GLUE_DATABASE": out("glueDatabase"),
-                "CHUNK_BYTES": str(s.chunk_bytes),
-                "MAX_RECEIVE_COUNT": str(s.max_receive_count),
+                "IDEMPOTENCY_TABLE": out("idempotencyTable"),  # read by powertools' idempotency layer
                 "POWERTOOLS_SERVICE_NAME": "transform",
                 "POWERTOOLS_METRICS_NAMESPACE": metrics.NAMESPACE,
                 "POWERTOOLS_LOG_LEVEL": "INFO",

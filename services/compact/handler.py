@@ -34,6 +34,7 @@ from contracts import metrics as dataset_metrics
 from contracts.commits import CommitSettings, PartitionCommitter, PartitionRef
 from contracts.datasets import load_datasets
 from services.compact.commands import Cleanup, CompactPartition, is_command, message, parse_command
+from services.compact.config import CompactSettings
 from services.compact.files import S3LakeFiles
 from services.compact.jobs import Compactor, Outcome
 from services.compact.state import DynamoCompactState
@@ -62,17 +63,11 @@ class Env:
 
     @classmethod
     def from_environ(cls) -> Env:
-        e = os.environ
-        settings = CommitSettings(
-            grace_seconds=float(e.get("GRACE_SECONDS", 4 * 3600)),
-            max_op_seconds=float(e.get("MAX_OP_SECONDS", 900)),
-            clock_margin_seconds=float(e.get("CLOCK_MARGIN_SECONDS", 30)),
-        )
-        return cls(
-            e["BUS_NAME"], e["LAKE_BUCKET"], e["STATE_TABLE"], e["GLUE_DATABASE"], e["QUEUE_NAME"], settings,
-            float(e.get("QUIET_SECONDS", 900)), int(e["MIN_FILES"]) if e.get("MIN_FILES") else None,
-            Path(e.get("WORK_DIR", "/tmp")), int(e.get("THREADS") or os.cpu_count() or 1),
-        )
+        c = CompactSettings.from_environ()
+        settings = CommitSettings(grace_seconds=c.grace_seconds, max_op_seconds=c.max_op_seconds,
+                                  clock_margin_seconds=c.clock_margin_seconds)
+        return cls(c.bus, c.lake, c.state_table, c.database, c.queue_name, settings, c.quiet_seconds, c.min_files,
+                   Path(c.work_dir), c.threads or os.cpu_count() or 1)
 
 
 class AwsOutbox:

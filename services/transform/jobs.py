@@ -8,9 +8,7 @@ records progress and publishes events. Every step is safe to repeat: names and o
 
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
 import pyarrow.parquet as pq
@@ -20,6 +18,7 @@ from contracts.commits import Append, FileToStage, PartitionCommitter, Partition
 from contracts.datasets import Dataset, get_dataset
 from services.transform import fanin
 from services.transform.chunks import ByteRange, can_split, dialect_of, plan_chunks
+from services.transform.config import Env
 from services.transform.core import TransformResult, transform
 from services.transform.errors import TransformError
 from services.transform.parquet import file_name, parquet_bytes
@@ -28,20 +27,6 @@ from services.transform.partition import partition_path
 COMMIT_THREADS = 8
 
 
-@dataclass(frozen=True)
-class Env:
-    bus: str
-    lake: str
-    quarantine: str
-    state_table: str
-    database: str
-    chunk_bytes: int
-
-    @classmethod
-    def from_environ(cls) -> Env:
-        e = os.environ
-        return cls(e["BUS_NAME"], e["LAKE_BUCKET"], e["QUARANTINE_BUCKET"], e["STATE_TABLE"], e["GLUE_DATABASE"],
-                   int(e.get("CHUNK_BYTES", str(128 * 1024 * 1024))))
 
 
 def dataset_of(name: str, object_id: str) -> Dataset:

@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from contracts import events
+from contracts.settings import CompactSettings
 from etl.local.platform import ROOT
 from tests.infra.harness import CORE_SENTINELS, Stack, assert_least_privilege, build
 
@@ -113,3 +114,12 @@ def test_overdue_cleanup_alarms_and_nothing_idles_at_a_cost(compact: Stack) -> N
 
 def test_min_files_override_reaches_the_function() -> None:
     assert env_of(build("compact-dev", {"compactMinFiles": 4}))["MIN_FILES"] == "4"
+
+
+def test_the_function_reads_back_the_settings_infra_wrote(compact: Stack) -> None:
+    """One model (contracts.settings.CompactSettings) names the variables and holds the defaults."""
+    env = env_of(compact)
+    assert not set(CompactSettings.required_env()) - set(env)
+    read = CompactSettings.from_environ(env)
+    assert (read.grace_seconds, read.max_op_seconds, read.quiet_seconds) == (4 * 3600, 900, 900)
+    assert read.min_files is None and "MIN_FILES" not in env and read.work_dir == "/tmp"

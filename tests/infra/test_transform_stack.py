@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from contracts import events
+from contracts.settings import TransformSettings
 from tests.infra.harness import CORE_SENTINELS, Stack, build
 
 
@@ -36,3 +37,11 @@ def test_permissions_scoped(transform: Stack) -> None:
     assert "s3:DeleteObject" not in by_sid["ReadRaw"]["Action"], "transform never deletes raw copies"
     glue = by_sid["RegisterPartitions"]["Resource"]
     assert glue[1].endswith(":database/ref_db") and glue[2].endswith(":table/ref_db/*")
+
+
+def test_the_function_reads_back_the_settings_infra_wrote(transform: Stack) -> None:
+    """One model (contracts.settings.TransformSettings) names the variables and holds the defaults."""
+    env = transform.one("aws:lambda/function:Function", "transform-function").inputs["environment"]["variables"]
+    assert not set(TransformSettings.required_env()) - set(env)
+    read = TransformSettings.from_environ(env)
+    assert (read.lake, read.chunk_bytes, read.max_receive_count) == (CORE_SENTINELS["lakeBucket"], 128 * 1024**2, 3)
