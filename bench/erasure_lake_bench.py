@@ -367,6 +367,16 @@ def targets(verdicts: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+LAKE = """The month lake is what the platform leaves after compaction: `tpchgen-cli` orders, partitioned as the
+contract bench/tpch_orders.toml says (order_year=/order_month=), each month sorted by (o_orderdate, o_orderkey) and
+written by the compaction service's own writer, `services.compact.writer.RollingWriter`, with the contract's
+targets (256 MiB files, 1,000,000-row row groups; zstd, statistics, page index, bloom filter on o_custkey, lineage
+columns). A month is far under the target, so each is one file of one row group. The dense lake is
+bench/erasure_bench.py's (one file per year, the transform's writer). The platform runs in-process through
+`services.erasure.find.probe` and `services.erasure.rewrite.rewrite` on local files; `platform-2` fans the files
+out over 2 worker processes, as the service fans out per partition. Each contender's output is checked to hold no
+subject and to have lost exactly the subjects' rows."""
+
 NOTES = """Why the 5x is out of reach on this lake, and what would reach it:
 
 * **The subjects are not a minority of the row groups.** A TPC-H customer's ~15 orders are spread uniformly over
@@ -504,6 +514,8 @@ def main() -> None:
         "F&F = the Find-and-Forget algorithm (full scan of the subject column of every file, whole-object "
         "rewrite with pyarrow's defaults); *files read* are files whose data pages were read (every "
         "contender opens every footer); *row groups read* count a row group once per pass that decodes it.",
+        "",
+        LAKE,
         "", *body, *targets(verdicts), "", NOTES])
     print(section)
     if a.update_docs:
