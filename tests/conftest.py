@@ -65,7 +65,7 @@ def pytest_report_header(config: pytest.Config) -> str:
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
-    """`--dist loadgroup` with the groups above: each group on one worker, every other test on either.
+    """`--dist loadgroup` with the groups above: each group on one worker, every other module on any.
 
     A scheduler, not `xdist_group` marks: pytest-xdist 3.8 groups by rewriting `item._nodeid`, which
     pytest 9.2 no longer reads, so marks silently spread a group over both workers (and every worker
@@ -76,10 +76,18 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     from xdist.scheduler import LoadScopeScheduling
 
     class PlatformGroups(LoadScopeScheduling):
-        """Work units: a whole platform group, or a single test. Largest units first (the groups)."""
+        """Work units: a whole platform group, or one module (its module-scoped fixtures, such as the layer
+        builds of tests/ops/test_build.py or a moto server, then run once, not once per worker). The groups
+        are handed out first, so each starts at once; then the modules with the most tests."""
 
         def _split_scope(self, nodeid: str) -> str:
-            return platform_group(nodeid) or nodeid
+            return platform_group(nodeid) or nodeid.split("::", 1)[0]
+
+        def _assign_work_unit(self, node: Any) -> None:
+            for group in sorted(set(PLATFORM_GROUPS.values()), reverse=True):
+                if group in self.workqueue:
+                    self.workqueue.move_to_end(group, last=False)
+            super()._assign_work_unit(node)
 
     return PlatformGroups(config, log)
 
