@@ -172,3 +172,14 @@ class CompactSettings(CompactTunables):
     #: rewrite threads; unset: the machine's CPUs
     threads: int | None = Field(None, alias="THREADS")
     max_receive_count: int = Field(3, alias="MAX_RECEIVE_COUNT")
+
+
+class IngestSettings(EnvSettings):
+    """What the ingest function reads (infra/ingest.py writes it)."""
+
+    env: str = Field("local", alias="ETL_ENV")
+    bus: str = Field(alias="BUS_NAME")
+    raw_bucket: str = Field(alias="RAW_BUCKET")
+    state_table: str = Field(alias="STATE_TABLE")
+    #: on the last attempt the status record says why (contracts/failures.py)
+    max_receive_count: int = Field(3, alias="MAX_RECEIVE_COUNT")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pulumi
 
 from contracts import events, metrics, naming
+from contracts.settings import IngestSettings
 from infra import policy
 from infra.components.queue_function import QueueFunction, QueueFunctionArgs
 from infra.layers import dependency_layers
@@ -29,12 +30,10 @@ def build(s: Settings) -> dict[str, pulumi.Input]:
             event_pattern=pattern,
             alerts_topic_arn=core.require_output("alertsTopicArn"),
             environment={
-                "ETL_ENV": s.env,
-                "BUS_NAME": bus_name,
-                "RAW_BUCKET": raw,
-                "IDEMPOTENCY_TABLE": idem_table,
-                "STATE_TABLE": core.require_output("stateTable"),
-                "MAX_RECEIVE_COUNT": str(s.max_receive_count),  # last attempt → status record (failures.md)
+                **IngestSettings.variables({
+                    "env": s.env, "bus": bus_name, "raw_bucket": raw, "state_table": core.require_output("stateTable"),
+                    "max_receive_count": str(s.max_receive_count)}),  # last attempt → status record (failures.md)
+                "IDEMPOTENCY_TABLE": idem_table,  # read by powertools' idempotency layer
                 "POWERTOOLS_SERVICE_NAME": "ingest",
                 "POWERTOOLS_METRICS_NAMESPACE": metrics.NAMESPACE,
                 "POWERTOOLS_LOG_LEVEL": "INFO",

@@ -29,6 +29,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from contracts import aws, events, failures, layout, progress
 from contracts import metrics as dataset_metrics
+from services.ingest.config import settings
 from services.ingest.ingest import Outcome, ingest, missing, refused
 from services.ingest.landing import LandedObject, event_reference, resolve
 
@@ -51,7 +52,7 @@ def ingest_once(ref: dict[str, Any]) -> dict[str, Any]:
     started = time.monotonic()
     obj = resolve(s3, ref)
     try:
-        outcome = missing(ref) if obj is None else ingest(s3, obj, os.environ["RAW_BUCKET"])
+        outcome = missing(ref) if obj is None else ingest(s3, obj, settings().raw_bucket)
     except Exception as exc:  # AWS refused the request itself: no retry would pass
         if not failures.is_permanent(exc):
             raise
@@ -69,7 +70,7 @@ def announce(outcome: Outcome, obj: LandedObject | None, started: float) -> dict
     stage = "rejected" if outcome.rejected else "ingested"
     progress.record(
         aws.client("dynamodb"),
-        os.environ["STATE_TABLE"],
+        settings().state_table,
         detail.object_id,
         stage,
         dataset=getattr(detail, "dataset", None),
@@ -78,7 +79,7 @@ def announce(outcome: Outcome, obj: LandedObject | None, started: float) -> dict
         size=size,
         reason=getattr(detail, "reason", None),
     )
-    events.publish(aws.client("events"), os.environ["BUS_NAME"], [detail])
+    events.publish(aws.client("events"), settings().bus, [detail])
     with dataset_metrics.for_dataset(metrics, dataset) as per_dataset:
         if outcome.rejected:
             logger.warning("object rejected", object_id=detail.object_id, reason=detail.reason, key=detail.source_key)
@@ -113,7 +114,8 @@ def record_handler(record: SQSRecord) -> dict[str, Any]:
 def announce_failure(record: SQSRecord, ref: dict[str, Any] | None, exc: Exception, attempts: int) -> None:
     """Last attempt: the status record (and IngestFailed) say why before the message goes to the DLQ."""
     reason = failures.describe(exc)
-    ddb, table = aws.client("dynamodb"), os.environ["STATE_TABLE"]
+    env = settings()
+    ddb, table = aws.client("dynamodb"), env.state_table
     if ref is None:  # not an S3 event: no object to name; the DLQ keeps the message
         progress.record(ddb, table, f"message-{record.message_id}", "failed",
                         reason=f"unreadable message, kept in the DLQ: {reason}", attempts=attempts)
@@ -123,7 +125,7 @@ def announce_failure(record: SQSRecord, ref: dict[str, Any] | None, exc: Excepti
     dataset = layout.LandingKey.parse(ref["key"]).dataset
     progress.record(ddb, table, oid, "failed", reason=reason, attempts=attempts, source_key=ref["key"],
                     dataset=dataset)
-    events.publish(aws.client("events"), os.environ["BUS_NAME"], [events.IngestFailed(
+    events.publish(aws.client("events"), env.bus, [events.IngestFailed(
         dataset=dataset, object_id=oid, source_bucket=ref["bucket"], source_key=ref["key"],
         source_version=ref["version"], reason=reason, attempts=attempts)])
     logger.error("object failed after every attempt", object_id=oid, reason=reason, attempts=attempts)

@@ -6,6 +6,7 @@ import json
 import zipfile
 
 from contracts import events
+from contracts.settings import IngestSettings
 from infra.packaging import build_archive
 from tests.infra.harness import CORE_SENTINELS, Stack, build
 
@@ -87,3 +88,12 @@ def test_local_env_uses_the_venv_not_a_layer() -> None:
     local = build("ingest-local")
     assert not local.of_type("aws:lambda/layerVersion:LayerVersion")
     assert local.one("aws:lambda/function:Function", "ingest-function").inputs["layers"] == []
+
+
+def test_the_function_reads_back_the_settings_infra_wrote() -> None:
+    """One model (contracts.settings.IngestSettings) names the variables and holds the defaults."""
+    stack = build("ingest-dev")
+    env = stack.one("aws:lambda/function:Function", "ingest-function").inputs["environment"]["variables"]
+    assert not set(IngestSettings.required_env()) - set(env)
+    read = IngestSettings.from_environ(env)
+    assert read.max_receive_count == 3 and read.env == "dev" and read.raw_bucket
