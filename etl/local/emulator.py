@@ -18,6 +18,31 @@ from etl.local import moto_ddb, moto_s3
 START_TIMEOUT_S = 30
 
 
+def answer_json_api_preflights(app: Any) -> Any:
+    """CORS preflights of the AWS JSON APIs a browser calls (the console's Cognito sign-in: POST to `/`),
+    answered here as AWS does (any origin; no credentials). moto routes a preflight by its headers, and a
+    preflight carries neither a signature nor `X-Amz-Target`, so moto hands it to S3's "list buckets",
+    which once answered 500 under concurrent requests: the browser's sign-in then "cannot reach" Cognito.
+    Only `/` is taken: a preflight for a bucket or object still meets that bucket's CORS rules."""
+
+    def middleware(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        requested = environ.get("HTTP_ACCESS_CONTROL_REQUEST_METHOD")
+        if environ.get("REQUEST_METHOD") != "OPTIONS" or not requested or environ.get("PATH_INFO", "/") != "/":
+            return app(environ, start_response)
+        headers = [
+            ("Access-Control-Allow-Origin", environ.get("HTTP_ORIGIN", "*")),
+            ("Access-Control-Allow-Methods", "POST"),
+            ("Access-Control-Allow-Headers", environ.get("HTTP_ACCESS_CONTROL_REQUEST_HEADERS", "")),
+            ("Access-Control-Max-Age", "600"),
+            ("Vary", "Origin"),
+            ("Content-Length", "0"),
+        ]
+        start_response("204 No Content" if requested == "POST" else "403 Forbidden", headers)
+        return [b""]
+
+    return middleware
+
+
 class EmulatorError(RuntimeError):
     """The emulator could not start; the message says why and what to do."""
 
@@ -61,7 +86,7 @@ class Emulator:
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
         moto_s3.install()
         moto_ddb.install()
-        app = DomainDispatcherApplication(create_backend_app)
+        app = answer_json_api_preflights(DomainDispatcherApplication(create_backend_app))
         if self.wrap is not None:
             app = self.wrap(app)
         try:
