@@ -66,6 +66,7 @@ def duckdb_copy(csv_path: Path, out: Path) -> tuple[float, list[tuple[Any, ...]]
     con = duckdb.connect()
     columns = "{" + ", ".join(f"'{k}': '{v}'" for k, v in DUCKDB_COLUMNS.items()) + "}"
     source = f"read_csv('{csv_path}', header = true, delim = ',', quote = '\"', columns = {columns})"
+    shutil.rmtree(out, ignore_errors=True)  # left by an interrupted run: COPY refuses a non-empty directory
     t0 = time.perf_counter()
     con.execute(f"""COPY (SELECT *, year(o_orderdate) AS order_year, month(o_orderdate) AS order_month FROM {source})
                     TO '{out}' (FORMAT parquet, PARTITION_BY (order_year, order_month), COMPRESSION zstd)""")
