@@ -64,7 +64,15 @@ class EnvSettings(BaseModel):
         return out
 
 
-class ErasureTunables(EnvSettings):
+class CommitTimings(EnvSettings):
+    """The commit wait every lake writer (transform, compact, erasure) forces, settable per stack
+    (`etl:commitBusyWaitSeconds`): how long an op waits at a partition another op holds before it gives
+    up and its message is retried (contracts/commits: CommitSettings.busy_wait_seconds)."""
+
+    commit_busy_wait_s: float = Field(20, gt=0, le=300, alias="COMMIT_BUSY_WAIT_SECONDS")
+
+
+class ErasureTunables(CommitTimings):
     """The erasure stack's `etl:erasure*` knobs as its functions see them (docs/deploy.md lists the keys)."""
 
     deadline_days: float = Field(30, alias="ERASURE_DEADLINE_DAYS")
@@ -130,7 +138,7 @@ class ErasureSettings(ErasureTunables):
         return self.vault_table or self.records_table
 
 
-class TransformSettings(EnvSettings):
+class TransformSettings(CommitTimings):
     """What the transform function reads (infra/transform.py writes it)."""
 
     env: str = Field("local", alias="ETL_ENV")
@@ -144,7 +152,7 @@ class TransformSettings(EnvSettings):
     max_receive_count: int = Field(3, alias="MAX_RECEIVE_COUNT")
 
 
-class CompactTunables(EnvSettings):
+class CompactTunables(CommitTimings):
     """The `etl:compact*` knobs the compact function reads (infra/compact.py: CompactConfig)."""
 
     #: staged files and replaced generations are kept this long (a reader mid-query, a writer mid-commit)

@@ -179,14 +179,15 @@ class ConfigKey:
     default: str | None  # None: unset by default, written commented out with `example`
     doc: str
     core: bool  # core reads it; services read the others
-    only: str | None = None  # the one service that reads it (None: every service); ignored for core keys
+    only: str | tuple[str, ...] | None = None  # the service(s) that read it (None: every service); not for core
     example: str = ""  # value shown in the commented-out line when `default` is None; `{env}` is the env
 
     def read_by(self, component: str) -> bool:
         """Whether the stack of `component` reads this key (so `etl init` writes it into that file)."""
         if self.core:
             return component == "core"
-        return component != "core" and self.only in (None, component)
+        readers = (self.only,) if isinstance(self.only, str) else self.only
+        return component != "core" and (readers is None or component in readers)
 
 
 CONFIG_KEYS: tuple[ConfigKey, ...] = (
@@ -212,6 +213,9 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
     ConfigKey("coreStack", None,
               "StackReference name of core; unset: <org>/<project>/core-<env> (set it if yours differ)", False,
               example="acme/etl/core-{env}"),
+    ConfigKey("commitBusyWaitSeconds", "20", "seconds a lake writer (transform, compact, erasure) waits at a "
+              "partition another commit holds before its message is retried (0 < s <= 300)", False,
+              only=("transform", "compact", "erasure")),
     ConfigKey("chunkMb", "128", "size (MiB) of the chunks a large raw object is split into for transform", False,
               only="transform"),
     ConfigKey("chunkBytes", None, "exact chunk size in bytes; overrides chunkMb (small values exercise chunking)",

@@ -98,7 +98,7 @@ def build(s: Settings) -> dict[str, pulumi.Input]:
     lake_objects = policy.objects(out("lakeBucketArn"))
     tunables = CompactTunables(grace_seconds=c.grace_seconds, max_op_seconds=c.timeout_s,
                                clock_margin_seconds=c.clock_margin_seconds, quiet_seconds=c.quiet_seconds,
-                               min_files=c.min_files or None)
+                               min_files=c.min_files or None, commit_busy_wait_s=s.commit_busy_wait_s)
     environment: dict[str, pulumi.Input[str]] = {
         **tunables.to_environ(),
         **CompactSettings.variables({

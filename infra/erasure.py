@@ -51,7 +51,7 @@ class ErasureStackConfig:
     schedule_minutes: int = 15
 
     @classmethod
-    def load(cls, env: str) -> ErasureStackConfig:
+    def load(cls, env: str, commit_busy_wait_s: float = ErasureTunables().commit_busy_wait_s) -> ErasureStackConfig:
         cfg = pulumi.Config("etl")
         wait_min, raw_mb = cfg.get_int("erasureBatchMaxWaitMinutes"), cfg.get_int("erasureRawRewriteMaxMb")
         given = {  # a key left unset (or 0 where 0 means nothing) takes the model's default
@@ -64,6 +64,7 @@ class ErasureStackConfig:
             "record_retention_days": cfg.get_int("erasureRecordRetentionDays") or None,
             "kms_key_id": cfg.get("erasureKmsKeyId") or None,
             "approval_required": cfg.get_bool("erasureApproval"),
+            "commit_busy_wait_s": commit_busy_wait_s,
         }
         if env == LOCAL_ENV and given["purge_grace_s"] is None:
             given["purge_grace_s"] = 0
@@ -95,7 +96,7 @@ class Erasure(pulumi.ComponentResource):
     def __init__(self, s: Settings, account_id: str) -> None:
         super().__init__("etl:service:Erasure", naming.name(s.env, "erasure"))
         self.s = s
-        self.es = ErasureStackConfig.load(s.env)
+        self.es = ErasureStackConfig.load(s.env, s.commit_busy_wait_s)
         core = pulumi.StackReference("core", stack_name=s.core_stack_name)
         self.out = out = core.require_output
         self.archive = build_archive("erasure")

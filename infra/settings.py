@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import pulumi
 
 from contracts import naming
-from contracts.settings import TransformSettings
+from contracts.settings import CommitTimings, TransformSettings
 
 
 @dataclass(frozen=True)
@@ -25,6 +25,8 @@ class Settings:
     max_concurrency: int = 10
     max_receive_count: int = 3
     chunk_bytes: int = TransformSettings.model_fields["chunk_bytes"].default
+    #: every lake writer's wait at a partition another op holds (etl:commitBusyWaitSeconds)
+    commit_busy_wait_s: float = CommitTimings.model_fields["commit_busy_wait_s"].default
     query_results_days: int = 7
     athena_bytes_cutoff: int = 10 * 1024**3
     alert_email: str | None = None
@@ -64,6 +66,7 @@ def load() -> Settings:
         max_concurrency=max(2, cfg.get_int("maxConcurrency") or 10),
         max_receive_count=cfg.get_int("maxReceiveCount") or 3,
         chunk_bytes=cfg.get_int("chunkBytes") or (cfg.get_int("chunkMb") or 0) * 1024 * 1024 or Settings.chunk_bytes,
+        commit_busy_wait_s=cfg.get_float("commitBusyWaitSeconds") or Settings.commit_busy_wait_s,
         query_results_days=cfg.get_int("queryResultsDays") or 7,
         athena_bytes_cutoff=cfg.get_int("athenaBytesScannedCutoff") or 10 * 1024**3,
         alert_email=cfg.get("alertEmail"),

@@ -43,7 +43,8 @@ def build(s: Settings) -> dict[str, pulumi.Input]:
                     "env": s.env, "bus": out("busName"), "lake": out("lakeBucket"),
                     "quarantine": out("quarantineBucket"), "state_table": out("stateTable"),
                     "database": out("glueDatabase"), "chunk_bytes": str(s.chunk_bytes),
-                    "max_receive_count": str(s.max_receive_count)}),
+                    "max_receive_count": str(s.max_receive_count),
+                    "commit_busy_wait_s": f"{s.commit_busy_wait_s:g}"}),
                 "RAW_BUCKET": out("rawBucket"),
                 "IDEMPOTENCY_TABLE": out("idempotencyTable"),  # read by powertools' idempotency layer
                 "POWERTOOLS_SERVICE_NAME": "transform",

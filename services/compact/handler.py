@@ -65,7 +65,8 @@ class Env:
     def from_environ(cls) -> Env:
         c = CompactSettings.from_environ()
         settings = CommitSettings(grace_seconds=c.grace_seconds, max_op_seconds=c.max_op_seconds,
-                                  clock_margin_seconds=c.clock_margin_seconds)
+                                  clock_margin_seconds=c.clock_margin_seconds,
+                                  busy_wait_seconds=c.commit_busy_wait_s)
         return cls(c.bus, c.lake, c.state_table, c.database, c.queue_name, settings, c.quiet_seconds, c.min_files,
                    Path(c.work_dir), c.threads or os.cpu_count() or 1)
 

@@ -29,7 +29,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from contracts import aws, events
 from contracts import metrics as dataset_metrics
-from contracts.commits import PartitionCommitter
+from contracts.commits import CommitSettings, PartitionCommitter
 from contracts.datasets import load_datasets
 from services.erasure import api, intake, worker
 from services.erasure.config import Config
@@ -53,7 +53,8 @@ def _send(url: str, body: dict[str, Any]) -> None:
 
 
 def _committer(cfg: Config) -> PartitionCommitter:
-    return PartitionCommitter.on_aws(bucket=cfg.lake_bucket, table_name=cfg.state_table, database=cfg.database)
+    return PartitionCommitter.on_aws(bucket=cfg.lake_bucket, table_name=cfg.state_table, database=cfg.database,
+                                     settings=CommitSettings(busy_wait_seconds=cfg.commit_busy_wait_s))
 
 
 def engine(cfg: Config | None = None) -> Engine:

@@ -31,7 +31,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from contracts import aws, events, failures, progress
 from contracts import metrics as dataset_metrics
-from contracts.commits import PartitionCommitter
+from contracts.commits import CommitSettings, PartitionCommitter
 from services.transform import jobs
 
 logger = Logger()
@@ -49,7 +49,8 @@ attempt: ContextVar[int] = ContextVar("attempt", default=1)
 
 
 def _committer(env: jobs.Env) -> PartitionCommitter:
-    return PartitionCommitter.on_aws(bucket=env.lake, table_name=env.state_table, database=env.database)
+    return PartitionCommitter.on_aws(bucket=env.lake, table_name=env.state_table, database=env.database,
+                                     settings=CommitSettings(busy_wait_seconds=env.commit_busy_wait_s))
 
 
 @idempotent_function(data_keyword_argument="job", config=idempotency_config, persistence_store=persistence)
