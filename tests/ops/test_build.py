@@ -32,7 +32,7 @@ from pyarrow import fs as pafs
 
 from contracts import aws, layout, naming
 from contracts import events as contract_events
-from contracts.commits import PARQUET_INPUT, PARQUET_OUTPUT, PARQUET_SERDE, PartitionCommitter, PartitionRef
+from contracts.commits import PartitionCommitter, PartitionRef
 from contracts.datasets import load_datasets
 from etl import build
 from etl.compact_cli import compact_message
@@ -41,11 +41,11 @@ from etl.local.http_api import Route, proxy_event
 from etl.local.program import run_stack
 from etl.local.recording import RecordingBackend
 from infra import artifacts
-from infra.catalog import table_columns
 from infra.packaging import build_archive
 from services.transform.core import transform
 from services.transform.parquet import file_name, parquet_bytes
 from services.transform.partition import partition_path
+from tests.fakes.catalog import create_dataset_table
 
 
 # -- platform and pinning -------------------------------------------------------------------------------------
@@ -411,13 +411,7 @@ def lake(moto_endpoint: str) -> Lake:
     database = CORE_OUTPUTS["glueDatabase"]
     glue.create_database(DatabaseInput={"Name": database})
     for ds in load_datasets().values():
-        glue.create_table(DatabaseName=database, TableInput={
-            "Name": ds.name, "TableType": "EXTERNAL_TABLE",
-            "PartitionKeys": [{"Name": n, "Type": "string"} for n in ds.partition_names],
-            "StorageDescriptor": {"Columns": [{"Name": n, "Type": t} for n, t in table_columns(ds)],
-                                  "Location": f"s3://{CORE_OUTPUTS['lakeBucket']}/{ds.name}/",
-                                  "InputFormat": PARQUET_INPUT, "OutputFormat": PARQUET_OUTPUT,
-                                  "SerdeInfo": {"SerializationLibrary": PARQUET_SERDE}}})
+        create_dataset_table(glue, database, ds, CORE_OUTPUTS["lakeBucket"])
     boto3.client("sns").create_topic(Name=CORE_OUTPUTS["alertsTopicArn"].rsplit(":", 1)[-1])
     events.create_event_bus(Name=CORE_OUTPUTS["busName"])
     lk = Lake(moto_endpoint)

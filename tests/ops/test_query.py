@@ -31,6 +31,7 @@ from etl import query as q
 from etl import query_cli
 from etl.query_prune import TableColumns, pruning_conditions, select_partitions
 from infra.catalog import PARQUET_INPUT, PARQUET_OUTPUT, PARQUET_SERDE, table_columns
+from tests.fakes.catalog import create_dataset_table
 
 ENV = "qt"
 DB = q.database_name(ENV)
@@ -67,15 +68,7 @@ class Lake:
         self.files: dict[tuple[str, tuple[str, ...]], list[str]] = defaultdict(list)  # current gen's files
 
     def table(self, dataset: str) -> None:
-        ds = load_datasets()[dataset]
-        self.glue.create_table(DatabaseName=DB, TableInput={
-            "Name": dataset, "TableType": "EXTERNAL_TABLE",
-            "PartitionKeys": [{"Name": p.name, "Type": "string"} for p in ds.partitioning],
-            "StorageDescriptor": {
-                "Columns": [{"Name": n, "Type": t} for n, t in table_columns(ds)],
-                "Location": f"s3://{LAKE}/{dataset}/", "InputFormat": PARQUET_INPUT, "OutputFormat": PARQUET_OUTPUT,
-                "SerdeInfo": {"SerializationLibrary": PARQUET_SERDE}},
-        })
+        create_dataset_table(self.glue, DB, load_datasets()[dataset], LAKE)
 
     def put(self, key: str, rows: list[dict[str, Any]], dataset: str) -> None:
         buf = io.BytesIO()

@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from contracts import aws, layout
-from contracts.commits import PARQUET_INPUT, PARQUET_OUTPUT, PARQUET_SERDE, PartitionCommitter, PartitionRef
+from contracts.commits import PartitionCommitter, PartitionRef
 from contracts.datasets import load_datasets
 from services.erasure import intake, worker
 from services.erasure.config import Config
@@ -30,6 +30,7 @@ from services.erasure.workspace import Workspace
 from services.transform.core import transform
 from services.transform.parquet import file_name, parquet_bytes
 from services.transform.partition import partition_path
+from tests.fakes.catalog import create_dataset_table
 
 DATASETS = load_datasets()
 SALT = b"engine-test-salt-0123456789"
@@ -165,13 +166,7 @@ def make_world(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> World:
     database = f"db_{tag}"
     glue.create_database(DatabaseInput={"Name": database})
     for ds in DATASETS.values():
-        glue.create_table(DatabaseName=database, TableInput={
-            "Name": ds.name, "TableType": "EXTERNAL_TABLE",
-            "PartitionKeys": [{"Name": n, "Type": "string"} for n in ds.partition_names],
-            "StorageDescriptor": {"Columns": [{"Name": c.name, "Type": c.glue_type} for c in ds.columns],
-                                  "Location": f"s3://{buckets['lake']}/{ds.name}/", "InputFormat": PARQUET_INPUT,
-                                  "OutputFormat": PARQUET_OUTPUT,
-                                  "SerdeInfo": {"SerializationLibrary": PARQUET_SERDE}}})
+        create_dataset_table(glue, database, ds, buckets["lake"], [(c.name, c.glue_type) for c in ds.columns])
     cfg = Config(env="test", bus="bus", lake_bucket=buckets["lake"], raw_bucket=buckets["raw"],
                  quarantine_bucket=buckets["quarantine"], landing_bucket=buckets["landing"],
                  erasure_bucket=buckets["erasure"], state_table=table, database=database, run_queue_url="run",

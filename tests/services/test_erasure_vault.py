@@ -23,7 +23,7 @@ import pytest
 
 from contracts import aws, layout
 from contracts import events as contract_events
-from contracts.commits import PARQUET_INPUT, PARQUET_OUTPUT, PARQUET_SERDE, PartitionCommitter, PartitionRef
+from contracts.commits import PartitionCommitter, PartitionRef
 from contracts.datasets import load_datasets
 from etl.local.program import Registered, run_stack
 from etl.local.recording import RecordingBackend
@@ -36,6 +36,7 @@ from services.erasure.workspace import Workspace
 from services.transform.core import transform
 from services.transform.parquet import file_name, parquet_bytes
 from services.transform.partition import partition_path
+from tests.fakes.catalog import create_dataset_table
 
 DATASETS = load_datasets()
 SALT = b"vault-test-salt-0123456789"
@@ -104,13 +105,7 @@ def platform(moto_endpoint: str) -> Iterator[Platform]:
     cfg = Config.from_environ()
     glue.create_database(DatabaseInput={"Name": cfg.database})
     for ds in DATASETS.values():
-        glue.create_table(DatabaseName=cfg.database, TableInput={
-            "Name": ds.name, "TableType": "EXTERNAL_TABLE",
-            "PartitionKeys": [{"Name": n, "Type": "string"} for n in ds.partition_names],
-            "StorageDescriptor": {"Columns": [{"Name": c.name, "Type": c.glue_type} for c in ds.columns],
-                                  "Location": f"s3://{cfg.lake_bucket}/{ds.name}/", "InputFormat": PARQUET_INPUT,
-                                  "OutputFormat": PARQUET_OUTPUT,
-                                  "SerdeInfo": {"SerializationLibrary": PARQUET_SERDE}}})
+        create_dataset_table(glue, cfg.database, ds, cfg.lake_bucket, [(c.name, c.glue_type) for c in ds.columns])
     aws.client("events").create_event_bus(Name=cfg.bus)
     (archive,) = [r for r in core if r.type == "aws:cloudwatch/eventArchive:EventArchive"]
     archived = _queue_for(cfg.bus, "archive-mirror", json.loads(archive.inputs["eventPattern"]))
