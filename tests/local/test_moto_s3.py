@@ -6,7 +6,6 @@ import base64
 import gc
 import os
 import zlib
-from collections.abc import Iterator
 from typing import Any
 
 import boto3
@@ -15,25 +14,13 @@ import pytest
 from boto3.s3.transfer import TransferConfig
 
 from etl.local import moto_s3
-from etl.local.emulator import Emulator
 
 MB = 1 << 20
 
 
-@pytest.fixture(scope="module")
-def endpoint() -> Iterator[str]:
-    server = Emulator("127.0.0.1", 0)
-    url = server.start()
-    try:
-        yield url
-    finally:
-        server.stop()
-        moto_s3.uninstall()  # other modules' moto servers in this process get moto as shipped
-
-
 @pytest.fixture
-def s3(endpoint: str) -> Any:
-    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="testing",
+def s3(emulator_endpoint: str) -> Any:
+    client = boto3.client("s3", endpoint_url=emulator_endpoint, region_name="us-east-1", aws_access_key_id="testing",
                           aws_secret_access_key="testing")
     bucket = f"bkt-{os.urandom(4).hex()}"
     client.create_bucket(Bucket=bucket)
@@ -107,7 +94,7 @@ def test_a_copy_of_a_composite_multipart_object_carries_its_own_checksum(s3: Any
         assert head["ChecksumCRC32"] == crc32(data), "the copy's checksum is its own bytes' full-object CRC32"
 
 
-def test_multipart_upload_and_multipart_copy_stream_and_read_back(s3: Any, endpoint: str,
+def test_multipart_upload_and_multipart_copy_stream_and_read_back(s3: Any, emulator_endpoint: str,
                                                                  reads: dict[str, int], tmp_path: Any) -> None:
     """What `etl load` (upload_file) and ingest (s3.copy, UploadPartCopy above its threshold) do, small."""
     data = os.urandom(11 * MB + 5)
@@ -120,8 +107,8 @@ def test_multipart_upload_and_multipart_copy_stream_and_read_back(s3: Any, endpo
     for key in ("landing", "raw"):
         assert s3.get_object(Bucket=s3.bucket, Key=key, ChecksumMode="ENABLED")["Body"].read() == data
     assert reads["whole_reads"] == 0, "parts, copies and completes never held a body on disk in memory"
-    fs = pafs.S3FileSystem(endpoint_override=endpoint, scheme="http", access_key="testing", secret_key="testing",
-                           region="us-east-1")
+    fs = pafs.S3FileSystem(endpoint_override=emulator_endpoint, scheme="http", access_key="testing",
+                           secret_key="testing", region="us-east-1")
     with fs.open_input_file(f"{s3.bucket}/raw") as f:
         f.seek(7 * MB)
         assert f.read(4096) == data[7 * MB : 7 * MB + 4096]
@@ -189,13 +176,13 @@ def test_a_copys_etag_is_the_md5_of_its_bytes(s3: Any, tmp_path: Any) -> None:
         assert s3.head_object(Bucket=s3.bucket, Key=f"{src}-copy")["ETag"] == md5
 
 
-def test_concurrent_transactions_and_writes_neither_fail_nor_lose_items(endpoint: str) -> None:
+def test_concurrent_transactions_and_writes_neither_fail_nor_lose_items(emulator_endpoint: str) -> None:
     """moto deep-copied a table for each transaction while other threads wrote to it (RuntimeError, 500)."""
     from concurrent.futures import ThreadPoolExecutor
 
     from botocore.config import Config
 
-    ddb = boto3.client("dynamodb", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="testing",
+    ddb = boto3.client("dynamodb", endpoint_url=emulator_endpoint, region_name="us-east-1", aws_access_key_id="testing",
                        aws_secret_access_key="testing", config=Config(retries={"max_attempts": 1}))
     table = f"t-{os.urandom(4).hex()}"
     ddb.create_table(TableName=table, KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
