@@ -15,11 +15,8 @@ import pulumi
 import pulumi_aws as aws
 
 from contracts import schema_evolution as evolution
+from contracts.commits import PARQUET_INPUT, PARQUET_OUTPUT, PARQUET_SERDE  # the formats commits copy to partitions
 from contracts.datasets import DATASETS_DIR, Dataset
-
-PARQUET_INPUT = "org.apache.hadoop.hive.ql.io.parquet.MapredParquetInputFormat"
-PARQUET_OUTPUT = "org.apache.hadoop.hive.ql.io.parquet.MapredParquetOutputFormat"
-PARQUET_SERDE = "org.apache.hadoop.hive.ql.io.parquet.serde.ParquetHiveSerDe"
 
 
 def table_columns(ds: Dataset) -> list[tuple[str, str]]:
