@@ -234,7 +234,7 @@ def zip_dir(root: Path, out: Path, prefix: str = "python/") -> tuple[str, int]:
     """Reproducible zip of `root` under `prefix` (Lambda puts /opt/python on sys.path): (sha256 b64, files)."""
     files = sorted((p for p in root.rglob("*") if p.is_file()), key=lambda p: p.relative_to(root).as_posix())
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".zip.tmp")
+    tmp = out.with_name(f"{out.name}.{os.getpid()}.tmp")  # processes building at once never share a temp file
     with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=6) as zf:
         for p in files:
             info = zipfile.ZipInfo(prefix + p.relative_to(root).as_posix(), date_time=_EPOCH)

@@ -44,7 +44,7 @@ def build_archive(service: str, out_dir: Path = BUILD_DIR) -> Archive:
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{service}.zip"
     entries = _sources(service)
-    tmp = path.with_suffix(".zip.tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # processes building at once never share a temp file
     with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as zf:
         for src, arcname in entries:
             info = zipfile.ZipInfo(arcname, date_time=_EPOCH)
