@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import shutil
 import subprocess
 import sys
 from importlib.metadata import version
@@ -11,6 +12,22 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs" / "benchmarks.md"
+
+
+def tpch_orders(sf: float, work: Path, fmt: str = "csv", threads: int | None = 1) -> Path:
+    """TPC-H `orders` at scale factor `sf` as work/sf<sf>/orders.<fmt> (csv or parquet), generated once and
+    reused; `threads` None lets tpchgen-cli pick."""
+    target = work / f"sf{sf:g}" / f"orders.{fmt}"
+    if target.exists():
+        return target
+    tool = shutil.which("tpchgen-cli", path=str(Path(sys.executable).parent)) or shutil.which("tpchgen-cli")
+    if tool is None:
+        raise SystemExit("tpchgen-cli not found: .venv/bin/pip install tpchgen-cli")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    thread_args = ["--num-threads", str(threads)] if threads else []
+    subprocess.run([tool, fmt, "-s", f"{sf:g}", "-T", "orders", "-o", str(target.parent), *thread_args, "--quiet"],
+                   check=True)
+    return target
 
 
 def etl(*args: str) -> subprocess.CompletedProcess:

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -45,7 +44,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import cost_model  # noqa: E402
-from _harness import machine, update_docs  # noqa: E402
+from _harness import machine, tpch_orders, update_docs  # noqa: E402
 
 CONTRACT = ROOT / "bench" / "tpch_orders.toml"
 MODES = ("per partition", "batched")
@@ -64,19 +63,6 @@ class Tally:
 
     def by_service(self) -> Counter:
         return Counter(c.service for c in self.calls)
-
-
-def _generate(sf: float, work: Path) -> Path:
-    target = work / f"sf{sf:g}" / "orders.csv"
-    if target.exists():
-        return target
-    tpchgen = shutil.which("tpchgen-cli", path=str(Path(sys.executable).parent)) or shutil.which("tpchgen-cli")
-    if tpchgen is None:
-        raise SystemExit("tpchgen-cli not found: .venv/bin/pip install tpchgen-cli")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    subprocess.run([tpchgen, "csv", "-s", f"{sf:g}", "-T", "orders", "-o", str(target.parent), "--num-threads", "1",
-                    "--quiet"], check=True)
-    return target
 
 
 EMULATOR = """
@@ -179,7 +165,7 @@ def run(sf: float, chunk_mib: int, work: Path) -> tuple[dict[tuple[str, str], Ta
     from services.transform.chunks import plan_chunks
     from services.transform.core import transform
 
-    csv = _generate(sf, work)
+    csv = tpch_orders(sf, work)
     size = csv.stat().st_size
     ds = load_dataset_file(CONTRACT)
     log = work / f"requests-{uuid.uuid4().hex[:8]}.jsonl"

@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _harness import machine, update_docs
+from _harness import machine, tpch_orders, update_docs
 
 ROOT = Path(__file__).resolve().parent.parent
 CONTRACT = ROOT / "bench" / "tpch_orders.toml"
@@ -235,19 +235,6 @@ def _small_files(source: Path, folder: Path, count: int, sf: float) -> None:
         f"`tpchgen-cli parquet -s {sf:g} -T orders` ({table.num_rows:,} rows), cut into {count} objects")
 
 
-def _tpch_orders(sf: float, work: Path) -> Path:
-    target = work / f"sf{sf:g}" / "orders.parquet"
-    if target.exists():
-        return target
-    tpchgen = shutil.which("tpchgen-cli", path=str(Path(sys.executable).parent)) or shutil.which("tpchgen-cli")
-    if tpchgen is None:
-        raise SystemExit("tpchgen-cli not found: .venv/bin/pip install tpchgen-cli")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    subprocess.run([tpchgen, "parquet", "-s", f"{sf:g}", "-T", "orders", "-o", str(target.parent),
-                    "--num-threads", "1", "--quiet"], check=True)
-    return target
-
-
 def _table(results: dict[str, list[dict[str, Any]]], input_bytes: int, count: int, threads: int, runs: int) -> str:
     keys = ("seconds", "cpu_seconds", "peak_rss_mb")
     med = {c: {k: statistics.median(r[k] for r in rs) for k in keys} for c, rs in results.items()}
@@ -276,7 +263,7 @@ def _table(results: dict[str, list[dict[str, Any]]], input_bytes: int, count: in
 def _scaling(args: argparse.Namespace, input_bytes: int, results: dict[int, dict[str, list[dict[str, Any]]]]) -> str:
     """Peak RSS on a bigger partition with as many files: bounded by the row group, not the partition?"""
     threads = args.threads[0]
-    source = _tpch_orders(args.scale_sf, args.workdir)
+    source = tpch_orders(args.scale_sf, args.workdir, "parquet")
     prepared = _task("prepare", source, args.workdir / f"sf{args.scale_sf:g}-{args.files}",
                      extra=("--sf", f"{args.scale_sf:g}", "--files", str(args.files)))
     inputs = Path(prepared["small"])
@@ -366,7 +353,7 @@ def main() -> None:
         sys.stdout.flush()
         os._exit(0)  # the report is out; skip interpreter teardown (pyarrow's dataset writer may abort in it)
     args.workdir.mkdir(parents=True, exist_ok=True)
-    source = _tpch_orders(args.sf, args.workdir)
+    source = tpch_orders(args.sf, args.workdir, "parquet")
     prepared = _task("prepare", source, args.workdir / f"sf{args.sf:g}-{args.files}",
                      extra=("--sf", f"{args.sf:g}", "--files", str(args.files)))
     inputs, note = Path(prepared["small"]), prepared["note"]

@@ -26,7 +26,6 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -34,7 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _harness import etl, machine, update_docs
+from _harness import etl, machine, tpch_orders, update_docs
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -44,19 +43,6 @@ DUCKDB_COLUMNS = {"o_orderkey": "BIGINT", "o_custkey": "BIGINT", "o_orderstatus"
                   "o_clerk": "VARCHAR", "o_shippriority": "INTEGER", "o_comment": "VARCHAR"}
 PARTITION_SQL = (f"SELECT order_year, order_month, count(*) AS n, sum(o_totalprice) AS total FROM {DATASET} "
                  "GROUP BY 1, 2 ORDER BY 1, 2")
-
-
-def generate(sf: float, work: Path) -> Path:
-    folder = work / f"sf{sf:g}"
-    target = folder / "orders.csv"
-    if target.exists():
-        return target
-    tool = shutil.which("tpchgen-cli", path=str(Path(sys.executable).parent)) or shutil.which("tpchgen-cli")
-    if tool is None:
-        raise SystemExit("tpchgen-cli not found: .venv/bin/pip install tpchgen-cli")
-    folder.mkdir(parents=True, exist_ok=True)
-    subprocess.run([tool, "csv", "-s", f"{sf:g}", "-T", "orders", "-o", str(folder), "--quiet"], check=True)
-    return target
 
 
 def duckdb_copy(csv_path: Path, out: Path) -> tuple[float, list[tuple[Any, ...]]]:
@@ -294,7 +280,7 @@ def main() -> None:
     os.environ["ETL_EXTRA_DATASETS"] = str(ROOT / "bench")
     duck, expected, files = {}, {}, {}
     for sf in args.sf:
-        files[sf] = generate(sf, work)
+        files[sf] = tpch_orders(sf, work, threads=None)
         duck[sf], expected[sf] = duckdb_copy(files[sf], work / f"duck-sf{sf:g}")
         print(f"SF{sf:g}: DuckDB COPY {duck[sf]:.1f}s", flush=True)
     p = Platform()

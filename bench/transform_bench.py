@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _harness import machine, update_docs
+from _harness import machine, tpch_orders, update_docs
 
 ROOT = Path(__file__).resolve().parent.parent
 CONTRACT = ROOT / "bench" / "tpch_orders.toml"
@@ -207,22 +207,6 @@ def _measure(contender: str, csv_path: Path, work: Path, threads: int = 1) -> di
     return {**result, **stats, "peak_rss_mb": usage.ru_maxrss / 1024}
 
 
-def _generate(sf: float, work: Path) -> Path:
-    folder = work / f"sf{sf:g}"
-    target = folder / "orders.csv"
-    if target.exists():
-        return target
-    tpchgen = shutil.which("tpchgen-cli", path=str(Path(sys.executable).parent)) or shutil.which("tpchgen-cli")
-    if tpchgen is None:
-        raise SystemExit("tpchgen-cli not found: .venv/bin/pip install tpchgen-cli")
-    folder.mkdir(parents=True, exist_ok=True)
-    subprocess.run(
-        [tpchgen, "csv", "-s", f"{sf:g}", "-T", "orders", "-o", str(folder), "--num-threads", "1", "--quiet"],
-        check=True,
-    )
-    return target
-
-
 def _table(sf: float, csv_bytes: int, results: dict[str, list[dict[str, Any]]], runs: int, threads: int = 1) -> str:
     keys = ("seconds", "cpu_seconds", "peak_rss_mb")
     med = {c: {k: statistics.median(r[k] for r in rs) for k in keys} for c, rs in results.items()}
@@ -303,7 +287,7 @@ def main() -> None:
         sys.stdout.flush()
         os._exit(0)
     args.workdir.mkdir(parents=True, exist_ok=True)
-    csv_path = _generate(args.sf, args.workdir)
+    csv_path = tpch_orders(args.sf, args.workdir)
     load_before = os.getloadavg()[0]
     tables = []
     for threads in args.threads:
