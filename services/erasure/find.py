@@ -9,12 +9,19 @@ Per file, cheapest test first, each one able only to rule a row group out, never
 4. exact — the subject column chunks of the row groups that survived, read and tested with
    `pyarrow.compute.is_in`.
 Only step 4 says "matches"; a file whose candidates all test negative is never rewritten.
+
+A small file (≤ WHOLE_FILE_BYTES, a compacted day of a modest table is ~200 KB) is fetched whole in
+one request: FIND is latency-bound on S3, and footer, bloom filter and subject column would
+otherwise be two or three ranged GETs, each costing more in latency than the few hundred KB. The
+probe then hands the bytes and the parsed footer to REWRITE (`FileProbe.data`, `.metadata`), which
+reads the file from memory instead of fetching and parsing it again.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -27,6 +34,9 @@ from services.erasure.subjects import ColumnValues
 
 #: bytes fetched when a footer entry does not record the bloom filter's length (header + bitset follow)
 BLOOM_HEADER_GUESS = 64
+#: files up to this size are fetched whole in one request (see the module's docstring): on S3 a GET's
+#: latency (~20-50 ms) outweighs transferring 1 MiB, and a probe needs two or three ranged GETs otherwise
+WHOLE_FILE_BYTES = 1 << 20
 
 
 @dataclass
@@ -65,10 +75,18 @@ class FileProbe:
     by_subject: dict[int, int] = field(default_factory=dict)
     matched_row_groups: tuple[int, ...] = ()
     stats: FindStats = field(default_factory=FindStats)
+    #: the footer FIND parsed, and the whole file when FIND fetched it whole: REWRITE reuses both
+    #: (set only for matched files, the ones rewritten)
+    metadata: pq.FileMetaData | None = field(default=None, repr=False)
+    data: bytes | None = field(default=None, repr=False)
 
     @property
     def matched(self) -> bool:
         return self.matched_rows > 0
+
+    def source(self) -> Any:
+        """The file as FIND read it, for REWRITE: in memory when fetched whole, else None (read it again)."""
+        return None if self.data is None else pa.BufferReader(self.data)
 
 
 def partition_may_match(dataset: Dataset, values: Mapping[str, str], columns: Sequence[ColumnValues]) -> bool:
@@ -82,17 +100,18 @@ def partition_may_match(dataset: Dataset, values: Mapping[str, str], columns: Se
     return False
 
 
-def _in_range(values: list, stats: pq.Statistics | None) -> list:
+def _in_range(values: list, stats: pq.Statistics | None) -> list[int]:
+    """Positions of `values` inside the chunk's [min, max] (all of them when there are no statistics)."""
     if stats is None or not stats.has_min_max:
-        return values
+        return list(range(len(values)))
     lo, hi = stats.min, stats.max
     kept = []
-    for v in values:
+    for i, v in enumerate(values):
         try:
             if lo <= v <= hi:
-                kept.append(v)
+                kept.append(i)
         except TypeError:  # statistics of an unexpected logical type: cannot rule anything out
-            kept.append(v)
+            kept.append(i)
     return kept
 
 
@@ -108,11 +127,27 @@ def read_bloom(blob: Blob, chunk: pq.ColumnChunkMetaData) -> SplitBlockBloom | N
     return SplitBlockBloom.from_bytes(head[:header] + blob.read(offset + header, num_bytes))
 
 
+class _Probes:
+    """Each subject column's values as Python objects and their bloom hashes per physical type, made
+    once per file rather than once per row group and value (100 subjects, many row groups)."""
+
+    def __init__(self, columns: Sequence[ColumnValues]) -> None:
+        self.values = {cv.column: cv.values.to_pylist() for cv in columns}
+        self._hashes: dict[tuple[str, str], list[int]] = {}
+
+    def hashes(self, column: str, physical_type: str) -> list[int]:
+        key = (column, physical_type)
+        if key not in self._hashes:
+            self._hashes[key] = [xxh64(plain_bytes(v, physical_type)) for v in self.values[column]]
+        return self._hashes[key]
+
+
 def _candidates(
     blob: Blob, md: pq.FileMetaData, names: list[str], columns: Sequence[ColumnValues], stats: FindStats
 ) -> list[int]:
     """Row groups that statistics and bloom filters cannot rule out."""
     keep = []
+    probes = _Probes(columns)
     for r in range(md.num_row_groups):
         rg = md.row_group(r)
         stats.row_groups += 1
@@ -123,8 +158,8 @@ def _candidates(
             if cv.column not in names:
                 continue
             chunk = rg.column(names.index(cv.column))
-            values = _in_range(cv.values.to_pylist(), chunk.statistics if chunk.is_stats_set else None)
-            if not values:
+            inside = _in_range(probes.values[cv.column], chunk.statistics if chunk.is_stats_set else None)
+            if not inside:
                 continue
             survived_stats = True
             try:
@@ -133,10 +168,11 @@ def _candidates(
                 bloom = None  # unreadable filter: fall through to the exact test
             if bloom is not None:
                 stats.bloom_filters_read += 1
-                values = [v for v in values if bloom.might_contain(xxh64(plain_bytes(v, chunk.physical_type)))]
-            if values:
-                survived_bloom = True
-                break
+                hashes = probes.hashes(cv.column, chunk.physical_type)
+                if not any(bloom.might_contain(hashes[i]) for i in inside):
+                    continue
+            survived_bloom = True
+            break
         if not survived_stats:
             stats.row_groups_pruned_by_stats += 1
         elif not survived_bloom:
@@ -187,7 +223,8 @@ def probe(blob: Blob, columns: Sequence[ColumnValues], *, exact: bool = True) ->
     counted = getattr(blob, "stats", ReadStats())
     before = ReadStats(counted.bytes, counted.requests)
     blob = CachedBlob(blob)
-    pf = pq.ParquetFile(BlobFile(blob), pre_buffer=False)
+    data = blob.read(0, blob.size) if blob.size <= WHOLE_FILE_BYTES else None
+    pf = pq.ParquetFile(BlobFile(blob) if data is None else pa.BufferReader(data), pre_buffer=False)
     s.footers_read = 1
     md = pf.metadata
     names = pf.schema_arrow.names
@@ -210,6 +247,8 @@ def probe(blob: Blob, columns: Sequence[ColumnValues], *, exact: bool = True) ->
         s.files_matched = int(result.matched_rows > 0)
     elif candidates:
         result.matched_row_groups = tuple(candidates)
+    if result.matched_row_groups:
+        result.metadata, result.data = md, data
     s.bytes_read = counted.bytes - before.bytes
     s.requests = counted.requests - before.requests
     return result

@@ -28,6 +28,9 @@ from services.erasure.versions import versions
 
 PROBE_THREADS = 8
 MAX_REPLANS = 5
+#: bytes of small files FIND fetched whole that a partition's hits keep for REWRITE (FileProbe.data);
+#: past it the rest are fetched again, so a partition of many small matched files stays in memory bounds
+HELD_BYTES = 64 << 20
 
 
 class OutOfTime(RuntimeError):
@@ -99,8 +102,13 @@ def probe_files(
             return FileHit(name, key, size, FileProbe(), error=f"unreadable ({type(exc).__name__})")
 
     results = list(map(one, files)) if len(files) < 2 else list(probe_pool().map(one, files))
+    held = 0
     for r in results:
         stats.add(r.probe.stats)
+        if r.probe.data is not None:
+            held += len(r.probe.data)
+            if held > HELD_BYTES:
+                r.probe.data = None
     return [r for r in results if r.probe.matched or r.error], stats
 
 
@@ -140,9 +148,11 @@ def _rewrite_hit(
 ) -> dict[str, Any]:
     fs = aws.s3_filesystem()
     staged = committer.reserve_staging(ref, op_id, f"erased-{index:04d}.parquet")
-    with fs.open_input_file(f"{committer.bucket}/{hit.key}") as src:
+    held = hit.probe.source()  # the bytes FIND fetched (small files): no second download
+    with held if held is not None else fs.open_input_file(f"{committer.bucket}/{hit.key}") as src:
         result = rewrite(src, lambda: fs.open_output_stream(f"{committer.bucket}/{staged}"), columns,
-                         row_groups=hit.probe.matched_row_groups, personal=personal, salt=salt)
+                         row_groups=hit.probe.matched_row_groups, metadata=hit.probe.metadata,
+                         personal=personal, salt=salt)
     out_bytes = 0
     if result.rows_out:
         out_bytes = fs.get_file_info(f"{committer.bucket}/{staged}").size

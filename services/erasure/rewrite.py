@@ -64,8 +64,11 @@ class RewriteResult:
 
 def writer_options(pf: pq.ParquetFile) -> dict[str, Any]:
     """ParquetWriter keyword arguments that reproduce the file's physical layout."""
-    md = pf.metadata
-    schema = pf.schema_arrow
+    return options_of(pf.metadata, pf.schema_arrow)
+
+
+def options_of(md: pq.FileMetaData, schema: pa.Schema) -> dict[str, Any]:
+    """`writer_options` from a parsed footer and its Arrow schema."""
     names = schema.names
     if md.num_row_groups == 0:
         return {"compression": "zstd"}
@@ -100,12 +103,13 @@ def writer_options(pf: pq.ParquetFile) -> dict[str, Any]:
     }
 
 
-def footer_metadata(pf: pq.ParquetFile) -> dict[bytes, bytes]:
+def footer_metadata(pf: pq.ParquetFile | pq.FileMetaData) -> dict[bytes, bytes]:
     """The source footer's key-value metadata to write again (the contract version, `etl.contract.*`)."""
-    return {k: v for k, v in (pf.metadata.metadata or {}).items() if k not in _WRITER_KEYS}
+    md = pf if isinstance(pf, pq.FileMetaData) else pf.metadata
+    return {k: v for k, v in (md.metadata or {}).items() if k not in _WRITER_KEYS}
 
 
-def dictionary_passthrough(pf: pq.ParquetFile, options: dict[str, Any], columns: Sequence[ColumnValues]) -> list[str]:
+def dictionary_passthrough(pf: Any, options: dict[str, Any], columns: Sequence[ColumnValues]) -> list[str]:
     """Dictionary-encoded columns to read as Arrow dictionaries and write back as they are.
 
     The Parquet bytes are the same (the writer takes the dictionary instead of rebuilding it), so
@@ -144,10 +148,17 @@ def _drop_matches(t: pa.Table, columns: Sequence[ColumnValues], result: RewriteR
 
 def compact_dictionaries(t: pa.Table) -> pa.Table:
     """Dictionary columns re-encoded from the rows left: a filtered dictionary array keeps its whole
-    dictionary, and the writer would store every entry (an erased row's name) in the dictionary page."""
+    dictionary, and the writer would store every entry (an erased row's name) in the dictionary page.
+
+    A column whose every dictionary entry is still used by a row left is kept as it is (its
+    dictionary holds only values of rows that stay: what re-encoding would give, in another order);
+    that is the common case (an order status, a date) and costs one `unique` of the indices.
+    """
     for i, f in enumerate(t.schema):
         if pa.types.is_dictionary(f.type):
             col = t.column(i).combine_chunks()
+            if len(pc.unique(col.indices.drop_null())) == len(col.dictionary):
+                continue
             t = t.set_column(i, f, pc.dictionary_encode(col.dictionary_decode()).cast(f.type))
     return t
 
@@ -163,6 +174,7 @@ def rewrite(
     columns: Sequence[ColumnValues],
     *,
     row_groups: Sequence[int] | None = None,
+    metadata: pq.FileMetaData | None = None,
     personal: Sequence[str] = (),
     salt: bytes = b"",
 ) -> RewriteResult:
@@ -170,16 +182,17 @@ def rewrite(
 
     The sink is opened only when a row survives: a file left with no rows produces no file (the
     caller removes it from the partition). `row_groups`, when given, names the only row groups that
-    can match (from FIND); the others are copied without testing. `personal` names the columns
-    whose values of each removed row are fingerprinted with `salt` (see fingerprints.py).
+    can match (from FIND); the others are copied without testing. `metadata` is the source's footer
+    when FIND already parsed it (`FileProbe.metadata`; not fetched and parsed again). `personal`
+    names the columns whose values of each removed row are fingerprinted with `salt` (see fingerprints.py).
     """
     result = RewriteResult()
-    pf = pq.ParquetFile(source)
-    options = writer_options(pf)
-    kept_metadata = footer_metadata(pf)
-    passthrough = dictionary_passthrough(pf, options, columns)
-    if passthrough:  # decode dictionary columns to dictionary arrays: the writer reuses them (half the work)
-        pf = pq.ParquetFile(source, read_dictionary=passthrough)
+    md = metadata if metadata is not None else pq.read_metadata(source)
+    options = options_of(md, md.schema.to_arrow_schema())
+    kept_metadata = footer_metadata(md)
+    # dictionary columns decoded to dictionary arrays: the writer reuses them (half the work)
+    passthrough = dictionary_passthrough(None, options, columns)
+    pf = pq.ParquetFile(source, metadata=md, read_dictionary=passthrough or None)
     schema = pf.schema_arrow
     may_match = None if row_groups is None else set(row_groups)
     writer: pq.ParquetWriter | None = None

@@ -84,3 +84,16 @@ def test_partition_pruning_only_when_every_subject_column_is_an_identity_key() -
     assert partition_may_match(tenant, {"order_year": "2024", "order_month": "05", "cust": "42"}, cols)
     assert not partition_may_match(tenant, {"order_year": "2024", "order_month": "05", "cust": "43"}, cols)
     assert partition_may_match(ORDERS, {"order_year": "2024", "order_month": "05"}, cols)
+
+
+def test_hits_keep_fetched_bytes_for_the_rewrite_only_up_to_a_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    from services.erasure import lake
+    from services.erasure.find import FileProbe
+
+    def fake_probe(blob: object, columns: object) -> FileProbe:
+        return FileProbe(matched_rows=1, matched_row_groups=(0,), data=b"x" * 400)
+
+    monkeypatch.setattr(lake, "probe", fake_probe)
+    monkeypatch.setattr(lake, "HELD_BYTES", 1000)
+    hits, _ = lake.probe_files("bucket", [(f"f{i}", f"k{i}", 400) for i in range(4)], [])
+    assert [h.probe.data is not None for h in hits] == [True, True, False, False], "the rest is fetched again"

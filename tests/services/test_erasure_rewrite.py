@@ -7,11 +7,13 @@ from collections import Counter
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from contracts.schema_evolution import FOOTER_DATASET, FOOTER_VERSION, file_contract
 from services.erasure.blobs import LocalBlob
-from services.erasure.rewrite import ZSTD_LEVEL, rewrite, writer_options
+from services.erasure.find import probe
+from services.erasure.rewrite import ZSTD_LEVEL, compact_dictionaries, rewrite, writer_options
 from services.erasure.structure import check_file
 from services.erasure.subjects import Subjects
 from tests.services.orders_parquet import ORDERS, SALT, write
@@ -108,3 +110,38 @@ def test_rewritten_file_keeps_the_contract_it_was_written_with(tmp_path: Path) -
     assert sizes(same) == sizes(src), "same rows, same encodings, same zstd level: the same chunk sizes"
     report = check_file(LocalBlob(str(out)), subject_ids=["1"])  # "1" is also the contract version
     assert not report.problems, "the structure check still skips etl.contract.* and finds nothing else"
+
+
+def test_a_small_file_is_fetched_once_and_rewritten_from_the_bytes_find_read(tmp_path: Path) -> None:
+    rnd = random.Random(9)
+    src = write(tmp_path, "src.parquet", [rnd.randrange(300) for _ in range(5000)])
+    columns = Subjects.of(["7", "42"], SALT).columns(ORDERS)
+    blob = LocalBlob(str(src))
+    found = probe(blob, columns)
+    assert found.matched and blob.stats.requests == 1 and blob.stats.bytes == src.stat().st_size
+    assert found.data == src.read_bytes() and found.metadata is not None
+    held, again = tmp_path / "held.parquet", tmp_path / "again.parquet"
+    a = rewrite(found.source(), lambda: str(held), columns, row_groups=found.matched_row_groups,
+                metadata=found.metadata)
+    b = rewrite(str(src), lambda: str(again), columns)
+    assert (a.rows_removed, a.by_subject, a.lineage) == (b.rows_removed, b.by_subject, b.lineage)
+    assert a.rows_removed == found.matched_rows > 0
+    assert pq.read_table(held).equals(pq.read_table(again)) and layout(held) == layout(src)
+    assert not check_file(LocalBlob(str(held)), subject_ids=["7", "42"]).problems
+
+
+def test_only_matched_probes_keep_the_bytes(tmp_path: Path) -> None:
+    src = write(tmp_path, "src.parquet", list(range(1000)))
+    found = probe(LocalBlob(str(src)), Subjects.of(["5000"], SALT).columns(ORDERS))
+    assert not found.matched and found.data is None and found.metadata is None and found.source() is None
+
+
+def test_a_dictionary_keeps_its_entries_only_while_a_row_left_uses_each() -> None:
+    status = pa.array(["paid", "placed", "paid", "refunded"]).dictionary_encode()
+    t = pa.table({"status": status, "n": [1, 2, 3, 4]})
+    kept = compact_dictionaries(t.filter(pa.array([True, True, False, False])))
+    assert kept.column("status").chunk(0).dictionary.to_pylist() == ["paid", "placed"]
+    whole = t.filter(pa.array([True, True, False, True]))
+    same = compact_dictionaries(whole)
+    assert same.column("status").chunk(0).dictionary.to_pylist() == ["paid", "placed", "refunded"]
+    assert same.column("status").to_pylist() == ["paid", "placed", "refunded"]
