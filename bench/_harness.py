@@ -7,7 +7,7 @@ import platform
 import shutil
 import subprocess
 import sys
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,8 +46,15 @@ def machine(*libraries: str) -> str:
                 break
     except OSError:
         pass
-    libs = "".join(f", {lib} {version(lib)}" for lib in libraries)
+    libs = "".join(f", {lib} {_version_or_absent(lib)}" for lib in libraries)
     return f"Machine: {cpu}, {os.cpu_count()} CPUs, Python {platform.python_version()}{libs}."
+
+
+def _version_or_absent(lib: str) -> str:
+    try:
+        return version(lib)
+    except PackageNotFoundError:
+        return "(not installed)"
 
 
 def update_docs(name: str, section: str) -> None:

@@ -175,6 +175,8 @@ def run_platform(feeds: list[tuple[str, bytes]], work: Path) -> dict[str, Any]:
         resources = Counter(r["type"] for stack in st.stacks.values() for r in stack.resources)
         invocations = _invocations(logs)
         log_bytes = {p.stem: p.stat().st_size for p in logs.glob("*.log")}
+        shutil.rmtree(LOGS, ignore_errors=True)
+        shutil.copytree(logs, LOGS)  # the functions' logs, for a look back at where the seconds went
     finally:
         etl("local", "down")
     calls: dict[str, list[cost_model.Call]] = defaultdict(list)
@@ -233,6 +235,7 @@ def run_spark(feeds: list[tuple[str, bytes]], work: Path) -> dict[str, Any]:
 
 
 RESULTS = Path(tempfile.gettempdir()) / "etl-cost-bench.json"  # the last run's raw measurements, for a look back
+LOGS = Path(tempfile.gettempdir()) / "etl-cost-bench-logs"
 SPARK_RESULTS = Path(tempfile.gettempdir()) / "etl-cost-bench-spark.json"
 GLUE_SPEEDUP = 2.0  # a 2-DPU job's 4 executor vCPUs over the 2 local cores
 

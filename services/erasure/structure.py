@@ -16,6 +16,7 @@ Values are compared in their physical (PLAIN) form, exactly as the bytes hold th
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -115,32 +116,36 @@ def _as_arrow(values: Sequence[int | float | bytes], like: pa.Array) -> pa.Array
     return pa.array(list(values), like.type)
 
 
-def _not_used(values: Sequence[int | float | bytes], survivors: pa.Array) -> int:
-    """How many of `values` no surviving row holds."""
-    if not values:
-        return 0
-    arr = _as_arrow(values, survivors)
-    return int(pc.sum(pc.invert(pc.is_in(arr, value_set=survivors))).as_py() or 0)
+class _Values:
+    """The values one column chunk's metadata holds (dictionary entries, page and footer min/max, column
+    index min/max), each tagged with where it came from, tested against the chunk's surviving values in
+    one `is_in`: the test builds a hash table of the survivors on every call, so a test per page and
+    statistic made the check quadratic (55 s of a 64 s verification on 12 feeds of 30 MB)."""
 
+    def __init__(self, physical_type: str) -> None:
+        self.physical_type = physical_type
+        self.values: list[int | float | bytes] = []
+        self.tags: list[tuple[str, int, bool]] = []  # (source, position within it, may be a truncated prefix)
 
-def _stat_problems(stats: Stats | None, physical_type: str, survivors: pa.Array, *, truncated_ok: bool = False
-                   ) -> int:
-    if stats is None:
-        return 0
-    bad = 0
-    for raw in (stats.min, stats.max):
-        if raw is None:
-            continue
-        v = plain_value(raw, physical_type)
-        if physical_type == "BOOLEAN":
-            continue
-        if _not_used([v], survivors) == 0:
-            continue
-        if truncated_ok and isinstance(v, bytes) and len(v) >= INDEX_TRUNCATE - 1 and _prefix_of_survivor(
-                v, survivors):
-            continue
-        bad += 1
-    return bad
+    def add(self, source: str, position: int, value: int | float | bytes, *, truncated_ok: bool = False) -> None:
+        self.values.append(value)
+        self.tags.append((source, position, truncated_ok))
+
+    def add_stats(self, source: str, position: int, stats: Stats | None, *, truncated_ok: bool = False) -> None:
+        if stats is None or self.physical_type == "BOOLEAN":
+            return
+        for raw in (stats.min, stats.max):
+            if raw is not None:
+                self.add(source, position, plain_value(raw, self.physical_type), truncated_ok=truncated_ok)
+
+    def unused(self, survivors: pa.Array) -> list[tuple[str, int]]:
+        """(source, position) of every value no surviving row holds, truncated prefixes of one excepted."""
+        if not self.values:
+            return []
+        missing = pc.invert(pc.is_in(_as_arrow(self.values, survivors), value_set=survivors)).to_pylist()
+        return [(src, pos) for (src, pos, truncated_ok), v, miss in zip(self.tags, self.values, missing, strict=True)
+                if miss and not (truncated_ok and isinstance(v, bytes) and len(v) >= INDEX_TRUNCATE - 1
+                                 and _prefix_of_survivor(v, survivors))]
 
 
 def _prefix_of_survivor(v: bytes, survivors: pa.Array) -> bool:
@@ -194,28 +199,34 @@ def check_file(blob: Blob, *, subject_ids: Collection[str] = (), label: str = ""
                 report.problems.append(f"{where}: row group {r} column {name}: {exc}")
                 continue
             report.pages += pages.pages
-            for d in pages.dictionaries:
+            values = _Values(chunk.physical_type)
+            for n, d in enumerate(pages.dictionaries):
                 report.dictionary_pages += 1
                 report.dictionary_values += len(d)
-                unused = _not_used(d, survivors)
-                if unused:
-                    report.problems.append(f"{where}: row group {r} column {name}: dictionary page holds "
-                                           f"{unused} value(s) no surviving row uses")
-            bad = sum(_stat_problems(s, chunk.physical_type, survivors) for s in pages.page_stats)
-            bad += _stat_problems(footer_stats[r][i], chunk.physical_type, survivors)
+                for v in d:
+                    values.add("dictionary", n, v)
+            for n, st in enumerate(pages.page_stats):
+                values.add_stats("statistics", n, st)
+            values.add_stats("statistics", -1, footer_stats[r][i])
             report.statistics_checked += len(pages.page_stats) + (footer_stats[r][i] is not None)
-            if bad:
-                report.problems.append(f"{where}: row group {r} column {name}: {bad} statistics value(s) "
-                                       "that no surviving row holds")
             loc = index_at[r][i] if r < len(index_at) and i < len(index_at[r]) else None
             if loc:
                 ci = read_column_index(blob.read(*loc))
                 report.column_indexes += 1
-                bad = sum(_stat_problems(Stats(lo, hi), chunk.physical_type, survivors, truncated_ok=True)
-                          for lo, hi, null in zip(ci.mins, ci.maxs, ci.null_pages, strict=False) if not null)
-                if bad:
-                    report.problems.append(f"{where}: row group {r} column {name}: page index holds {bad} "
-                                           "value(s) no surviving row holds")
+                for n, (lo, hi, null) in enumerate(zip(ci.mins, ci.maxs, ci.null_pages, strict=False)):
+                    if not null:
+                        values.add_stats("index", n, Stats(lo, hi), truncated_ok=True)
+            found = values.unused(survivors)
+            unused = Counter(src for src, _ in found)
+            for _page, count in sorted(Counter(pos for src, pos in found if src == "dictionary").items()):
+                report.problems.append(f"{where}: row group {r} column {name}: dictionary page holds "
+                                       f"{count} value(s) no surviving row uses")
+            if unused["statistics"]:
+                report.problems.append(f"{where}: row group {r} column {name}: {unused['statistics']} statistics "
+                                       "value(s) that no surviving row holds")
+            if unused["index"]:
+                report.problems.append(f"{where}: row group {r} column {name}: page index holds "
+                                       f"{unused['index']} value(s) no surviving row holds")
             if chunk.bloom_filter_offset and chunk.bloom_filter_offset > 0:
                 report.bloom_filters += 1
                 if not _bloom_matches(blob, chunk, survivors):

@@ -183,3 +183,19 @@ def test_structural_check_passes_the_rewrite_and_catches_a_kept_dictionary(tmp_p
     pq.write_table(kept, bad, use_dictionary=["name"], write_page_index=True, store_schema=False)
     report = check_file(LocalBlob(str(bad)))
     assert any("name: dictionary page holds 2 value(s)" in p for p in report.problems), report.problems
+
+
+def test_one_lookup_reports_each_value_no_survivor_holds_by_where_it_was_found() -> None:
+    from services.erasure.pages import Stats
+    from services.erasure.structure import INDEX_TRUNCATE, _Values
+
+    long = b"x" * (INDEX_TRUNCATE + 10)
+    survivors = pa.array([b"alice", b"bob", long], pa.binary())
+    values = _Values("BYTE_ARRAY")
+    for v in (b"alice", b"carol"):
+        values.add("dictionary", 0, v)
+    values.add_stats("statistics", 3, Stats(b"alice", b"zed"))
+    values.add_stats("index", 0, Stats(b"bob", long[: INDEX_TRUNCATE - 1]), truncated_ok=True)  # a truncated max
+    values.add_stats("index", 1, Stats(b"eve", b"bob"), truncated_ok=True)
+    values.add_stats("statistics", 4, Stats(long[: INDEX_TRUNCATE - 1], b"bob"))  # truncation is not allowed there
+    assert values.unused(survivors) == [("dictionary", 0), ("statistics", 3), ("index", 1), ("statistics", 4)]
