@@ -32,7 +32,7 @@ from services.erasure.config import Config
 from services.erasure.evidence import RunResults, fingerprints, request_evidence, verification_report
 from services.erasure.find import FindStats
 from services.erasure.hashing import salt_id
-from services.erasure.lake import Partition, candidate_partitions, find_in_partition, old_generation_versions
+from services.erasure.lake import Partition, candidate_partitions, find_in_partitions, old_generation_versions
 from services.erasure.members import RunSubjects, run_subjects
 from services.erasure.model import ErasureRequest, State, new_run_id
 from services.erasure.runstate import (
@@ -56,10 +56,22 @@ from services.erasure.workspace import RunWorkspace, Workspace, certificate_key,
 MAX_REQUESTS_PER_RUN = 500
 LEASE_MARGIN_S = 30
 FIND_SAVE_EVERY = 25
+#: partitions FIND probes at once (see lake.find_in_partitions): enough to keep the probe pool busy
+#: when each is one small file, few enough that the deadline is checked every second or so
+FIND_BATCH = 16
 #: while staged copies of unfinished commits hold a subject's row, the purge looks again this often …
 IN_FLIGHT_POLL_S = 30
 #: … for at most the committer's grace plus this (its cleanup deletes abandoned staging by then)
 IN_FLIGHT_MARGIN_S = 900
+
+
+def _find_batch(parts: list[list[Any]], start: int) -> list[list[Any]]:
+    """Up to FIND_BATCH partitions from `start`, all of the first one's dataset (one set of subject columns)."""
+    dataset = parts[start][0]
+    end = start
+    while end < len(parts) and end - start < FIND_BATCH and parts[end][0] == dataset:
+        end += 1
+    return parts[start:end]
 
 
 @dataclass
@@ -252,15 +264,18 @@ class Engine:
             if self.clock() >= deadline:
                 rws.put(key, {**doc, "stats": stats_json()})
                 return False
-            dataset, values, location = parts[doc["next"]]
+            batch = _find_batch(parts, doc["next"])  # a few partitions of one dataset, probed together
+            dataset = batch[0][0]
             columns = subjects.by_dataset[dataset].columns(self.datasets[dataset])
-            hits, found = find_in_partition(self.committer, Partition(dataset, values, location), columns)
-            stats.setdefault(dataset, FindStats()).add(found)
-            if hits:
-                doc["hits"].append({"dataset": dataset, "values": values, "location": location,
-                                    "files": len(hits), "rows": sum(h.probe.matched_rows for h in hits)})
-            doc["next"] += 1
-            if doc["next"] % FIND_SAVE_EVERY == 0:
+            found_all = find_in_partitions(self.committer, [Partition(*p) for p in batch], columns)
+            for (_, values, location), (hits, found) in zip(batch, found_all, strict=True):
+                stats.setdefault(dataset, FindStats()).add(found)
+                if hits:
+                    doc["hits"].append({"dataset": dataset, "values": values, "location": location,
+                                        "files": len(hits), "rows": sum(h.probe.matched_rows for h in hits)})
+            before = doc["next"]
+            doc["next"] += len(batch)
+            if doc["next"] // FIND_SAVE_EVERY != before // FIND_SAVE_EVERY:
                 rws.put(key, {**doc, "stats": stats_json()})
         doc["stats"] = stats_json()
         rws.put(key, doc)

@@ -87,12 +87,9 @@ class FileHit:
     error: str | None = None  # the file could not be read: reported, never taken as "no match"
 
 
-def probe_files(
-    bucket: str, files: Sequence[tuple[str, str, int]], columns: Sequence[ColumnValues]
-) -> tuple[list[FileHit], FindStats]:
-    """Probe files (name, key, size) concurrently (I/O bound); matched or unreadable files in input
-    order, and summed stats. An unreadable file is a result with `error` (value-free: the error's type)."""
-    stats = FindStats()
+def _probe_each(bucket: str, files: Sequence[tuple[str, str, int]], columns: Sequence[ColumnValues]) -> list[FileHit]:
+    """Every file's probe, concurrently (I/O bound), in input order; an unreadable file is a result
+    with `error` (value-free: the error's type)."""
 
     def one(f: tuple[str, str, int]) -> FileHit:
         name, key, size = f
@@ -104,12 +101,26 @@ def probe_files(
     results = list(map(one, files)) if len(files) < 2 else list(probe_pool().map(one, files))
     held = 0
     for r in results:
-        stats.add(r.probe.stats)
         if r.probe.data is not None:
             held += len(r.probe.data)
             if held > HELD_BYTES:
                 r.probe.data = None
+    return results
+
+
+def _summed(results: Sequence[FileHit]) -> tuple[list[FileHit], FindStats]:
+    stats = FindStats()
+    for r in results:
+        stats.add(r.probe.stats)
     return [r for r in results if r.probe.matched or r.error], stats
+
+
+def probe_files(
+    bucket: str, files: Sequence[tuple[str, str, int]], columns: Sequence[ColumnValues]
+) -> tuple[list[FileHit], FindStats]:
+    """Probe files (name, key, size) concurrently (I/O bound); matched or unreadable files in input
+    order, and summed stats. An unreadable file is a result with `error` (value-free: the error's type)."""
+    return _summed(_probe_each(bucket, files, columns))
 
 
 def find_in_partition(
@@ -117,10 +128,27 @@ def find_in_partition(
 ) -> tuple[list[FileHit], FindStats]:
     """Files of the partition holding a subject's row; unreadable files are left out (verification
     reads them again and fails the request if they still cannot be read)."""
-    state = committer.current(part.ref)
-    files = [(f.name, f.key, f.bytes) for f in state.files]
-    hits, stats = probe_files(committer.bucket, files, columns)
-    return [h for h in hits if not h.error], stats
+    return find_in_partitions(committer, [part], columns)[0]
+
+
+def find_in_partitions(
+    committer: PartitionCommitter, parts: Sequence[Partition], columns: Sequence[ColumnValues]
+) -> list[tuple[list[FileHit], FindStats]]:
+    """`find_in_partition` of several partitions of one dataset at once: their manifests are read and
+    all their files probed concurrently. FIND on S3 is latency-bound, and a day-partitioned lake has
+    thousands of partitions of one small file: one partition at a time would be one request at a time."""
+    if len(parts) > 1:
+        states = list(probe_pool().map(lambda p: committer.current(p.ref), parts))
+    else:
+        states = [committer.current(p.ref) for p in parts]
+    files = [[(f.name, f.key, f.bytes) for f in state.files] for state in states]
+    results = _probe_each(committer.bucket, [f for fs in files for f in fs], columns)
+    out, at = [], 0
+    for fs in files:
+        hits, stats = _summed(results[at : at + len(fs)])
+        out.append(([h for h in hits if not h.error], stats))
+        at += len(fs)
+    return out
 
 
 class Checkpoint:

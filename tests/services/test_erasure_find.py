@@ -97,3 +97,13 @@ def test_hits_keep_fetched_bytes_for_the_rewrite_only_up_to_a_bound(monkeypatch:
     monkeypatch.setattr(lake, "HELD_BYTES", 1000)
     hits, _ = lake.probe_files("bucket", [(f"f{i}", f"k{i}", 400) for i in range(4)], [])
     assert [h.probe.data is not None for h in hits] == [True, True, False, False], "the rest is fetched again"
+
+
+def test_find_takes_partitions_in_bounded_batches_of_one_dataset() -> None:
+    from services.erasure.engine import FIND_BATCH, _find_batch
+
+    parts = [["orders", {"d": str(i)}, ""] for i in range(FIND_BATCH + 4)] + [["events", {"d": "1"}, ""]] * 3
+    first = _find_batch(parts, 0)
+    assert len(first) == FIND_BATCH and {p[0] for p in first} == {"orders"}
+    assert _find_batch(parts, FIND_BATCH) == parts[FIND_BATCH : FIND_BATCH + 4], "stops at the dataset's end"
+    assert _find_batch(parts, FIND_BATCH + 4) == parts[-3:]
