@@ -4,8 +4,13 @@ Fast path: pyarrow's CSV reader (all columns as strings) on the whole buffer, ro
 field count diverted by `invalid_row_handler`. pyarrow does not report line numbers of good rows,
 so rows are matched to non-empty lines; that is used only when every record is one line
 (`contracts.records` finds records: a quoted value may go on over line breaks) and the reader
-produced exactly one row per non-empty line, which is checked by counting. Otherwise the exact
-Python `csv` path reads record by record:
+produced exactly one row per non-empty line, which is checked by counting. Counting is the test:
+pyarrow follows the same quote rule as `contracts.records`, so a record over several lines becomes
+one row and the count falls short (a record over lines always holds two non-empty ones: the line
+that opens the quote and the line that closes it). The one case counting cannot see is a quote
+opened on the last line and never closed, checked on that line alone. Contracts that allow newlines
+in values scan for such records first, as they are expected there. Otherwise the exact Python `csv`
+path reads record by record:
 
 * `embedded_newlines = false`: a record spanning lines is quarantined whole (one reason, every
   physical line in `_raw`), never read as rows;
@@ -101,8 +106,8 @@ def _skip_header(buf: bytes, dataset: Dataset, object_id: str, first_line: int) 
     return None
 
 
-def _read_fast(buf: bytes, body: int, first_line: int, dataset: Dataset) -> Parsed | None:
-    """pyarrow read plus line matching, or None when rows cannot be matched to lines exactly."""
+def _read_arrow(buf: bytes, body: int, dataset: Dataset, threads: bool) -> tuple[pa.Table, list[tuple[int, str, int]]]:
+    """pyarrow's read of buf[body:], every column a string, and the rows with a wrong field count."""
     names = [c.name for c in dataset.columns]
     invalid: list[tuple[int, str, int]] = []
 
@@ -111,24 +116,48 @@ def _read_fast(buf: bytes, body: int, first_line: int, dataset: Dataset) -> Pars
         return "skip"
 
     fmt = dataset.format
+    table = pacsv.read_csv(
+        pa.BufferReader(pa.py_buffer(buf)[body:]),
+        read_options=pacsv.ReadOptions(use_threads=threads, block_size=BLOCK_SIZE, column_names=names),
+        parse_options=pacsv.ParseOptions(
+            delimiter=fmt.delimiter,
+            quote_char=fmt.quote or False,
+            double_quote=True,
+            newlines_in_values=True,  # quote-aware block splitting: deterministic merges
+            ignore_empty_lines=True,
+            invalid_row_handler=on_invalid,
+        ),
+        convert_options=pacsv.ConvertOptions(
+            column_types=dict.fromkeys(names, pa.string()),
+            strings_can_be_null=False,
+            quoted_strings_can_be_null=False,
+            check_utf8=False,  # decode() validated the whole text already
+        ),
+    )
+    return table, invalid
+
+
+def _ends_in_open_quote(buf: bytes, body: int, dataset: Dataset) -> bool:
+    """Does the last non-empty line open a quote it never closes? (the line read on its own: valid
+    when no record spans lines, so that line starts outside any quoted value)"""
+    dialect = records.Dialect.of(dataset.format)
+    if dialect.quote is None:
+        return False
+    end = len(buf)
+    while end > body and buf[end - 1] in b"\r\n":
+        end -= 1
+    start = max(buf.rfind(b"\n", body, end), buf.rfind(b"\r", body, end), body - 1) + 1
+    return records.quote_toggles(buf[start:end], dialect)[1]
+
+
+def _read_fast(buf: bytes, body: int, first_line: int, dataset: Dataset) -> Parsed | None:
+    """pyarrow read plus line matching, or None when rows cannot be matched to lines exactly."""
+    names = [c.name for c in dataset.columns]
+    threads = pa.cpu_count() > 1
     try:
-        table = pacsv.read_csv(
-            pa.BufferReader(pa.py_buffer(buf)[body:]),
-            read_options=pacsv.ReadOptions(use_threads=False, block_size=BLOCK_SIZE, column_names=names),
-            parse_options=pacsv.ParseOptions(
-                delimiter=fmt.delimiter,
-                quote_char=fmt.quote or False,
-                double_quote=True,
-                newlines_in_values=True,  # quote-aware block splitting: deterministic merges
-                ignore_empty_lines=True,
-                invalid_row_handler=on_invalid,
-            ),
-            convert_options=pacsv.ConvertOptions(
-                column_types=dict.fromkeys(names, pa.string()),
-                strings_can_be_null=False,
-                quoted_strings_can_be_null=False,
-            ),
-        )
+        table, invalid = _read_arrow(buf, body, dataset, threads)
+        if threads and invalid:  # pyarrow numbers invalid rows only when it reads on one thread
+            table, invalid = _read_arrow(buf, body, dataset, False)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return None
     rows = table.num_rows + len(invalid)
@@ -209,8 +238,10 @@ def parse_csv(buf: bytes, dataset: Dataset, *, object_id: str, first_line: int, 
     if body >= len(buf):
         return Parsed()
     dialect = records.Dialect.of(dataset.format)
-    if not records.spans_lines(buf, dialect, body):  # one record per line: pyarrow can be matched to lines
-        fast = _read_fast(buf, body, body_line, dataset)
+    # where values may hold newlines, records over lines are expected: look for one before reading twice
+    expected = dataset.format.embedded_newlines and records.spans_lines(buf, dialect, body)
+    if not expected and not _ends_in_open_quote(buf, body, dataset):
+        fast = _read_fast(buf, body, body_line, dataset)  # None when a record spans lines (counting)
         if fast is not None:
             return fast
     return _read_python(buf, body, body_line, dataset, records.index_records(buf, dialect, body))
