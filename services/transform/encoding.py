@@ -67,5 +67,5 @@ def encode_repeated_strings(table: pa.Table) -> pa.Table:
     strings = [f.name for f in table.schema if pa.types.is_string(f.type)]
     for name in repeating_columns(table, strings):
         i = table.schema.get_field_index(name)
-        table = table.set_column(i, name, pc.dictionary_encode(table.column(i).combine_chunks()))
+        table = table.set_column(i, name, pc.dictionary_encode(table.column(i)))  # one dictionary for all chunks
     return table

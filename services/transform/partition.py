@@ -9,6 +9,7 @@ line for determinism) makes every partition a contiguous, already sorted slice.
 from __future__ import annotations
 
 from collections.abc import Collection
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
@@ -151,6 +152,19 @@ def _order(keys: list[pa.Array]) -> pa.Array | None:
     return pc.sort_indices(prefix, sort_keys=[(f"k{i}", "ascending") for i in range(first)])
 
 
+def _take(table: pa.Table, order: pa.Array) -> pa.Table:
+    """`table.take(order)` column by column, on every CPU pyarrow may use (`take` releases the GIL);
+    the largest columns go first so that the threads finish together."""
+    columns = sorted(range(table.num_columns), key=lambda i: -table.column(i).nbytes)
+    threads = min(pa.cpu_count(), len(columns))
+    if threads > 1:
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            taken = dict(zip(columns, pool.map(lambda i: table.column(i).take(order), columns), strict=True))
+    else:
+        taken = {i: table.column(i).take(order) for i in columns}
+    return pa.Table.from_arrays([taken[i] for i in range(table.num_columns)], schema=table.schema)
+
+
 def split_partitions(table: pa.Table, dataset: Dataset) -> list[PartitionOutput]:
     """Sort once and slice into partitions; `table` holds typed good rows and `_source_line`."""
     if table.num_rows == 0:
@@ -162,7 +176,7 @@ def split_partitions(table: pa.Table, dataset: Dataset) -> list[PartitionOutput]
     order = _order(sort_keys)
     ordered = encode_repeated_strings(table)
     if order is not None:
-        ordered = ordered.take(order)
+        ordered = _take(ordered, order)
         keys = [k.take(order) for k in keys]
     cuts = np.unique(np.concatenate([[0], *[_changes(k) for k in keys], [table.num_rows]]))
     outputs: list[PartitionOutput] = []

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Collection
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,10 +17,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from contracts import limits
-from contracts.datasets import Dataset
+from contracts.datasets import Column, Dataset
 from services.transform.casts import arrow_type, cast_text, cast_typed
 from services.transform.partition import partition_problems
 from services.transform.rows import BAD_PARTITION, BAD_VALUE, MISSING_VALUE, Segment
+
+#: rows below which columns are cast one after the other (threads cost more than they save)
+PARALLEL_ROWS = 65_536
 
 
 @dataclass(frozen=True)
@@ -57,20 +61,30 @@ def long_partition_values(table: pa.Table, dataset: Dataset, skip: Collection[in
     return found
 
 
+def _cast(values: pa.ChunkedArray, column: Column) -> tuple[pa.ChunkedArray | pa.Array, dict[int, str]]:
+    """One column to its contract type: (typed values, null where bad; {row: why})."""
+    if values.type == arrow_type(column.type) and column.type != "string":
+        return values, {}
+    if pa.types.is_string(values.type):
+        return cast_text(values, column.type)
+    return cast_typed(values, column.type)
+
+
+def _cast_all(table: pa.Table, dataset: Dataset) -> list[tuple[pa.ChunkedArray | pa.Array, dict[int, str]]]:
+    """Every column cast, columns side by side on the CPUs pyarrow may use (its kernels release the GIL)."""
+    threads = min(pa.cpu_count(), len(dataset.columns))
+    if threads < 2 or table.num_rows < PARALLEL_ROWS:
+        return [_cast(table[c.name], c) for c in dataset.columns]
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        return list(pool.map(lambda c: _cast(table[c.name], c), dataset.columns))
+
+
 def check(segment: Segment, dataset: Dataset) -> tuple[Segment, BadRows]:
     """Cast and check every row of a segment: (good rows typed per contract, refused rows)."""
     problems: dict[int, list[str]] = defaultdict(list)
     codes: dict[int, str] = {}
     typed: dict[str, pa.Array] = {}
-    for column in dataset.columns:
-        values = segment.table[column.name]
-        target = arrow_type(column.type)
-        if values.type == target and column.type != "string":
-            out, bad = values, dict[int, str]()
-        elif pa.types.is_string(values.type):
-            out, bad = cast_text(values, column.type)
-        else:
-            out, bad = cast_typed(values, column.type)
+    for column, (out, bad) in zip(dataset.columns, _cast_all(segment.table, dataset), strict=True):
         for row, why in bad.items():
             problems[row].append(f"{column.name}: {why}")
             codes.setdefault(row, BAD_VALUE)
@@ -88,13 +102,15 @@ def check(segment: Segment, dataset: Dataset) -> tuple[Segment, BadRows]:
         problems[row].append(why)
         codes.setdefault(row, BAD_PARTITION)
     bad_rows = np.array(sorted(problems), dtype=np.int64)
-    keep = np.ones(table.num_rows, dtype=bool)
-    keep[bad_rows] = False
-    good = table if not len(bad_rows) else table.filter(pa.array(keep))
     refused = BadRows(
-        values=as_text(segment.table.take(pa.array(bad_rows))),
+        # no bad rows (the usual case): no `take`, which would first join the chunks of every column
+        values=as_text(segment.table.take(pa.array(bad_rows)) if len(bad_rows) else segment.table.slice(0, 0)),
         lines=segment.lines[bad_rows],
         reasons=["; ".join(problems[r]) for r in bad_rows.tolist()],
         codes=[codes[r] for r in bad_rows.tolist()],
     )
-    return Segment(good, segment.lines[keep]), refused
+    if not len(bad_rows):
+        return Segment(table, segment.lines), refused
+    keep = np.ones(table.num_rows, dtype=bool)
+    keep[bad_rows] = False
+    return Segment(table.filter(pa.array(keep)), segment.lines[keep]), refused
