@@ -57,7 +57,9 @@ def build(s: Settings) -> dict[str, pulumi.Input]:
             architecture=s.lambda_architecture,
             runtime=s.lambda_runtime,
             layers=dependency_layers(s, "ingest", core.require_output("artifactsBucket")),
-            memory_mb=1024,
+            # a server-side copy (s3transfer's UploadPartCopy above 1 GiB): no object bytes pass through the
+            # function, whose peak is ~150 MB locally; Lambda bills configured memory, so 512, not 1024
+            memory_mb=512,
             timeout_s=300,
             max_concurrency=s.max_concurrency,
             max_receive_count=s.max_receive_count,

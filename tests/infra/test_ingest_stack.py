@@ -39,6 +39,7 @@ def test_function_runtime_architecture_and_logs(ingest: Stack) -> None:
     assert fn.inputs["runtime"] == "python3.12"
     assert fn.inputs["architectures"] == ["arm64"]
     assert fn.inputs["handler"] == "services.ingest.handler.handler"
+    assert fn.inputs["memorySize"] == 512, "a server-side copy: configured memory is what Lambda bills"
     logs = ingest.one("aws:cloudwatch/logGroup:LogGroup", "ingest-logs")
     assert logs.inputs["name"] == "/aws/lambda/etl-dev-ingest" and logs.inputs["retentionInDays"] == 30
     queue = ingest.one("aws:sqs/queue:Queue", "ingest-queue")
