@@ -8,8 +8,6 @@ inputs, the spilled runs and the outputs.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +17,7 @@ import pyarrow as pa
 from contracts.arrow import lake_schema
 from contracts.datasets import Dataset
 from contracts.nogc import paused_gc
+from services.compact.memory import release_memory, tune_allocator
 from services.compact.merge import MergeStats, merge_runs
 from services.compact.runs import InputFile, groups, make_runs, read_many, sort_table
 from services.compact.schema import dictionary_columns, read_schema
@@ -36,13 +35,6 @@ class Rewrite:
     rows: int
     runs: int
     merge: MergeStats = field(default_factory=MergeStats)
-
-
-def release_memory() -> None:
-    """Hand memory freed by Arrow (and glibc's heap) back to the OS, so the next phase starts low."""
-    pa.default_memory_pool().release_unused()
-    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to trim
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def compact_files(
@@ -63,9 +55,14 @@ def compact_files(
     """
     if not inputs:
         raise ValueError("nothing to compact")
-    with paused_gc():  # contracts/nogc.py: why
-        return _compact(inputs, dataset, workdir, target_bytes=target_bytes, row_group_rows=row_group_rows,
-                        budget_rows=budget_rows, merge_rows=merge_rows, threads=threads)
+    if threads == 1:  # services/compact/memory.py: why, and why not with worker threads
+        tune_allocator()
+    try:
+        with paused_gc():  # contracts/nogc.py: why
+            return _compact(inputs, dataset, workdir, target_bytes=target_bytes, row_group_rows=row_group_rows,
+                            budget_rows=budget_rows, merge_rows=merge_rows, threads=threads)
+    finally:
+        release_memory()  # the heap is trimmed only when asked
 
 
 def _compact(

@@ -49,9 +49,14 @@ def repeating_columns(table: pa.Table, candidates: Sequence[str]) -> list[str]:
     n = table.num_rows
     step = max(1.0, n / WRITER_SAMPLE_ROWS)
     limit = MAX_DISTINCT_SHARE * max(1, min(n, WRITER_SAMPLE_ROWS))
+    layouts: dict[tuple[int, ...], list[pa.Array | None]] = {}  # columns of a row group share chunk lengths
     out = []
     for name in candidates:
-        col = _sample(table.column(name), step)
+        column = table.column(name)
+        lengths = tuple(len(c) for c in column.chunks)
+        if lengths not in layouts:
+            layouts[lengths] = _picks(lengths, step)
+        col = _sample(column, layouts[lengths])
         if pa.types.is_dictionary(col.type):
             col = col.cast(col.type.value_type)
         if pc.count_distinct(col).as_py() <= limit:
@@ -59,18 +64,24 @@ def repeating_columns(table: pa.Table, candidates: Sequence[str]) -> list[str]:
     return out
 
 
-def _sample(column: pa.ChunkedArray, step: float) -> pa.ChunkedArray:
-    """Every `step`-th value of `column` (positions over the whole column), taken within each chunk."""
-    parts, offset, position = [], 0, 0.0
-    for chunk in column.chunks:
-        end = offset + len(chunk)
-        picks = []
+def _picks(lengths: Sequence[int], step: float) -> list[pa.Array | None]:
+    """For each chunk, the in-chunk positions of every `step`-th row of the whole column (None: none)."""
+    picks: list[pa.Array | None] = []
+    offset, position = 0, 0.0
+    for length in lengths:
+        end = offset + length
+        chunk = []
         while position < end:
-            picks.append(int(position) - offset)
+            chunk.append(int(position) - offset)
             position += step
-        if picks:
-            parts.append(chunk.take(pa.array(picks, pa.int64())))
+        picks.append(pa.array(chunk, pa.int64()) if chunk else None)
         offset = end
+    return picks
+
+
+def _sample(column: pa.ChunkedArray, picks: Sequence[pa.Array | None]) -> pa.ChunkedArray:
+    """The picked values of `column`, taken within each chunk (never a take on the whole chunked column)."""
+    parts = [chunk.take(p) for chunk, p in zip(column.chunks, picks, strict=True) if p is not None]
     return pa.chunked_array(parts, type=column.type)
 
 
