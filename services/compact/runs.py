@@ -80,23 +80,15 @@ def dictionary_readable(metadata: pq.FileMetaData, dictionary: Sequence[str]) ->
     DELTA_LENGTH_BYTE_ARRAY, which pyarrow cannot decode into a dictionary. Those columns are read as
     strings and `conform` casts them; a file written before a column existed simply lacks it.
     """
-    wanted = set(dictionary)
-    if not wanted:
+    if not dictionary:
         return []
+    columns = {name: i for i, name in enumerate(metadata.schema.names)}  # flat lake schemas: leaf = column
+    present = [c for c in dictionary if c in columns]
     blocked: set[str] = set()
-    present: set[str] = set()
-    for r in range(metadata.num_row_groups):
+    for r in range(metadata.num_row_groups):  # only the chosen columns' chunks: this runs once per input
         group = metadata.row_group(r)
-        for c in range(group.num_columns):
-            chunk = group.column(c)
-            name = chunk.path_in_schema
-            if name in wanted:
-                present.add(name)
-                if NO_DICTIONARY_DECODE & set(chunk.encodings):
-                    blocked.add(name)
-    if metadata.num_row_groups == 0:
-        present = wanted & set(metadata.schema.names)
-    return [c for c in dictionary if c in present and c not in blocked]
+        blocked.update(c for c in present if NO_DICTIONARY_DECODE.intersection(group.column(columns[c]).encodings))
+    return [c for c in present if c not in blocked]
 
 
 def open_parquet(path: Path, dictionary: Sequence[str]) -> pq.ParquetFile:
