@@ -419,7 +419,8 @@ Reproduce: `.venv/bin/python bench/compact_bench.py --sf {args.sf:g} --files {ar
 
 What each contender does (all read the same local files; S3 transfers are excluded):
 * **platform** is the compaction service's rewrite (`services.compact.rewrite.compact_files`): small files are
-  read whole in groups (groups in parallel with 2 threads), sorted and spilled as Arrow IPC runs, then merged
+  read whole (one footer parse each) in groups (groups in parallel with 2 threads), sorted and spilled as Arrow
+  IPC runs (glibc's heap tuned to reuse pages at one thread: `services/compact/memory.py`), then merged
   with a bounded k-way merge into files of the contract's target size with row groups of `row_group_rows`, the
   transform's writer options (zstd, free text DELTA_LENGTH_BYTE_ARRAY, dictionaries where values repeat,
   statistics, page index, bloom filter on `o_custkey`, `sorting_columns`), sorted by (o_orderdate, o_orderkey),
@@ -436,11 +437,12 @@ forked parent's RSS into the child's peak across `exec`). When the load average 
 wall times stretch unevenly: read the CPU-time columns then.
 
 Where the platform's CPU goes and what each lever bought is in `docs/design/compaction.md` ("Performance").
-In short: reading 1,000 small zstd files through pyarrow (about 0.65 s, a third of it creating a zstd
-decompression context per page) and encoding with the lake's options (about 0.45 s per million rows) are
-together already at DuckDB's whole unsorted copy; the platform's sorted output is on a par with DuckDB's
-`ORDER BY` on CPU time. At 2 threads pyarrow encodes a row group on one thread and cannot append to an open
-row group, so encoding overlapped with merging would hold two row groups and break the memory target.
+In short, per 1.5 M rows on one thread: reading 1,000 small zstd files through pyarrow (about 0.62 s of CPU)
+and encoding with the lake's options (about 0.61 s) are together already DuckDB's whole unsorted copy, before
+one row is sorted, spilled or merged; the platform's sorted output is on a par with DuckDB's `ORDER BY` on CPU
+time. At 2 threads pyarrow encodes a row group on one thread and cannot append to an open row group, so the
+encode (a third of the work) stays serial: overlapping it with the merge would hold two row groups and break
+the memory target.
 """
 
 

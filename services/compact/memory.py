@@ -36,13 +36,15 @@ def _libc() -> ctypes.CDLL | None:
         return None
 
 
-def tune_allocator() -> None:
-    """Serve large buffers from the heap and trim it only when asked (idempotent, process-wide)."""
+def tune_allocator() -> bool:
+    """Serve large buffers from the heap and trim it only when asked (idempotent, process-wide).
+
+    True when glibc accepted both settings (it silently refuses an mmap threshold above 32 MiB).
+    """
     libc = _libc()
-    if libc is not None:
-        with contextlib.suppress(AttributeError):
-            libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
-            libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD)
+    if libc is None or not hasattr(libc, "mallopt"):
+        return False
+    return bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
 
 
 def release_memory() -> None:
