@@ -152,6 +152,29 @@ class Linear:
         return self.fixed + self.per_gb * gb
 
 
+@dataclass(frozen=True)
+class PerObject:
+    """A cost that is paid per object landed plus per GB landed (so small objects cost more per GB)."""
+
+    per_object: float
+    per_gb: float
+
+
+def per_object_fit(a: tuple[int, float, float], b: tuple[int, float, float]) -> PerObject:
+    """Solve dollars = per_object * objects + per_gb * GB from two runs given as (objects, GB, dollars)
+    whose objects differ in size; either price is floored at 0 (measurement noise can tip a tiny one negative)."""
+    (n1, g1, d1), (n2, g2, d2) = a, b
+    det = n1 * g2 - n2 * g1
+    if det == 0:
+        raise ValueError("the two runs' objects have the same size: per object and per GB cannot be told apart")
+    per_object, per_gb = (d1 * g2 - d2 * g1) / det, (n1 * d2 - n2 * d1) / det
+    if per_object < 0:
+        return PerObject(0.0, max(d1 / g1, d2 / g2))
+    if per_gb < 0:
+        return PerObject(max(d1 / n1, d2 / n2), 0.0)
+    return PerObject(per_object, per_gb)
+
+
 def glue_run(seconds_per_gb: float, dpu: int = GLUE_MIN_DPU) -> Callable[[float], float]:
     """A Glue run's dollars as a function of the GB it holds (the one-minute minimum, then per second)."""
     return lambda gb: glue_job_dollars(seconds_per_gb * gb, dpu)

@@ -1,11 +1,12 @@
 """The Glue side of bench/cost_bench.py: the platform's transform, compaction and erasure as Spark jobs.
 
-    python bench/glue_jobs.py FEEDS_DIR WORK_DIR SUBJECT,SUBJECT,…   → one JSON line of seconds per job
+    python bench/glue_jobs.py FEEDS_DIR WORK_DIR SUBJECT,SUBJECT,… [--batch-only]   → one JSON line of seconds per job
 
 Spark runs `local[2]` with zstd Parquet; the JVM and code generation are warmed up before timing, as a
 Glue job's billed time starts with a running driver. Prints seconds for: one batch transform of every
 feed, one transform per feed (what an event-driven Glue trigger would run), compaction of the
-per-feed output into one sorted file per partition, and the rewrite without the subjects.
+per-feed output into one sorted file per partition, and the rewrite without the subjects
+(`--batch-only`: the batch transform alone, the job that matters at volume).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ SCHEMA = T.StructType([
 ])
 
 
-def main(src: str, work: str, subjects: list[int]) -> dict[str, object]:
+def main(src: str, work: str, subjects: list[int], batch_only: bool = False) -> dict[str, object]:
     spark = (SparkSession.builder.master("local[2]").config("spark.ui.enabled", "false")
              .config("spark.sql.parquet.compression.codec", "zstd").config("spark.sql.shuffle.partitions", "2")
              .getOrCreate())
@@ -45,6 +46,9 @@ def main(src: str, work: str, subjects: list[int]) -> dict[str, object]:
 
     files = sorted(glob.glob(src + "/*.jsonl"))
     batch = transform(files, work + "/batch")
+    if batch_only:
+        spark.stop()
+        return {"batch": batch}
     per_object = [transform([f], work + "/small") for f in files]
     t = time.perf_counter()
     (spark.read.parquet(work + "/small").repartition(*PARTITIONS).sortWithinPartitions("order_date", "order_id")
@@ -59,4 +63,5 @@ def main(src: str, work: str, subjects: list[int]) -> dict[str, object]:
 
 
 if __name__ == "__main__":
-    print(json.dumps(main(sys.argv[1], sys.argv[2], [int(s) for s in sys.argv[3].split(",")])))
+    print(json.dumps(main(sys.argv[1], sys.argv[2], [int(s) for s in sys.argv[3].split(",")],
+                          batch_only="--batch-only" in sys.argv[4:])))

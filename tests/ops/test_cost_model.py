@@ -83,3 +83,14 @@ def test_crossover_of_a_minimum_priced_job_and_a_linear_price() -> None:
     cheaper = cost_model.Linear(fixed=0.0, per_gb=per_gb / 2)
     assert cost_model.crossover_gb(glue, cheaper.dollars) is None, "never cheaper than a lower linear price"
     assert cost_model.crossover_gb(cheaper.dollars, glue) == 0.0
+
+
+def test_per_object_and_per_gb_prices_are_recovered_from_two_runs() -> None:
+    truth = cost_model.PerObject(per_object=0.0001, per_gb=0.003)
+    runs = [(n, gb, truth.per_object * n + truth.per_gb * gb) for n, gb in ((32, 0.1), (32, 1.05))]
+    fit = cost_model.per_object_fit(*runs)
+    assert fit.per_object == pytest.approx(truth.per_object) and fit.per_gb == pytest.approx(truth.per_gb)
+    # noise can tip the per-object price below zero: it is floored, and per GB carries the whole cost
+    assert cost_model.per_object_fit((10, 1.0, 0.005), (10, 2.0, 0.0101)) == cost_model.PerObject(0.0, 0.00505)
+    with pytest.raises(ValueError, match="same size"):
+        cost_model.per_object_fit((10, 1.0, 0.01), (20, 2.0, 0.02))
