@@ -7,7 +7,7 @@ and `rows_in == rows_good + rows_quarantined` holds for every result (checked be
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -24,7 +24,7 @@ from services.transform.lineage import line_column, with_lineage
 from services.transform.parse import parse
 from services.transform.partition import PartitionOutput, split_partitions
 from services.transform.quarantine import build_quarantine
-from services.transform.rows import Segment
+from services.transform.rows import Parsed, Reread, Segment
 from services.transform.validate import BadRows, check
 
 
@@ -56,6 +56,26 @@ def _with_lines(goods: list[Segment], dataset: Dataset) -> pa.Table:
     return pa.table({**{n: table[n] for n in names}, LINE_COLUMN: line_column(lines)})
 
 
+def _check_all(parsed: Parsed, dataset: Dataset) -> tuple[int, list[Segment], list[BadRows]]:
+    """(rows read, good rows, refused rows) of every segment; each segment's text is freed once checked
+    (a streamed segment as soon as the next one is read). Raises `Reread` from a streaming reader."""
+    rows, goods, bads = 0, [], []
+    for segment in _segments(parsed):
+        rows += segment.table.num_rows
+        good, bad = check(segment, dataset)
+        goods.append(good)
+        bads.append(bad)
+    return rows + len(parsed.rejects), goods, bads
+
+
+def _segments(parsed: Parsed) -> Iterator[Segment]:
+    if isinstance(parsed.segments, list):
+        while parsed.segments:  # pop: each segment's text columns are freed once checked
+            yield parsed.segments.pop(0)
+    else:
+        yield from parsed.segments
+
+
 def transform(
     dataset: Dataset, data: Source, *, object_id: str, source: str, chunk: ByteRange | None = None
 ) -> TransformResult:
@@ -79,15 +99,18 @@ def _transform(
     start = chunk.start if chunk else 0
     text = decode(raw, object_id=object_id, whole=whole, at_start=start == 0)
     del raw
-    parsed = parse(text, dataset, object_id=object_id, first_line=chunk.first_line if chunk else 1, at_start=start == 0)
+    how: str | None = None
+    while True:
+        parsed = parse(text, dataset, object_id=object_id, first_line=chunk.first_line if chunk else 1,
+                       at_start=start == 0, how=how)
+        try:
+            rows_in, goods, bads = _check_all(parsed, dataset)
+            break
+        except Reread as again:  # rows streamed so far did not match lines: drop them, read again as asked
+            if again.how == how:
+                raise RuntimeError(f"object {object_id}: the reader asked to read again {how!r} twice") from again
+            how = again.how
     del text
-    rows_in = parsed.rows_in
-    goods: list[Segment] = []
-    bads: list[BadRows] = []
-    while parsed.segments:  # pop: each segment's text columns are freed once checked
-        good, bad = check(parsed.segments.pop(0), dataset)
-        goods.append(good)
-        bads.append(bad)
     partitions = [
         PartitionOutput(p.values, with_lineage(p.table, object_id))
         for p in split_partitions(_with_lines(goods, dataset), dataset)

@@ -12,8 +12,14 @@ from services.transform.parse_jsonl import parse_jsonl
 from services.transform.rows import Parsed
 
 
-def parse(buf: bytes, dataset: Dataset, *, object_id: str, first_line: int, at_start: bool) -> Parsed:
-    """Split validated UTF-8 text into rows; `at_start` says the text begins the object (CSV header)."""
+def parse(
+    buf: bytes, dataset: Dataset, *, object_id: str, first_line: int, at_start: bool, how: str | None = None
+) -> Parsed:
+    """Split validated UTF-8 text into rows; `at_start` says the text begins the object (CSV header).
+
+    `Parsed.segments` may be a generator (CSV: a block at a time) that raises `rows.Reread` once it
+    finds the text must be read another way; parse again with `how=` the one it names.
+    """
     if dataset.format.type == "jsonl":
         return parse_jsonl(buf, dataset, first_line=first_line)
-    return parse_csv(buf, dataset, object_id=object_id, first_line=first_line, with_header=at_start)
+    return parse_csv(buf, dataset, object_id=object_id, first_line=first_line, with_header=at_start, how=how)

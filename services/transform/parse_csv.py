@@ -30,6 +30,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+from collections.abc import Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -39,11 +40,14 @@ from contracts import records
 from contracts.datasets import Dataset
 from services.transform.errors import TransformError
 from services.transform.lines import index_lines
-from services.transform.rows import COLUMN_COUNT, SPANS_LINES, UNCLOSED_QUOTE, Parsed, Reject, Segment
+from services.transform.rows import COLUMN_COUNT, SPANS_LINES, UNCLOSED_QUOTE, Parsed, Reject, Reread, Segment
 
 _LINE_BREAK_BYTES = re.compile(rb"\r\n|\r|\n")
-#: pyarrow block size: large blocks read faster single-threaded; rows never straddle them.
-BLOCK_SIZE = 32 * 1024 * 1024
+#: pyarrow block size: each block's text is cast and freed before the next is read (streaming), so the
+#: text of the whole object never exists as strings at once; 8 MiB keeps a block's strings in cache for
+#: the casts and costs no more per row than larger blocks (TPC-H SF1, docs/design/transform-performance.md)
+BLOCK_SIZE = 8 * 1024 * 1024
+LF = 10
 FIELD_LIMIT = 1 << 30
 #: what a column name in a header looks like (contract names are lower snake case)
 _NAME_LIKE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
@@ -106,17 +110,17 @@ def _skip_header(buf: bytes, dataset: Dataset, object_id: str, first_line: int) 
     return None
 
 
-def _read_arrow(buf: bytes, body: int, dataset: Dataset, threads: bool) -> tuple[pa.Table, list[tuple[int, str, int]]]:
-    """pyarrow's read of buf[body:], every column a string, and the rows with a wrong field count."""
+def _open_arrow(buf: bytes, body: int, dataset: Dataset, threads: bool, invalid: list[tuple[int | None, str, int]]
+                ) -> pacsv.CSVStreamingReader:
+    """pyarrow's streaming read of buf[body:], every column a string; rows with a wrong field count go to `invalid`."""
     names = [c.name for c in dataset.columns]
-    invalid: list[tuple[int, str, int]] = []
 
     def on_invalid(row: pacsv.InvalidRow) -> str:
         invalid.append((row.number, row.text, row.actual_columns))
         return "skip"
 
     fmt = dataset.format
-    table = pacsv.read_csv(
+    return pacsv.open_csv(
         pa.BufferReader(pa.py_buffer(buf)[body:]),
         read_options=pacsv.ReadOptions(use_threads=threads, block_size=BLOCK_SIZE, column_names=names),
         parse_options=pacsv.ParseOptions(
@@ -134,7 +138,6 @@ def _read_arrow(buf: bytes, body: int, dataset: Dataset, threads: bool) -> tuple
             check_utf8=False,  # decode() validated the whole text already
         ),
     )
-    return table, invalid
 
 
 def _ends_in_open_quote(buf: bytes, body: int, dataset: Dataset) -> bool:
@@ -150,36 +153,88 @@ def _ends_in_open_quote(buf: bytes, body: int, dataset: Dataset) -> bool:
     return records.quote_toggles(buf[start:end], dialect)[1]
 
 
-def _read_fast(buf: bytes, body: int, first_line: int, dataset: Dataset) -> Parsed | None:
-    """pyarrow read plus line matching, or None when rows cannot be matched to lines exactly."""
-    names = [c.name for c in dataset.columns]
-    threads = pa.cpu_count() > 1
+def _line_count(buf: bytes, body: int) -> tuple[int, int]:
+    """(lines, blank lines before the first) of buf[body:] (\\n-terminated, no \\r), blank lines at
+    its start and end left out of `lines`."""
+    first, end = body, len(buf)
+    while first < end and buf[first] == LF:
+        first += 1
+    while end > first and buf[end - 1] == LF:
+        end -= 1
+    return buf.count(b"\n", first, end) + (end > first), first - body
+
+
+def _read_fast(buf: bytes, body: int, first_line: int, dataset: Dataset, how: str | None = None) -> Parsed | None:
+    """pyarrow's rows streamed a block at a time, matched to lines; None when pyarrow cannot start.
+
+    `how` None: on every CPU, row k taken to be on the k-th line (blank lines only at the ends); "serial":
+    the same on one thread (pyarrow numbers rows with a wrong field count only then); "indexed": rows
+    matched to the non-empty lines found first (\\r line breaks, blank lines inside). The segments come
+    from a generator: each block of text is checked, and freed, before the next one is read. When rows
+    and lines turn out not to match, it raises `Reread` with the way to read the text again.
+    """
+    indexed = how == "indexed" or buf.find(b"\r", body) >= 0
+    nonempty = index_lines(buf, body).nonempty if indexed else None
+    lines_total, blank = (len(nonempty), 0) if nonempty is not None else _line_count(buf, body)
+    threads = how is None and pa.cpu_count() > 1
+    invalid: list[tuple[int | None, str, int]] = []
     try:
-        table, invalid = _read_arrow(buf, body, dataset, threads)
-        if threads and invalid:  # pyarrow numbers invalid rows only when it reads on one thread
-            table, invalid = _read_arrow(buf, body, dataset, False)
+        reader = _open_arrow(buf, body, dataset, threads, invalid)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return None
-    rows = table.num_rows + len(invalid)
-    ends_open = len(buf) > body and buf[-1:] != b"\n"
-    if buf.find(b"\r", body) < 0 and buf.count(b"\n", body) + ends_open == rows:
-        lines = first_line + np.arange(rows, dtype=np.int64)  # no empty line, no merge
-    else:
-        nonempty = index_lines(buf, body).nonempty
-        if len(nonempty) != rows:
-            return None
-        lines = first_line + nonempty.astype(np.int64)
-    if any(n is None for n, _, _ in invalid):
-        return None  # pyarrow could not number a row: do not guess
-    ordinals = np.array([n for n, _, _ in invalid], dtype=np.int64) - 1
-    if len(ordinals) and (ordinals.min() < 0 or ordinals.max() >= rows):
-        return None  # row numbers unknown or inconsistent: do not guess
-    rejects = [
-        Reject(int(lines[o]), COLUMN_COUNT, f"wrong column count: expected {len(names)} fields, found {found}", text)
-        for o, (_, text, found) in zip(ordinals, invalid, strict=True)
-    ]
-    good_lines = np.delete(lines, ordinals)
-    return Parsed([Segment(table, good_lines)], rejects)
+    parsed = Parsed()
+    parsed.segments = _stream(reader, invalid, parsed.rejects, first_line + blank, nonempty, lines_total,
+                              len(dataset.columns), threads)
+    return parsed
+
+
+def _stream(reader: pacsv.CSVStreamingReader, invalid: list[tuple[int | None, str, int]], rejects: list[Reject],
+            first_line: int, nonempty: np.ndarray | None, lines_total: int, width: int, threads: bool
+            ) -> Iterator[Segment]:
+    """Segments of `reader`'s batches with their line numbers; rows with a wrong field count go to `rejects`.
+
+    Row k (good or not, in file order) is on non-empty line k: `nonempty[k]`, or line k itself when
+    `nonempty` is None. pyarrow numbers the bad rows 1-based in that order.
+    """
+    seen, pending = 0, 0  # rows matched so far; bad rows reported but not yet placed
+
+    def place(upto: int) -> np.ndarray:
+        """Ordinals of the bad rows before `upto` good rows from `seen`, turned into rejects."""
+        nonlocal pending
+        placed = []
+        while pending < len(invalid):
+            number, text, found = invalid[pending]
+            if number is None:
+                raise Reread("serial" if threads else "exact")  # cannot be placed: read on one thread
+            ordinal = number - 1
+            if ordinal >= seen + upto + len(placed):
+                break
+            if ordinal < (placed[-1] + 1 if placed else seen) or ordinal >= lines_total:
+                raise Reread("exact")  # numbering inconsistent: do not guess
+            placed.append(ordinal)
+            rejects.append(Reject(_line(ordinal), COLUMN_COUNT,
+                                  f"wrong column count: expected {width} fields, found {found}", text))
+            pending += 1
+        return np.array(placed, dtype=np.int64)
+
+    def _line(ordinal: int) -> int:
+        return first_line + int(ordinal if nonempty is None else nonempty[ordinal])
+
+    try:
+        for batch in reader:
+            bad = place(batch.num_rows)
+            count = batch.num_rows + len(bad)
+            if seen + count > lines_total:
+                raise Reread("exact" if nonempty is not None else "indexed")  # more rows than lines
+            ordinals = np.delete(np.arange(seen, seen + count, dtype=np.int64), bad - seen)
+            lines = first_line + (ordinals if nonempty is None else nonempty[ordinals].astype(np.int64))
+            seen += count
+            yield Segment(pa.Table.from_batches([batch]), lines)
+        seen += len(place(lines_total))  # bad rows after the last good one
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise Reread("exact") from exc
+    if seen != lines_total:  # fewer rows than lines: blank lines inside, or a record over several lines
+        raise Reread("exact" if nonempty is not None else "indexed")
 
 
 def _fields(raw: str, dataset: Dataset) -> list[str] | None:
@@ -227,8 +282,13 @@ def _read_python(buf: bytes, body: int, first_line: int, dataset: Dataset, index
     return Parsed([Segment(table, np.array(lines, dtype=np.int64))], rejects)
 
 
-def parse_csv(buf: bytes, dataset: Dataset, *, object_id: str, first_line: int, with_header: bool) -> Parsed:
-    """All rows of a CSV text as strings, plus the rows that do not have the contract's field count."""
+def parse_csv(
+    buf: bytes, dataset: Dataset, *, object_id: str, first_line: int, with_header: bool, how: str | None = None
+) -> Parsed:
+    """All rows of a CSV text as strings, plus the rows that do not have the contract's field count.
+
+    `how` is None, or the way a previous attempt's `Reread` asked for ("serial", "indexed", "exact").
+    """
     body, body_line = 0, first_line
     if with_header and dataset.format.header:
         after = _skip_header(buf, dataset, object_id, first_line)
@@ -240,8 +300,8 @@ def parse_csv(buf: bytes, dataset: Dataset, *, object_id: str, first_line: int, 
     dialect = records.Dialect.of(dataset.format)
     # where values may hold newlines, records over lines are expected: look for one before reading twice
     expected = dataset.format.embedded_newlines and records.spans_lines(buf, dialect, body)
-    if not expected and not _ends_in_open_quote(buf, body, dataset):
-        fast = _read_fast(buf, body, body_line, dataset)  # None when a record spans lines (counting)
+    if how != "exact" and not expected and not _ends_in_open_quote(buf, body, dataset):
+        fast = _read_fast(buf, body, body_line, dataset, how)  # Reread when a record spans lines (counting)
         if fast is not None:
             return fast
     return _read_python(buf, body, body_line, dataset, records.index_records(buf, dialect, body))

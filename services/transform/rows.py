@@ -7,6 +7,7 @@ values are checked and cast later (validate.py), so both formats share one set o
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -50,13 +51,29 @@ class Reject:
     values: dict[str, str | None] | None = None
 
 
+class Reread(Exception):
+    """A reader found, after handing over rows, that the text must be read again another way.
+
+    Streaming readers hand over rows a block at a time (the caller checks and frees each block) and
+    learn only at the end whether rows matched lines. The caller drops what it made of the rows and
+    parses again with `how`.
+    """
+
+    def __init__(self, how: str) -> None:
+        super().__init__(how)
+        self.how = how
+
+
 @dataclass
 class Parsed:
-    segments: list[Segment] = field(default_factory=list)
+    #: a list, or a generator of a streaming reader (which may raise `Reread`, and fills `rejects` as it goes)
+    segments: list[Segment] | Iterator[Segment] = field(default_factory=list)
     rejects: list[Reject] = field(default_factory=list)
 
     @property
     def rows_in(self) -> int:
+        """Rows of a parse whose segments are a list (a generator's are counted as they come)."""
+        assert isinstance(self.segments, list)
         return sum(s.table.num_rows for s in self.segments) + len(self.rejects)
 
 

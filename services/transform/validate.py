@@ -103,8 +103,9 @@ def check(segment: Segment, dataset: Dataset) -> tuple[Segment, BadRows]:
         codes.setdefault(row, BAD_PARTITION)
     bad_rows = np.array(sorted(problems), dtype=np.int64)
     refused = BadRows(
-        # no bad rows (the usual case): no `take`, which would first join the chunks of every column
-        values=as_text(segment.table.take(pa.array(bad_rows)) if len(bad_rows) else segment.table.slice(0, 0)),
+        # no bad rows (the usual case): no `take`, which would first join the chunks of every column, and
+        # an empty table of its own (a slice would keep the segment's text alive as long as the result)
+        values=as_text(segment.table.take(pa.array(bad_rows)) if len(bad_rows) else segment.table.schema.empty_table()),
         lines=segment.lines[bad_rows],
         reasons=["; ".join(problems[r]) for r in bad_rows.tolist()],
         codes=[codes[r] for r in bad_rows.tolist()],

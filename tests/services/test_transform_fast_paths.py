@@ -93,7 +93,7 @@ def test_threads_change_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
         pa.set_cpu_count(1)
         one = run(ds, data)
         pa.set_cpu_count(2)
-        with mock.patch.object(parse_csv, "_read_arrow", wraps=parse_csv._read_arrow) as read:
+        with mock.patch.object(parse_csv, "_open_arrow", wraps=parse_csv._open_arrow) as read:
             two = run(ds, data)
         assert [c.args[3] for c in read.call_args_list] == [True, False]  # re-read on one thread to number rows
     finally:
