@@ -8,6 +8,8 @@ columns pyarrow would build a dictionary, give up at 1 MiB and fall back, costin
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -19,6 +21,8 @@ SAMPLE_ROWS = 8192
 WRITER_SAMPLE_ROWS = 1024
 #: a column repeats when at most this share of the sampled values is distinct
 MAX_DISTINCT_SHARE = 0.5
+#: rows below which columns are encoded one after the other (threads cost more than they save)
+PARALLEL_ROWS = 65_536
 
 
 def _sample(table: pa.Table, rows: int) -> pa.Table:
@@ -63,9 +67,19 @@ def repeating_columns(table: pa.Table, candidates: list[str] | None = None, samp
 
 
 def encode_repeated_strings(table: pa.Table) -> pa.Table:
-    """Dictionary-encode the string columns that repeat (values unchanged, only the layout)."""
+    """Dictionary-encode the string columns that repeat (values unchanged, only the layout).
+
+    Columns are encoded side by side on the CPUs pyarrow may use (its hashing releases the GIL);
+    a chunked column gets one dictionary for all its chunks.
+    """
     strings = [f.name for f in table.schema if pa.types.is_string(f.type)]
-    for name in repeating_columns(table, strings):
-        i = table.schema.get_field_index(name)
-        table = table.set_column(i, name, pc.dictionary_encode(table.column(i)))  # one dictionary for all chunks
+    names = sorted(repeating_columns(table, strings), key=table.schema.get_field_index)
+    threads = min(pa.cpu_count(), len(names))
+    if threads > 1 and table.num_rows >= PARALLEL_ROWS:
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            encoded = list(pool.map(lambda n: pc.dictionary_encode(table.column(n)), names))
+    else:
+        encoded = [pc.dictionary_encode(table.column(n)) for n in names]
+    for name, column in zip(names, encoded, strict=True):
+        table = table.set_column(table.schema.get_field_index(name), name, column)
     return table

@@ -21,6 +21,7 @@ import pyarrow.compute as pc
 
 from contracts.datasets import Dataset, PartitionKey
 from contracts.lineage import LINE_COLUMN
+from services.transform import encoding
 from services.transform.encoding import encode_repeated_strings
 from services.transform.rows import shorten
 
@@ -157,7 +158,7 @@ def _take(table: pa.Table, order: pa.Array) -> pa.Table:
     the largest columns go first so that the threads finish together."""
     columns = sorted(range(table.num_columns), key=lambda i: -table.column(i).nbytes)
     threads = min(pa.cpu_count(), len(columns))
-    if threads > 1:
+    if threads > 1 and table.num_rows >= encoding.PARALLEL_ROWS:
         with ThreadPoolExecutor(max_workers=threads) as pool:
             taken = dict(zip(columns, pool.map(lambda i: table.column(i).take(order), columns), strict=True))
     else:

@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from contracts import records
-from services.transform import casts, parse_csv, validate
+from services.transform import casts, encoding, parse_csv, validate
 from services.transform.core import TransformResult
 from services.transform.parquet import parquet_bytes
 from tests.services.transform_helpers import TYPED_COLUMNS, csv_text, good_rows, reasons, run, typed_dataset
@@ -84,9 +84,11 @@ def big_csv(rows: int, bad_every: int) -> bytes:
 
 
 def test_threads_change_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Several pyarrow blocks on two threads, columns cast side by side: same rows, lines and reasons as one thread."""
+    """Several pyarrow blocks on two threads, columns cast, encoded and gathered side by side: same rows, lines
+    and reasons as one thread."""
     monkeypatch.setattr(parse_csv, "BLOCK_SIZE", 64 * 1024)
     monkeypatch.setattr(validate, "PARALLEL_ROWS", 1000)
+    monkeypatch.setattr(encoding, "PARALLEL_ROWS", 1000)  # dictionary encoding and the partition gather too
     data, ds = big_csv(6000, 1500), typed_dataset()
     cpus = pa.cpu_count()
     try:
