@@ -82,7 +82,13 @@ def dictionary_readable(metadata: pq.FileMetaData, dictionary: Sequence[str]) ->
     """
     if not dictionary:
         return []
-    columns = {name: i for i, name in enumerate(metadata.schema.names)}  # flat lake schemas: leaf = column
+    if metadata.num_row_groups == 0:
+        return [c for c in dictionary if c in set(metadata.schema.names)]
+    # names from the first row group's chunks, not `metadata.schema`: that object and its FileMetaData
+    # reference each other, and with the GC paused for the rewrite every input's footer (about 35 KB
+    # decoded) would stay in memory until the end: +37 MiB of peak RSS for 1,000 files
+    first = metadata.row_group(0)
+    columns = {first.column(i).path_in_schema: i for i in range(first.num_columns)}  # flat lake schemas
     present = [c for c in dictionary if c in columns]
     blocked: set[str] = set()
     for r in range(metadata.num_row_groups):  # only the chosen columns' chunks: this runs once per input
