@@ -55,7 +55,9 @@ def _run_platform(csv_path: Path, out: Path, threads: int = 1) -> None:
     from contracts.datasets import load_dataset_file
     from services.transform.core import transform
     from services.transform.parquet import file_name, write_partition
+    from services.transform.runtime import configure
 
+    configure()  # what the handler does at cold start (services/transform/runtime.py)
     pa.set_cpu_count(threads)
     pa.set_io_thread_count(threads)
     dataset = load_dataset_file(CONTRACT)

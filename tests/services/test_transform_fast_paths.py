@@ -131,3 +131,16 @@ def test_decimals_beyond_any_context_are_quarantined_with_their_reason(text: str
     """The reason is worded exactly (no rounding to 28 digits, no Overflow that would fail the object)."""
     result = run(typed_dataset(), csv_text([typed_row(1, price=text), typed_row(2)]))
     assert reasons(result) == {2: f"price: {reason}"}
+
+
+def test_the_function_allocates_with_the_system_allocator() -> None:
+    """The handler's cold start (runtime.configure) switches pyarrow to glibc malloc; why: runtime.py."""
+    from services.transform import runtime
+
+    before = pa.default_memory_pool()
+    try:
+        runtime.configure()
+        assert pa.default_memory_pool().backend_name == "system"
+        assert pa.array(["allocated", "here"]).to_pylist() == ["allocated", "here"]
+    finally:
+        pa.set_memory_pool(before)
