@@ -326,19 +326,24 @@ What each contender does:
   (types, nullability, decimals without rounding, calendar dates), rows sorted by
   (o_orderdate, o_orderkey), two lineage columns (`_source_object_id`, `_source_line`), a bloom
   filter on o_custkey, page index and statistics. Its output therefore holds more than the others'.
+  It runs as the function does (`services/transform/runtime.py`: glibc malloc); pyarrow streams the
+  CSV in 8 MiB blocks, each cast and checked before the next is read. What each cut bought, and the
+  levers refused (a typed CSV read: pyarrow accepts values the contract refuses):
+  docs/design/transform-performance.md.
 * **duckdb** `COPY (SELECT *, year(o_orderdate), month(o_orderdate) FROM read_csv(… explicit types …))
   TO … (FORMAT parquet, PARTITION_BY (order_year, order_month), COMPRESSION zstd)`, `SET threads` as given.
-* **platform at 2 threads**: the same `transform()` (parsing, casts and the partition sort stay on one
-  thread, as in the service), then the partition files encoded by a pool of 2 threads (pyarrow releases
-  the GIL while it encodes), as a function with 2 vCPUs can write them.
+* **platform at 2 threads**: the same `transform()` with `pa.cpu_count()` 2, as on a 2-vCPU function:
+  pyarrow parses ahead on a second thread while blocks are cast, columns are cast, dictionary-encoded
+  and gathered into sort order side by side; the sort itself stays on one thread. Then the partition
+  files are encoded by a pool of 2 threads (pyarrow releases the GIL while it encodes).
 * **pandas** `read_csv` (C engine, o_totalprice as float64: pandas has no decimal type) then
   `to_parquet(partition_cols=[…], compression="zstd")` through pyarrow with one CPU.
 
 Times exclude interpreter start-up, imports and a warm-up call. CPU time (all threads of the
 process over the same span) is the steadier comparison when the load average above exceeds the
 CPU count: other jobs then stretch wall times unevenly. Peak RSS is the whole process
-(`ru_maxrss` of the contender's own subprocess). Targets: platform ≥ 0.8x DuckDB's throughput
-with ≤ 1.1x its bytes, and faster than pandas."""
+(`ru_maxrss` of the contender's own subprocess). Targets (issue #15): platform ≥ 1.0x DuckDB's
+throughput at 1 and 2 threads with ≤ 1.1x its bytes, and faster than pandas."""
 
 
 if __name__ == "__main__":
