@@ -27,10 +27,14 @@ header and are read in contract order, so any other order would silently swap co
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import re
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
+from queue import Empty, Full, Queue
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -48,6 +52,8 @@ _LINE_BREAK_BYTES = re.compile(rb"\r\n|\r|\n")
 #: the casts and costs no more per row than larger blocks (TPC-H SF1, docs/design/transform-performance.md)
 BLOCK_SIZE = 8 * 1024 * 1024
 LF = 10
+#: blocks parsed ahead of the casts (each ~1.4x BLOCK_SIZE as strings): memory stays bounded
+AHEAD = 2
 FIELD_LIMIT = 1 << 30
 #: what a column name in a header looks like (contract names are lower snake case)
 _NAME_LIKE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
@@ -110,7 +116,7 @@ def _skip_header(buf: bytes, dataset: Dataset, object_id: str, first_line: int) 
     return None
 
 
-def _open_arrow(buf: bytes, body: int, dataset: Dataset, threads: bool, invalid: list[tuple[int | None, str, int]]
+def _open_arrow(buf: bytes, body: int, dataset: Dataset, invalid: list[tuple[int | None, str, int]]
                 ) -> pacsv.CSVStreamingReader:
     """pyarrow's streaming read of buf[body:], every column a string; rows with a wrong field count go to `invalid`."""
     names = [c.name for c in dataset.columns]
@@ -122,7 +128,7 @@ def _open_arrow(buf: bytes, body: int, dataset: Dataset, threads: bool, invalid:
     fmt = dataset.format
     return pacsv.open_csv(
         pa.BufferReader(pa.py_buffer(buf)[body:]),
-        read_options=pacsv.ReadOptions(use_threads=threads, block_size=BLOCK_SIZE, column_names=names),
+        read_options=pacsv.ReadOptions(use_threads=False, block_size=BLOCK_SIZE, column_names=names),
         parse_options=pacsv.ParseOptions(
             delimiter=fmt.delimiter,
             quote_char=fmt.quote or False,
@@ -153,63 +159,110 @@ def _ends_in_open_quote(buf: bytes, body: int, dataset: Dataset) -> bool:
     return records.quote_toggles(buf[start:end], dialect)[1]
 
 
-def _line_count(buf: bytes, body: int) -> tuple[int, int]:
-    """(lines, blank lines before the first) of buf[body:] (\\n-terminated, no \\r), blank lines at
-    its start and end left out of `lines`."""
+def _line_count(buf: bytes, body: int) -> tuple[Callable[[], int], int]:
+    """(lines, blank lines before the first) of buf[body:] (\\n-terminated, no \\r), blank lines at its
+    start and end left out of the count; the count (a pass over the whole text) is made when asked for,
+    once every row is read."""
     first, end = body, len(buf)
     while first < end and buf[first] == LF:
         first += 1
     while end > first and buf[end - 1] == LF:
         end -= 1
-    return buf.count(b"\n", first, end) + (end > first), first - body
+    return lambda: buf.count(b"\n", first, end) + (end > first), first - body
+
+
+def _ahead(reader: pacsv.CSVStreamingReader) -> Iterator[pa.RecordBatch]:
+    """`reader`'s batches, parsed on a thread of their own up to AHEAD blocks ahead of the caller.
+
+    pyarrow's streaming reader parses on the caller's thread; with a second CPU the next block is
+    parsed while this one is cast (both release the GIL). The reader itself stays single-threaded,
+    so it numbers the rows with a wrong field count.
+    """
+    done = object()
+    queue: Queue[Any] = Queue(maxsize=AHEAD)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for batch in reader:
+                while not stop.is_set():
+                    try:
+                        queue.put(batch, timeout=0.1)
+                        break
+                    except Full:
+                        continue
+                if stop.is_set():
+                    return
+            queue.put(done)
+        except BaseException as exc:  # handed to the caller, raised there
+            queue.put(exc)
+
+    producer = threading.Thread(target=produce, name="csv-ahead", daemon=True)
+    producer.start()
+    try:
+        while (item := queue.get()) is not done:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:  # the caller stopped early (Reread) or finished: let the producer go, drop what it made
+        stop.set()
+        while producer.is_alive():
+            with contextlib.suppress(Empty):
+                queue.get(timeout=0.1)
+        producer.join()
 
 
 def _read_fast(buf: bytes, body: int, first_line: int, dataset: Dataset, how: str | None = None) -> Parsed | None:
     """pyarrow's rows streamed a block at a time, matched to lines; None when pyarrow cannot start.
 
-    `how` None: on every CPU, row k taken to be on the k-th line (blank lines only at the ends); "serial":
-    the same on one thread (pyarrow numbers rows with a wrong field count only then); "indexed": rows
-    matched to the non-empty lines found first (\\r line breaks, blank lines inside). The segments come
-    from a generator: each block of text is checked, and freed, before the next one is read. When rows
-    and lines turn out not to match, it raises `Reread` with the way to read the text again.
+    `how` None: row k taken to be on the k-th line (blank lines only at the ends), blocks parsed ahead on
+    a second thread when pyarrow may use two CPUs; "indexed": rows matched to the non-empty lines found
+    first (\\r line breaks, blank lines inside). The segments come from a generator: each block of text
+    is checked, and freed, before the next ones are read. When rows and lines turn out not to match, it
+    raises `Reread` with the way to read the text again.
     """
     indexed = how == "indexed" or buf.find(b"\r", body) >= 0
     nonempty = index_lines(buf, body).nonempty if indexed else None
-    lines_total, blank = (len(nonempty), 0) if nonempty is not None else _line_count(buf, body)
-    threads = how is None and pa.cpu_count() > 1
+    total, blank = (lambda: len(nonempty), 0) if nonempty is not None else _line_count(buf, body)
     invalid: list[tuple[int | None, str, int]] = []
     try:
-        reader = _open_arrow(buf, body, dataset, threads, invalid)
+        reader = _open_arrow(buf, body, dataset, invalid)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return None
+    batches = _ahead(reader) if pa.cpu_count() > 1 else iter(reader)
     parsed = Parsed()
-    parsed.segments = _stream(reader, invalid, parsed.rejects, first_line + blank, nonempty, lines_total,
-                              len(dataset.columns), threads)
+    parsed.segments = _stream(batches, invalid, parsed.rejects, first_line + blank, nonempty, total,
+                              len(dataset.columns))
     return parsed
 
 
-def _stream(reader: pacsv.CSVStreamingReader, invalid: list[tuple[int | None, str, int]], rejects: list[Reject],
-            first_line: int, nonempty: np.ndarray | None, lines_total: int, width: int, threads: bool
+def _stream(batches: Iterator[pa.RecordBatch], invalid: list[tuple[int | None, str, int]], rejects: list[Reject],
+            first_line: int, nonempty: np.ndarray | None, total: Callable[[], int], width: int
             ) -> Iterator[Segment]:
-    """Segments of `reader`'s batches with their line numbers; rows with a wrong field count go to `rejects`.
+    """Segments of the reader's `batches` with their line numbers; rows with a wrong field count go to `rejects`.
 
     Row k (good or not, in file order) is on non-empty line k: `nonempty[k]`, or line k itself when
-    `nonempty` is None. pyarrow numbers the bad rows 1-based in that order.
+    `nonempty` is None; `total()` is the number of those lines. pyarrow numbers the bad rows 1-based in
+    that order.
     """
     seen, pending = 0, 0  # rows matched so far; bad rows reported but not yet placed
+    known = len(nonempty) if nonempty is not None else None  # lines, where known before reading
 
-    def place(upto: int) -> np.ndarray:
-        """Ordinals of the bad rows before `upto` good rows from `seen`, turned into rejects."""
+    def place(upto: int | None) -> np.ndarray:
+        """Ordinals of the bad rows among the next `upto` good rows from `seen` (None: the bad rows after
+        the last good one), turned into rejects."""
         nonlocal pending
         placed = []
         while pending < len(invalid):
             number, text, found = invalid[pending]
             if number is None:
-                raise Reread("serial" if threads else "exact")  # cannot be placed: read on one thread
+                raise Reread("exact")  # pyarrow could not number it: do not guess
             ordinal = number - 1
-            if ordinal >= seen + upto + len(placed):
+            if upto is not None and ordinal >= seen + upto + len(placed):
                 break
-            if ordinal < (placed[-1] + 1 if placed else seen) or ordinal >= lines_total:
+            if upto is None and ordinal != seen + len(placed):
+                raise Reread("exact")  # after the last good row, bad rows follow on one after the other
+            if ordinal < (placed[-1] + 1 if placed else seen) or (known is not None and ordinal >= known):
                 raise Reread("exact")  # numbering inconsistent: do not guess
             placed.append(ordinal)
             rejects.append(Reject(_line(ordinal), COLUMN_COUNT,
@@ -221,19 +274,19 @@ def _stream(reader: pacsv.CSVStreamingReader, invalid: list[tuple[int | None, st
         return first_line + int(ordinal if nonempty is None else nonempty[ordinal])
 
     try:
-        for batch in reader:
+        for batch in batches:
             bad = place(batch.num_rows)
             count = batch.num_rows + len(bad)
-            if seen + count > lines_total:
-                raise Reread("exact" if nonempty is not None else "indexed")  # more rows than lines
+            if known is not None and seen + count > known:
+                raise Reread("exact")  # more rows than non-empty lines
             ordinals = np.delete(np.arange(seen, seen + count, dtype=np.int64), bad - seen)
             lines = first_line + (ordinals if nonempty is None else nonempty[ordinals].astype(np.int64))
             seen += count
             yield Segment(pa.Table.from_batches([batch]), lines)
-        seen += len(place(lines_total))  # bad rows after the last good one
+        seen += len(place(None))
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
         raise Reread("exact") from exc
-    if seen != lines_total:  # fewer rows than lines: blank lines inside, or a record over several lines
+    if seen != total():  # rows and lines differ: blank lines inside, or a record over several lines
         raise Reread("exact" if nonempty is not None else "indexed")
 
 
@@ -287,7 +340,7 @@ def parse_csv(
 ) -> Parsed:
     """All rows of a CSV text as strings, plus the rows that do not have the contract's field count.
 
-    `how` is None, or the way a previous attempt's `Reread` asked for ("serial", "indexed", "exact").
+    `how` is None, or the way a previous attempt's `Reread` asked for ("indexed", "exact").
     """
     body, body_line = 0, first_line
     if with_header and dataset.format.header:

@@ -8,6 +8,7 @@ side, the byte scans that stand in for string kernels.
 from __future__ import annotations
 
 import io
+import threading
 from unittest import mock
 
 import pyarrow as pa
@@ -75,7 +76,7 @@ def big_csv(rows: int, bad_every: int) -> bytes:
     body = []
     for n in range(1, rows + 1):
         if n % bad_every == 0:
-            body.append(["1", "2"])  # wrong field count: pyarrow cannot number it on several threads
+            body.append(["1", "2"])  # wrong field count: numbered by pyarrow, placed among streamed rows
         elif n % bad_every == 7:
             body.append(typed_row(n, price="1.234", day="2023-02-29"))
         else:
@@ -84,8 +85,8 @@ def big_csv(rows: int, bad_every: int) -> bytes:
 
 
 def test_threads_change_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Several pyarrow blocks on two threads, columns cast, encoded and gathered side by side: same rows, lines
-    and reasons as one thread."""
+    """Blocks parsed ahead on a second thread, columns cast, encoded and gathered side by side: same rows,
+    lines and reasons as one thread."""
     monkeypatch.setattr(parse_csv, "BLOCK_SIZE", 64 * 1024)
     monkeypatch.setattr(validate, "PARALLEL_ROWS", 1000)
     monkeypatch.setattr(encoding, "PARALLEL_ROWS", 1000)  # dictionary encoding and the partition gather too
@@ -95,9 +96,10 @@ def test_threads_change_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
         pa.set_cpu_count(1)
         one = run(ds, data)
         pa.set_cpu_count(2)
-        with mock.patch.object(parse_csv, "_open_arrow", wraps=parse_csv._open_arrow) as read:
+        with mock.patch.object(parse_csv, "_ahead", wraps=parse_csv._ahead) as ahead:
             two = run(ds, data)
-        assert [c.args[3] for c in read.call_args_list] == [True, False]  # re-read on one thread to number rows
+        assert ahead.call_count == 1  # parsed ahead on a second thread, read once
+        assert not [t for t in threading.enumerate() if t.name == "csv-ahead"]  # and that thread is gone
     finally:
         pa.set_cpu_count(cpus)
     same(one, two)
@@ -144,3 +146,19 @@ def test_the_function_allocates_with_the_system_allocator() -> None:
         assert pa.array(["allocated", "here"]).to_pylist() == ["allocated", "here"]
     finally:
         pa.set_memory_pool(before)
+
+
+def test_a_reread_stops_the_thread_that_parses_ahead(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Blank lines inside: the count shows it only at the end; the reader reads again with a line index,
+    and the thread parsing ahead of the first attempt is stopped, not left holding blocks."""
+    monkeypatch.setattr(parse_csv, "BLOCK_SIZE", 16 * 1024)
+    rows = [",".join(typed_row(n)) for n in range(1, 3001)]
+    data = csv_text([]) + ("\n".join(rows[:1500]) + "\n\n" + "\n".join(rows[1500:]) + "\n").encode()
+    cpus = pa.cpu_count()
+    try:
+        pa.set_cpu_count(2)
+        result = run(typed_dataset(), data)
+    finally:
+        pa.set_cpu_count(cpus)
+    assert [r["_source_line"] for r in good_rows(result)][1499:1501] == [1501, 1503]
+    assert not [t for t in threading.enumerate() if t.name == "csv-ahead"]
