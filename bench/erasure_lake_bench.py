@@ -473,7 +473,7 @@ NOTES = """Reading the figures:
 
 * **Where the subjects are a minority (the day lake), FIND is what separates the methods.** A TPC-H customer's ~15
   orders fall on ~15 of ~2,400 days, so 10 customers touch ~5% of the day files and 100 customers ~46%. F&F
-  decodes the subject column of every file (`pq.read_table`, ~1.2 ms a file); the platform's probe costs ~0.2 ms
+  decodes the subject column of every file (`pq.read_table`, ~0.8 ms a file); the platform's probe costs ~0.2 ms
   a file: one read of the whole ~180 KB file (a file of at most 1 MiB is fetched in one request: on S3 one GET
   instead of footer, then column chunk, then the object again for the rewrite), the footer parsed from memory,
   the bloom filter tested with the subjects' hashes made once, and the exact `is_in` only on the files the bloom
@@ -486,10 +486,11 @@ NOTES = """Reading the figures:
   filter, dictionary check). F&F's rewrite costs about the same per file (its Python test per row is cheap at
   6,200 rows and its snappy write without page index or bloom filter is cheaper per byte, but it writes 2x the
   bytes). So the ratio is about (F&F's scan + rewrites) / (probes + rewrites): with 10 customers the scan is
-  most of F&F's time and the platform wins ~2.5x on CPU, ~2x that on two workers; with 100 customers ~1,100
-  rewrites dominate both and the ratio falls to ~1.2x on CPU. 5x on that workload would need not rewriting at
-  all at erasure time: deletion vectors or Iceberg position deletes (merge-on-read), which the platform's Glue
-  tables do not have.
+  most of F&F's time and the platform needs about half F&F's CPU (probes ~0.5 s, rewrites ~0.8 s against
+  F&F's ~1.9 s scan and ~1.0 s of rewrites, measured apart at SF10), and two workers halve its wall time on
+  an idle machine: ~4x, short of 5x; with 100 customers ~1,100 rewrites dominate both and the ratio falls to
+  ~1.2x on CPU. 5x needs the rewrites gone from erasure time: deletion vectors or Iceberg position deletes
+  (merge-on-read), which the platform's Glue tables do not have.
 * **Copying untouched row groups without decoding them** (parquet-java's `ParquetRewriter`, Hudi RFC-68) buys
   nothing on any workload here (the line under each workload says what it would skip): a compacted day or month
   is one row group (far under the 1,000,000-row target), and in the dense year files every row group holds a
