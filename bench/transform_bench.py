@@ -55,9 +55,7 @@ def _run_platform(csv_path: Path, out: Path, threads: int = 1) -> None:
     from contracts.datasets import load_dataset_file
     from services.transform.core import transform
     from services.transform.parquet import file_name, write_partition
-    from services.transform.runtime import configure
 
-    configure()  # what the handler does at cold start (services/transform/runtime.py)
     pa.set_cpu_count(threads)
     pa.set_io_thread_count(threads)
     dataset = load_dataset_file(CONTRACT)
@@ -326,7 +324,7 @@ What each contender does:
   (types, nullability, decimals without rounding, calendar dates), rows sorted by
   (o_orderdate, o_orderkey), two lineage columns (`_source_object_id`, `_source_line`), a bloom
   filter on o_custkey, page index and statistics. Its output therefore holds more than the others'.
-  It runs as the function does (`services/transform/runtime.py`: glibc malloc); pyarrow streams the
+  It runs with pyarrow's default allocator, as the function does; pyarrow streams the
   CSV in 8 MiB blocks, each cast and checked before the next is read. What each cut bought, and the
   levers refused (a typed CSV read: pyarrow accepts values the contract refuses):
   docs/design/transform-performance.md.

@@ -32,9 +32,8 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from contracts import aws, events, failures, progress
 from contracts import metrics as dataset_metrics
 from contracts.commits import CommitSettings, PartitionCommitter
-from services.transform import jobs, runtime
+from services.transform import jobs
 
-runtime.configure()  # once per process (cold start): runtime.py says why
 logger = Logger()
 metrics = Metrics()
 tracer = Tracer()

@@ -135,19 +135,6 @@ def test_decimals_beyond_any_context_are_quarantined_with_their_reason(text: str
     assert reasons(result) == {2: f"price: {reason}"}
 
 
-def test_the_function_allocates_with_the_system_allocator() -> None:
-    """The handler's cold start (runtime.configure) switches pyarrow to glibc malloc; why: runtime.py."""
-    from services.transform import runtime
-
-    before = pa.default_memory_pool()
-    try:
-        runtime.configure()
-        assert pa.default_memory_pool().backend_name == "system"
-        assert pa.array(["allocated", "here"]).to_pylist() == ["allocated", "here"]
-    finally:
-        pa.set_memory_pool(before)
-
-
 def test_a_reread_stops_the_thread_that_parses_ahead(monkeypatch: pytest.MonkeyPatch) -> None:
     """Blank lines inside: the count shows it only at the end; the reader reads again with a line index,
     and the thread parsing ahead of the first attempt is stopped, not left holding blocks."""
