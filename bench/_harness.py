@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs" / "benchmarks.md"
@@ -55,6 +58,19 @@ def _version_or_absent(lib: str) -> str:
         return version(lib)
     except PackageNotFoundError:
         return "(not installed)"
+
+
+def local_records(log: Path, *kinds: str) -> Iterator[dict[str, Any]]:
+    """The local platform's own records (`{"local": kind, ...}`: invocation REPORTs, schedules) in a function's
+    log. Two host processes of a function share its log, so a line can hold a record with another's output
+    run into it: the first JSON value of the line is taken and the rest ignored."""
+    decoder = json.JSONDecoder()
+    for line in log.read_text(errors="replace").splitlines():
+        if any(line.startswith(f'{{"local": "{kind}"') for kind in kinds):
+            try:
+                yield decoder.raw_decode(line)[0]
+            except json.JSONDecodeError:  # cut short by the other host's write: not a whole record
+                continue
 
 
 def update_docs(name: str, section: str) -> None:

@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import cost_model  # noqa: E402
-from _harness import etl, machine, update_docs  # noqa: E402
+from _harness import etl, local_records, machine, update_docs  # noqa: E402
 
 from etl.local.accounting import caller_id  # noqa: E402
 from etl.local.accounting import read as read_requests  # noqa: E402
@@ -193,10 +193,8 @@ def run_platform(feeds: list[tuple[str, bytes]], work: Path) -> dict[str, Any]:
 def _invocations(logs: Path) -> dict[str, list[dict[str, Any]]]:
     out: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for path in logs.glob("*.log"):
-        for line in path.read_text(errors="replace").splitlines():
-            if line.startswith('{"local": "invocation"') or line.startswith('{"local": "schedule"'):
-                rec = json.loads(line)
-                out[rec["function"]].append(rec)
+        for rec in local_records(path, "invocation", "schedule"):
+            out[rec["function"]].append(rec)
     return out
 
 

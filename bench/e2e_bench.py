@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import json
 import os
 import shutil
 import statistics
@@ -33,7 +32,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _harness import etl, machine, tpch_orders, update_docs
+from _harness import etl, local_records, machine, tpch_orders, update_docs
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -155,10 +154,8 @@ class Platform:
         """Each function's largest REPORT max_rss_mb (the host process's own peak), from its log."""
         out: dict[str, float] = {}
         for log in (Path(os.environ["ETL_LOCAL_DIR"]) / "logs").glob("*.log"):
-            for line in log.read_text(errors="replace").splitlines():
-                if line.startswith('{"local": "invocation"'):
-                    rec = json.loads(line)
-                    out[rec["function"]] = max(out.get(rec["function"], 0.0), rec["max_rss_mb"])
+            for rec in local_records(log, "invocation"):
+                out[rec["function"]] = max(out.get(rec["function"], 0.0), rec["max_rss_mb"])
         return out
 
     def down(self) -> None:
