@@ -203,8 +203,8 @@ def check_file(blob: Blob, *, subject_ids: Collection[str] = (), label: str = ""
             for n, d in enumerate(pages.dictionaries):
                 report.dictionary_pages += 1
                 report.dictionary_values += len(d)
-                for v in d:
-                    values.add("dictionary", n, v)
+                for entry in d:
+                    values.add("dictionary", n, entry)
             for n, st in enumerate(pages.page_stats):
                 values.add_stats("statistics", n, st)
             values.add_stats("statistics", -1, footer_stats[r][i])

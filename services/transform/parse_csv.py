@@ -252,7 +252,7 @@ def _stream(batches: Iterator[pa.RecordBatch], invalid: list[tuple[int | None, s
         """Ordinals of the bad rows among the next `upto` good rows from `seen` (None: the bad rows after
         the last good one), turned into rejects."""
         nonlocal pending
-        placed = []
+        placed: list[int] = []
         while pending < len(invalid):
             number, text, found = invalid[pending]
             if number is None:

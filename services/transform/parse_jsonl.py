@@ -319,7 +319,8 @@ def parse_jsonl(buf: bytes, dataset: Dataset, *, first_line: int) -> Parsed:
         else:
             reader.slow.append(line)
     reader.read(np.sort(np.concatenate(candidates)))
-    parsed = Parsed(segments=reader.merged_segments())
+    segments = reader.merged_segments()
+    parsed = Parsed(segments=segments)
     columns: dict[str, list[str | None]] = {n: [] for n in reader.names}
     good_lines: list[int] = []
     for line, raw, values, problem in _python_rows(reader, reader.slow):
@@ -332,5 +333,5 @@ def parse_jsonl(buf: bytes, dataset: Dataset, *, first_line: int) -> Parsed:
             columns[n].append(values[n])
     if good_lines:
         table = pa.table({n: pa.array(v, pa.string()) for n, v in columns.items()})
-        parsed.segments.append(Segment(table, np.array(good_lines, dtype=np.int64)))
+        segments.append(Segment(table, np.array(good_lines, dtype=np.int64)))
     return parsed
