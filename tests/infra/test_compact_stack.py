@@ -76,12 +76,13 @@ def test_permissions_are_least_privilege(compact: Stack) -> None:
 
 def test_function_sizing_and_commit_timings(compact: Stack) -> None:
     fn = compact.one(FN, "compact-function")
-    assert fn.inputs["timeout"] == 900 and fn.inputs["memorySize"] == 3008
+    assert fn.inputs["timeout"] == 900 and fn.inputs["memorySize"] == 1769
     assert fn.inputs["ephemeralStorage"] == {"size": 4096}
     env = env_of(compact)
     assert (env["GRACE_SECONDS"], env["MAX_OP_SECONDS"], env["CLOCK_MARGIN_SECONDS"]) == ("14400", "900", "30")
     assert env["LAKE_BUCKET"] == "ref-lake" and env["STATE_TABLE"] == "ref-state"
     assert env["QUEUE_NAME"] == "etl-dev-compact-queue" and "MIN_FILES" not in env
+    assert env["THREADS"] == "1", "one whole vCPU at 1769 MB: one rewrite thread"
 
 
 def test_local_config_shortens_the_timings_consistently() -> None:
