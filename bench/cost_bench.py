@@ -449,7 +449,7 @@ def where_each_wins(per_service: dict[str, tuple[cost_model.Bill, dict[str, Any]
     ]
     small_mb, mb_here = small_gb * 1e3 / small_objects, gb * 1e3 / objects
     sizes = ((f"{small_mb:.0f} MB (the daily feeds above)", small_mb), (f"{mb_here:.0f} MB (this run)", mb_here),
-             ("128 MiB (one chunk)", 134.2), ("1 GB", 1000.0))
+             ("128 MiB (one chunk)", 128 * 2**20 / 1e6), ("1 GB", 1000.0))
     for label, mb in sizes:
         ours = fit.per_gb + fit.per_object * 1000 / mb
         at = cost_model.crossover_gb(cost_model.glue_run(glue_s_per_gb), cost_model.Linear(0.0, ours).dollars) \

@@ -138,18 +138,23 @@ class ErasureSettings(ErasureTunables):
         return self.vault_table or self.records_table
 
 
-class TransformSettings(CommitTimings):
-    """What the transform function reads (infra/transform.py writes it)."""
+class LakeWriterResources(CommitTimings):
+    """Where a function that commits lake partitions through the bus (transform, compact) finds them."""
 
     env: str = Field("local", alias="ETL_ENV")
     bus: str = Field(alias="BUS_NAME")
     lake: str = Field(alias="LAKE_BUCKET")
-    quarantine: str = Field(alias="QUARANTINE_BUCKET")
     state_table: str = Field(alias="STATE_TABLE")
     database: str = Field(alias="GLUE_DATABASE")
+    max_receive_count: int = Field(3, alias="MAX_RECEIVE_COUNT")
+
+
+class TransformSettings(LakeWriterResources):
+    """What the transform function reads (infra/transform.py writes it)."""
+
+    quarantine: str = Field(alias="QUARANTINE_BUCKET")
     #: objects larger than this are split into chunks transformed in parallel (etl:chunkMb)
     chunk_bytes: int = Field(128 * 1024 * 1024, alias="CHUNK_BYTES")
-    max_receive_count: int = Field(3, alias="MAX_RECEIVE_COUNT")
 
 
 class CompactTunables(CommitTimings):
@@ -166,20 +171,14 @@ class CompactTunables(CommitTimings):
     min_files: int | None = Field(None, alias="MIN_FILES")
 
 
-class CompactSettings(CompactTunables):
-    """What the compact function reads."""
+class CompactSettings(CompactTunables, LakeWriterResources):
+    """What the compact function reads: its tunables and its resources."""
 
-    env: str = Field("local", alias="ETL_ENV")
-    bus: str = Field(alias="BUS_NAME")
-    lake: str = Field(alias="LAKE_BUCKET")
-    state_table: str = Field(alias="STATE_TABLE")
-    database: str = Field(alias="GLUE_DATABASE")
     #: its own queue (the sweep sends commands to it)
     queue_name: str = Field(alias="QUEUE_NAME")
     work_dir: str = Field("/tmp", alias="WORK_DIR")
     #: rewrite threads; unset: the machine's CPUs
     threads: int | None = Field(None, alias="THREADS")
-    max_receive_count: int = Field(3, alias="MAX_RECEIVE_COUNT")
 
 
 class IngestSettings(EnvSettings):
