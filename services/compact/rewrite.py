@@ -87,6 +87,7 @@ def _compact(
         target_bytes=target_bytes or dataset.target_file_bytes,
         row_group_rows=group_rows,
         expected_rows=rows,
+        threads=threads,
     )
     stats = MergeStats()
     planned = groups(inputs, budget_rows)
