@@ -45,6 +45,9 @@ DUCKDB_COLUMNS = {
     "o_comment": "VARCHAR",
 }
 SINGLE_THREAD_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+#: the transform function's environment as deployed (infra/transform.py): pyarrow's mimalloc keeps freed
+#: memory for reuse instead of returning it after 1 s, in 4 KiB pages (docs/design/transform-performance.md)
+PLATFORM_ENV = {"MIMALLOC_PURGE_DELAY": "-1", "MIMALLOC_ALLOW_THP": "0"}
 
 
 def _run_platform(csv_path: Path, out: Path, threads: int = 1) -> None:
@@ -194,6 +197,8 @@ def _measure(contender: str, csv_path: Path, work: Path, threads: int = 1) -> di
     cmd = [sys.executable, str(Path(__file__).resolve()), "--contender", contender, "--contender-threads",
            str(threads), str(csv_path), str(out)]
     env = {**os.environ, **SINGLE_THREAD_ENV, "PYTHONPATH": str(ROOT)}
+    if contender == "platform":
+        env.update(PLATFORM_ENV)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, env=env, cwd=ROOT)
     assert proc.stdout is not None
     stdout = proc.stdout.read()
@@ -245,7 +250,7 @@ def _writers(csv_path: Path, work: Path) -> str:
     """One run of the Parquet-step comparison, as a Markdown table."""
     out = work / "out-writers"
     shutil.rmtree(out, ignore_errors=True)
-    env = {**os.environ, **SINGLE_THREAD_ENV, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, **SINGLE_THREAD_ENV, **PLATFORM_ENV, "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, str(Path(__file__).resolve()), "--contender", "writers", str(csv_path), str(out)]
     done = subprocess.run(cmd, check=True, capture_output=True, env=env, cwd=ROOT)
     shutil.rmtree(out, ignore_errors=True)
@@ -324,7 +329,8 @@ What each contender does:
   (types, nullability, decimals without rounding, calendar dates), rows sorted by
   (o_orderdate, o_orderkey), two lineage columns (`_source_object_id`, `_source_line`), a bloom
   filter on o_custkey, page index and statistics. Its output therefore holds more than the others'.
-  It runs with pyarrow's default allocator, as the function does; pyarrow streams the
+  It runs with pyarrow's default allocator, mimalloc, set as the function sets it (freed memory kept
+  for reuse, 4 KiB pages: `MIMALLOC_PURGE_DELAY=-1`, `MIMALLOC_ALLOW_THP=0`); pyarrow streams the
   CSV in 8 MiB blocks, each cast and checked before the next is read. What each cut bought, and the
   levers refused (a typed CSV read: pyarrow accepts values the contract refuses):
   docs/design/transform-performance.md.

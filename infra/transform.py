@@ -47,6 +47,11 @@ def build(s: Settings) -> dict[str, pulumi.Input]:
                     "commit_busy_wait_s": f"{s.commit_busy_wait_s:g}"}),
                 "RAW_BUCKET": out("rawBucket"),
                 "IDEMPOTENCY_TABLE": out("idempotencyTable"),  # read by powertools' idempotency layer
+                # pyarrow's mimalloc keeps freed memory for the next block or chunk instead of returning
+                # it after 1 s and faulting it in again, in 4 KiB pages (no huge-page compaction stalls):
+                # docs/design/transform-performance.md
+                "MIMALLOC_PURGE_DELAY": "-1",
+                "MIMALLOC_ALLOW_THP": "0",
                 "POWERTOOLS_SERVICE_NAME": "transform",
                 "POWERTOOLS_METRICS_NAMESPACE": metrics.NAMESPACE,
                 "POWERTOOLS_LOG_LEVEL": "INFO",

@@ -23,6 +23,7 @@ def test_one_object_per_invocation_within_the_15_minute_wall(transform: Stack) -
     env = fn.inputs["environment"]["variables"]
     assert env["LAKE_BUCKET"] == CORE_SENTINELS["lakeBucket"] and env["GLUE_DATABASE"] == "ref_db"
     assert env["CHUNK_BYTES"] == str(128 * 1024 * 1024)
+    assert (env["MIMALLOC_PURGE_DELAY"], env["MIMALLOC_ALLOW_THP"]) == ("-1", "0")  # as bench/transform_bench.py
 
 
 def test_chunk_size_from_config() -> None:

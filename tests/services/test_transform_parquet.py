@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -15,7 +16,14 @@ from contracts.arrow import lake_schema
 from contracts.datasets import Dataset, get_dataset
 from etl import samples
 from services.transform.core import TransformResult
-from services.transform.parquet import file_name, parquet_bytes, write_partition
+from services.transform.parquet import (
+    DEFAULT_BATCH_ROWS,
+    batch_rows,
+    file_name,
+    parquet_bytes,
+    write_partition,
+    writer_options,
+)
 from tests.services.transform_helpers import csv_text, plain, run, typed_dataset
 
 CUSTOMERS = get_dataset("customers")
@@ -158,3 +166,32 @@ def test_a_retry_writes_the_same_bytes() -> None:
     assert [parquet_bytes(p.table, ORDERS) for p in first.partitions] == [
         parquet_bytes(p.table, ORDERS) for p in second.partitions
     ]
+
+
+def test_bigger_write_batches_change_no_byte() -> None:
+    """`batch_rows` only saves per-call overhead: on rows of ordinary width the pages, and so the
+    file, are exactly those of parquet-cpp's default batch of 1,024 values."""
+    rng = np.random.default_rng(7)
+    n = 60_000
+    words = np.array(["quick", "brown", "fox", "jumps", "over", "lazy", "dogs", "furiously", "regular", "deposits"])
+    table = pa.table({
+        "customer_id": pa.array(np.arange(n, dtype=np.int64)),
+        "name": pa.array(rng.choice(words, n)).dictionary_encode(),
+        "email": pa.array([" ".join(rng.choice(words, 6)) for _ in range(n)]),
+        "phone": pa.array(rng.integers(10**9, 10**10, n).astype(str)),
+        "country": pa.array(rng.choice(["DE", "FR", "US"], n)).dictionary_encode(),
+        "signup_date": pa.array(np.sort(rng.integers(18000, 19000, n)).astype("datetime64[D]")),
+        "_source_object_id": pa.array(["o"] * n).dictionary_encode(),
+        "_source_line": pa.array(np.arange(2, n + 2, dtype=np.int64)),
+    })
+    assert batch_rows(table) > DEFAULT_BATCH_ROWS
+
+    def written(**override: object) -> bytes:
+        sink = pa.BufferOutputStream()
+        writer = pq.ParquetWriter(sink, table.schema, **{**writer_options(table, CUSTOMERS), **override})
+        writer.write_table(table, row_group_size=CUSTOMERS.storage.row_group_rows)
+        writer.close()
+        return sink.getvalue().to_pybytes()
+
+    assert written() == written(write_batch_size=DEFAULT_BATCH_ROWS)
+    assert pq.read_table(pa.BufferReader(written())).equals(plain(table))
