@@ -424,7 +424,9 @@ What each contender does (all read the same local files; S3 transfers are exclud
   with a bounded k-way merge into files of the contract's target size with row groups of `row_group_rows`, the
   transform's writer options (zstd, free text DELTA_LENGTH_BYTE_ARRAY, dictionaries where values repeat,
   statistics, page index, bloom filter on `o_custkey`, `sorting_columns`), sorted by (o_orderdate, o_orderkey),
-  lineage kept. Arrow's allocator is `system`, as deployed.
+  lineage kept; with 2 threads each row group's columns are encoded on both threads, a share each, and the
+  shares stitched into one file (`services/compact/stitch.py`: the same column chunks as one writer's).
+  Arrow's allocator is `system`, as deployed.
 * **duckdb** `COPY (SELECT * FROM read_parquet([...])) TO … (FORMAT parquet, COMPRESSION zstd)`, `SET threads`:
   no sort, DuckDB's default row groups, no bloom filter on the subject column.
 * **duckdb-sorted** the same with `ORDER BY o_orderdate, o_orderkey`: the same job as the platform's (a sorted
@@ -438,11 +440,11 @@ wall times stretch unevenly: read the CPU-time columns then.
 
 Where the platform's CPU goes and what each lever bought is in `docs/design/compaction.md` ("Performance").
 In short, per 1.5 M rows on one thread: reading 1,000 small zstd files through pyarrow (about 0.62 s of CPU)
-and encoding with the lake's options (about 0.61 s) are together already DuckDB's whole unsorted copy, before
+and encoding with the lake's options (about 0.56 s) are together already DuckDB's whole unsorted copy, before
 one row is sorted, spilled or merged; the platform's sorted output is on a par with DuckDB's `ORDER BY` on CPU
-time. At 2 threads pyarrow encodes a row group on one thread and cannot append to an open row group, so the
-encode (a third of the work) stays serial: overlapping it with the merge would hold two row groups and break
-the memory target.
+time. At 2 threads reading and sorting (pass 1) and encoding run on both CPUs; the merge between them is the
+serial part (the k-way merge's rounds on one thread), and overlapping it with the encode would hold two row
+groups and break the memory target.
 """
 
 
