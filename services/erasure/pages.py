@@ -15,12 +15,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 # Thrift compact protocol type ids
 _TRUE, _FALSE, _BYTE, _I16, _I32, _I64, _DOUBLE, _BINARY, _LIST, _SET, _MAP, _STRUCT = range(1, 13)
 # parquet.thrift PageType
 DATA_PAGE, INDEX_PAGE, DICTIONARY_PAGE, DATA_PAGE_V2 = 0, 1, 2, 3
+# parquet.thrift Encoding (the two a fixed-width PLAIN chunk uses)
+PLAIN, RLE = 0, 3
 _CODECS = {"SNAPPY": "snappy", "GZIP": "gzip", "BROTLI": "brotli", "ZSTD": "zstd", "LZ4_RAW": "lz4_raw",
            "LZ4": "lz4"}
 
@@ -144,6 +147,7 @@ class Page:
     body: bytes  # as stored (maybe compressed)
     levels_bytes: int = 0  # DATA_PAGE_V2: uncompressed level bytes before the values
     values_compressed: bool = True
+    level_encoding: int | None = None  # DATA_PAGE: how its definition levels are encoded
 
 
 def walk_pages(chunk_bytes: bytes, base_offset: int = 0) -> Iterator[Page]:
@@ -161,7 +165,7 @@ def walk_pages(chunk_bytes: bytes, base_offset: int = 0) -> Iterator[Page]:
         elif kind == DATA_PAGE:
             d = header.get(5, {})
             page = Page(kind, base_offset + pos, end - pos, csize, usize, d.get(1, 0), d.get(2), Stats.of(d.get(5)),
-                        body)
+                        body, level_encoding=d.get(3))
         elif kind == DATA_PAGE_V2:
             d = header.get(8, {})
             page = Page(kind, base_offset + pos, end - pos, csize, usize, d.get(1, 0), d.get(4), Stats.of(d.get(8)),
@@ -184,6 +188,49 @@ def decompress(page: Page, codec: str) -> bytes:
         out = pa.Codec(name).decompress(values, decompressed_size=page.uncompressed_size - page.levels_bytes)
         return levels + out.to_pybytes()
     return pa.Codec(name).decompress(page.body, decompressed_size=page.uncompressed_size).to_pybytes()
+
+
+#: codecs whose pages `decompress` reads as Parquet stores them (LZ4, Hadoop-framed, is not one)
+_PLAIN_CODECS = {"UNCOMPRESSED", "SNAPPY", "GZIP", "BROTLI", "ZSTD", "LZ4_RAW"}
+_FIXED: dict[str, np.dtype] = {"INT32": np.dtype("<i4"), "INT64": np.dtype("<i8")}
+
+
+def plain_fixed_values(chunk_bytes: bytes, codec: str, physical_type: str, max_definition_level: int,
+                       max_repetition_level: int = 0) -> np.ndarray | None:
+    """The non-null values of a flat INT32/INT64 column chunk every data page of which is PLAIN, read
+    straight from its bytes (FIND's exact test without building an Arrow reader); None for any other
+    chunk (a dictionary, another encoding or codec, nesting): the caller reads those with pyarrow.
+
+    PLAIN stores each non-null value as its little-endian bytes after the page's levels (V1: a 4-byte
+    length then the RLE definition levels, inside the compressed body; V2: levels before it, stored
+    uncompressed). The caller checks the count against the chunk's rows less its nulls.
+    """
+    dtype = _FIXED.get(physical_type)
+    if dtype is None or codec not in _PLAIN_CODECS or max_repetition_level or max_definition_level > 1:
+        return None
+    parts = []
+    for page in walk_pages(chunk_bytes):
+        if page.kind == DICTIONARY_PAGE:
+            return None
+        if page.kind not in (DATA_PAGE, DATA_PAGE_V2):
+            continue
+        if page.encoding != PLAIN:
+            return None
+        raw = decompress(page, codec)
+        if page.kind == DATA_PAGE_V2:
+            start = page.levels_bytes
+        elif max_definition_level:
+            if page.level_encoding != RLE or len(raw) < 4:
+                return None
+            start = 4 + struct.unpack_from("<I", raw)[0]
+        else:
+            start = 0
+        if start > len(raw) or (len(raw) - start) % dtype.itemsize:
+            raise PageFormatError("PLAIN values are not a whole number of fixed-width values")
+        parts.append(np.frombuffer(raw, dtype, offset=start))
+    if not parts:
+        return np.empty(0, dtype)
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
 def plain_values(data: bytes, n: int, physical_type: str, type_length: int = 0) -> list[int | float | bytes]:

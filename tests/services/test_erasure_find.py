@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -107,3 +108,123 @@ def test_find_takes_partitions_in_bounded_batches_of_one_dataset() -> None:
     assert len(first) == FIND_BATCH and {p[0] for p in first} == {"orders"}
     assert _find_batch(parts, FIND_BATCH) == parts[FIND_BATCH : FIND_BATCH + 4], "stops at the dataset's end"
     assert _find_batch(parts, FIND_BATCH + 4) == parts[-3:]
+
+
+# -- the exact test from the bytes (pages.plain_fixed_values) must agree with pyarrow on every layout --
+LAYOUTS = [
+    {"data_page_version": "1.0", "compression": "zstd"},
+    {"data_page_version": "2.0", "compression": "zstd"},
+    {"data_page_version": "1.0", "compression": "snappy", "data_page_size": 512},  # many pages
+    {"data_page_version": "2.0", "compression": "gzip", "data_page_size": 512},
+    {"data_page_version": "1.0", "compression": "none"},
+]
+
+
+@pytest.mark.parametrize("layout", LAYOUTS, ids=lambda d: "-".join(str(v) for v in d.values()))
+@pytest.mark.parametrize(("arrow_type", "nullable"), [(pa.int64(), True), (pa.int64(), False), (pa.int32(), True)])
+def test_plain_values_decoded_from_the_bytes_are_pyarrows(tmp_path: Path, layout: dict, arrow_type: pa.DataType,
+                                                          nullable: bool) -> None:
+    from services.erasure.pages import chunk_span, plain_fixed_values
+
+    rnd = random.Random(5)
+    values = [None if nullable and rnd.random() < 0.2 else rnd.randrange(-(2**31), 2**31) for _ in range(3000)]
+    schema = pa.schema([pa.field("c", arrow_type, nullable=nullable)])
+    path = tmp_path / "f.parquet"
+    pq.write_table(pa.table({"c": pa.array(values, arrow_type)}, schema=schema), path, use_dictionary=False,
+                   **layout)
+    md = pq.read_metadata(path)
+    chunk, column = md.row_group(0).column(0), md.schema.column(0)
+    start, length = chunk_span(chunk)
+    got = plain_fixed_values(path.read_bytes()[start : start + length], chunk.compression, chunk.physical_type,
+                             column.max_definition_level, column.max_repetition_level)
+    assert got is not None
+    assert got.tolist() == [v for v in values if v is not None]
+
+
+def test_chunks_the_bytes_path_does_not_read_are_left_to_pyarrow(tmp_path: Path) -> None:
+    from services.erasure.pages import chunk_span, plain_fixed_values
+
+    t = pa.table({"d": pa.array([1, 2, 1, 2] * 500, pa.int64()), "e": pa.array(range(2000), pa.int64()),
+                  "s": pa.array(["x"] * 2000)})
+    path = tmp_path / "f.parquet"
+    pq.write_table(t, path, use_dictionary=["d"], column_encoding={"e": "DELTA_BINARY_PACKED"})
+    md = pq.read_metadata(path)
+    data = path.read_bytes()
+    for i in range(3):  # a dictionary, a DELTA encoding, a byte array
+        chunk, column = md.row_group(0).column(i), md.schema.column(i)
+        start, length = chunk_span(chunk)
+        assert plain_fixed_values(data[start : start + length], chunk.compression, chunk.physical_type,
+                                  column.max_definition_level) is None
+
+
+def test_probe_counts_from_the_bytes_as_from_arrow_nulls_and_aliased_ids_included(tmp_path: Path) -> None:
+    from services.erasure import find
+
+    customers = [7, 8, 9, 7, 100, 7] * 500
+    path = write(tmp_path, "f.parquet", customers)
+    t = pq.read_table(path)
+    nulled = t.set_column(1, "customer_id", pa.array([None if i % 11 == 0 else c for i, c in enumerate(customers)],
+                                                    t.schema.field("customer_id").type))
+    pq.write_table(nulled, path, compression="zstd", use_dictionary=False, bloom_filter_options={
+        "customer_id": {"ndv": 3000, "fpp": 0.05}})
+    subjects = Subjects.of(["7", "+7", "100", "555"], SALT)  # "7" and "+7" are one value, two subjects
+    columns = subjects.columns(ORDERS)
+    original = find._exact_from_bytes
+    answers: list[object] = []
+
+    def spy(*args: object) -> object:
+        answers.append(original(*args))  # type: ignore[arg-type]
+        return answers[-1]
+
+    find._exact_from_bytes = spy  # type: ignore[assignment]
+    try:
+        fast = probe(LocalBlob(str(path)), columns)
+    finally:
+        find._exact_from_bytes = original
+    assert answers and all(a is not None for a in answers), "the bytes answered, pyarrow was not asked"
+    expected_rows = sum(1 for i, c in enumerate(customers) if i % 11 and c in (7, 100))
+    sevens = sum(1 for i, c in enumerate(customers) if i % 11 and c == 7)
+    assert fast.matched_rows == expected_rows
+    assert fast.by_subject == {0: sevens, 1: sevens, 2: expected_rows - sevens}
+    try:  # the same probe through pyarrow only
+        find._exact_from_bytes = lambda *a, **k: None  # type: ignore[assignment]
+        slow = probe(LocalBlob(str(path)), columns)
+    finally:
+        find._exact_from_bytes = original
+    assert (slow.matched_rows, slow.by_subject, slow.matched_row_groups) == (
+        fast.matched_rows, fast.by_subject, fast.matched_row_groups)
+
+
+def test_a_nested_leaf_named_like_the_subject_column_is_not_it(tmp_path: Path) -> None:
+    t = pa.table({"meta": pa.array([{"customer_id": 42}] * 10), "customer_id": pa.array(range(10), pa.int64())})
+    path = tmp_path / "f.parquet"
+    pq.write_table(t, path)
+    columns = Subjects.of(["42", "3"], SALT).columns(ORDERS)
+    result = probe(LocalBlob(str(path)), columns)
+    assert (result.matched_rows, result.by_subject) == (1, {1: 1})
+
+
+def test_vectorised_and_per_value_bloom_tests_agree_with_might_contain(tmp_path: Path) -> None:
+    from services.erasure.bloom import BloomProbe
+
+    path = write(tmp_path, "f.parquet", random.Random(8).sample(range(10**6), 4000))
+    chunk = pq.ParquetFile(path).metadata.row_group(0).column(1)
+    bloom = SplitBlockBloom.from_bytes(path.read_bytes()[chunk.bloom_filter_offset :])
+    hashes = [xxh64(plain_bytes(v, "INT64")) for v in range(0, 10**6, 997)]
+    prepared = BloomProbe.of(hashes)
+    expected = [i for i, h in enumerate(hashes) if bloom.might_contain(h)]
+    assert 0 < len(expected) < len(hashes)
+    assert bloom.passing(prepared, range(len(hashes))) == expected  # arrays
+    for start in range(0, len(hashes), 10):  # a few values at a time: Python ints
+        few = range(start, min(start + 10, len(hashes)))
+        assert bloom.passing(prepared, few) == [i for i in expected if i in few]
+
+
+def test_footer_parsed_from_memory_is_the_files(tmp_path: Path) -> None:
+    from services.erasure.find import _footer
+
+    path = write(tmp_path, "f.parquet", list(range(5000)), row_group_rows=2000)
+    ours, theirs = _footer(path.read_bytes()), pq.read_metadata(path)
+    assert ours.equals(theirs) and ours.num_row_groups == 3
+    with pytest.raises(Exception, match=r"(?i)parquet"):
+        _footer(b"not a parquet file at all")
