@@ -136,7 +136,9 @@ def _drop_matches(t: pa.Table, columns: Sequence[ColumnValues], result: RewriteR
     mask = match_mask(t, columns)
     if mask is None or not pc.any(mask).as_py():
         return t
-    removed = t.filter(mask)
+    # only what is recorded of the removed rows: subject, lineage and personal columns (not the whole row)
+    recorded = {cv.column for cv in columns} | {OBJECT_COLUMN, LINE_COLUMN} | set(personal)
+    removed = t.select([c for c in t.column_names if c in recorded]).filter(mask)
     result.rows_removed += removed.num_rows
     for i, c in count_by_subject(removed, columns).items():
         result.by_subject[i] = result.by_subject.get(i, 0) + c
@@ -199,7 +201,7 @@ def rewrite(
     sink = None
     try:
         for r in range(pf.metadata.num_row_groups):
-            t = pf.read_row_group(r)
+            t = pf.read_row_group(r, use_threads=False)  # one row group of one file: no pool hand-offs
             result.row_groups_in += 1
             result.rows_in += t.num_rows
             if may_match is None or r in may_match:
