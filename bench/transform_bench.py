@@ -64,17 +64,21 @@ def _run_platform(csv_path: Path, out: Path, threads: int = 1) -> None:
     dataset = load_dataset_file(CONTRACT)
     pa.array([0])  # warm-up: pyarrow's lazy imports
     start = _started()
-    result = transform(dataset, csv_path, object_id="tpch-orders", source=str(csv_path))
 
     def write(part: Any) -> None:
         folder = out / part.path
         folder.mkdir(parents=True)
-        write_partition(part.table, folder / file_name(result.object_id, 0, part.values), dataset)
+        write_partition(part.table, folder / file_name("tpch-orders", 0, part.values), dataset)
 
     # partitions are independent files: with threads, they are encoded concurrently (pyarrow's writer
-    # releases the GIL), as a function with more than one vCPU can write them
+    # releases the GIL), as a function with more than one vCPU can write them, each as soon as
+    # transform() has it sorted (`ready`), while the next ones are gathered
     with ThreadPoolExecutor(max_workers=threads) as pool:
-        list(pool.map(write, result.partitions))
+        written: list[Any] = []
+        result = transform(dataset, csv_path, object_id="tpch-orders", source=str(csv_path),
+                           ready=lambda part: written.append(pool.submit(write, part)))
+        for done in written:
+            done.result()
     _report(start, result.rows_good, quarantined=result.rows_quarantined)
 
 

@@ -7,7 +7,7 @@ and `rows_in == rows_good + rows_quarantined` holds for every result (checked be
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -77,21 +77,26 @@ def _segments(parsed: Parsed) -> Iterator[Segment]:
 
 
 def transform(
-    dataset: Dataset, data: Source, *, object_id: str, source: str, chunk: ByteRange | None = None
+    dataset: Dataset, data: Source, *, object_id: str, source: str, chunk: ByteRange | None = None,
+    ready: Callable[[PartitionOutput], None] | None = None,
 ) -> TransformResult:
     """Read, check and partition one raw object or chunk.
 
     `data` is the whole raw object (bytes, a local path, a binary file or a pyarrow file such as
     an S3 input file); with `chunk`, only that byte range is read and line numbers start at
     `chunk.first_line`. `source` (e.g. the raw object's s3:// URI) is recorded in quarantine rows.
+    `ready`, if given, is called with each partition (the one the result lists) as soon as it is
+    sorted, so that its file can be encoded while the next ones are gathered; the result may still
+    raise after that (nothing may be committed before it returns).
     Raises TransformError when the object as a whole cannot be read.
     """
     with paused_gc():  # contracts/nogc.py: why
-        return _transform(dataset, data, object_id=object_id, source=source, chunk=chunk)
+        return _transform(dataset, data, object_id=object_id, source=source, chunk=chunk, ready=ready)
 
 
 def _transform(
-    dataset: Dataset, data: Source, *, object_id: str, source: str, chunk: ByteRange | None
+    dataset: Dataset, data: Source, *, object_id: str, source: str, chunk: ByteRange | None,
+    ready: Callable[[PartitionOutput], None] | None,
 ) -> TransformResult:
     raw, whole = read_object(data, chunk, object_id)
     if not whole and not can_split(dataset):
@@ -111,10 +116,14 @@ def _transform(
                 raise RuntimeError(f"object {object_id}: the reader asked to read again {how!r} twice") from again
             how = again.how
     del text
-    partitions = [
-        PartitionOutput(p.values, with_lineage(p.table, object_id))
-        for p in split_partitions(_with_lines(goods, dataset), dataset)
-    ]
+    partitions: list[PartitionOutput] = []
+
+    def add_lineage(part: PartitionOutput) -> None:
+        partitions.append(PartitionOutput(part.values, with_lineage(part.table, object_id)))
+        if ready is not None:
+            ready(partitions[-1])
+
+    split_partitions(_with_lines(goods, dataset), dataset, add_lineage)
     quarantine, reasons = build_quarantine(dataset, bads, parsed.rejects, object_id=object_id, source=source)
     rows_good = sum(p.table.num_rows for p in partitions)
     if rows_in != rows_good + quarantine.num_rows:

@@ -8,7 +8,7 @@ records progress and publishes events. Every step is safe to repeat: names and o
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import pyarrow.parquet as pq
@@ -71,9 +71,14 @@ def transform_chunk(
     ds = dataset_of(job.dataset, job.object_id)
     whole = job.chunk_count == 1
     chunk = None if whole else ByteRange(job.start, job.end, job.chunk_index, job.first_line)
-    with _raw_file(job.raw_bucket, job.raw_key, job.object_id) as f:
-        result = transform(ds, f, object_id=job.object_id, source=f"s3://{job.raw_bucket}/{job.raw_key}", chunk=chunk)
-    added = commit_partitions(result, ds, committer, deadline)
+    # each partition's file is encoded as soon as transform() has it sorted, while it gathers the next
+    with ThreadPoolExecutor(max_workers=COMMIT_THREADS) as pool, \
+            _raw_file(job.raw_bucket, job.raw_key, job.object_id) as f:
+        encoded: list[Future[bytes]] = []
+        result = transform(ds, f, object_id=job.object_id, source=f"s3://{job.raw_bucket}/{job.raw_key}", chunk=chunk,
+                           ready=lambda part: encoded.append(pool.submit(parquet_bytes, part.table, ds)))
+        data = [e.result() for e in encoded]
+    added = commit_partitions(result, ds, committer, deadline, data)
     if result.rows_quarantined:
         write_quarantine(result, env)
     published: list[events.EventDetail] = list(added)
@@ -96,7 +101,8 @@ def transform_chunk(
 
 
 def commit_partitions(
-    result: TransformResult, ds: Dataset, committer: PartitionCommitter, deadline: float | None = None
+    result: TransformResult, ds: Dataset, committer: PartitionCommitter, deadline: float | None = None,
+    encoded: list[bytes] | None = None,
 ) -> list[events.PartitionFilesAdded]:
     """Every partition the chunk touches, committed in one batched step (`append_many`): one file and
     one append each, their requests shared (contracts/commits). The op id makes a retried chunk a
@@ -104,14 +110,20 @@ def commit_partitions(
     replays those that committed.
 
     `deadline` (epoch seconds, the invocation's end) keeps a killed attempt from holding the partition.
+    `encoded` holds the partitions' Parquet files when they were encoded already (`parquet_bytes`).
     """
     if not result.partitions:
         return []
     parts = [(dict(p.values), p) for p in result.partitions]
     op_ids = [f"transform:{result.object_id}:{result.chunk_index}:{partition_path(v)}" for v, _ in parts]
     refs = [PartitionRef(ds.name, v) for v, _ in parts]
-    with ThreadPoolExecutor(max_workers=min(COMMIT_THREADS, len(parts))) as pool:
-        data = list(pool.map(lambda part: parquet_bytes(part.table, ds), (p for _, p in parts)))
+    if encoded is not None:
+        data = encoded
+    else:
+        with ThreadPoolExecutor(max_workers=min(COMMIT_THREADS, len(parts))) as pool:
+            data = list(pool.map(lambda part: parquet_bytes(part.table, ds), (p for _, p in parts)))
+    if len(data) != len(parts):
+        raise RuntimeError(f"object {result.object_id}: {len(parts)} partitions but {len(data)} files")
     staged = committer.stage_many(
         [FileToStage(ref, op_id, file_name(result.object_id, result.chunk_index, v), d, p.table.num_rows)
          for ref, op_id, (v, p), d in zip(refs, op_ids, parts, data, strict=True)],

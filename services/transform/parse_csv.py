@@ -43,7 +43,7 @@ import pyarrow.csv as pacsv
 from contracts import records
 from contracts.datasets import Dataset
 from services.transform.errors import TransformError
-from services.transform.lines import index_lines
+from services.transform.lines import count_byte, index_lines
 from services.transform.rows import COLUMN_COUNT, SPANS_LINES, UNCLOSED_QUOTE, Parsed, Reject, Reread, Segment
 
 _LINE_BREAK_BYTES = re.compile(rb"\r\n|\r|\n")
@@ -168,7 +168,7 @@ def _line_count(buf: bytes, body: int) -> tuple[Callable[[], int], int]:
         first += 1
     while end > first and buf[end - 1] == LF:
         end -= 1
-    return lambda: buf.count(b"\n", first, end) + (end > first), first - body
+    return lambda: count_byte(buf, LF, first, end) + (end > first), first - body
 
 
 def _ahead(reader: pacsv.CSVStreamingReader) -> Iterator[pa.RecordBatch]:

@@ -8,7 +8,7 @@ line for determinism) makes every partition a contiguous, already sorted slice.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -30,6 +30,8 @@ _WIDTH = {"year": 4, "month": 2, "day": 2}
 #: characters that would change the meaning of a key or are invisible
 _UNSAFE = r"[/\\\x00-\x1f\x7f]|^\.\.?$"
 _UNSAFE_WHY = "it is '.', '..' or holds '/', a backslash or a control character"
+#: runs of whole partitions gathered into sort order one after the other (see `split_partitions`)
+SLABS = 8
 
 
 @dataclass(frozen=True)
@@ -158,7 +160,7 @@ def _take(table: pa.Table, order: pa.Array) -> pa.Table:
     the largest columns go first so that the threads finish together."""
     columns = sorted(range(table.num_columns), key=lambda i: -table.column(i).nbytes)
     threads = min(pa.cpu_count(), len(columns))
-    if threads > 1 and table.num_rows >= encoding.PARALLEL_ROWS:
+    if threads > 1 and len(order) >= encoding.PARALLEL_ROWS:
         with ThreadPoolExecutor(max_workers=threads) as pool:
             taken = dict(zip(columns, pool.map(lambda i: table.column(i).take(order), columns), strict=True))
     else:
@@ -166,25 +168,57 @@ def _take(table: pa.Table, order: pa.Array) -> pa.Table:
     return pa.Table.from_arrays([taken[i] for i in range(table.num_columns)], schema=table.schema)
 
 
-def split_partitions(table: pa.Table, dataset: Dataset) -> list[PartitionOutput]:
-    """Sort once and slice into partitions; `table` holds typed good rows and `_source_line`."""
-    if table.num_rows == 0:
+def _slabs(cuts: list[int], pieces: int) -> list[tuple[int, int]]:
+    """`cuts` (partition bounds, first 0, last the row count) grouped into about `pieces` runs of
+    whole partitions of about equal rows: [(first cut index, last cut index)]."""
+    total, bounds, first = cuts[-1], [], 0
+    for k in range(1, pieces + 1):
+        target = total * k // pieces
+        last = max(first + 1, int(np.searchsorted(cuts, target, side="left")))
+        if last > first and first < len(cuts) - 1:
+            last = min(last, len(cuts) - 1)
+            bounds.append((first, last))
+            first = last
+    return bounds
+
+
+def split_partitions(
+    table: pa.Table, dataset: Dataset, ready: Callable[[PartitionOutput], None] | None = None
+) -> list[PartitionOutput]:
+    """Sort once and slice into partitions; `table` holds typed good rows and `_source_line`.
+
+    Rows are gathered into sort order a slab of whole partitions at a time (`SLABS` of about equal
+    rows); `ready` is called with each partition as soon as its slab is gathered, so its file can be
+    written while the next slab is gathered.
+    """
+    n = table.num_rows
+    if n == 0:
         return []
     keys = [_key_array(table, k) for k in dataset.partitioning]
     sort_keys = [table[c].combine_chunks() for c in (*dataset.sort_key, LINE_COLUMN)]
     if not _sort_implies_partitions(dataset):
         sort_keys = keys + sort_keys
     order = _order(sort_keys)
-    ordered = encode_repeated_strings(table)
+    del sort_keys
     if order is not None:
-        ordered = _take(ordered, order)
         keys = [k.take(order) for k in keys]
-    cuts = np.unique(np.concatenate([[0], *[_changes(k) for k in keys], [table.num_rows]]))
+    cuts = np.unique(np.concatenate([[0], *[_changes(k) for k in keys], [n]])).tolist()
+    # one contiguous copy to gather from (`take` on a chunked column joins its chunks on every call);
+    # the chunks are let go at once, so the gathered slabs reuse their memory
+    source = encode_repeated_strings(table)
+    del table
+    if order is not None:
+        source = source.combine_chunks()
     outputs: list[PartitionOutput] = []
-    for start, end in zip(cuts[:-1].tolist(), cuts[1:].tolist(), strict=True):
-        values = {
-            key.name: format_value(key, array[start].as_py())
-            for key, array in zip(dataset.partitioning, keys, strict=True)
-        }
-        outputs.append(PartitionOutput(values, ordered.slice(start, end - start)))
+    for first, last in _slabs(cuts, SLABS if order is not None else 1):
+        start, end = cuts[first], cuts[last]
+        slab = source.slice(start, end - start) if order is None else _take(source, order.slice(start, end - start))
+        for a, b in zip(cuts[first:last], cuts[first + 1 : last + 1], strict=True):
+            values = {
+                key.name: format_value(key, array[a].as_py())
+                for key, array in zip(dataset.partitioning, keys, strict=True)
+            }
+            outputs.append(PartitionOutput(values, slab.slice(a - start, b - a)))
+            if ready is not None:
+                ready(outputs[-1])
     return outputs

@@ -7,6 +7,7 @@ import gzip
 import io
 from decimal import Decimal
 from pathlib import Path
+from unittest import mock
 
 import pyarrow as pa
 import pytest
@@ -14,7 +15,9 @@ import pytest
 from contracts.arrow import lake_schema
 from contracts.datasets import get_dataset, parse_dataset
 from etl import samples
+from services.transform import partition
 from services.transform.chunks import ByteRange
+from services.transform.core import transform
 from services.transform.errors import TransformError
 from tests.services.transform_helpers import (
     TYPED_COLUMNS,
@@ -534,3 +537,21 @@ def test_many_bad_values_are_found_without_losing_good_ones() -> None:
     assert reasons(result)[3] == (
         "price: '1.234' has 3 decimal places, decimal(5,2) allows 2; day: '2023-02-29' is not a calendar date"
     )
+
+
+def test_each_partition_is_handed_over_once_as_soon_as_it_is_sorted() -> None:
+    """`ready` gets the result's partitions, in order, each once, and the same rows as without it; rows
+    arrive out of order (so they are gathered slab by slab) and span more partitions than slabs."""
+    data = samples.customers_csv(3000, hostile=5).data
+    seen: list[object] = []
+    gathered: list[int] = []
+    take = partition._take
+    with mock.patch.object(partition, "_take", lambda table, order: gathered.append(len(order)) or take(table, order)):
+        result = transform(CUSTOMERS, data, object_id="obj", source="s3://raw/obj", ready=seen.append)
+    assert len(gathered) == partition.SLABS and sum(gathered) == result.rows_good
+    assert len(result.partitions) > partition.SLABS
+    assert seen == result.partitions and all(a is b for a, b in zip(seen, result.partitions, strict=True))
+    alone = run(CUSTOMERS, data)
+    assert [p.values for p in alone.partitions] == [p.values for p in result.partitions]
+    assert all(a.table.equals(b.table) for a, b in zip(alone.partitions, result.partitions, strict=True))
+    assert result.quarantine.equals(alone.quarantine)

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from contracts import records
 from contracts.datasets import Dataset, parse_dataset
-from services.transform import parse_csv
+from services.transform import lines, parse_csv
 from services.transform.chunks import dialect_of, plan_chunks
 from tests.services.transform_helpers import good_rows, run
 
@@ -194,3 +194,13 @@ def test_record_lines_cover_every_physical_line_of_a_record(items: list, newline
         assert records.record_lines(source.data, [line], dialect) == set(range(line, line + n))
     assert records.record_lines(source.data, [], dialect) == set()
     assert len(starts) >= len(source.records)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=64).map(lambda b: b.replace(b"\x00", b"\n")), st.integers(0, 70), st.integers(0, 70),
+       st.integers(1, 9))
+def test_count_byte_is_bytes_count(data: bytes, start: int, end: int, piece: int) -> None:
+    """The line count behind row-to-line matching: numpy pieces (cut small here) count what bytes.count does."""
+    with mock.patch.object(lines, "_COUNT_PIECE", piece):
+        assert lines.count_byte(data, ord("\n"), start, end) == data.count(b"\n", start, end)
+        assert lines.count_byte(data, ord("\n")) == data.count(b"\n")
