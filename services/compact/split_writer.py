@@ -20,8 +20,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from contracts.thrift import BOOL, I32, Struct
 from services.compact.stitch import Part, footer_of, stitch
-from services.compact.thrift import BOOL, I32, Struct
 
 #: options that name columns: a part writer gets only its own columns' entries
 _PER_COLUMN = ("compression_level", "column_encoding", "bloom_filter_options")

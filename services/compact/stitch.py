@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from services.compact import thrift
-from services.compact.thrift import I16, I32, I64, LIST, STRUCT, Struct
+from contracts import thrift
+from contracts.thrift import I16, I32, I64, LIST, STRUCT, Struct
 
 MAGIC = b"PAR1"
 _COPY_CHUNK = 8 << 20

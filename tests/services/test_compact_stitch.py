@@ -12,9 +12,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from contracts import thrift
 from contracts.arrow import lake_schema
 from contracts.datasets import get_dataset
-from services.compact import thrift
 from services.compact.split_writer import column_shares
 from services.compact.stitch import Part, StitchError, footer_of, stitch
 from services.compact.writer import OutputFile, RollingWriter

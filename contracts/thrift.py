@@ -1,8 +1,9 @@
 """Thrift compact protocol, typed both ways: enough to rewrite a Parquet footer without losing a field.
 
-The stitcher (services/compact/stitch.py) moves column chunks between files, so it must change a few
-offsets in the footer and the offset indexes and write everything else back unchanged, including
-fields this code has never heard of. Every value therefore keeps its Thrift type: a struct is
+Shared by the services that read Parquet's own structures. The compaction stitcher
+(services/compact/stitch.py) moves column chunks between files, so it must change a few offsets in the
+footer and the offset indexes and write everything else back unchanged, including fields this code
+has never heard of. Every value therefore keeps its Thrift type: a struct is
 {field id: (type, value)}, a list is (element type, [values]), a map ((key type, value type), {k: v}).
 """
 
