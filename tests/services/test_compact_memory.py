@@ -17,8 +17,9 @@ def test_glibc_accepts_the_allocator_thresholds_and_buffers_are_freed_after() ->
     assert tune_allocator() is True
     assert tune_allocator() is True  # idempotent: every single-threaded bin calls it
     pool = pa.default_memory_pool()
+    before = pool.bytes_allocated()  # what other modules of this process hold (small cached arrays)
     buffers = [pa.allocate_buffer(4 * 2**20) for _ in range(8)]  # from the heap now, not fresh mmaps
-    assert pool.bytes_allocated() >= 32 * 2**20
+    assert pool.bytes_allocated() >= before + 32 * 2**20
     del buffers
     release_memory()
-    assert pool.bytes_allocated() == 0
+    assert pool.bytes_allocated() == before
