@@ -98,7 +98,10 @@ def _transform(
     dataset: Dataset, data: Source, *, object_id: str, source: str, chunk: ByteRange | None,
     ready: Callable[[PartitionOutput], None] | None,
 ) -> TransformResult:
-    raw, whole = read_object(data, chunk, object_id)
+    # CSV is read into pyarrow's memory (reused by what follows); JSON Lines, and CSV whose values may hold
+    # newlines, are read as bytes: their line and record indexes (contracts.records) use bytes' methods
+    pooled = dataset.format.type == "csv" and not dataset.format.embedded_newlines
+    raw, whole = read_object(data, chunk, object_id, pooled=pooled)
     if not whole and not can_split(dataset):
         raise TransformError(object_id, f"dataset {dataset.name!r} has a format that cannot be chunked")
     start = chunk.start if chunk else 0

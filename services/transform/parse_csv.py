@@ -43,7 +43,7 @@ import pyarrow.csv as pacsv
 from contracts import records
 from contracts.datasets import Dataset
 from services.transform.errors import TransformError
-from services.transform.lines import count_byte, index_lines
+from services.transform.lines import Text, as_bytes, count_byte, find_byte, index_lines
 from services.transform.rows import COLUMN_COUNT, SPANS_LINES, UNCLOSED_QUOTE, Parsed, Reject, Reread, Segment
 
 _LINE_BREAK_BYTES = re.compile(rb"\r\n|\r|\n")
@@ -51,7 +51,7 @@ _LINE_BREAK_BYTES = re.compile(rb"\r\n|\r|\n")
 #: text of the whole object never exists as strings at once; 8 MiB keeps a block's strings in cache for
 #: the casts and costs no more per row than larger blocks (TPC-H SF1, docs/design/transform-performance.md)
 BLOCK_SIZE = 8 * 1024 * 1024
-LF = 10
+LF, CR = 10, 13
 #: blocks parsed ahead of the casts (each ~1.4x BLOCK_SIZE as strings): memory stays bounded
 AHEAD = 2
 FIELD_LIMIT = 1 << 30
@@ -103,20 +103,20 @@ def _check_header(fields: list[str], dataset: Dataset, object_id: str, line: int
     )
 
 
-def _skip_header(buf: bytes, dataset: Dataset, object_id: str, first_line: int) -> tuple[int, int] | None:
+def _skip_header(buf: Text, dataset: Dataset, object_id: str, first_line: int) -> tuple[int, int] | None:
     """Check the first non-empty line against the contract; (offset, line) just after it, or None if no line."""
     pos, line = 0, first_line
     while pos < len(buf):
         brk = _LINE_BREAK_BYTES.search(buf, pos)
         end, nxt = (brk.start(), brk.end()) if brk else (len(buf), len(buf))
         if end > pos:
-            _check_header(_split_line(buf[pos:end].decode("utf-8"), dataset), dataset, object_id, line)
+            _check_header(_split_line(bytes(buf[pos:end]).decode("utf-8"), dataset), dataset, object_id, line)
             return nxt, line + 1
         pos, line = nxt, line + 1
     return None
 
 
-def _open_arrow(buf: bytes, body: int, dataset: Dataset, invalid: list[tuple[int | None, str, int]]
+def _open_arrow(buf: Text, body: int, dataset: Dataset, invalid: list[tuple[int | None, str, int]]
                 ) -> pacsv.CSVStreamingReader:
     """pyarrow's streaming read of buf[body:], every column a string; rows with a wrong field count go to `invalid`."""
     names = [c.name for c in dataset.columns]
@@ -127,7 +127,7 @@ def _open_arrow(buf: bytes, body: int, dataset: Dataset, invalid: list[tuple[int
 
     fmt = dataset.format
     return pacsv.open_csv(
-        pa.BufferReader(pa.py_buffer(buf)[body:]),
+        pa.BufferReader((buf if isinstance(buf, pa.Buffer) else pa.py_buffer(buf))[body:]),
         read_options=pacsv.ReadOptions(use_threads=False, block_size=BLOCK_SIZE, column_names=names),
         parse_options=pacsv.ParseOptions(
             delimiter=fmt.delimiter,
@@ -146,7 +146,7 @@ def _open_arrow(buf: bytes, body: int, dataset: Dataset, invalid: list[tuple[int
     )
 
 
-def _ends_in_open_quote(buf: bytes, body: int, dataset: Dataset) -> bool:
+def _ends_in_open_quote(buf: Text, body: int, dataset: Dataset) -> bool:
     """Does the last non-empty line open a quote it never closes? (the line read on its own: valid
     when no record spans lines, so that line starts outside any quoted value)"""
     dialect = records.Dialect.of(dataset.format)
@@ -155,11 +155,26 @@ def _ends_in_open_quote(buf: bytes, body: int, dataset: Dataset) -> bool:
     end = len(buf)
     while end > body and buf[end - 1] in b"\r\n":
         end -= 1
-    start = max(buf.rfind(b"\n", body, end), buf.rfind(b"\r", body, end), body - 1) + 1
-    return records.quote_toggles(buf[start:end], dialect)[1]
+    start = _last_line_start(buf, body, end)
+    return records.quote_toggles(bytes(buf[start:end]), dialect)[1]
 
 
-def _line_count(buf: bytes, body: int) -> tuple[Callable[[], int], int]:
+def _last_line_start(buf: Text, body: int, end: int) -> int:
+    """Start of the line that ends at `end` (after the last \\n or \\r before it, at least `body`),
+    looked for in windows growing back from `end`: no copy of the whole text."""
+    window = 1 << 16
+    while True:
+        lo = max(body, end - window)
+        tail = bytes(buf[lo:end])
+        brk = max(tail.rfind(b"\n"), tail.rfind(b"\r"))
+        if brk >= 0:
+            return lo + brk + 1
+        if lo == body:
+            return body
+        window *= 4
+
+
+def _line_count(buf: Text, body: int) -> tuple[Callable[[], int], int]:
     """(lines, blank lines before the first) of buf[body:] (\\n-terminated, no \\r), blank lines at its
     start and end left out of the count; the count (a pass over the whole text) is made when asked for,
     once every row is read."""
@@ -212,7 +227,7 @@ def _ahead(reader: pacsv.CSVStreamingReader) -> Iterator[pa.RecordBatch]:
         producer.join()
 
 
-def _read_fast(buf: bytes, body: int, first_line: int, dataset: Dataset, how: str | None = None) -> Parsed | None:
+def _read_fast(buf: Text, body: int, first_line: int, dataset: Dataset, how: str | None = None) -> Parsed | None:
     """pyarrow's rows streamed a block at a time, matched to lines; None when pyarrow cannot start.
 
     `how` None: row k taken to be on the k-th line (blank lines only at the ends), blocks parsed ahead on
@@ -221,8 +236,8 @@ def _read_fast(buf: bytes, body: int, first_line: int, dataset: Dataset, how: st
     is checked, and freed, before the next ones are read. When rows and lines turn out not to match, it
     raises `Reread` with the way to read the text again.
     """
-    indexed = how == "indexed" or buf.find(b"\r", body) >= 0
-    nonempty = index_lines(buf, body).nonempty if indexed else None
+    indexed = how == "indexed" or find_byte(buf, CR, body) >= 0
+    nonempty = index_lines(as_bytes(buf), body).nonempty if indexed else None
     total, blank = (lambda: len(nonempty), 0) if nonempty is not None else _line_count(buf, body)
     invalid: list[tuple[int | None, str, int]] = []
     try:
@@ -336,7 +351,7 @@ def _read_python(buf: bytes, body: int, first_line: int, dataset: Dataset, index
 
 
 def parse_csv(
-    buf: bytes, dataset: Dataset, *, object_id: str, first_line: int, with_header: bool, how: str | None = None
+    buf: Text, dataset: Dataset, *, object_id: str, first_line: int, with_header: bool, how: str | None = None
 ) -> Parsed:
     """All rows of a CSV text as strings, plus the rows that do not have the contract's field count.
 
@@ -352,9 +367,10 @@ def parse_csv(
         return Parsed()
     dialect = records.Dialect.of(dataset.format)
     # where values may hold newlines, records over lines are expected: look for one before reading twice
-    expected = dataset.format.embedded_newlines and records.spans_lines(buf, dialect, body)
+    expected = dataset.format.embedded_newlines and records.spans_lines(as_bytes(buf), dialect, body)
     if how != "exact" and not expected and not _ends_in_open_quote(buf, body, dataset):
         fast = _read_fast(buf, body, body_line, dataset, how)  # Reread when a record spans lines (counting)
         if fast is not None:
             return fast
-    return _read_python(buf, body, body_line, dataset, records.index_records(buf, dialect, body))
+    text = as_bytes(buf)  # the exact reader needs bytes' own methods (a copy of a Buffer)
+    return _read_python(text, body, body_line, dataset, records.index_records(text, dialect, body))

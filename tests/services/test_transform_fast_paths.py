@@ -98,7 +98,7 @@ def test_threads_change_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
         pa.set_cpu_count(2)
         with mock.patch.object(parse_csv, "_ahead", wraps=parse_csv._ahead) as ahead:
             two = run(ds, data)
-        assert ahead.call_count == 1  # parsed ahead on a second thread, read once
+        assert ahead.call_count == 2  # parsed ahead on a second thread, read once from bytes, once from a file
         assert not [t for t in threading.enumerate() if t.name == "csv-ahead"]  # and that thread is gone
     finally:
         pa.set_cpu_count(cpus)
@@ -149,3 +149,15 @@ def test_a_reread_stops_the_thread_that_parses_ahead(monkeypatch: pytest.MonkeyP
         pa.set_cpu_count(cpus)
     assert [r["_source_line"] for r in good_rows(result)][1499:1501] == [1501, 1503]
     assert not [t for t in threading.enumerate() if t.name == "csv-ahead"]
+
+
+@pytest.mark.parametrize("last", [b"", b"x", b"y" * 70_000, b"z" * 300_000])
+@pytest.mark.parametrize("brk", [b"\n", b"\r", b"\r\n", b""])
+def test_the_last_line_is_found_from_its_end(last: bytes, brk: bytes) -> None:
+    """The open-quote check reads the last line alone, found back from the end in growing windows (no
+    copy of the whole text), the same start `rfind` gives, from bytes and from a pyarrow Buffer alike."""
+    text = b"head\n" + b"a,b\n" * 50_000 + (b"w" * 100_000 + brk if brk else b"") + last
+    for buf in (text, pa.py_buffer(text)):
+        for body in (0, 5):
+            expected = max(text.rfind(b"\n", body), text.rfind(b"\r", body), body - 1) + 1
+            assert parse_csv._last_line_start(buf, body, len(text)) == expected

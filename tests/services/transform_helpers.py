@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pyarrow as pa
+import pytest
 
 from contracts.datasets import Dataset, parse_dataset
 from services.transform.chunks import ByteRange
@@ -58,13 +59,37 @@ def typed_dataset(fmt: str = "csv", embedded: bool = False) -> Dataset:
 
 
 def run(dataset: Dataset, data: Any, chunk: ByteRange | None = None, object_id: str = "obj") -> TransformResult:
-    """transform() plus the invariant every result must hold."""
-    result = transform(dataset, data, object_id=object_id, source=f"s3://raw/{object_id}", chunk=chunk)
+    """transform() plus the invariant every result must hold.
+
+    CSV given as bytes is transformed a second time from a pyarrow file, as the function reads S3
+    objects: the text is then a pyarrow Buffer (decode.read_object, `pooled`), and both results must
+    be the same, rows, reasons and errors alike.
+    """
+    try:
+        result = transform(dataset, data, object_id=object_id, source=f"s3://raw/{object_id}", chunk=chunk)
+    except Exception as exc:
+        if _pooled_too(dataset, data):
+            with pytest.raises(type(exc)) as again:
+                transform(dataset, pa.BufferReader(data), object_id=object_id, source=f"s3://raw/{object_id}",
+                          chunk=chunk)
+            assert str(again.value) == str(exc)
+        raise
     assert result.rows_in == result.rows_good + result.rows_quarantined
     assert result.rows_good == sum(p.table.num_rows for p in result.partitions)
     assert result.rows_quarantined == result.quarantine.num_rows
     assert sum(result.quarantine_reasons.values()) == result.rows_quarantined
+    if _pooled_too(dataset, data):
+        pooled = transform(dataset, pa.BufferReader(data), object_id=object_id, source=f"s3://raw/{object_id}",
+                           chunk=chunk)
+        assert [(p.values, p.table.to_pylist()) for p in pooled.partitions] == [
+            (p.values, p.table.to_pylist()) for p in result.partitions]
+        assert pooled.quarantine.equals(result.quarantine)
+        assert (pooled.rows_in, pooled.quarantine_reasons) == (result.rows_in, result.quarantine_reasons)
     return result
+
+
+def _pooled_too(dataset: Dataset, data: Any) -> bool:
+    return isinstance(data, bytes) and dataset.format.type == "csv" and not dataset.format.embedded_newlines
 
 
 def good_rows(result: TransformResult) -> list[dict[str, Any]]:
