@@ -43,13 +43,18 @@ def field(s: Struct, fid: int, default: Any = None) -> Any:
     return value[1] if kind in (LIST, SET) else value
 
 
-class _Decoder:
-    def __init__(self, buf: bytes, pos: int) -> None:
-        self.buf, self.pos = memoryview(buf), pos
+class Reader:
+    """The wire's primitives over a buffer (bytes or a memoryview); `error` is what malformed bytes raise,
+    so a service can raise its own (erasure's pages module reads page headers with these)."""
+
+    error: type[ValueError] = ThriftError
+
+    def __init__(self, buf: bytes | memoryview, pos: int = 0) -> None:
+        self.buf, self.pos = buf, pos
 
     def byte(self) -> int:
         if self.pos >= len(self.buf):
-            raise ThriftError("truncated Thrift structure")
+            raise self.error("truncated Thrift structure")
         b = self.buf[self.pos]
         self.pos += 1
         return b
@@ -63,11 +68,18 @@ class _Decoder:
                 return out
             shift += 7
             if shift > 70:
-                raise ThriftError("varint too long")
+                raise self.error("varint too long")
 
     def zigzag(self) -> int:
         n = self.varint()
         return (n >> 1) ^ -(n & 1)
+
+
+class _Decoder(Reader):
+    """Structs with every value's type kept."""
+
+    def __init__(self, buf: bytes, pos: int) -> None:
+        super().__init__(memoryview(buf), pos)
 
     def value(self, kind: int, depth: int) -> Any:
         if kind == BYTE:

@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from contracts.thrift import Reader
+
 # Thrift compact protocol type ids
 _TRUE, _FALSE, _BYTE, _I16, _I32, _I64, _DOUBLE, _BINARY, _LIST, _SET, _MAP, _STRUCT = range(1, 13)
 # parquet.thrift PageType
@@ -32,33 +34,10 @@ class PageFormatError(ValueError):
     """The bytes are not the Parquet structure expected there (truncated, or another format)."""
 
 
-class _Reader:
+class _Reader(Reader):
     """Thrift compact protocol: structs as {field id: value}, lists as Python lists."""
 
-    def __init__(self, buf: bytes, pos: int = 0) -> None:
-        self.buf, self.pos = buf, pos
-
-    def byte(self) -> int:
-        if self.pos >= len(self.buf):
-            raise PageFormatError("truncated Thrift structure")
-        b = self.buf[self.pos]
-        self.pos += 1
-        return b
-
-    def varint(self) -> int:
-        shift = out = 0
-        while True:
-            b = self.byte()
-            out |= (b & 0x7F) << shift
-            if not b & 0x80:
-                return out
-            shift += 7
-            if shift > 70:
-                raise PageFormatError("varint too long")
-
-    def zigzag(self) -> int:
-        n = self.varint()
-        return (n >> 1) ^ -(n & 1)
+    error = PageFormatError
 
     def value(self, kind: int, depth: int) -> Any:
         if kind == _TRUE:
