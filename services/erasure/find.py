@@ -318,23 +318,34 @@ def match_mask(table: pa.Table, columns: Sequence[ColumnValues]) -> pa.ChunkedAr
     return mask
 
 
+#: up to this many rows (the removed rows of a file, usually), subjects are counted in Python
+COUNT_IN_PYTHON = 1000
+
+
 def count_by_subject(table: pa.Table, columns: Sequence[ColumnValues]) -> dict[int, int]:
     """Matched rows per subject index (a row matched through two subjects counts for both)."""
     out: dict[int, int] = {}
     for cv in columns:
         if cv.column not in table.column_names:
             continue
-        col = table[cv.column]
-        hits = col.filter(pc.is_in(col, value_set=cv.values))
-        if len(hits) == 0:
-            continue
-        counts = pc.value_counts(hits)
         index_of: dict[object, list[int]] = {}
         for v, i in zip(cv.values.to_pylist(), cv.subject_index, strict=True):
             index_of.setdefault(v, []).append(i)
-        for entry in counts.to_pylist():
-            for i in index_of.get(entry["values"], []):
-                out[i] = out.get(i, 0) + entry["counts"]
+        col = table[cv.column]
+        if table.num_rows <= COUNT_IN_PYTHON:  # a few rows: no hash table, filter and value counts to build
+            counted: dict[object, int] = {}
+            for v in col.to_pylist():
+                if v in index_of:
+                    counted[v] = counted.get(v, 0) + 1
+            pairs = list(counted.items())
+        else:
+            hits = col.filter(pc.is_in(col, value_set=cv.values))
+            if len(hits) == 0:
+                continue
+            pairs = [(e["values"], int(e["counts"])) for e in pc.value_counts(hits).to_pylist()]
+        for v, n in pairs:
+            for i in index_of.get(v, []):
+                out[i] = out.get(i, 0) + n
     return out
 
 

@@ -27,6 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -68,24 +69,29 @@ def writer_options(pf: pq.ParquetFile) -> dict[str, Any]:
 
 
 def options_of(md: pq.FileMetaData, schema: pa.Schema) -> dict[str, Any]:
-    """`writer_options` from a parsed footer and its Arrow schema."""
+    """`writer_options` from a parsed footer and its Arrow schema (each chunk's metadata read once: the
+    properties are converted on every access, and a day's file is rewritten in a few milliseconds)."""
     names = schema.names
     if md.num_row_groups == 0:
         return {"compression": "zstd"}
     rg = md.row_group(0)
-    chunks = {names[i]: rg.column(i) for i in range(rg.num_columns)}
-    codecs = {n: _CODECS.get(c.compression, "zstd") for n, c in chunks.items()}
-    dictionary = [n for n, c in chunks.items() if _DICTIONARY & set(c.encodings)]
+    chunks = []
+    for i in range(rg.num_columns):
+        c = rg.column(i)
+        chunks.append((names[i], c.compression, set(c.encodings), c.is_stats_set, c.has_column_index,
+                       bool(c.bloom_filter_offset), c.physical_type))
+    codecs = {n: _CODECS.get(codec, "zstd") for n, codec, *_ in chunks}
+    dictionary = [n for n, _, enc, *_ in chunks if _DICTIONARY & enc]
     encodings = {}
-    for n, c in chunks.items():
-        special = [e for e in _COLUMN_ENCODINGS if e in c.encodings]
+    for n, _, enc, *_ in chunks:
+        special = [e for e in _COLUMN_ENCODINGS if e in enc]
         if special and n not in dictionary:
             encodings[n] = special[0]
     levels = {n: ZSTD_LEVEL for n, codec in codecs.items() if codec == "zstd"}
     max_rows = max(md.row_group(i).num_rows for i in range(md.num_row_groups))
-    bloom = {n: {"ndv": max(1, max_rows), "fpp": BLOOM_FPP} for n, c in chunks.items() if c.bloom_filter_offset}
+    bloom = {n: {"ndv": max(1, max_rows), "fpp": BLOOM_FPP} for n, *_, has_bloom, _ in chunks if has_bloom}
     decimals_as_int = any(
-        pa.types.is_decimal(schema.field(n).type) and c.physical_type in ("INT32", "INT64") for n, c in chunks.items()
+        physical in ("INT32", "INT64") and pa.types.is_decimal(schema.field(n).type) for n, *_, physical in chunks
     )
     stored_schema = bool(md.metadata and b"ARROW:schema" in md.metadata)
     return {
@@ -93,8 +99,8 @@ def options_of(md: pq.FileMetaData, schema: pa.Schema) -> dict[str, Any]:
         "compression_level": levels or None,
         "use_dictionary": dictionary,
         "column_encoding": encodings or None,
-        "write_statistics": [n for n, c in chunks.items() if c.is_stats_set],
-        "write_page_index": any(c.has_column_index for c in chunks.values()),
+        "write_statistics": [n for n, _, _, stats, *_ in chunks if stats],
+        "write_page_index": any(index for *_, index, _, _ in chunks),
         "bloom_filter_options": bloom or None,
         "sorting_columns": rg.sorting_columns or None,
         "store_decimal_as_integer": decimals_as_int,
@@ -154,12 +160,13 @@ def compact_dictionaries(t: pa.Table) -> pa.Table:
 
     A column whose every dictionary entry is still used by a row left is kept as it is (its
     dictionary holds only values of rows that stay: what re-encoding would give, in another order);
-    that is the common case (an order status, a date) and costs one `unique` of the indices.
+    that is the common case (an order status, a date) and costs one count of the indices.
     """
     for i, f in enumerate(t.schema):
         if pa.types.is_dictionary(f.type):
             col = t.column(i).combine_chunks()
-            if len(pc.unique(col.indices.drop_null())) == len(col.dictionary):
+            used = col.indices.drop_null().to_numpy(zero_copy_only=False)
+            if np.count_nonzero(np.bincount(used, minlength=len(col.dictionary))) == len(col.dictionary):
                 continue
             t = t.set_column(i, f, pc.dictionary_encode(col.dictionary_decode()).cast(f.type))
     return t

@@ -228,3 +228,17 @@ def test_footer_parsed_from_memory_is_the_files(tmp_path: Path) -> None:
     assert ours.equals(theirs) and ours.num_row_groups == 3
     with pytest.raises(Exception, match=r"(?i)parquet"):
         _footer(b"not a parquet file at all")
+
+
+def test_subjects_are_counted_alike_in_python_and_in_arrow(monkeypatch: pytest.MonkeyPatch) -> None:
+    from services.erasure import find
+
+    values = [7, None, 8, 7, 100, 3] * 400
+    table = pa.table({"customer_id": pa.array(values, pa.int64())})
+    columns = Subjects.of(["7", "+7", "100", "5"], SALT).columns(ORDERS)
+    few = find.count_by_subject(table.slice(0, 12), columns)
+    assert few == {0: 4, 1: 4, 2: 2}, "aliased ids both count; absent ids are not reported"
+    monkeypatch.setattr(find, "COUNT_IN_PYTHON", 10**6)
+    in_python = find.count_by_subject(table, columns)
+    monkeypatch.setattr(find, "COUNT_IN_PYTHON", 0)
+    assert find.count_by_subject(table, columns) == in_python == {0: 800, 1: 800, 2: 400}
