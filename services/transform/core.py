@@ -8,6 +8,7 @@ and `rows_in == rows_good + rows_quarantined` holds for every result (checked be
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -18,9 +19,10 @@ from contracts.lineage import LINE_COLUMN
 from contracts.nogc import paused_gc
 from services.transform.casts import arrow_type
 from services.transform.chunks import ByteRange, can_split
-from services.transform.decode import Source, decode, read_object
+from services.transform.decode import Source, check_text, decode, read_object
 from services.transform.errors import TransformError
 from services.transform.lineage import line_column, with_lineage
+from services.transform.lines import Text
 from services.transform.parse import parse
 from services.transform.partition import PartitionOutput, split_partitions
 from services.transform.quarantine import build_quarantine
@@ -94,6 +96,23 @@ def transform(
         return _transform(dataset, data, object_id=object_id, source=source, chunk=chunk, ready=ready)
 
 
+def _parse_all(text: Text, dataset: Dataset, object_id: str, chunk: ByteRange | None
+               ) -> tuple[int, list[Segment], list[BadRows], Parsed]:
+    """Parse and check every row, reading again the way a streaming reader asks for (`Reread`)."""
+    start = chunk.start if chunk else 0
+    how: str | None = None
+    while True:
+        parsed = parse(text, dataset, object_id=object_id, first_line=chunk.first_line if chunk else 1,
+                       at_start=start == 0, how=how)
+        try:
+            rows_in, goods, bads = _check_all(parsed, dataset)
+            return rows_in, goods, bads, parsed
+        except Reread as again:  # rows streamed so far did not match lines: drop them, read again as asked
+            if again.how == how:
+                raise RuntimeError(f"object {object_id}: the reader asked to read again {how!r} twice") from again
+            how = again.how
+
+
 def _transform(
     dataset: Dataset, data: Source, *, object_id: str, source: str, chunk: ByteRange | None,
     ready: Callable[[PartitionOutput], None] | None,
@@ -105,19 +124,23 @@ def _transform(
     if not whole and not can_split(dataset):
         raise TransformError(object_id, f"dataset {dataset.name!r} has a format that cannot be chunked")
     start = chunk.start if chunk else 0
-    text = decode(raw, object_id=object_id, whole=whole, at_start=start == 0)
+    text = decode(raw, object_id=object_id, whole=whole, at_start=start == 0, check=False)
     del raw
-    how: str | None = None
-    while True:
-        parsed = parse(text, dataset, object_id=object_id, first_line=chunk.first_line if chunk else 1,
-                       at_start=start == 0, how=how)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        # with a second CPU the text's UTF-8 and NUL scans run beside the parse, which trusts neither
+        # (no value leaves before they pass); a text they refuse fails for that reason, whatever the
+        # parse made of it or raised meanwhile
+        checked = pool.submit(check_text, text, object_id) if pa.cpu_count() > 1 else None
+        if checked is None:
+            check_text(text, object_id)
         try:
-            rows_in, goods, bads = _check_all(parsed, dataset)
-            break
-        except Reread as again:  # rows streamed so far did not match lines: drop them, read again as asked
-            if again.how == how:
-                raise RuntimeError(f"object {object_id}: the reader asked to read again {how!r} twice") from again
-            how = again.how
+            rows_in, goods, bads, parsed = _parse_all(text, dataset, object_id, chunk)
+        except BaseException:
+            if checked is not None:
+                checked.result()
+            raise
+        if checked is not None:
+            checked.result()
     del text
     partitions: list[PartitionOutput] = []
 

@@ -98,11 +98,12 @@ def _invalid_utf8_offset(data: Text) -> int | None:
         return 0
 
 
-def decode(raw: Text, *, object_id: str, whole: bool, at_start: bool) -> Text:
+def decode(raw: Text, *, object_id: str, whole: bool, at_start: bool, check: bool = True) -> Text:
     """Gunzip if needed, drop a UTF-8 BOM, and check the result is UTF-8 text without NUL bytes.
 
     `whole` says `raw` is the entire object (a gzip stream cannot be cut into ranges); `at_start`
-    says it begins at offset 0 (only there can a BOM or magic bytes be).
+    says it begins at offset 0 (only there can a BOM or magic bytes be). With `check` False the
+    text's scans are left to the caller (`check_text`).
     """
     if at_start and bytes(raw[:2]) == GZIP_MAGIC:
         if not whole:
@@ -119,10 +120,16 @@ def decode(raw: Text, *, object_id: str, whole: bool, at_start: bool) -> Text:
             raise TransformError(object_id, "is UTF-16 (byte order mark found); only UTF-8 is accepted")
         if head.startswith(UTF8_BOM):
             raw = raw[len(UTF8_BOM) :]
-    bad = _invalid_utf8_offset(raw)
+    if check:
+        check_text(raw, object_id)
+    return raw
+
+
+def check_text(text: Text, object_id: str) -> None:
+    """Raise TransformError unless `text` is UTF-8 without NUL bytes (two scans of it, without the GIL)."""
+    bad = _invalid_utf8_offset(text)
     if bad is not None:
-        raise TransformError(object_id, f"is not UTF-8 text (invalid byte 0x{raw[bad]:02x} at offset {bad})")
-    nul = find_byte(raw, 0)
+        raise TransformError(object_id, f"is not UTF-8 text (invalid byte 0x{text[bad]:02x} at offset {bad})")
+    nul = find_byte(text, 0)
     if nul >= 0:
         raise TransformError(object_id, f"contains a NUL byte at offset {nul}: binary data, not CSV/JSON Lines text")
-    return raw

@@ -177,13 +177,26 @@ def _last_line_start(buf: Text, body: int, end: int) -> int:
 def _line_count(buf: Text, body: int) -> tuple[Callable[[], int], int]:
     """(lines, blank lines before the first) of buf[body:] (\\n-terminated, no \\r), blank lines at its
     start and end left out of the count; the count (a pass over the whole text) is made when asked for,
-    once every row is read."""
+    once every row is read, or, with a second CPU, beside the parse (numpy releases the GIL)."""
     first, end = body, len(buf)
     while first < end and buf[first] == LF:
         first += 1
     while end > first and buf[end - 1] == LF:
         end -= 1
-    return lambda: count_byte(buf, LF, first, end) + (end > first), first - body
+    if pa.cpu_count() < 2:
+        return lambda: count_byte(buf, LF, first, end) + (end > first), first - body
+    counted: list[int] = []
+    counter = threading.Thread(target=lambda: counted.append(count_byte(buf, LF, first, end)), name="csv-lines",
+                               daemon=True)
+    counter.start()
+
+    def total() -> int:
+        counter.join()
+        if not counted:
+            raise RuntimeError("counting the lines failed")  # count_byte raised in its thread
+        return counted[0] + (end > first)
+
+    return total, first - body
 
 
 def _ahead(reader: pacsv.CSVStreamingReader) -> Iterator[pa.RecordBatch]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import gzip
 import io
+import re
 from decimal import Decimal
 from pathlib import Path
 from unittest import mock
@@ -555,3 +556,23 @@ def test_each_partition_is_handed_over_once_as_soon_as_it_is_sorted() -> None:
     assert [p.values for p in alone.partitions] == [p.values for p in result.partitions]
     assert all(a.table.equals(b.table) for a, b in zip(alone.partitions, result.partitions, strict=True))
     assert result.quarantine.equals(alone.quarantine)
+
+
+@pytest.mark.parametrize("cpus", [1, 2])
+@pytest.mark.parametrize(
+    ("data", "why"),
+    [
+        (b"id,wrong\n1,2\n3,\xff\n", "is not UTF-8 text (invalid byte 0xff at offset 15)"),  # and a bad header
+        (HEADER + b"1,Ann,a@x.eu,+4930,DE,2024-01-0\xff\n" * 3, "is not UTF-8 text (invalid byte 0xff at offset 80)"),
+        (HEADER + b"\xe2\x82,Ann,a@x.eu,+4930,DE,2024-01-01\n", "is not UTF-8 text (invalid byte 0xe2 at offset 49)"),
+        (HEADER + b"1,Ann,a@x.eu,+4930,D\x00E,2024-01-01\n", "contains a NUL byte at offset 69"),
+    ],
+)
+def test_text_that_is_not_utf8_fails_for_that_reason_whatever_the_parse_meets(
+    data: bytes, why: str, cpus: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a second CPU the text's scans run beside the parse; the object still fails for the text,
+    never for what the parse made of it (a header, a value that would be quarantined, a split character)."""
+    monkeypatch.setattr(pa, "cpu_count", lambda: cpus)
+    with pytest.raises(TransformError, match=re.escape(why)):
+        run(CUSTOMERS, data)
