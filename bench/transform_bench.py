@@ -341,9 +341,11 @@ What each contender does:
 * **duckdb** `COPY (SELECT *, year(o_orderdate), month(o_orderdate) FROM read_csv(… explicit types …))
   TO … (FORMAT parquet, PARTITION_BY (order_year, order_month), COMPRESSION zstd)`, `SET threads` as given.
 * **platform at 2 threads**: the same `transform()` with `pa.cpu_count()` 2, as on a 2-vCPU function:
-  CSV blocks are parsed ahead on a second thread while the current one is cast; columns are cast,
-  dictionary-encoded and gathered into sort order side by side; the sort itself stays on one thread.
-  Then the partition files are encoded by a pool of 2 threads (pyarrow releases the GIL while it encodes).
+  CSV blocks are parsed ahead on a second thread while the current one is cast, and the text's UTF-8
+  and NUL scans and its line count run beside them; columns are cast, dictionary-encoded and gathered
+  into sort order side by side, in 8 slabs of whole partitions; the sort itself stays on one thread.
+  Each partition's file is encoded by a pool of 2 threads as soon as its slab is gathered (pyarrow
+  releases the GIL while it encodes), as the function does.
 * **pandas** `read_csv` (C engine, o_totalprice as float64: pandas has no decimal type) then
   `to_parquet(partition_cols=[…], compression="zstd")` through pyarrow with one CPU.
 
