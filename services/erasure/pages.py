@@ -306,10 +306,11 @@ def footer_bytes(tail: bytes) -> bytes:
     return tail[-8 - size : -8]
 
 
-def column_index_locations(footer: bytes) -> list[list[tuple[int, int] | None]]:
+def column_index_locations(footer: bytes | dict[int, Any]) -> list[list[tuple[int, int] | None]]:
     """Per row group, per column: (offset, length) of its ColumnIndex, or None (from the raw footer,
-    because pyarrow exposes whether a chunk has a column index but not where it is)."""
-    meta, _ = read_struct(footer)
+    because pyarrow exposes whether a chunk has a column index but not where it is). `footer` is the
+    footer's bytes or their `read_struct` (a caller that needs several parts parses it once)."""
+    meta = read_struct(footer)[0] if isinstance(footer, bytes) else footer
     out = []
     for rg in meta.get(4, []):
         cols = []
@@ -320,7 +321,7 @@ def column_index_locations(footer: bytes) -> list[list[tuple[int, int] | None]]:
     return out
 
 
-def key_value_metadata(footer: bytes) -> dict[bytes, bytes]:
-    """The footer's key-value metadata (FileMetaData field 5), raw."""
-    meta, _ = read_struct(footer)
+def key_value_metadata(footer: bytes | dict[int, Any]) -> dict[bytes, bytes]:
+    """The footer's key-value metadata (FileMetaData field 5), raw (`footer`: bytes or parsed)."""
+    meta = read_struct(footer)[0] if isinstance(footer, bytes) else footer
     return {kv.get(1, b""): kv.get(2, b"") for kv in meta.get(5, [])}
