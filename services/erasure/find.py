@@ -269,6 +269,10 @@ def _candidates(
     return keep
 
 
+#: annotations under which an INT32/INT64 column's stored value is the subject column's value itself
+_SIGNED_INTS = {"NONE", "INT_8", "INT_16", "INT_32", "INT_64"}
+
+
 def _exact_from_bytes(
     blob: Blob, md: pq.FileMetaData, r: int, at: int, cv: ColumnValues, positions: Sequence[int], probes: _Probes
 ) -> tuple[int, dict[int, int]] | None:
@@ -280,6 +284,8 @@ def _exact_from_bytes(
     count must be the chunk's rows less its nulls, else the bytes are not what was assumed: None."""
     chunk = md.row_group(r).column(at)
     column = md.schema.column(at)
+    if column.converted_type not in _SIGNED_INTS:  # a decimal's unscaled value, a date, an unsigned int: pyarrow
+        return None
     if column.max_definition_level == 0:
         nulls = 0
     elif chunk.is_stats_set and chunk.statistics.has_null_count:

@@ -242,3 +242,15 @@ def test_subjects_are_counted_alike_in_python_and_in_arrow(monkeypatch: pytest.M
     in_python = find.count_by_subject(table, columns)
     monkeypatch.setattr(find, "COUNT_IN_PYTHON", 0)
     assert find.count_by_subject(table, columns) == in_python == {0: 800, 1: 800, 2: 400}
+
+
+def test_integers_stored_under_another_meaning_are_left_to_pyarrow(tmp_path: Path) -> None:
+    from services.erasure import find
+
+    path = tmp_path / "f.parquet"
+    # an unsigned column: 2**64 - 7 is stored as the bytes of -7, which is a subject here, but not this value
+    pq.write_table(pa.table({"customer_id": pa.array([1, 2**64 - 7], pa.uint64())}), path, use_dictionary=False)
+    md = pq.read_metadata(path)
+    columns = Subjects.of(["-7"], SALT).columns(ORDERS)
+    probes = find._probes_for(columns)
+    assert find._exact_from_bytes(LocalBlob(str(path)), md, 0, 0, columns[0], [0], probes) is None
