@@ -489,24 +489,27 @@ NOTES = """Reading the figures:
 
 * **Where the subjects are a minority (the day lake), FIND is what separates the methods.** A TPC-H customer's ~15
   orders fall on ~15 of ~2,400 days, so 10 customers touch ~5% of the day files and 100 customers ~46%. F&F
-  decodes the subject column of every file (`pq.read_table`, ~0.8 ms a file); the platform's probe costs ~0.2 ms
-  a file: one read of the whole ~180 KB file (a file of at most 1 MiB is fetched in one request: on S3 one GET
-  instead of footer, then column chunk, then the object again for the rewrite), the footer parsed from memory,
-  the bloom filter tested with the subjects' hashes made once, and the exact `is_in` only on the files the bloom
-  filter lets through (~13% with 10 subjects, ~80% with 100: 100 values make a 1% filter pass often). The
+  decodes the subject column of every file (`pq.read_table`, ~0.8 ms a file); the platform's probe costs ~0.12 ms
+  a file: one read of the whole ~180 KB file (~0.03 ms here; a file of at most 1 MiB is fetched in one request: on
+  S3 one GET instead of footer, then column chunk, then the object again for the rewrite), the footer parsed from
+  those bytes by pyarrow's own deserializer (~0.02 ms, no reader built), the bloom filter tested with the
+  subjects' hashes made once per run (one 32-byte block read per subject), and an exact test only on the files
+  the filter lets through (~13% with 10 subjects, ~80% with 100), only for the subjects it let through, on the
+  subject column decoded straight from its PLAIN bytes with numpy (~0.08 ms; ~0.3 ms through pyarrow). The
   rewrite then starts from those bytes and that parsed footer.
 * **The rewrite is the floor, the same for every correct method.** A day file is one row group of ~6,200 rows,
   one data page per column (pages are cut at 20,000 rows), so a file holding a subject has every page touched:
-  no row group and no page could be copied; it is decoded and re-encoded whole (~7 ms of CPU a file here: read
-  ~1.5 ms, write ~3.5 ms of which zstd ~1.5 and statistics + page index + bloom filter ~1, writer set-up ~0.6,
-  filter, dictionary check). F&F's rewrite costs about the same per file (its Python test per row is cheap at
-  6,200 rows and its snappy write without page index or bloom filter is cheaper per byte, but it writes 2x the
-  bytes). So the ratio is about (F&F's scan + rewrites) / (probes + rewrites): with 10 customers the scan is
-  most of F&F's time and the platform needs about half F&F's CPU (probes ~0.5 s, rewrites ~0.8 s against
-  F&F's ~1.9 s scan and ~1.0 s of rewrites, measured apart at SF10), and two workers halve its wall time on
-  an idle machine: ~4x, short of 5x; with 100 customers ~1,100 rewrites dominate both and the ratio falls to
-  ~1.2x on CPU. 5x needs the rewrites gone from erasure time: deletion vectors or Iceberg position deletes
-  (merge-on-read), which the platform's Glue tables do not have.
+  no row group and no page could be copied; it is decoded and re-encoded whole (~5.3 ms of CPU a file here:
+  pyarrow's read ~1.1 ms and write ~2.9 ms, of which zstd ~1.5 and statistics + page index + bloom filter ~0.4;
+  the filter ~0.4; options, writer and file creation ~0.5). F&F's rewrite costs more per file (~8 ms: its
+  Python test per row, a whole-table read and a write that re-encodes 2x the bytes). So the ratio is about
+  (F&F's scan + rewrites) / (probes + rewrites): with 10 customers the platform needs about a third of F&F's
+  CPU (probes ~0.3 s, rewrites ~0.63 s against F&F's ~1.9 s scan and ~1.0 s of rewrites), and two workers,
+  fed batches of 16 files, finish within a few ms of each other: ~5-6x on wall. With 100 customers ~1,100
+  rewrites dominate both and the ratio falls to ~1.4x on CPU, under 3x on wall with two workers: 5x would
+  take a rewrite ~3.5x cheaper than F&F's per file, when pyarrow's decode + encode of a day's file alone is
+  ~4 ms. Beyond that, 5x needs the rewrites gone from erasure time: deletion vectors or Iceberg position
+  deletes (merge-on-read), which the platform's Glue tables do not have.
 * **Copying untouched row groups without decoding them** (parquet-java's `ParquetRewriter`, Hudi RFC-68) buys
   nothing on any workload here (the line under each workload says what it would skip): a compacted day or month
   is one row group (far under the 1,000,000-row target), and in the dense year files every row group holds a
@@ -523,6 +526,9 @@ NOTES = """Reading the figures:
 * **Bytes rewritten** stay ≤ 1.2x the row groups holding a subject everywhere: the platform rewrites only files
   with a subject, keeps zstd level 1, dictionaries and DELTA encodings (F&F's pyarrow defaults write ~2x), and
   the rest is each file's footer, page index and bloom filter.
+* **Verification is not timed here** (F&F has none): the service then checks each rewritten file byte by byte
+  (`structure.check_file`: every dictionary page, statistic, column index and bloom filter against the surviving
+  rows), ~5.5 ms of CPU a day file (the footer parsed once and the row group read once, not per column).
 * **platform-2** fans files out over two long-lived worker processes as the service fans out partitions; on a
   loaded machine (see the load figures above) it cannot reach 2x of one process, so the CPU columns are the
   fairer comparison there.
