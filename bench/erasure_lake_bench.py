@@ -268,8 +268,8 @@ def _warm_worker() -> None:
     dense._single_thread()
 
 
-#: files per task handed to a worker: the subjects travel once per task, and ~150 tasks of ~10 ms at
-#: SF10's day lake keep the two workers within a task of each other at the end
+#: files per task handed to a worker at most: the subjects travel once per task, and ~150 tasks of ~10 ms
+#: at SF10's day lake keep the two workers within a task of each other at the end
 BATCH_FILES = 16
 
 
@@ -292,7 +292,9 @@ def _run_platform(lake: Path, out: Path, subjects: list[int], kind: str, workers
         with ProcessPoolExecutor(workers, initializer=_warm_worker) as pool:
             list(pool.map(time.sleep, [0.5] * workers))  # both workers up and warm: the service's are long-lived
             start = dense._started()
-            batches = [jobs[i : i + BATCH_FILES] for i in range(0, len(jobs), BATCH_FILES)]
+            # a few dozen batches per worker at least: a month's or a year's few files spread one by one
+            size = max(1, min(BATCH_FILES, len(jobs) // (workers * 32)))
+            batches = [jobs[i : i + size] for i in range(0, len(jobs), size)]
             results = list(pool.map(_platform_files, batches, [subjects] * len(batches), [kind] * len(batches)))
     total = {k: sum(r[k] for r in results) for k in results[0]}
     dense._report(start, files_opened=len(files), files_read=total["files_read"],
@@ -505,11 +507,14 @@ NOTES = """Reading the figures:
   Python test per row, a whole-table read and a write that re-encodes 2x the bytes). So the ratio is about
   (F&F's scan + rewrites) / (probes + rewrites): with 10 customers the platform needs about a third of F&F's
   CPU (probes ~0.3 s, rewrites ~0.63 s against F&F's ~1.9 s scan and ~1.0 s of rewrites), and two workers,
-  fed batches of 16 files, finish within a few ms of each other: ~5-6x on wall. With 100 customers ~1,100
-  rewrites dominate both and the ratio falls to ~1.4x on CPU, under 3x on wall with two workers: 5x would
-  take a rewrite ~3.5x cheaper than F&F's per file, when pyarrow's decode + encode of a day's file alone is
-  ~4 ms. Beyond that, 5x needs the rewrites gone from erasure time: deletion vectors or Iceberg position
-  deletes (merge-on-read), which the platform's Glue tables do not have.
+  fed batches of 16 files, finish within a few ms of each other: each spends ~0.47 s of CPU (~1,200 probes
+  x 0.12 ms + ~60 rewrites x 5.3 ms), so the wall is ~0.55 s against F&F's ~2.6 s on a quiet machine: ~4.6x,
+  short of 5x by ~0.04 s a worker (~8%). Two thirds of a worker's time is rewrites, of which pyarrow's own
+  decode + encode is ~4 ms a file; what is left to take is ~0.6 ms a rewrite (filter, options, writer set-up)
+  and the probe's Python glue. With 100 customers ~1,100 rewrites dominate both and the ratio falls to
+  ~1.5x on CPU, under 3x on wall: 5x would take a rewrite ~3.5x cheaper than F&F's per file, when pyarrow's
+  decode + encode of a day's file alone is ~4 ms. Beyond that, 5x needs the rewrites gone from erasure time:
+  deletion vectors or Iceberg position deletes (merge-on-read), which the platform's Glue tables do not have.
 * **Copying untouched row groups without decoding them** (parquet-java's `ParquetRewriter`, Hudi RFC-68) buys
   nothing on any workload here (the line under each workload says what it would skip): a compacted day or month
   is one row group (far under the 1,000,000-row target), and in the dense year files every row group holds a
