@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from contracts.arrow import write_batch_rows
 from contracts.datasets import Dataset
 from contracts.lineage import LINE_COLUMN
 from contracts.schema_evolution import footer_metadata
@@ -37,8 +38,6 @@ TEXT_ENCODING = "DELTA_LENGTH_BYTE_ARRAY"
 _CODECS = {"zstd": "zstd", "snappy": "snappy", "gzip": "gzip", "none": "none"}
 #: roll over to a new file only if at least this share of a target is still to come (no runt files)
 MIN_TAIL_SHARE = 0.25
-#: parquet-cpp's defaults: a data page closes once it holds 1 MiB or 20,000 rows; 1,024 values per call
-DATA_PAGE_BYTES, PAGE_ROWS, DEFAULT_BATCH_ROWS = 1 << 20, 20_000, 1024
 
 
 def repeating_columns(table: pa.Table, candidates: Sequence[str]) -> list[str]:
@@ -89,17 +88,6 @@ def _sample(column: pa.ChunkedArray, picks: Sequence[pa.Array | None]) -> pa.Chu
     return pa.chunked_array(parts, type=column.type)
 
 
-def batch_rows(table: pa.Table) -> int:
-    """Values per column-writer call (as the transform's writer): enough to fill a quarter of a data page
-    in the widest column, at most a page's rows. A page closes only between calls, so pages close where
-    they would with 1,024 or overshoot by at most a quarter page; the per-call work (statistics, levels,
-    encoder bookkeeping) is paid 5x less often on TPC-H orders."""
-    if not table.num_rows:
-        return DEFAULT_BATCH_ROWS
-    widest = max(max(c.nbytes for c in table.columns) / table.num_rows, 1.0)
-    return int(min(PAGE_ROWS, max(DEFAULT_BATCH_ROWS, DATA_PAGE_BYTES // 4 / widest)))
-
-
 def writer_options(first: pa.Table, dataset: Dataset, ndv: int) -> dict[str, Any]:
     """ParquetWriter keyword arguments (the transform's choices), decided from the first row group."""
     schema = first.schema
@@ -119,7 +107,7 @@ def writer_options(first: pa.Table, dataset: Dataset, ndv: int) -> dict[str, Any
         "use_dictionary": dictionary,
         "column_encoding": {**dict.fromkeys(delta, "DELTA_BINARY_PACKED"), **dict.fromkeys(text, TEXT_ENCODING)},
         "write_statistics": True,
-        "write_batch_size": batch_rows(first),
+        "write_batch_size": write_batch_rows(first),
         "write_page_index": True,
         "store_decimal_as_integer": True,
         "store_schema": False,

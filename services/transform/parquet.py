@@ -30,6 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from contracts.arrow import lake_schema as lake_schema  # re-exported: the schema these files are written in
+from contracts.arrow import write_batch_rows
 from contracts.datasets import Dataset
 from contracts.lineage import LINE_COLUMN
 from contracts.schema_evolution import footer_metadata
@@ -46,22 +47,6 @@ ZSTD_TEXT_LEVEL, ZSTD_LEVEL = 1, 1
 #: encoding of free text (string columns without a dictionary); Athena (Trino), Spark, DuckDB and
 #: pyarrow read it, and erasure's rewrite keeps it (services/erasure/rewrite.py)
 TEXT_ENCODING = "DELTA_LENGTH_BYTE_ARRAY"
-#: parquet-cpp's defaults: a data page closes once it holds 1 MiB, or 20,000 rows
-DATA_PAGE_BYTES, PAGE_ROWS = 1 << 20, 20_000
-#: values handed to each column writer per call (parquet-cpp's default); a page can only close between
-#: calls, so a call may overshoot the page size by one batch
-DEFAULT_BATCH_ROWS = 1024
-
-
-def batch_rows(table: pa.Table) -> int:
-    """Rows per write call: as many as fill a quarter of a data page in the widest column (at most a
-    page's rows). Pages then close where they close with 1,024 (TPC-H SF1 orders: byte-identical
-    files, docs/design/transform-performance.md), or overshoot by at most a quarter page, for ~8% less
-    writer CPU: the per-call overhead (statistics, levels, encoder bookkeeping) is paid per batch."""
-    if not table.num_rows:
-        return DEFAULT_BATCH_ROWS
-    widest = max(max(c.nbytes for c in table.columns) / table.num_rows, 1.0)
-    return int(min(PAGE_ROWS, max(DEFAULT_BATCH_ROWS, DATA_PAGE_BYTES // 4 / widest)))
 
 
 def _free_text(table: pa.Table, dictionary: list[str]) -> list[str]:
@@ -92,7 +77,7 @@ def writer_options(table: pa.Table, dataset: Dataset) -> dict[str, Any]:
         "column_encoding": {**dict.fromkeys(delta, "DELTA_BINARY_PACKED"),
                             **dict.fromkeys(_free_text(table, dictionary), TEXT_ENCODING)},
         "write_statistics": True,
-        "write_batch_size": batch_rows(table),
+        "write_batch_size": write_batch_rows(table),
         "write_page_index": True,
         "store_decimal_as_integer": True,
         "store_schema": False,  # readers take types from Parquet alone: dictionary columns read back as strings

@@ -12,13 +12,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from contracts.arrow import lake_schema
+from contracts.arrow import DEFAULT_BATCH_ROWS, lake_schema, write_batch_rows
 from contracts.datasets import Dataset, get_dataset
 from etl import samples
 from services.transform.core import TransformResult
 from services.transform.parquet import (
-    DEFAULT_BATCH_ROWS,
-    batch_rows,
     file_name,
     parquet_bytes,
     write_partition,
@@ -169,7 +167,7 @@ def test_a_retry_writes_the_same_bytes() -> None:
 
 
 def test_bigger_write_batches_change_no_byte() -> None:
-    """`batch_rows` only saves per-call overhead: on rows of ordinary width the pages, and so the
+    """`write_batch_rows` only saves per-call overhead: on rows of ordinary width the pages, and so the
     file, are exactly those of parquet-cpp's default batch of 1,024 values."""
     rng = np.random.default_rng(7)
     n = 60_000
@@ -184,7 +182,7 @@ def test_bigger_write_batches_change_no_byte() -> None:
         "_source_object_id": pa.array(["o"] * n).dictionary_encode(),
         "_source_line": pa.array(np.arange(2, n + 2, dtype=np.int64)),
     })
-    assert batch_rows(table) > DEFAULT_BATCH_ROWS
+    assert write_batch_rows(table) > DEFAULT_BATCH_ROWS
 
     def written(**override: object) -> bytes:
         sink = pa.BufferOutputStream()
