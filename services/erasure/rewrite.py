@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -68,6 +68,23 @@ def writer_options(pf: pq.ParquetFile) -> dict[str, Any]:
     return options_of(pf.metadata, pf.schema_arrow)
 
 
+class _Chunk(NamedTuple):
+    """What the writer options need of one column chunk, read once (pyarrow converts on every access)."""
+
+    name: str
+    compression: str
+    encodings: set[str]
+    has_stats: bool
+    has_column_index: bool
+    has_bloom: bool
+    physical_type: str
+
+    @classmethod
+    def of(cls, name: str, c: pq.ColumnChunkMetaData) -> _Chunk:
+        return cls(name, c.compression, set(c.encodings), c.is_stats_set, c.has_column_index,
+                   bool(c.bloom_filter_offset), c.physical_type)
+
+
 def options_of(md: pq.FileMetaData, schema: pa.Schema) -> dict[str, Any]:
     """`writer_options` from a parsed footer and its Arrow schema (each chunk's metadata read once: the
     properties are converted on every access, and a day's file is rewritten in a few milliseconds)."""
@@ -75,23 +92,19 @@ def options_of(md: pq.FileMetaData, schema: pa.Schema) -> dict[str, Any]:
     if md.num_row_groups == 0:
         return {"compression": "zstd"}
     rg = md.row_group(0)
-    chunks = []
-    for i in range(rg.num_columns):
-        c = rg.column(i)
-        chunks.append((names[i], c.compression, set(c.encodings), c.is_stats_set, c.has_column_index,
-                       bool(c.bloom_filter_offset), c.physical_type))
-    codecs = {n: _CODECS.get(codec, "zstd") for n, codec, *_ in chunks}
-    dictionary = [n for n, _, enc, *_ in chunks if _DICTIONARY & enc]
+    chunks = [_Chunk.of(names[i], rg.column(i)) for i in range(rg.num_columns)]
+    codecs = {c.name: _CODECS.get(c.compression, "zstd") for c in chunks}
+    dictionary = [c.name for c in chunks if _DICTIONARY & c.encodings]
     encodings = {}
-    for n, _, enc, *_ in chunks:
-        special = [e for e in _COLUMN_ENCODINGS if e in enc]
-        if special and n not in dictionary:
-            encodings[n] = special[0]
+    for c in chunks:
+        special = [e for e in _COLUMN_ENCODINGS if e in c.encodings]
+        if special and c.name not in dictionary:
+            encodings[c.name] = special[0]
     levels = {n: ZSTD_LEVEL for n, codec in codecs.items() if codec == "zstd"}
     max_rows = max(md.row_group(i).num_rows for i in range(md.num_row_groups))
-    bloom = {n: {"ndv": max(1, max_rows), "fpp": BLOOM_FPP} for n, *_, has_bloom, _ in chunks if has_bloom}
+    bloom = {c.name: {"ndv": max(1, max_rows), "fpp": BLOOM_FPP} for c in chunks if c.has_bloom}
     decimals_as_int = any(
-        physical in ("INT32", "INT64") and pa.types.is_decimal(schema.field(n).type) for n, *_, physical in chunks
+        c.physical_type in ("INT32", "INT64") and pa.types.is_decimal(schema.field(c.name).type) for c in chunks
     )
     stored_schema = bool(md.metadata and b"ARROW:schema" in md.metadata)
     return {
@@ -99,8 +112,8 @@ def options_of(md: pq.FileMetaData, schema: pa.Schema) -> dict[str, Any]:
         "compression_level": levels or None,
         "use_dictionary": dictionary,
         "column_encoding": encodings or None,
-        "write_statistics": [n for n, _, _, stats, *_ in chunks if stats],
-        "write_page_index": any(index for *_, index, _, _ in chunks),
+        "write_statistics": [c.name for c in chunks if c.has_stats],
+        "write_page_index": any(c.has_column_index for c in chunks),
         "bloom_filter_options": bloom or None,
         "sorting_columns": rg.sorting_columns or None,
         "store_decimal_as_integer": decimals_as_int,
