@@ -18,10 +18,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from contracts.thrift import Reader
+from contracts.thrift import BINARY, BYTE, DOUBLE, FALSE, I16, I32, I64, LIST, MAP, SET, STRUCT, TRUE, Reader
 
-# Thrift compact protocol type ids
-_TRUE, _FALSE, _BYTE, _I16, _I32, _I64, _DOUBLE, _BINARY, _LIST, _SET, _MAP, _STRUCT = range(1, 13)
 # parquet.thrift PageType
 DATA_PAGE, INDEX_PAGE, DICTIONARY_PAGE, DATA_PAGE_V2 = 0, 1, 2, 3
 # parquet.thrift Encoding (the two a fixed-width PLAIN chunk uses)
@@ -40,40 +38,40 @@ class _Reader(Reader):
     error = PageFormatError
 
     def value(self, kind: int, depth: int) -> Any:
-        if kind == _TRUE:
+        if kind == TRUE:
             return True
-        if kind == _FALSE:
+        if kind == FALSE:
             return False
-        if kind == _BYTE:
+        if kind == BYTE:
             return self.byte()
-        if kind in (_I16, _I32, _I64):
+        if kind in (I16, I32, I64):
             return self.zigzag()
-        if kind == _DOUBLE:
+        if kind == DOUBLE:
             out = struct.unpack_from("<d", self.buf, self.pos)[0]
             self.pos += 8
             return out
-        if kind == _BINARY:
+        if kind == BINARY:
             n = self.varint()
             if self.pos + n > len(self.buf):
                 raise PageFormatError("truncated Thrift binary")
             out = self.buf[self.pos : self.pos + n]
             self.pos += n
             return bytes(out)
-        if kind in (_LIST, _SET):
+        if kind in (LIST, SET):
             head = self.byte()
             size, elem = head >> 4, head & 0x0F
             if size == 15:
                 size = self.varint()
-            if elem in (_TRUE, _FALSE):  # booleans in containers are one byte each (1 = true)
-                return [self.byte() == _TRUE for _ in range(size)]
+            if elem in (TRUE, FALSE):  # booleans in containers are one byte each (1 = true)
+                return [self.byte() == TRUE for _ in range(size)]
             return [self.value(elem, depth + 1) for _ in range(size)]
-        if kind == _MAP:
+        if kind == MAP:
             size = self.varint()
             if not size:
                 return {}
             kv = self.byte()
             return {self.value(kv >> 4, depth + 1): self.value(kv & 0x0F, depth + 1) for _ in range(size)}
-        if kind == _STRUCT:
+        if kind == STRUCT:
             return self.struct(depth + 1)
         raise PageFormatError(f"unknown Thrift type {kind}")
 
