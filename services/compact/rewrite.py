@@ -100,10 +100,12 @@ def _compact(
         else:
             run_rows = max(1, budget_rows // max(1, threads))
             count = len(groups(inputs, run_rows))
+            # with threads, a round is sorted while the next is cut: two rounds share the merge's budget
+            round_rows = max(1, merge_rows // max(1, threads))
             runs = make_runs(inputs, merge_schema, dataset.sort_key, dictionary, workdir, run_rows=run_rows,
-                             batch_rows=max(1024, merge_rows // count), threads=threads)
+                             batch_rows=max(1024, round_rows // count), threads=threads)
             release_memory()  # pass 1's freed buffers would otherwise count again during the merge
-            merged = merge_runs(runs, dataset.sort_key, budget_rows=merge_rows, stats=stats)
+            merged = merge_runs(runs, dataset.sort_key, budget_rows=round_rows, stats=stats, threads=threads)
             run_count = len(runs)
         for table in merged:
             writer.write(table)

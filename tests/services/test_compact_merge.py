@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -38,8 +39,8 @@ def run_of(name: str, keys: list[tuple[int | None, int]]) -> MemRun:
     }))
 
 
-def merged(runs: list[MemRun], budget: int, stats: MergeStats | None = None) -> list[pa.Table]:
-    return list(merge_runs(runs, ["day", "id"], budget_rows=budget, stats=stats))
+def merged(runs: list[MemRun], budget: int, stats: MergeStats | None = None, threads: int = 1) -> list[pa.Table]:
+    return list(merge_runs(runs, ["day", "id"], budget_rows=budget, stats=stats, threads=threads))
 
 
 def is_sorted(rows: list[dict]) -> bool:
@@ -63,6 +64,28 @@ def test_merge_is_sorted_complete_and_bounded(runs_keys: list[list[tuple[int | N
     assert stats.max_buffered_rows <= bound and all(t.num_rows <= bound for t in out)
     if len(runs) > 1:
         assert all(r.asked == max(MIN_BATCH_ROWS, budget // len(runs)) for r in runs)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(keys_strategy, min_size=2, max_size=8), st.sampled_from([1, 2048, 10_000]), st.sampled_from([2, 3]))
+def test_threaded_rounds_emit_the_same_tables(runs_keys: list[list[tuple[int | None, int]]], budget: int,
+                                              threads: int) -> None:
+    """Rounds sorted on workers come out in order: the same tables, row for row, as on one thread."""
+    one, many = MergeStats(), MergeStats()
+    serial = merged([run_of(f"r{i}", k) for i, k in enumerate(runs_keys)], budget, one)
+    threaded = merged([run_of(f"r{i}", k) for i, k in enumerate(runs_keys)], budget, many, threads=threads)
+    assert [t.num_rows for t in threaded] == [t.num_rows for t in serial]
+    assert all(a.equals(b) for a, b in zip(threaded, serial, strict=True))
+    assert (many.rounds, many.max_buffered_rows) == (one.rounds, one.max_buffered_rows)
+
+
+def test_a_threaded_merge_stopped_early_shuts_its_workers_down() -> None:
+    runs = [run_of(f"r{i}", [(d % 97, d) for d in range(i, 40_000, 4)]) for i in range(4)]
+    stream = merge_runs(runs, ["day", "id"], budget_rows=2048, threads=2)
+    first = next(stream)
+    stream.close()  # a failed writer abandons the merge: no worker may keep running or hang the close
+    assert first.num_rows > 0
+    assert not [t for t in threading.enumerate() if t.name.startswith("merge")]
 
 
 def test_memory_does_not_grow_with_the_input() -> None:
@@ -94,7 +117,8 @@ def test_nan_sorts_after_numbers_and_before_nulls() -> None:
     assert [key_of(table, i, ["x"]) for i in range(3)] == [(((0, 1.5)),), ((1, 0),), ((2, 0),)]
 
 
-def test_an_unsorted_run_raises_instead_of_writing_an_unsorted_file() -> None:
+@pytest.mark.parametrize("threads", [1, 2])
+def test_an_unsorted_run_raises_instead_of_writing_an_unsorted_file(threads: int) -> None:
     good = run_of("good", [(d, 0) for d in range(5000)])
     bad = MemRun("bad", pa.table({
         "day": pa.array(list(range(2500, 5000)) + list(range(0, 2500)), pa.int32()),
@@ -102,7 +126,7 @@ def test_an_unsorted_run_raises_instead_of_writing_an_unsorted_file() -> None:
         "origin": pa.array(["bad"] * 5000),
     }))
     with pytest.raises(UnsortedInput):
-        merged([good, bad], 2048)
+        merged([good, bad], 2048, threads=threads)
 
 
 def test_without_a_sort_key_runs_are_concatenated_in_order() -> None:
