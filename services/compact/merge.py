@@ -15,16 +15,16 @@ The run that defines the frontier is emptied by the round and refilled, so every
 progress. Each emitted table must start at or after the previous one's last key: a run that is not
 actually sorted raises UnsortedInput instead of producing an unsorted file.
 
-With worker threads, a round's sort and move run on a worker while the calling thread reads the
-next batches and cuts the next round's prefixes (rounds are independent once cut; pyarrow releases
-the GIL): the rounds are emitted in order, so the output is the same tables as on one thread.
+With a pool of worker threads, a round's sort and move run on a worker while the calling thread
+reads the next batches and cuts the next round's prefixes (rounds are independent once cut; pyarrow
+releases the GIL): the rounds are emitted in order, so the output is the same tables as without.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Generator, Iterator, Sequence
+from concurrent.futures import Executor, Future, wait
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -96,15 +96,15 @@ class _Cursor:
 
 def merge_runs(
     runs: Sequence[Run], sort_key: Sequence[str], *, budget_rows: int, stats: MergeStats | None = None,
-    threads: int = 1,
-) -> Iterator[pa.Table]:
+    pool: Executor | None = None,
+) -> Generator[pa.Table, None, None]:
     """Yield tables whose concatenation is every row of `runs`, sorted by `sort_key`.
 
     Each round takes, from every run, the prefix of its buffered rows up to the frontier (slices,
     no copy), sorts those prefixes together and moves each row once (`take`): rows left behind are
     never copied again, and what is emitted owns its memory (the writer's row group buffer does not
-    pin the runs' batches). With `threads` > 1, up to `threads` - 1 rounds are sorted on worker
-    threads while the next one is cut; the same tables come out in the same order.
+    pin the runs' batches). With a pool, each round is sorted on a worker while the next one is cut
+    (so one round more is in memory); the same tables come out in the same order.
     """
     stats = stats if stats is not None else MergeStats()
     if not runs:
@@ -117,23 +117,23 @@ def merge_runs(
         return
     rounds = _rounds(runs, sort_key, budget_rows, stats)
     check = _OrderCheck(runs, sort_key)
-    if threads <= 1:
+    if pool is None:
         for heads in rounds:
             yield check(_sorted(heads, sort_key))
         return
-    with ThreadPoolExecutor(max_workers=threads - 1, thread_name_prefix="merge") as pool:
-        pending: deque[Future[pa.Table]] = deque()
-        try:
-            for heads in rounds:
-                pending.append(pool.submit(_sorted, heads, sort_key))
-                del heads  # the worker's reference is the only one: its prefixes go once sorted
-                while len(pending) >= threads:
-                    yield check(pending.popleft().result())
-            while pending:
+    pending: deque[Future[pa.Table]] = deque()
+    try:
+        for heads in rounds:
+            pending.append(pool.submit(_sorted, heads, sort_key))
+            del heads  # the worker's reference is the only one: its prefixes go once sorted
+            if len(pending) > 1:  # the round before was sorted while this one was cut
                 yield check(pending.popleft().result())
-        finally:
-            for job in pending:
-                job.cancel()
+        while pending:
+            yield check(pending.popleft().result())
+    finally:  # stopped early (an error, a closed generator): no round may outlive the merge
+        for job in pending:
+            job.cancel()
+        wait(pending)
 
 
 def _rounds(

@@ -8,7 +8,7 @@ inputs, the spilled runs and the outputs.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,7 +17,7 @@ import pyarrow as pa
 from contracts.arrow import lake_schema
 from contracts.datasets import Dataset
 from contracts.nogc import paused_gc
-from services.compact.memory import release_memory, tune_allocator
+from services.compact.memory import Workers, release_memory, tune_allocator
 from services.compact.merge import MergeStats, merge_runs
 from services.compact.runs import InputFile, groups, make_runs, read_many, sort_table
 from services.compact.schema import dictionary_columns, read_schema
@@ -55,14 +55,17 @@ def compact_files(
     """
     if not inputs:
         raise ValueError("nothing to compact")
-    if threads == 1:  # services/compact/memory.py: why, and why not with worker threads
-        tune_allocator()
+    tune_allocator()  # services/compact/memory.py: why, and how worker threads give their heaps back
+    workers = Workers(threads) if threads > 1 else None  # every phase's threads: pass 1, merge, encode
     try:
         with paused_gc():  # contracts/nogc.py: why
             return _compact(inputs, dataset, workdir, target_bytes=target_bytes, row_group_rows=row_group_rows,
-                            budget_rows=budget_rows, merge_rows=merge_rows, threads=threads)
+                            budget_rows=budget_rows, merge_rows=merge_rows, workers=workers)
     finally:
-        release_memory()  # the heap is trimmed only when asked
+        if workers is not None:
+            workers.release()  # the heap is trimmed only when asked
+            workers.shutdown()
+        release_memory()
 
 
 def _compact(
@@ -74,7 +77,7 @@ def _compact(
     row_group_rows: int | None,
     budget_rows: int,
     merge_rows: int,
-    threads: int,
+    workers: Workers | None,
 ) -> Rewrite:
     schema = lake_schema(dataset)
     dictionary = dictionary_columns([f.path for f in inputs], schema, exclude=dataset.sort_key)
@@ -87,28 +90,36 @@ def _compact(
         target_bytes=target_bytes or dataset.target_file_bytes,
         row_group_rows=group_rows,
         expected_rows=rows,
-        threads=threads,
+        threads=workers.threads if workers else 1,
+        pool=workers,
     )
     stats = MergeStats()
     planned = groups(inputs, budget_rows)
     try:
+        merged: Generator[pa.Table, None, None]
         if len(planned) == 1:  # the whole bin fits the budget: one sort, no spill
-            whole = read_many([f.path for f in inputs], merge_schema, dictionary, threads=threads)
-            merged: Iterator[pa.Table] = iter([sort_table(whole, dataset.sort_key)])
+            whole = read_many([f.path for f in inputs], merge_schema, dictionary, pool=workers)
+            merged = (t for t in [sort_table(whole, dataset.sort_key)])
             del whole
             run_count = 1
         else:
-            run_rows = max(1, budget_rows // max(1, threads))
+            run_rows = max(1, budget_rows // (workers.threads if workers else 1))
             count = len(groups(inputs, run_rows))
-            # with threads, a round is sorted while the next is cut: two rounds share the merge's budget
-            round_rows = max(1, merge_rows // max(1, threads))
+            # with workers, a round is sorted while the next is cut: the two share the merge's budget
+            round_rows = max(1, merge_rows // 2) if workers else merge_rows
             runs = make_runs(inputs, merge_schema, dataset.sort_key, dictionary, workdir, run_rows=run_rows,
-                             batch_rows=max(1024, round_rows // count), threads=threads)
-            release_memory()  # pass 1's freed buffers would otherwise count again during the merge
-            merged = merge_runs(runs, dataset.sort_key, budget_rows=round_rows, stats=stats, threads=threads)
+                             batch_rows=max(1024, round_rows // count), pool=workers)
+            if workers is not None:  # pass 1's freed buffers would otherwise count again during the merge
+                workers.release()
+            else:
+                release_memory()
+            merged = merge_runs(runs, dataset.sort_key, budget_rows=round_rows, stats=stats, pool=workers)
             run_count = len(runs)
-        for table in merged:
-            writer.write(table)
+        try:
+            for table in merged:
+                writer.write(table)
+        finally:
+            merged.close()  # a failed write stops the merge (and waits for its round) before the abort
         outputs = writer.close()
     except BaseException:
         writer.abort()

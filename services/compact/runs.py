@@ -10,7 +10,7 @@ An input with at least `run_rows` rows is already a run on its own: it is stream
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -133,14 +133,14 @@ def read_whole(path: Path, schema: pa.Schema, dictionary: Sequence[str]) -> pa.T
     return pa.Table.from_batches([conform(b, schema, path.name) for b in table.to_batches()], schema=schema)
 
 
-def read_many(paths: Sequence[Path], schema: pa.Schema, dictionary: Sequence[str], threads: int = 1) -> pa.Table:
+def read_many(paths: Sequence[Path], schema: pa.Schema, dictionary: Sequence[str],
+              pool: Executor | None = None) -> pa.Table:
     """Inputs read whole, concatenated in input order (no copy) with one dictionary per column.
 
-    With threads, files are read concurrently: pyarrow releases the GIL while it decodes.
+    With a pool, files are read concurrently: pyarrow releases the GIL while it decodes.
     """
-    if threads > 1 and len(paths) > 1:
-        with ThreadPoolExecutor(max_workers=threads) as pool:
-            tables = list(pool.map(lambda p: read_whole(p, schema, dictionary), paths))
+    if pool is not None and len(paths) > 1:
+        tables = list(pool.map(lambda p: read_whole(p, schema, dictionary), paths))
     else:
         tables = [read_whole(p, schema, dictionary) for p in paths]
     return pa.concat_tables(tables).unify_dictionaries()
@@ -184,12 +184,12 @@ def make_runs(
     *,
     run_rows: int,
     batch_rows: int,
-    threads: int = 1,
+    pool: Executor | None = None,
     compression: str | None = None,
 ) -> list[ParquetRun | SpilledRun]:
     """Sorted runs covering every input row, in input order (the merge's tie-break).
 
-    Groups are independent, so `threads` workers build runs at once (memory: threads x run_rows).
+    Groups are independent, so a pool's workers build runs at once (memory: workers x run_rows).
     """
 
     def build(n: int, group: list[InputFile]) -> ParquetRun | SpilledRun:
@@ -206,7 +206,6 @@ def make_runs(
         return SpilledRun(path, table.num_rows)
 
     planned = groups(inputs, run_rows)
-    if threads <= 1:
+    if pool is None:
         return [build(n, g) for n, g in enumerate(planned)]
-    with ThreadPoolExecutor(max_workers=threads) as pool:
-        return list(pool.map(build, range(len(planned)), planned))
+    return list(pool.map(build, range(len(planned)), planned))

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +91,7 @@ class SplitFileWriter:
         """Encode one row group: every share at once, each on its own thread."""
         jobs = [self.pool.submit(w.write_table, group.select(names), row_group_size=group.num_rows)
                 for w, names in zip(self._writers, self._names, strict=True)]
+        wait(jobs)  # all of them, even when one failed: an abort must not close a writer still encoding
         for job in jobs:
             job.result()
 

@@ -161,7 +161,8 @@ class RollingWriter:
     `expected_rows` (the bin's row count) lets the writer avoid a runt last file: it rolls over
     only when the rows still to come would fill at least MIN_TAIL_SHARE of a target. With
     `threads` > 1 each row group's columns are encoded on that many threads
-    (services/compact/split_writer.py); the files are the same.
+    (services/compact/split_writer.py); the files are the same. Those threads are `pool`'s when
+    one is given (it is the caller's to shut down), else the writer's own.
     """
 
     path_for: Callable[[int], Path]
@@ -170,6 +171,7 @@ class RollingWriter:
     row_group_rows: int
     expected_rows: int
     threads: int = 1
+    pool: ThreadPoolExecutor | None = None
     done: list[OutputFile] = field(default_factory=list)
     _pending: list[pa.Table] = field(default_factory=list)
     _pending_rows: int = 0
@@ -178,7 +180,7 @@ class RollingWriter:
     _written_rows: int = 0
     _options: dict[str, Any] | None = None
     _shares: list[list[int]] | None = None
-    _pool: ThreadPoolExecutor | None = None
+    _own_pool: ThreadPoolExecutor | None = None
 
     def write(self, table: pa.Table) -> None:
         """Buffer rows; write every full row group."""
@@ -215,7 +217,8 @@ class RollingWriter:
             self._options = writer_options(group, self.dataset, ndv=min(self.expected_rows, self.row_group_rows))
             if self.threads > 1 and group.num_columns > 1 and splittable(group.schema):
                 self._shares = column_shares(group, self.threads)
-                self._pool = ThreadPoolExecutor(max_workers=len(self._shares), thread_name_prefix="encode")
+                if self.pool is None:
+                    self._own_pool = ThreadPoolExecutor(max_workers=len(self._shares), thread_name_prefix="encode")
         if self._file is None:
             self._file = self._open(self.path_for(len(self.done)), group.schema)
         self._file.write(group)
@@ -230,8 +233,9 @@ class RollingWriter:
     def _open(self, path: Path, schema: pa.Schema) -> _SingleFileWriter | SplitFileWriter:
         assert self._options is not None
         metadata = footer_metadata(self.dataset)
-        if self._shares is not None and self._pool is not None:
-            return SplitFileWriter(path, schema, self._options, metadata, self._shares, self._pool)
+        pool = self.pool or self._own_pool
+        if self._shares is not None and pool is not None:
+            return SplitFileWriter(path, schema, self._options, metadata, self._shares, pool)
         return _SingleFileWriter(path, schema, self._options, metadata)
 
     def _finish(self) -> None:
@@ -242,6 +246,6 @@ class RollingWriter:
         self._file, self._file_rows = None, 0
 
     def _stop_pool(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown()
-            self._pool = None
+        if self._own_pool is not None:
+            self._own_pool.shutdown()
+            self._own_pool = None

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import itertools
 import math
-import threading
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -13,6 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from services.compact import merge as merge_module
 from services.compact.merge import MIN_BATCH_ROWS, MergeStats, UnsortedInput, key_of, merge_runs
 
 
@@ -40,7 +42,10 @@ def run_of(name: str, keys: list[tuple[int | None, int]]) -> MemRun:
 
 
 def merged(runs: list[MemRun], budget: int, stats: MergeStats | None = None, threads: int = 1) -> list[pa.Table]:
-    return list(merge_runs(runs, ["day", "id"], budget_rows=budget, stats=stats, threads=threads))
+    if threads == 1:
+        return list(merge_runs(runs, ["day", "id"], budget_rows=budget, stats=stats))
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        return list(merge_runs(runs, ["day", "id"], budget_rows=budget, stats=stats, pool=pool))
 
 
 def is_sorted(rows: list[dict]) -> bool:
@@ -79,13 +84,24 @@ def test_threaded_rounds_emit_the_same_tables(runs_keys: list[list[tuple[int | N
     assert (many.rounds, many.max_buffered_rows) == (one.rounds, one.max_buffered_rows)
 
 
-def test_a_threaded_merge_stopped_early_shuts_its_workers_down() -> None:
+def test_a_threaded_merge_stopped_early_leaves_no_round_running(monkeypatch: pytest.MonkeyPatch) -> None:
+    started, finished = [], []
+    real = merge_module._sorted
+
+    def slow(heads: list[pa.Table], sort_key: list[str]) -> pa.Table:
+        started.append(1)
+        time.sleep(0.05)
+        out = real(heads, sort_key)
+        finished.append(1)
+        return out
+
+    monkeypatch.setattr(merge_module, "_sorted", slow)
     runs = [run_of(f"r{i}", [(d % 97, d) for d in range(i, 40_000, 4)]) for i in range(4)]
-    stream = merge_runs(runs, ["day", "id"], budget_rows=2048, threads=2)
-    first = next(stream)
-    stream.close()  # a failed writer abandons the merge: no worker may keep running or hang the close
-    assert first.num_rows > 0
-    assert not [t for t in threading.enumerate() if t.name.startswith("merge")]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        stream = merge_runs(runs, ["day", "id"], budget_rows=2048, pool=pool)
+        assert next(stream).num_rows > 0
+        stream.close()  # a failed writer abandons the merge: its rounds are cancelled or finished by then
+        assert len(started) == len(finished) >= 2  # the next round had been submitted before the yield
 
 
 def test_memory_does_not_grow_with_the_input() -> None:
