@@ -4,7 +4,8 @@ The new file keeps what readers rely on, taken from the old file's own footer: s
 column, dictionary and delta encodings, statistics, page index, bloom filters on the same columns,
 `sorting_columns`, decimal storage, and the row-group boundaries (each old row group becomes one
 new row group, minus the erased rows, so sort order and group sizes stay as compaction left them).
-Rows are removed with `pyarrow.compute.is_in` (vectorised). Memory holds one row group at a time.
+Rows are found with `pyarrow.compute.is_in` (vectorised) and cut out (`without_rows`). Memory holds one
+row group at a time.
 
 Everything the writer derives from values is derived from the rows left: a row group that lost rows
 has its dictionary columns re-encoded (a filtered dictionary array keeps its whole dictionary, and
@@ -149,22 +150,50 @@ def _lineage(removed: pa.Table, into: dict[str, list[int]]) -> None:
             into.setdefault(oid, []).append(int(line))
 
 
+#: up to this many removed rows in a row group, the rows left are cut out as slices and joined in one copy
+#: (~2x cheaper than a filter: a day's file ~0.1 ms against ~0.25, a month's ~1.6 ms against ~3.5); past a few
+#: hundred slices per column the filter is cheaper
+SLICE_FROM_FEW = 100
+
+
+def without_rows(t: pa.Table, positions: pa.Array, mask: pa.ChunkedArray | pa.Array) -> pa.Table:
+    """`t` less the rows at `positions` (ascending; `mask` marks the same rows), one chunk per column.
+
+    A few rows are cut out as zero-copy slices joined by one `combine_chunks` (contiguous columns:
+    the writer is fed as from a filter; a chunked table made it slower); many rows with a filter."""
+    if len(positions) > SLICE_FROM_FEW:
+        return t.filter(pc.invert(mask))
+    parts, start = [], 0
+    for p in positions.to_pylist():
+        if p > start:
+            parts.append(t.slice(start, p - start))
+        start = p + 1
+    if start < t.num_rows:
+        parts.append(t.slice(start))
+    if not parts:
+        return t.slice(0, 0)
+    return pa.concat_tables(parts).combine_chunks()
+
+
 def _drop_matches(t: pa.Table, columns: Sequence[ColumnValues], result: RewriteResult,
                   personal: Sequence[str] = (), salt: bytes = b"") -> pa.Table:
-    """The rows that stay (one vectorised filter; a chunked zero-copy slicing made the writer slower)."""
+    """The rows that stay (one vectorised test of the subject columns, then `without_rows`)."""
     mask = match_mask(t, columns)
-    if mask is None or not pc.any(mask).as_py():
+    if mask is None:
+        return t
+    positions = pc.indices_nonzero(mask)
+    if len(positions) == 0:
         return t
     # only what is recorded of the removed rows: subject, lineage and personal columns (not the whole row)
     recorded = {cv.column for cv in columns} | {OBJECT_COLUMN, LINE_COLUMN} | set(personal)
-    removed = t.select([c for c in t.column_names if c in recorded]).filter(mask)
+    removed = t.select([c for c in t.column_names if c in recorded]).take(positions)
     result.rows_removed += removed.num_rows
     for i, c in count_by_subject(removed, columns).items():
         result.by_subject[i] = result.by_subject.get(i, 0) + c
     _lineage(removed, result.lineage)
     if personal:
         result.fingerprints.update(f for f in fingerprints(removed, personal, salt) if f)
-    return t.filter(pc.invert(mask))
+    return without_rows(t, positions, mask)
 
 
 def compact_dictionaries(t: pa.Table) -> pa.Table:

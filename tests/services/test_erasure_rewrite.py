@@ -13,7 +13,14 @@ import pyarrow.parquet as pq
 from contracts.schema_evolution import FOOTER_DATASET, FOOTER_VERSION, file_contract
 from services.erasure.blobs import LocalBlob
 from services.erasure.find import probe
-from services.erasure.rewrite import ZSTD_LEVEL, compact_dictionaries, rewrite, writer_options
+from services.erasure.rewrite import (
+    SLICE_FROM_FEW,
+    ZSTD_LEVEL,
+    compact_dictionaries,
+    rewrite,
+    without_rows,
+    writer_options,
+)
 from services.erasure.structure import check_file
 from services.erasure.subjects import Subjects
 from tests.services.orders_parquet import ORDERS, SALT, write
@@ -145,3 +152,24 @@ def test_a_dictionary_keeps_its_entries_only_while_a_row_left_uses_each() -> Non
     same = compact_dictionaries(whole)
     assert same.column("status").chunk(0).dictionary.to_pylist() == ["paid", "placed", "refunded"]
     assert same.column("status").to_pylist() == ["paid", "placed", "refunded"]
+
+
+def test_rows_are_cut_out_as_a_filter_would_whether_few_or_many() -> None:
+    rnd = random.Random(11)
+    n = 1000
+    names = pa.array([rnd.choice(["ann", "bob", None, "eve"]) for _ in range(n)]).dictionary_encode()
+    t = pa.table({"id": list(range(n)), "name": names,
+                  "text": [None if i % 7 == 0 else f"comment {i}" for i in range(n)]})
+    chunked = pa.concat_tables([t.slice(0, 300), t.slice(300, 250), t.slice(550)])  # as a reader may hand it
+    cases = [[], [0], [n - 1], [0, 1, 2, 998, 999], list(range(400, 420)), list(range(n)),
+             sorted(rnd.sample(range(n), SLICE_FROM_FEW)), sorted(rnd.sample(range(n), SLICE_FROM_FEW + 1)),
+             sorted(rnd.sample(range(n), 600))]
+    for table in (t, chunked):
+        for positions in cases:
+            gone = set(positions)
+            mask = pa.array([i in gone for i in range(n)])
+            left = without_rows(table, pa.array(positions, pa.uint64()), mask)
+            assert left.equals(table.filter(pa.array([i not in gone for i in range(n)])))
+            if table is t or len(positions) <= SLICE_FROM_FEW:  # a filter keeps its input's chunks
+                assert all(c.num_chunks <= 1 for c in left.columns), "contiguous columns, as the writer is fed"
+            assert left.schema == table.schema
