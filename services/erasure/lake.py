@@ -16,6 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+import pyarrow as pa
+
 from contracts import aws
 from contracts import lake as layout
 from contracts.commits import MissingObject, NewFile, PartitionCommitter, PartitionRef, ReplaceConflict
@@ -174,20 +176,29 @@ def _rewrite_hit(
     committer: PartitionCommitter, ref: PartitionRef, op_id: str, hit: FileHit, index: int,
     columns: Sequence[ColumnValues], personal: Sequence[str], salt: bytes,
 ) -> dict[str, Any]:
-    fs = aws.s3_filesystem()
-    staged = committer.reserve_staging(ref, op_id, f"erased-{index:04d}.parquet")
+    name = f"erased-{index:04d}.parquet"
     held = hit.probe.source()  # the bytes FIND fetched (small files): no second download
-    with held if held is not None else fs.open_input_file(f"{committer.bucket}/{hit.key}") as src:
-        result = rewrite(src, lambda: fs.open_output_stream(f"{committer.bucket}/{staged}"), columns,
-                         row_groups=hit.probe.matched_row_groups, metadata=hit.probe.metadata,
-                         personal=personal, salt=salt)
-    out_bytes = 0
-    if result.rows_out:
-        out_bytes = fs.get_file_info(f"{committer.bucket}/{staged}").size
+    kwargs: dict[str, Any] = {"row_groups": hit.probe.matched_row_groups, "metadata": hit.probe.metadata,
+                              "personal": personal, "salt": salt}
+    staged, out_bytes = None, 0
+    if held is not None:  # small in, small out: written in memory, staged in one PUT whose size is known
+        sink = pa.BufferOutputStream()
+        with held:
+            result = rewrite(held, lambda: sink, columns, **kwargs)
+        if result.rows_out:
+            data = sink.getvalue().to_pybytes()
+            staged, out_bytes = committer.stage(ref, op_id, name, data, result.rows_out).staged_key, len(data)
+    else:  # streamed to S3 one row group at a time (memory: one row group)
+        fs = aws.s3_filesystem()
+        key = committer.reserve_staging(ref, op_id, name)
+        with fs.open_input_file(f"{committer.bucket}/{hit.key}") as src:
+            result = rewrite(src, lambda: fs.open_output_stream(f"{committer.bucket}/{key}"), columns, **kwargs)
+        if result.rows_out:
+            staged, out_bytes = key, fs.get_file_info(f"{committer.bucket}/{key}").size
     return {
         "name": hit.name, "key": hit.key, "bytes_in": hit.bytes, "rows_in": result.rows_in,
         "rows_removed": result.rows_removed, "rows_out": result.rows_out, "bytes_out": out_bytes,
-        "staged_key": staged if result.rows_out else None, "by_subject": _idx_keys(result.by_subject),
+        "staged_key": staged, "by_subject": _idx_keys(result.by_subject),
         "lineage": result.lineage, "row_groups_in": result.row_groups_in, "row_groups_out": result.row_groups_out,
         "fingerprints": sorted(result.fingerprints),
     }

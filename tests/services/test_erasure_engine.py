@@ -79,6 +79,29 @@ def test_partitions_without_subjects_keep_their_generation(world: World) -> None
     assert changed == {("2024", "02")}, changed
 
 
+@pytest.mark.parametrize("held", [True, False], ids=["held-in-memory", "streamed"])
+def test_a_rewritten_file_is_staged_from_memory_or_streamed_and_committed(
+        world: World, monkeypatch: pytest.MonkeyPatch, held: bool) -> None:
+    from services.erasure import find
+
+    if not held:  # no file fetched whole: REWRITE reads and writes S3 streams
+        monkeypatch.setattr(find, "WHOLE_FILE_BYTES", 0)
+    w = world
+    seed_small(w)
+    before = w.lake_rows("orders")
+    rid = w.request(["7"], ["orders"])
+    w.drive()
+    req = w.store.get(rid)
+    assert req.state == State.COMPLETED, req.error
+    assert w.lake_rows("orders") == before - subject_rows(before, {7}, 1)
+    cert = json.loads(Workspace(w.cfg.erasure_bucket).get_bytes(certificate_key(rid, "json")))
+    files = [f for p in cert["datasets"]["orders"]["partitions"] for f in p["files"]]
+    assert files and all(f["bytes_out"] > 0 for f in files if f["rows_out"]), "the staged objects' sizes"
+    s3 = aws.client("s3")
+    assert all(f["bytes_out"] == s3.head_object(Bucket=w.cfg.lake_bucket, Key=f["new_key"])["ContentLength"]
+               for f in files if f["rows_out"])
+
+
 @pytest.mark.parametrize("step", [
     "phase:lake", "file-rewritten", "staged", "committed", "task:lake", "task:quarantine", "phase:raw", "task:raw",
     "phase:purge", "purged", "phase:verify", "verified", "terminal", "certified",
