@@ -85,8 +85,41 @@ def _skip_struct(buf: bytes, pos: int, depth: int = 0) -> int:
             raise BloomFormatError(f"unexpected Thrift type {kind} in bloom filter header")
 
 
+#: what follows numBytes in the header every writer makes (parquet-cpp, parquet-java): algorithm BLOCK,
+#: hash XXHASH, compression UNCOMPRESSED, each an empty struct, then the header's stop byte
+_USUAL_TAIL = bytes.fromhex("1c1c00001c1c00001c1c000000")
+
+
 def parse_header(buf: bytes) -> tuple[int, int]:
-    """(bitset bytes, header length) of a BloomFilterHeader at the start of `buf`."""
+    """(bitset bytes, header length) of a BloomFilterHeader at the start of `buf`.
+
+    The usual header (`_usual_header`) is read directly, ~1 µs instead of ~8 for the field-by-field walk
+    (FIND reads one per file: thousands on a day-partitioned lake); any other goes the general way."""
+    usual = _usual_header(buf)
+    return usual if usual is not None else _parse_header_fields(buf)
+
+
+def _usual_header(buf: bytes) -> tuple[int, int] | None:
+    """Field 1 (numBytes, i32) then `_USUAL_TAIL`, or None."""
+    if buf[:1] != b"\x15":
+        return None
+    raw = shift = 0
+    for pos in range(1, min(len(buf), 6)):  # an i32's varint: at most 5 bytes
+        byte = buf[pos]
+        raw |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            break
+    else:
+        return None
+    num_bytes = (raw >> 1) ^ -(raw & 1)
+    end = pos + 1 + len(_USUAL_TAIL)
+    if buf[pos + 1 : end] != _USUAL_TAIL or num_bytes <= 0 or num_bytes % BLOCK_BYTES:
+        return None
+    return num_bytes, end
+
+
+def _parse_header_fields(buf: bytes) -> tuple[int, int]:
     num_bytes = None
     pos = 0
     field = 0

@@ -254,3 +254,18 @@ def test_integers_stored_under_another_meaning_are_left_to_pyarrow(tmp_path: Pat
     columns = Subjects.of(["-7"], SALT).columns(ORDERS)
     probes = find._probes_for(columns)
     assert find._exact_from_bytes(LocalBlob(str(path)), md, 0, 0, columns[0], [0], probes) is None
+
+
+def test_the_usual_bloom_header_is_read_as_the_general_walk_reads_it(tmp_path: Path) -> None:
+    from services.erasure.bloom import _parse_header_fields, _usual_header
+
+    for n in (10, 5000, 300_000):  # filters of one block to several MB: numBytes of 1 to 3 varint bytes
+        path = write(tmp_path, f"f{n}.parquet", list(range(n)))
+        chunk = pq.ParquetFile(path).metadata.row_group(0).column(1)
+        raw = path.read_bytes()[chunk.bloom_filter_offset : chunk.bloom_filter_offset + chunk.bloom_filter_length]
+        assert _usual_header(raw) == _parse_header_fields(raw) == parse_header(raw)
+        assert parse_header(raw)[0] + parse_header(raw)[1] == len(raw)
+    # fields in another order (hash before algorithm), as a writer may put them: the general walk reads it
+    other = bytes([0x15, 0x80, 0x01, 0x2C, 0x1C, 0x00, 0x00, 0x0C, 0x04, 0x1C, 0x00, 0x00, 0x2C, 0x1C, 0x00, 0x00,
+                   0x00])
+    assert _usual_header(other) is None and parse_header(other) == (64, len(other))
