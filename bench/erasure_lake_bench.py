@@ -223,10 +223,12 @@ def _subject_columns(kind: str, subjects: tuple[int, ...]) -> Any:
     return Subjects.of([str(s) for s in subjects], SALT.encode()).columns(ds)
 
 
-def _platform_files(jobs: list[tuple[str, str]], subjects: list[int], dataset_kind: str) -> dict[str, Any]:
-    """FIND then REWRITE of each file (path, output path) with the service's own modules, as a worker
+def _platform_files(jobs: list[tuple[str, str, int]], subjects: list[int], dataset_kind: str) -> dict[str, Any]:
+    """FIND then REWRITE of each file (path, output path, size) with the service's own modules, as a worker
     does for the files of its partitions: the subjects come once per batch, not once per file.
     Returns the batch's totals and its CPU time (the subjects' typed values made before the clock)."""
+    import pyarrow as pa
+
     from services.erasure.blobs import LocalBlob
     from services.erasure.find import probe
     from services.erasure.rewrite import rewrite
@@ -236,8 +238,8 @@ def _platform_files(jobs: list[tuple[str, str]], subjects: list[int], dataset_ki
                            "find_bytes", "find_requests", "files_rewritten", "row_groups_rewritten", "removed",
                            "written"), 0)
     cpu = time.process_time()
-    for path, out in jobs:
-        found = probe(LocalBlob(path), columns)
+    for path, out, size in jobs:
+        found = probe(LocalBlob(path, size), columns)
         s = found.stats
         total["files_read"] += s.files_scanned
         total["row_groups"] += s.row_groups
@@ -246,9 +248,13 @@ def _platform_files(jobs: list[tuple[str, str]], subjects: list[int], dataset_ki
         total["pruned_bloom"] += s.row_groups_pruned_by_bloom
         total["find_bytes"] += s.bytes_read
         total["find_requests"] += s.requests
-        if found.matched:  # as lake.py does: the bytes and footer FIND read (small files) are not read again
-            r = rewrite(found.source() or path, lambda out=out: out, columns, row_groups=found.matched_row_groups,
+        if found.matched:  # as lake.py does: the bytes and footer FIND read (small files) are not read again,
+            held = found.source()  # and a small file is written in memory, then uploaded (here: written) whole
+            sink = pa.BufferOutputStream() if held is not None else out
+            r = rewrite(held or path, lambda sink=sink: sink, columns, row_groups=found.matched_row_groups,
                         metadata=found.metadata)
+            if held is not None and r.rows_out:
+                Path(out).write_bytes(sink.getvalue().to_pybytes())
             total["files_read"] += 1 - s.files_scanned
             total["row_groups_read"] += r.row_groups_in
             total["files_rewritten"] += 1
@@ -268,9 +274,26 @@ def _warm_worker() -> None:
     dense._single_thread()
 
 
-#: files per task handed to a worker at most: the subjects travel once per task, and ~150 tasks of ~10 ms
-#: at SF10's day lake keep the two workers within a task of each other at the end
+#: files of the last (smallest) tasks handed to a worker: at SF10's day lake ~10 ms of work, so the two
+#: workers finish within a few ms of each other
 BATCH_FILES = 16
+
+
+def batches_of(jobs: list[Any], workers: int) -> list[list[Any]]:
+    """Tasks that shrink as the work left does (guided self-scheduling): each takes a 1/(2 x workers) share
+    of the files left, down to `BATCH_FILES`. Few tasks (17 on the day lake rather than ~150 of 16 files:
+    the pool's feeding, ~0.3 ms of the parent's CPU a task, competes with the workers for the machine's
+    cores) and a tail of small ones, so neither worker waits long at the end. With only a few dozen files
+    per worker (a month's, a year's), each file is a task, as the service fans out one partition a task."""
+    least = min(BATCH_FILES, len(jobs) // (workers * 32))
+    if least <= 1:
+        return [[job] for job in jobs]
+    out, at = [], 0
+    while at < len(jobs):
+        n = max(least, (len(jobs) - at) // (2 * workers))
+        out.append(jobs[at : at + n])
+        at += n
+    return out
 
 
 def _run_platform(lake: Path, out: Path, subjects: list[int], kind: str, workers: int) -> None:
@@ -282,7 +305,8 @@ def _run_platform(lake: Path, out: Path, subjects: list[int], kind: str, workers
     dense._single_thread()
     pa.array([0])
     files = lake_files(lake)
-    jobs = [(str(f), str(out / f"{i}.parquet")) for i, f in enumerate(files)]
+    # each file's size known before the clock starts, as the service's partition manifests record them
+    jobs = [(str(f), str(out / f"{i}.parquet"), f.stat().st_size) for i, f in enumerate(files)]
     start = dense._started()
     if workers == 1:
         results = [_platform_files(jobs, subjects, kind)]
@@ -292,9 +316,7 @@ def _run_platform(lake: Path, out: Path, subjects: list[int], kind: str, workers
         with ProcessPoolExecutor(workers, initializer=_warm_worker) as pool:
             list(pool.map(time.sleep, [0.5] * workers))  # both workers up and warm: the service's are long-lived
             start = dense._started()
-            # a few dozen batches per worker at least: a month's or a year's few files spread one by one
-            size = max(1, min(BATCH_FILES, len(jobs) // (workers * 32)))
-            batches = [jobs[i : i + size] for i in range(0, len(jobs), size)]
+            batches = batches_of(jobs, workers)
             results = list(pool.map(_platform_files, batches, [subjects] * len(batches), [kind] * len(batches)))
     total = {k: sum(r[k] for r in results) for k in results[0]}
     dense._report(start, files_opened=len(files), files_read=total["files_read"],
