@@ -82,8 +82,8 @@ class _Cursor:
         because the run is sorted; zero-copy slices, nothing is moved until the round's one take."""
         if self.buffer is None:
             return None
-        if frontier is None:
-            cut = self.buffered
+        if frontier is None or (self.last_key is not None and self.last_key <= frontier):
+            cut = self.buffered  # the buffer ends with the last row read: all of it (the frontier's run)
         else:
             mask = _at_most(self.buffer.select(list(self.sort_key)), self.sort_key, frontier)
             cut = pc.sum(mask).as_py() or 0
@@ -200,8 +200,13 @@ def _at_most(keys: pa.Table, columns: Sequence[str], frontier: tuple) -> pa.Chun
             less, equal = pc.and_(pc.is_valid(col), pc.invert(nan)), nan
         else:
             scalar = pa.scalar(value, col.type)
-            less = pc.fill_null(pc.less(col, scalar), False)
-            equal = pc.fill_null(pc.equal(col, scalar), False)
+            if result is None:  # the last key column: one comparison (nulls, after every value, are not)
+                at_most = pc.less_equal(col, scalar)
+                result = pc.fill_null(at_most, False) if col.null_count else at_most
+                continue
+            less, equal = pc.less(col, scalar), pc.equal(col, scalar)
+            if col.null_count:
+                less, equal = pc.fill_null(less, False), pc.fill_null(equal, False)
         result = pc.or_(less, equal) if result is None else pc.or_(less, pc.and_(equal, result))
     return result
 

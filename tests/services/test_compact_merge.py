@@ -153,3 +153,19 @@ def test_without_a_sort_key_runs_are_concatenated_in_order() -> None:
 
 def test_no_runs_no_output() -> None:
     assert merged([], 100) == []
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.lists(st.one_of(st.none(), st.just(math.nan), st.integers(0, 30).map(float)), max_size=2500),
+                min_size=2, max_size=5))
+def test_one_key_column_with_nulls_and_nan_merges_like_arrow_sorts(runs_values: list[list[float | None]]) -> None:
+    """The frontier's last (here only) key column is compared in one step: nulls and NaN must stay after."""
+    runs = []
+    for i, values in enumerate(runs_values):
+        origin = pa.array([f"r{i}:{j}" for j in range(len(values))], pa.string())
+        runs.append(MemRun(f"r{i}", pa.table({"x": pa.array(values, pa.float64()), "origin": origin}).sort_by("x")))
+    out = list(merge_runs(runs, ["x"], budget_rows=2048))
+    expected = pa.concat_tables([r.table for r in runs]).sort_by("x")
+    got = [key_of(t, i, ["x"]) for t in out for i in range(t.num_rows)]
+    assert got == [key_of(expected, i, ["x"]) for i in range(expected.num_rows)]  # NaN, then nulls, last
+    assert sorted(o for t in out for o in t.column("origin").to_pylist()) == sorted(expected["origin"].to_pylist())
