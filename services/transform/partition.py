@@ -182,18 +182,8 @@ def _slabs(cuts: list[int], pieces: int) -> list[tuple[int, int]]:
     return bounds
 
 
-def split_partitions(
-    table: pa.Table, dataset: Dataset, ready: Callable[[PartitionOutput], None] | None = None
-) -> list[PartitionOutput]:
-    """Sort once and slice into partitions; `table` holds typed good rows and `_source_line`.
-
-    Rows are gathered into sort order a slab of whole partitions at a time (`SLABS` of about equal
-    rows); `ready` is called with each partition as soon as its slab is gathered, so its file can be
-    written while the next slab is gathered.
-    """
-    n = table.num_rows
-    if n == 0:
-        return []
+def _sorted(table: pa.Table, dataset: Dataset) -> tuple[pa.Array | None, list[pa.Array], list[int]]:
+    """(row order, partition keys of the rows in that order, partition bounds: first 0, last the row count)."""
     keys = [_key_array(table, k) for k in dataset.partitioning]
     sort_keys = [table[c].combine_chunks() for c in (*dataset.sort_key, LINE_COLUMN)]
     if not _sort_implies_partitions(dataset):
@@ -202,13 +192,48 @@ def split_partitions(
     del sort_keys
     if order is not None:
         keys = [k.take(order) for k in keys]
-    cuts = np.unique(np.concatenate([[0], *[_changes(k) for k in keys], [n]])).tolist()
-    # one contiguous copy to gather from (`take` on a chunked column joins its chunks on every call);
-    # the chunks are let go at once, so the gathered slabs reuse their memory
-    source = encode_repeated_strings(table)
+    cuts = np.unique(np.concatenate([[0], *[_changes(k) for k in keys], [table.num_rows]])).tolist()
+    return order, keys, cuts
+
+
+def _joined(table: pa.Table) -> pa.Table:
+    """`table.combine_chunks()`, columns side by side on the CPUs pyarrow may use (joining releases the GIL),
+    the largest first so that the threads finish together."""
+    columns = sorted(range(table.num_columns), key=lambda i: -table.column(i).nbytes)
+    threads = min(pa.cpu_count(), len(columns))
+    if threads < 2 or table.num_rows < encoding.PARALLEL_ROWS:
+        return table.combine_chunks()
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        joined = dict(zip(columns, pool.map(lambda i: table.column(i).combine_chunks(), columns), strict=True))
+    return pa.Table.from_arrays([joined[i] for i in range(table.num_columns)], schema=table.schema)
+
+
+def split_partitions(
+    table: pa.Table, dataset: Dataset, ready: Callable[[PartitionOutput], None] | None = None
+) -> list[PartitionOutput]:
+    """Sort once and slice into partitions; `table` holds typed good rows and `_source_line`.
+
+    Rows are gathered into sort order a slab of whole partitions at a time (`SLABS` of about equal
+    rows); `ready` is called with each partition as soon as its slab is gathered, so its file can be
+    written while the next slab is gathered. With a second CPU the sort runs beside the dictionary
+    encoding of repeated strings (neither needs the other).
+    """
+    n = table.num_rows
+    if n == 0:
+        return []
+    if pa.cpu_count() > 1 and n >= encoding.PARALLEL_ROWS:
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            sorting = pool.submit(_sorted, table, dataset)
+            source = encode_repeated_strings(table)
+            order, keys, cuts = sorting.result()
+    else:
+        order, keys, cuts = _sorted(table, dataset)
+        source = encode_repeated_strings(table)
     del table
     if order is not None:
-        source = source.combine_chunks()
+        # one contiguous copy to gather from (`take` on a chunked column joins its chunks on every call);
+        # the chunks are let go at once, so the gathered slabs reuse their memory
+        source = _joined(source)
     outputs: list[PartitionOutput] = []
     for first, last in _slabs(cuts, SLABS if order is not None else 1):
         start, end = cuts[first], cuts[last]
