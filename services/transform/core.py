@@ -8,7 +8,6 @@ and `rows_in == rows_good + rows_quarantined` holds for every result (checked be
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -17,14 +16,15 @@ import pyarrow as pa
 from contracts.datasets import Dataset
 from contracts.lineage import LINE_COLUMN
 from contracts.nogc import paused_gc
+from services.transform import parse_csv
 from services.transform.casts import arrow_type
 from services.transform.chunks import ByteRange, can_split
-from services.transform.decode import Source, check_text, decode, read_object
+from services.transform.decode import Source, open_text
 from services.transform.errors import TransformError
 from services.transform.lineage import line_column, with_lineage
-from services.transform.lines import Text
 from services.transform.parse import parse
 from services.transform.partition import PartitionOutput, split_partitions
+from services.transform.pieces import Pieces
 from services.transform.quarantine import build_quarantine
 from services.transform.rows import Parsed, Reread, Segment
 from services.transform.validate import BadRows, check
@@ -96,15 +96,15 @@ def transform(
         return _transform(dataset, data, object_id=object_id, source=source, chunk=chunk, ready=ready)
 
 
-def _parse_all(text: Text, dataset: Dataset, object_id: str, chunk: ByteRange | None
+def _parse_all(text: Pieces, dataset: Dataset, object_id: str, chunk: ByteRange | None
                ) -> tuple[int, list[Segment], list[BadRows], Parsed]:
     """Parse and check every row, reading again the way a streaming reader asks for (`Reread`)."""
     start = chunk.start if chunk else 0
     how: str | None = None
     while True:
-        parsed = parse(text, dataset, object_id=object_id, first_line=chunk.first_line if chunk else 1,
-                       at_start=start == 0, how=how)
         try:
+            parsed = parse(text, dataset, object_id=object_id, first_line=chunk.first_line if chunk else 1,
+                           at_start=start == 0, how=how)
             rows_in, goods, bads = _check_all(parsed, dataset)
             return rows_in, goods, bads, parsed
         except Reread as again:  # rows streamed so far did not match lines: drop them, read again as asked
@@ -117,30 +117,23 @@ def _transform(
     dataset: Dataset, data: Source, *, object_id: str, source: str, chunk: ByteRange | None,
     ready: Callable[[PartitionOutput], None] | None,
 ) -> TransformResult:
-    # CSV is read into pyarrow's memory (reused by what follows); JSON Lines, and CSV whose values may hold
-    # newlines, are read as bytes: their line and record indexes (contracts.records) use bytes' methods
-    pooled = dataset.format.type == "csv" and not dataset.format.embedded_newlines
-    raw, whole = read_object(data, chunk, object_id, pooled=pooled)
-    if not whole and not can_split(dataset):
+    if chunk is not None and not can_split(dataset):
         raise TransformError(object_id, f"dataset {dataset.name!r} has a format that cannot be chunked")
-    start = chunk.start if chunk else 0
-    text = decode(raw, object_id=object_id, whole=whole, at_start=start == 0, check=False)
-    del raw
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        # with a second CPU the text's UTF-8 and NUL scans run beside the parse, which trusts neither
-        # (no value leaves before they pass); a text they refuse fails for that reason, whatever the
-        # parse made of it or raised meanwhile
-        checked = pool.submit(check_text, text, object_id) if pa.cpu_count() > 1 else None
-        if checked is None:
-            check_text(text, object_id)
+    # CSV is read in pieces into pyarrow's memory and parsed as they arrive; JSON Lines, and CSV whose values
+    # may hold newlines, are read whole, as bytes: their line and record indexes (contracts.records) use bytes'
+    # methods
+    streamed = dataset.format.type == "csv" and not dataset.format.embedded_newlines
+    with open_text(data, chunk, object_id, piece=parse_csv.BLOCK_SIZE, streamed=streamed) as text:
+        if not text.ahead:
+            text.scanned()  # one CPU: the text's scans first (UTF-8, NUL), as a refused text needs no parse
         try:
             rows_in, goods, bads, parsed = _parse_all(text, dataset, object_id, chunk)
         except BaseException:
-            if checked is not None:
-                checked.result()
+            # no value leaves before the scans pass: a text they refuse fails for that reason, whatever
+            # the parse made of it or raised meanwhile
+            text.scanned()
             raise
-        if checked is not None:
-            checked.result()
+        text.scanned()
     del text
     partitions: list[PartitionOutput] = []
 

@@ -1,7 +1,8 @@
 """CSV text to string columns, with the raw line number of every row.
 
-Fast path: pyarrow's CSV reader (all columns as strings) on the whole buffer, rows with a wrong
-field count diverted by `invalid_row_handler`. pyarrow does not report line numbers of good rows,
+Fast path: pyarrow's CSV reader (all columns as strings) on the text's pieces as they are read
+(pieces.py), rows with a wrong field count diverted by `invalid_row_handler`; what needs the whole
+text is checked at the end. pyarrow does not report line numbers of good rows,
 so rows are matched to non-empty lines; that is used only when every record is one line
 (`contracts.records` finds records: a quoted value may go on over line breaks) and the reader
 produced exactly one row per non-empty line, which is checked by counting. Counting is the test:
@@ -44,6 +45,7 @@ from contracts import records
 from contracts.datasets import Dataset
 from services.transform.errors import TransformError
 from services.transform.lines import Text, as_bytes, count_byte, find_byte, index_lines
+from services.transform.pieces import Pieces
 from services.transform.rows import COLUMN_COUNT, SPANS_LINES, UNCLOSED_QUOTE, Parsed, Reject, Reread, Segment
 
 _LINE_BREAK_BYTES = re.compile(rb"\r\n|\r|\n")
@@ -116,9 +118,9 @@ def _skip_header(buf: Text, dataset: Dataset, object_id: str, first_line: int) -
     return None
 
 
-def _open_arrow(buf: Text, body: int, dataset: Dataset, invalid: list[tuple[int | None, str, int]]
+def _open_arrow(source: pa.NativeFile, dataset: Dataset, invalid: list[tuple[int | None, str, int]]
                 ) -> pacsv.CSVStreamingReader:
-    """pyarrow's streaming read of buf[body:], every column a string; rows with a wrong field count go to `invalid`."""
+    """pyarrow's streaming read of `source`, every column a string; rows with a wrong field count go to `invalid`."""
     names = [c.name for c in dataset.columns]
 
     def on_invalid(row: pacsv.InvalidRow) -> str:
@@ -127,7 +129,7 @@ def _open_arrow(buf: Text, body: int, dataset: Dataset, invalid: list[tuple[int 
 
     fmt = dataset.format
     return pacsv.open_csv(
-        pa.BufferReader((buf if isinstance(buf, pa.Buffer) else pa.py_buffer(buf))[body:]),
+        source,
         read_options=pacsv.ReadOptions(use_threads=False, block_size=BLOCK_SIZE, column_names=names),
         parse_options=pacsv.ParseOptions(
             delimiter=fmt.delimiter,
@@ -141,7 +143,7 @@ def _open_arrow(buf: Text, body: int, dataset: Dataset, invalid: list[tuple[int 
             column_types=dict.fromkeys(names, pa.string()),
             strings_can_be_null=False,
             quoted_strings_can_be_null=False,
-            check_utf8=False,  # decode() validated the whole text already
+            check_utf8=False,  # the text's pieces are scanned for UTF-8 (pieces.py); no value leaves before
         ),
     )
 
@@ -172,31 +174,6 @@ def _last_line_start(buf: Text, body: int, end: int) -> int:
         if lo == body:
             return body
         window *= 4
-
-
-def _line_count(buf: Text, body: int) -> tuple[Callable[[], int], int]:
-    """(lines, blank lines before the first) of buf[body:] (\\n-terminated, no \\r), blank lines at its
-    start and end left out of the count; the count (a pass over the whole text) is made when asked for,
-    once every row is read, or, with a second CPU, beside the parse (numpy releases the GIL)."""
-    first, end = body, len(buf)
-    while first < end and buf[first] == LF:
-        first += 1
-    while end > first and buf[end - 1] == LF:
-        end -= 1
-    if pa.cpu_count() < 2:
-        return lambda: count_byte(buf, LF, first, end) + (end > first), first - body
-    counted: list[int] = []
-    counter = threading.Thread(target=lambda: counted.append(count_byte(buf, LF, first, end)), name="csv-lines",
-                               daemon=True)
-    counter.start()
-
-    def total() -> int:
-        counter.join()
-        if not counted:
-            raise RuntimeError("counting the lines failed")  # count_byte raised in its thread
-        return counted[0] + (end > first)
-
-    return total, first - body
 
 
 def _ahead(reader: pacsv.CSVStreamingReader) -> Iterator[pa.RecordBatch]:
@@ -240,38 +217,90 @@ def _ahead(reader: pacsv.CSVStreamingReader) -> Iterator[pa.RecordBatch]:
         producer.join()
 
 
-def _read_fast(buf: Text, body: int, first_line: int, dataset: Dataset, how: str | None = None) -> Parsed | None:
-    """pyarrow's rows streamed a block at a time, matched to lines; None when pyarrow cannot start.
-
-    `how` None: row k taken to be on the k-th line (blank lines only at the ends), blocks parsed ahead on
-    a second thread when pyarrow may use two CPUs; "indexed": rows matched to the non-empty lines found
-    first (\\r line breaks, blank lines inside). The segments come from a generator: each block of text
-    is checked, and freed, before the next ones are read. When rows and lines turn out not to match, it
-    raises `Reread` with the way to read the text again.
-    """
-    indexed = how == "indexed" or find_byte(buf, CR, body) >= 0
-    nonempty = index_lines(as_bytes(buf), body).nonempty if indexed else None
-    total, blank = (lambda: len(nonempty), 0) if nonempty is not None else _line_count(buf, body)
+def _read_fast(buf: Text, body: int, first_line: int, dataset: Dataset) -> Parsed | None:
+    """pyarrow's rows streamed a block at a time, matched to the non-empty lines found first (`\\r` line
+    breaks, blank lines inside); None when pyarrow cannot start. Raises `Reread("exact")` when rows and
+    lines turn out not to match."""
+    nonempty = index_lines(as_bytes(buf), body).nonempty
     invalid: list[tuple[int | None, str, int]] = []
     try:
-        reader = _open_arrow(buf, body, dataset, invalid)
+        reader = _open_arrow(pa.BufferReader((buf if isinstance(buf, pa.Buffer) else pa.py_buffer(buf))[body:]),
+                             dataset, invalid)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return None
+
+    def finish(seen: int) -> None:
+        if seen != len(nonempty):
+            raise Reread("exact")
+
     batches = _ahead(reader) if pa.cpu_count() > 1 else iter(reader)
     parsed = Parsed()
-    parsed.segments = _stream(batches, invalid, parsed.rejects, first_line + blank, nonempty, total,
+    parsed.segments = _stream(batches, invalid, parsed.rejects, first_line, nonempty, finish, len(dataset.columns))
+    return parsed
+
+
+def _read_pieces(text: Pieces, dataset: Dataset, object_id: str, first_line: int, with_header: bool) -> Parsed:
+    """The first attempt: pyarrow reads the text's pieces as they arrive, row k taken to be on non-empty line k.
+
+    The segments come from a generator: each block of text is checked, and freed, before the next ones
+    are read; blocks are parsed ahead on a second thread when pyarrow may use two CPUs. What needs the
+    whole text is checked once every row is read: its scans (UTF-8, NUL), a quote opened on its last
+    line, `\\r` line breaks and the count of lines (blank lines inside or a record over several lines
+    make it fall short). When one fails it raises `Reread` with the way to read the text again, as it
+    does before reading when the first piece shows it already (`\\r`, a header or blank lines longer
+    than a piece, records over lines where the contract expects them).
+    """
+    head, whole = text.head, len(text.head) == len(text)
+    if find_byte(head, CR) >= 0:
+        raise Reread("indexed")
+    body, body_line = 0, first_line
+    if with_header and dataset.format.header:
+        lines = head if whole else head.slice(0, _last_line_start(head, 0, len(head)))  # whole lines only
+        after = _skip_header(lines, dataset, object_id, first_line)
+        if after is None:
+            if whole:
+                return Parsed()
+            raise Reread("indexed")  # the header, or the blank lines before it, go on past the first piece
+        body, body_line = after
+    first = text.first_not(LF, body)  # blank lines at the start are not rows
+    if first < 0:
+        return Parsed()
+    if dataset.format.embedded_newlines and records.spans_lines(
+            as_bytes(text.whole()), records.Dialect.of(dataset.format), body):
+        raise Reread("exact")  # records over lines are expected there: found before reading twice
+    invalid: list[tuple[int | None, str, int]] = []
+    try:
+        reader = _open_arrow(pa.PythonFile(text.stream(body), mode="r"), dataset, invalid)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise Reread("exact") from exc
+
+    def finish(seen: int) -> None:
+        scan = text.scanned()  # raises TransformError when the text is refused
+        if _ends_in_open_quote(text, body, dataset):
+            raise Reread("exact")
+        if scan.cr >= 0:
+            raise Reread("indexed")
+        last = text.last_not(LF, first)
+        before = count_byte(head, LF, 0, body) + first - body  # line feeds before the first row
+        lines = 0 if last < 0 else scan.lf - before - (len(text) - 1 - last) + 1
+        if seen != lines:  # rows and lines differ: blank lines inside, or a record over several lines
+            raise Reread("indexed")
+
+    batches = _ahead(reader) if pa.cpu_count() > 1 else iter(reader)
+    parsed = Parsed()
+    parsed.segments = _stream(batches, invalid, parsed.rejects, body_line + first - body, None, finish,
                               len(dataset.columns))
     return parsed
 
 
 def _stream(batches: Iterator[pa.RecordBatch], invalid: list[tuple[int | None, str, int]], rejects: list[Reject],
-            first_line: int, nonempty: np.ndarray | None, total: Callable[[], int], width: int
+            first_line: int, nonempty: np.ndarray | None, finish: Callable[[int], None], width: int
             ) -> Iterator[Segment]:
     """Segments of the reader's `batches` with their line numbers; rows with a wrong field count go to `rejects`.
 
     Row k (good or not, in file order) is on non-empty line k: `nonempty[k]`, or line k itself when
-    `nonempty` is None; `total()` is the number of those lines. pyarrow numbers the bad rows 1-based in
-    that order.
+    `nonempty` is None; `finish(rows)` raises `Reread` when the rows read do not match those lines.
+    pyarrow numbers the bad rows 1-based in that order.
     """
     seen, pending = 0, 0  # rows matched so far; bad rows reported but not yet placed
     known = len(nonempty) if nonempty is not None else None  # lines, where known before reading
@@ -314,8 +343,7 @@ def _stream(batches: Iterator[pa.RecordBatch], invalid: list[tuple[int | None, s
         seen += len(place(None))
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
         raise Reread("exact") from exc
-    if seen != total():  # rows and lines differ: blank lines inside, or a record over several lines
-        raise Reread("exact" if nonempty is not None else "indexed")
+    finish(seen)
 
 
 def _fields(raw: str, dataset: Dataset) -> list[str] | None:
@@ -364,12 +392,16 @@ def _read_python(buf: bytes, body: int, first_line: int, dataset: Dataset, index
 
 
 def parse_csv(
-    buf: Text, dataset: Dataset, *, object_id: str, first_line: int, with_header: bool, how: str | None = None
+    text: Pieces, dataset: Dataset, *, object_id: str, first_line: int, with_header: bool, how: str | None = None
 ) -> Parsed:
     """All rows of a CSV text as strings, plus the rows that do not have the contract's field count.
 
-    `how` is None, or the way a previous attempt's `Reread` asked for ("indexed", "exact").
+    `how` is None (the first attempt: `_read_pieces`), or the way a previous attempt's `Reread` asked
+    for ("indexed", "exact"), which reads the text whole.
     """
+    if how is None:
+        return _read_pieces(text, dataset, object_id, first_line, with_header)
+    buf = text.whole()
     body, body_line = 0, first_line
     if with_header and dataset.format.header:
         after = _skip_header(buf, dataset, object_id, first_line)
@@ -379,11 +411,10 @@ def parse_csv(
     if body >= len(buf):
         return Parsed()
     dialect = records.Dialect.of(dataset.format)
-    # where values may hold newlines, records over lines are expected: look for one before reading twice
     expected = dataset.format.embedded_newlines and records.spans_lines(as_bytes(buf), dialect, body)
-    if how != "exact" and not expected and not _ends_in_open_quote(buf, body, dataset):
-        fast = _read_fast(buf, body, body_line, dataset, how)  # Reread when a record spans lines (counting)
+    if how == "indexed" and not expected and not _ends_in_open_quote(buf, body, dataset):
+        fast = _read_fast(buf, body, body_line, dataset)  # Reread("exact") when a record spans lines (counting)
         if fast is not None:
             return fast
-    text = as_bytes(buf)  # the exact reader needs bytes' own methods (a copy of a Buffer)
-    return _read_python(text, body, body_line, dataset, records.index_records(text, dialect, body))
+    data = as_bytes(buf)  # the exact reader needs bytes' own methods (a copy of a Buffer)
+    return _read_python(data, body, body_line, dataset, records.index_records(data, dialect, body))

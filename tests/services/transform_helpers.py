@@ -62,8 +62,8 @@ def run(dataset: Dataset, data: Any, chunk: ByteRange | None = None, object_id: 
     """transform() plus the invariant every result must hold.
 
     CSV given as bytes is transformed a second time from a pyarrow file, as the function reads S3
-    objects: the text is then a pyarrow Buffer (decode.read_object, `pooled`), and both results must
-    be the same, rows, reasons and errors alike.
+    objects: the text is then read in pieces into pyarrow Buffers (decode.open_text, pieces.py), and
+    both results must be the same, rows, reasons and errors alike.
     """
     try:
         result = transform(dataset, data, object_id=object_id, source=f"s3://raw/{object_id}", chunk=chunk)
