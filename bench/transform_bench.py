@@ -335,15 +335,18 @@ What each contender does:
   filter on o_custkey, page index and statistics. Its output therefore holds more than the others'.
   It runs with pyarrow's default allocator, mimalloc, set as the function sets it (freed memory kept
   for reuse, 4 KiB pages: `MIMALLOC_PURGE_DELAY=-1`, `MIMALLOC_ALLOW_THP=0`); pyarrow streams the
-  CSV in 8 MiB blocks, each cast and checked before the next is read. What each cut bought, and the
+  CSV in 8 MiB blocks, each cast and checked before the next is read (at one thread the file's
+  pieces are all read and scanned first: a reading thread would be a second CPU). What each cut bought, and the
   levers refused (a typed CSV read: pyarrow accepts values the contract refuses):
   docs/design/transform-performance.md.
 * **duckdb** `COPY (SELECT *, year(o_orderdate), month(o_orderdate) FROM read_csv(… explicit types …))
   TO … (FORMAT parquet, PARTITION_BY (order_year, order_month), COMPRESSION zstd)`, `SET threads` as given.
 * **platform at 2 threads**: the same `transform()` with `pa.cpu_count()` 2, as on a 2-vCPU function:
-  CSV blocks are parsed ahead on a second thread while the current one is cast, and the text's UTF-8
-  and NUL scans and its line count run beside them; columns are cast, dictionary-encoded and gathered
-  into sort order side by side, in 8 slabs of whole partitions; the sort itself stays on one thread.
+  the CSV is read in 8 MiB pieces on a thread of its own (the function: ranged S3 GETs, four in
+  flight), each scanned there as it arrives (UTF-8, NUL, `\r`, line feeds), and pyarrow parses each
+  piece as it is in, on a second thread, while the block before is cast; columns are cast,
+  dictionary-encoded and gathered into sort order side by side, in 8 slabs of whole partitions; the
+  sort runs beside the dictionary encoding, and the copy it gathers from is joined column by column.
   Each partition's file is encoded by a pool of 2 threads as soon as its slab is gathered (pyarrow
   releases the GIL while it encodes), as the function does.
 * **pandas** `read_csv` (C engine, o_totalprice as float64: pandas has no decimal type) then
