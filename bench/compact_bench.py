@@ -420,13 +420,14 @@ Reproduce: `.venv/bin/python bench/compact_bench.py --sf {args.sf:g} --files {ar
 What each contender does (all read the same local files; S3 transfers are excluded):
 * **platform** is the compaction service's rewrite (`services.compact.rewrite.compact_files`): small files are
   read whole (one footer parse each) in groups (groups in parallel with 2 threads), sorted and spilled as Arrow
-  IPC runs (glibc's heap tuned to reuse pages at one thread: `services/compact/memory.py`), then merged
-  with a bounded k-way merge into files of the contract's target size with row groups of `row_group_rows`, the
-  transform's writer options (zstd, free text DELTA_LENGTH_BYTE_ARRAY, dictionaries where values repeat,
-  statistics, page index, bloom filter on `o_custkey`, `sorting_columns`), sorted by (o_orderdate, o_orderkey),
-  lineage kept; with 2 threads each row group's columns are encoded on both threads, a share each, and the
-  shares stitched into one file (`services/compact/stitch.py`: the same column chunks as one writer's).
-  Arrow's allocator is `system`, as deployed.
+  IPC runs, then merged with a bounded k-way merge into files of the contract's target size with row groups of
+  `row_group_rows`, the transform's writer options (zstd, free text DELTA_LENGTH_BYTE_ARRAY, dictionaries where
+  values repeat, statistics, page index, bloom filter on `o_custkey`, `sorting_columns`), sorted by
+  (o_orderdate, o_orderkey), lineage kept. With 2 threads one worker pool serves every phase: pass 1's groups,
+  the merge's rounds (each sorted on a worker while the next is cut) and the encoding (each row group's columns
+  a share per thread, stitched into one file by `services/compact/stitch.py`: the same column chunks as one
+  writer's). glibc's heap is tuned to reuse pages and each worker's heap trimmed at phase ends
+  (`services/compact/memory.py`). Arrow's allocator is `system`, as deployed.
 * **duckdb** `COPY (SELECT * FROM read_parquet([...])) TO … (FORMAT parquet, COMPRESSION zstd)`, `SET threads`:
   no sort, DuckDB's default row groups, no bloom filter on the subject column.
 * **duckdb-sorted** the same with `ORDER BY o_orderdate, o_orderkey`: the same job as the platform's (a sorted
@@ -442,9 +443,9 @@ Where the platform's CPU goes and what each lever bought is in `docs/design/comp
 In short, per 1.5 M rows on one thread: reading 1,000 small zstd files through pyarrow (about 0.62 s of CPU)
 and encoding with the lake's options (about 0.56 s) are together already DuckDB's whole unsorted copy, before
 one row is sorted, spilled or merged; the platform's sorted output is on a par with DuckDB's `ORDER BY` on CPU
-time. At 2 threads reading and sorting (pass 1) and encoding run on both CPUs; the merge between them is the
-serial part (the k-way merge's rounds on one thread), and overlapping it with the encode would hold two row
-groups and break the memory target.
+time. At 2 threads reading and sorting (pass 1), the merge (its rounds pipelined over the calling thread and a
+worker) and encoding run on both CPUs; overlapping the merge with the encode would hold two row groups and
+break the memory target.
 """
 
 
