@@ -36,9 +36,13 @@ def dictionary_columns(paths: Sequence[Path], schema: pa.Schema, exclude: Iterab
         return []
     tables, rows = [], 0
     for path in paths:
-        available = [n for n in strings if n in pq.read_schema(str(path)).names]
-        tables.append(pq.read_table(str(path), columns=available).cast(
-            pa.schema([schema.field(n) for n in available]), safe=False))
+        # one ParquetFile per sample file, not read_schema + read_table: read_table goes through the
+        # dataset layer, whose first use (its import) cost a fresh process 0.02 s of a 1 s rewrite
+        with pa.OSFile(str(path)) as source:
+            f = pq.ParquetFile(source, pre_buffer=False)
+            available = [n for n in strings if n in f.schema_arrow.names]
+            table = f.read(columns=available, use_threads=False)
+        tables.append(table.cast(pa.schema([schema.field(n) for n in available]), safe=False))
         rows += tables[-1].num_rows
         if rows >= SAMPLE_ROWS:
             break
