@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import random
+import threading
 from pathlib import Path
 
 import duckdb
@@ -13,6 +14,7 @@ import pytest
 
 from contracts.arrow import lake_schema
 from contracts.datasets import get_dataset
+from services.compact.merge import UnsortedInput
 from services.compact.rewrite import compact_files
 from services.compact.runs import InputFile
 from services.compact.schema import SchemaMismatch
@@ -164,3 +166,18 @@ def test_rows_that_disagree_with_the_manifest_never_reach_a_commit(tmp_path: Pat
     ins = inputs(tmp_path, 2)
     with pytest.raises(RuntimeError, match="rows"):
         compact_files([ins[0], InputFile(ins[1].path, ins[1].rows + 1)], ORDERS, tmp_path)
+
+
+def test_a_failed_threaded_rewrite_raises_and_leaves_no_worker_behind(tmp_path: Path) -> None:
+    """An unsorted input fails the merge at two threads: the error surfaces, every worker is stopped."""
+    ins = inputs(tmp_path, 6)
+    big = small_file(tmp_path / "in" / "big.parquet", "big", 1200, seed=99)  # its own run: streamed, not sorted
+    bad = tmp_path / "in" / "unsorted.parquet"
+    table = pq.read_table(big.path)
+    pq.write_table(table.take(list(range(table.num_rows - 1, -1, -1))), bad)  # descending: not a run
+    before = {t.ident for t in threading.enumerate()}
+    (tmp_path / "out").mkdir()
+    with pytest.raises(UnsortedInput):
+        compact_files([*ins, InputFile(bad, table.num_rows)], ORDERS, tmp_path / "out", budget_rows=2000,
+                      merge_rows=1500, threads=2)
+    assert {t.ident for t in threading.enumerate() if t.is_alive()} <= before
