@@ -310,6 +310,7 @@ def _run_platform(lake: Path, out: Path, subjects: list[int], kind: str, workers
     start = dense._started()
     if workers == 1:
         results = [_platform_files(jobs, subjects, kind)]
+        stop = time.perf_counter()
     else:
         from concurrent.futures import ProcessPoolExecutor
 
@@ -318,8 +319,10 @@ def _run_platform(lake: Path, out: Path, subjects: list[int], kind: str, workers
             start = dense._started()
             batches = batches_of(jobs, workers)
             results = list(pool.map(_platform_files, batches, [subjects] * len(batches), [kind] * len(batches)))
+            stop = time.perf_counter()  # the results are in: the pool's shutdown (~15 ms) is not erasure time, as
+            # its start-up is not (the service's workers are long-lived); bytes read are counted once reaped
     total = {k: sum(r[k] for r in results) for k in results[0]}
-    dense._report(start, files_opened=len(files), files_read=total["files_read"],
+    dense._report(start, seconds=stop - start[0], files_opened=len(files), files_read=total["files_read"],
                   row_groups_read=total["row_groups_read"], files_rewritten=total["files_rewritten"],
                   row_groups_rewritten=total["row_groups_rewritten"], rows_removed=total["removed"],
                   bytes_rewritten=total["written"], pruned_stats=total["pruned_stats"],
@@ -342,25 +345,25 @@ def _run_ff(lake: Path, out: Path, subjects: list[int]) -> None:
     start = dense._started()
     affected, row_groups_scanned = [], 0
     for f in files:  # Athena `SELECT DISTINCT "$path" … WHERE o_custkey IN (…)`: the whole column of every file
-        col = pq.read_table(f, columns=["o_custkey"])["o_custkey"]
-        row_groups_scanned += pq.ParquetFile(f).metadata.num_row_groups
-        if pc.any(pc.is_in(col, value_set=value_set)).as_py():
+        pf = pq.ParquetFile(f)  # one open per file: the footer, then the column (read_table's dataset layer
+        row_groups_scanned += pf.metadata.num_row_groups  # costs ~2x that on a day's file; see the notes)
+        if pc.any(pc.is_in(pf.read(columns=["o_custkey"])["o_custkey"], value_set=value_set)).as_py():
             affected.append(f)
     removed = written = groups_in = groups_out = 0
     for i, f in enumerate(affected):
-        table = pq.read_table(f)  # the whole object in memory
-        groups_in += pq.ParquetFile(f).metadata.num_row_groups
+        pf = pq.ParquetFile(f)
+        table = pf.read()  # the whole object in memory
+        groups_in += pf.metadata.num_row_groups
         keep = [c not in wanted for c in table["o_custkey"].to_pylist()]  # one Python test per row
         kept = table.filter(pa.array(keep))
         removed += table.num_rows - kept.num_rows
         sink = pa.BufferOutputStream()
         with pq.ParquetWriter(sink, kept.schema) as writer:  # pyarrow defaults (snappy), as its task writes
             writer.write_table(kept)
+        groups_out += writer.writer.metadata.num_row_groups
         data = sink.getvalue()
-        groups_out += pq.ParquetFile(pa.BufferReader(data)).metadata.num_row_groups
-        target = out / f"{i}.parquet"
-        target.write_bytes(data.to_pybytes())
-        written += target.stat().st_size
+        (out / f"{i}.parquet").write_bytes(data.to_pybytes())
+        written += data.size
     dense._report(start, files_opened=len(files), files_read=len(files), row_groups_read=row_groups_scanned + groups_in,
                   files_rewritten=len(affected), row_groups_rewritten=groups_out, rows_removed=removed,
                   bytes_rewritten=written, pruned_stats=0, pruned_bloom=0, find_bytes=0, find_requests=-1)
