@@ -516,30 +516,31 @@ NOTES = """Reading the figures:
 
 * **Where the subjects are a minority (the day lake), FIND is what separates the methods.** A TPC-H customer's ~15
   orders fall on ~15 of ~2,400 days, so 10 customers touch ~5% of the day files and 100 customers ~46%. F&F
-  decodes the subject column of every file (`pq.read_table`, ~0.8 ms a file); the platform's probe costs ~0.12 ms
-  a file: one read of the whole ~180 KB file (~0.03 ms here; a file of at most 1 MiB is fetched in one request: on
-  S3 one GET instead of footer, then column chunk, then the object again for the rewrite), the footer parsed from
-  those bytes by pyarrow's own deserializer (~0.02 ms, no reader built), the bloom filter tested with the
-  subjects' hashes made once per run (one 32-byte block read per subject), and an exact test only on the files
-  the filter lets through (~13% with 10 subjects, ~80% with 100), only for the subjects it let through, on the
-  subject column decoded straight from its PLAIN bytes with numpy (~0.08 ms; ~0.3 ms through pyarrow). The
-  rewrite then starts from those bytes and that parsed footer.
+  decodes the subject column of every file (`pq.ParquetFile`, one open a file: ~0.4 ms); the platform's probe
+  costs ~0.11 ms a file: one read of the whole ~180 KB file (~0.035 ms here; a file of at most 1 MiB is fetched
+  in one request: on S3 one GET instead of footer, then column chunk, then the object again for the rewrite),
+  the footer parsed from those bytes by pyarrow's own deserializer (~0.023 ms, no reader built), the bloom
+  filter tested with the subjects' hashes made once per run (one 32-byte block read per subject), and an exact
+  test only on the files the filter lets through (~13% with 10 subjects, ~80% with 100), only for the subjects
+  it let through, on the subject column decoded straight from its PLAIN bytes with numpy (~0.08 ms, most of it
+  zstd). The rewrite then starts from those bytes and that parsed footer. Until this round F&F read with
+  `pq.read_table` (its dataset layer ~0.3 ms a call on such small files) plus a second footer read per file for
+  the counts, inside the timed span: ~1.7x its CPU here with 10 customers, and the ratios reported then
+  (4.34x, 2.63x) owed much to it; the month and dense lakes' big files are unchanged.
 * **The rewrite is the floor, the same for every correct method.** A day file is one row group of ~6,200 rows,
   one data page per column (pages are cut at 20,000 rows), so a file holding a subject has every page touched:
-  no row group and no page could be copied; it is decoded and re-encoded whole (~5.3 ms of CPU a file here:
-  pyarrow's read ~1.1 ms and write ~2.9 ms, of which zstd ~1.5 and statistics + page index + bloom filter ~0.4;
-  the filter ~0.4; options, writer and file creation ~0.5). F&F's rewrite costs more per file (~8 ms: its
-  Python test per row, a whole-table read and a write that re-encodes 2x the bytes). So the ratio is about
-  (F&F's scan + rewrites) / (probes + rewrites): with 10 customers the platform needs about a third of F&F's
-  CPU (probes ~0.3 s, rewrites ~0.63 s against F&F's ~1.9 s scan and ~1.0 s of rewrites), and two workers,
-  fed batches of 16 files, finish within a few ms of each other: each spends ~0.47 s of CPU (~1,200 probes
-  x 0.12 ms + ~60 rewrites x 5.3 ms), so the wall is ~0.55 s against F&F's ~2.6 s on a quiet machine: ~4.6x,
-  short of 5x by ~0.04 s a worker (~8%). Two thirds of a worker's time is rewrites, of which pyarrow's own
-  decode + encode is ~4 ms a file; what is left to take is ~0.6 ms a rewrite (filter, options, writer set-up)
-  and the probe's Python glue. With 100 customers ~1,100 rewrites dominate both and the ratio falls to
-  ~1.5x on CPU, under 3x on wall: 5x would take a rewrite ~3.5x cheaper than F&F's per file, when pyarrow's
-  decode + encode of a day's file alone is ~4 ms. Beyond that, 5x needs the rewrites gone from erasure time:
-  deletion vectors or Iceberg position deletes (merge-on-read), which the platform's Glue tables do not have.
+  no row group and no page could be copied; it is decoded and re-encoded whole (~5 ms of CPU a file here:
+  pyarrow's read ~1.1 ms and write ~3.2 ms, of which zstd ~1.3 and the free-text column ~1.3; the removed
+  rows cut out as slices ~0.1 ms and found with `is_in` ~0.07; options, reader and writer set-up ~0.2; a
+  small file is written in memory and staged in one PUT). F&F's rewrite costs more per file (~6.8 ms: its
+  Python test per row and a write that re-encodes 2x the bytes). So the ratio is about (F&F's scan +
+  rewrites) / (probes + rewrites): with 10 customers the platform needs about half of F&F's CPU (probes
+  ~0.27 s, ~119 rewrites ~0.6 s against F&F's ~0.95 s scan and ~0.8 s of rewrites), and two workers ~3.4x
+  its wall on a quiet machine. At pyarrow's floor (decode + encode ~4.3 ms a rewrite, read + footer ~0.065 ms a probe)
+  it would be ~5x; what stands between is ~0.25 s of CPU spread thin (the probe's Python, the exact test's
+  decompress, the rewrite's set-up). With 100 customers ~1,100 rewrites dominate both and the ratio is the
+  rewrites' (~1.1-1.2x on CPU). Beyond that, 5x needs the rewrites gone from erasure time: deletion vectors or
+  Iceberg position deletes (merge-on-read), which the platform's Glue tables do not have.
 * **Copying untouched row groups without decoding them** (parquet-java's `ParquetRewriter`, Hudi RFC-68) buys
   nothing on any workload here (the line under each workload says what it would skip): a compacted day or month
   is one row group (far under the 1,000,000-row target), and in the dense year files every row group holds a
@@ -559,9 +560,11 @@ NOTES = """Reading the figures:
 * **Verification is not timed here** (F&F has none): the service then checks each rewritten file byte by byte
   (`structure.check_file`: every dictionary page, statistic, column index and bloom filter against the surviving
   rows), ~5.5 ms of CPU a day file (the footer parsed once and the row group read once, not per column).
-* **platform-2** fans files out over two long-lived worker processes as the service fans out partitions; on a
-  loaded machine (see the load figures above) it cannot reach 2x of one process, so the CPU columns are the
-  fairer comparison there.
+* **platform-2** fans files out over two long-lived worker processes as the service fans out partitions, in
+  tasks that shrink as the work left does (17 on the day lake, the last of 16 files: ~150 equal tasks cost the
+  feeding parent ~45 ms of CPU, which on two cores competes with the workers); its clock stops when the results
+  are in (the pool's shutdown, like its start-up, is not erasure time). On a loaded machine (see the load
+  figures above) it cannot reach 2x of one process, so the CPU columns are the fairer comparison there.
 """
 
 
