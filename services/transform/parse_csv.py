@@ -53,6 +53,9 @@ _LINE_BREAK_BYTES = re.compile(rb"\r\n|\r|\n")
 #: text of the whole object never exists as strings at once; 8 MiB keeps a block's strings in cache for
 #: the casts and costs no more per row than larger blocks (TPC-H SF1, docs/design/transform-performance.md)
 BLOCK_SIZE = 8 * 1024 * 1024
+#: the first block is smaller: it is parsed before anything else can start (pyarrow opens its reader
+#: with it, on the caller's thread), so the casts and the parse of the next block start sooner
+FIRST_BLOCK = 1024 * 1024
 LF, CR = 10, 13
 #: blocks parsed ahead of the casts (each ~1.4x BLOCK_SIZE as strings): memory stays bounded
 AHEAD = 2
@@ -270,7 +273,7 @@ def _read_pieces(text: Pieces, dataset: Dataset, object_id: str, first_line: int
         raise Reread("exact")  # records over lines are expected there: found before reading twice
     invalid: list[tuple[int | None, str, int]] = []
     try:
-        reader = _open_arrow(pa.PythonFile(text.stream(body), mode="r"), dataset, invalid)
+        reader = _open_arrow(pa.PythonFile(text.stream(body, FIRST_BLOCK), mode="r"), dataset, invalid)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
         raise Reread("exact") from exc
 

@@ -199,10 +199,11 @@ class Pieces:
         """The k-th piece, waiting for it; None past the last. Raises what reading it raised."""
         return self._pieces[k].result() if k < len(self._pieces) else None
 
-    def stream(self, offset: int) -> _Stream:
+    def stream(self, offset: int, first: int | None = None) -> _Stream:
         """A file object that reads the text from `offset` (inside the first piece) to its end, piece by piece,
-        for pyarrow's readers (`pa.PythonFile`): each read hands over (part of) a piece without copying it."""
-        return _Stream(self, offset)
+        for pyarrow's readers (`pa.PythonFile`): each read hands over (part of) a piece without copying it,
+        the first read at most `first` bytes."""
+        return _Stream(self, offset, first)
 
     def scanned(self) -> Scanned:
         """Wait for every piece and its scans; raise TransformError when the text is not UTF-8 or holds a NUL
@@ -300,11 +301,13 @@ class Pieces:
 class _Stream:
     """The text from an offset, read piece by piece (the file object `Pieces.stream` gives pyarrow)."""
 
-    def __init__(self, pieces: Pieces, offset: int) -> None:
-        self._pieces, self._k, self._at = pieces, 0, offset
+    def __init__(self, pieces: Pieces, offset: int, first: int | None) -> None:
+        self._pieces, self._k, self._at, self._first = pieces, 0, offset, first
         self.closed = False
 
     def read(self, n: int = -1) -> pa.Buffer | bytes:
+        if self._first is not None:
+            n, self._first = (self._first if n is None or n < 0 else min(n, self._first)), None
         while True:
             piece = self._pieces.piece(self._k)
             if piece is None:

@@ -79,8 +79,9 @@ def test_the_scans_of_the_pieces_say_what_a_scan_of_the_whole_text_says(
 
 @pytest.fixture(params=[1, 2], ids=["1cpu", "2cpus"])
 def small_pieces(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Any:
-    """Pieces (and pyarrow blocks) of 4 KiB, at one and at two CPUs."""
+    """Pieces (and pyarrow blocks) of 4 KiB, the first block shorter, at one and at two CPUs."""
     monkeypatch.setattr(parse_csv, "BLOCK_SIZE", 4096)
+    monkeypatch.setattr(parse_csv, "FIRST_BLOCK", 1000)
     before = pa.cpu_count()
     pa.set_cpu_count(request.param)
     yield request.param
