@@ -66,14 +66,19 @@ def repeating_columns(table: pa.Table, candidates: list[str] | None = None, samp
     return found
 
 
+def repeated_strings(table: pa.Table) -> list[str]:
+    """The string columns whose values repeat enough to dictionary-encode them, in table order."""
+    strings = [f.name for f in table.schema if pa.types.is_string(f.type)]
+    return sorted(repeating_columns(table, strings), key=table.schema.get_field_index)
+
+
 def encode_repeated_strings(table: pa.Table) -> pa.Table:
     """Dictionary-encode the string columns that repeat (values unchanged, only the layout).
 
     Columns are encoded side by side on the CPUs pyarrow may use (its hashing releases the GIL);
     a chunked column gets one dictionary for all its chunks.
     """
-    strings = [f.name for f in table.schema if pa.types.is_string(f.type)]
-    names = sorted(repeating_columns(table, strings), key=table.schema.get_field_index)
+    names = repeated_strings(table)
     threads = min(pa.cpu_count(), len(names))
     if threads > 1 and table.num_rows >= PARALLEL_ROWS:
         with ThreadPoolExecutor(max_workers=threads) as pool:

@@ -182,30 +182,67 @@ def _slabs(cuts: list[int], pieces: int) -> list[tuple[int, int]]:
     return bounds
 
 
-def _sorted(table: pa.Table, dataset: Dataset) -> tuple[pa.Array | None, list[pa.Array], list[int]]:
-    """(row order, partition keys of the rows in that order, partition bounds: first 0, last the row count)."""
-    keys = [_key_array(table, k) for k in dataset.partitioning]
+def _sorted(table: pa.Table, dataset: Dataset) -> tuple[pa.Array | None, list[int], list[dict[str, str]]]:
+    """(row order, partition bounds: first 0, last the row count, each partition's values)."""
+    n = table.num_rows
     sort_keys = [table[c].combine_chunks() for c in (*dataset.sort_key, LINE_COLUMN)]
-    if not _sort_implies_partitions(dataset):
-        sort_keys = keys + sort_keys
-    order = _order(sort_keys)
-    del sort_keys
-    if order is not None:
-        keys = [k.take(order) for k in keys]
-    cuts = np.unique(np.concatenate([[0], *[_changes(k) for k in keys], [table.num_rows]])).tolist()
-    return order, keys, cuts
+    if _sort_implies_partitions(dataset):
+        # the partition keys are the year (month, day) of the first sort column: they can change only where
+        # its value does, so they are computed at those rows alone (not for every row, then gathered)
+        order = _order(sort_keys)
+        first = sort_keys[0] if order is None else sort_keys[0].take(order)
+        del sort_keys
+        rows = np.concatenate([[0], _changes(first)])  # where the first sort column's value changes
+        keys = [_TEMPORAL[k.transform](first.take(pa.array(rows))) for k in dataset.partitioning]
+        at = np.unique(np.concatenate([[0], *[_changes(k) for k in keys]]))  # ... and a partition key with it
+        cuts = [*rows[at].tolist(), n]
+        keys = [k.take(pa.array(at)) for k in keys]
+        starts = range(len(at))
+    else:
+        keys = [_key_array(table, k) for k in dataset.partitioning]
+        order = _order(keys + sort_keys)
+        del sort_keys
+        if order is not None:
+            keys = [k.take(order) for k in keys]
+        cuts = np.unique(np.concatenate([[0], *[_changes(k) for k in keys], [n]])).tolist()
+        starts = cuts[:-1]
+    named = list(zip(dataset.partitioning, keys, strict=True))
+    values = [{key.name: format_value(key, array[i].as_py()) for key, array in named} for i in starts]
+    return order, cuts, values
 
 
-def _joined(table: pa.Table) -> pa.Table:
-    """`table.combine_chunks()`, columns side by side on the CPUs pyarrow may use (joining releases the GIL),
-    the largest first so that the threads finish together."""
-    columns = sorted(range(table.num_columns), key=lambda i: -table.column(i).nbytes)
-    threads = min(pa.cpu_count(), len(columns))
+def _prepared(table: pa.Table, dataset: Dataset) -> tuple[pa.Table, pa.Array | None, list[int], list[dict[str, str]]]:
+    """(the table to gather from, row order, keys, bounds: `_sorted`), its repeated strings dictionary-encoded
+    and, when rows move, every column joined into one contiguous copy (`take` on a chunked column joins
+    its chunks on every call).
+
+    With a second CPU the steps run side by side (pyarrow's kernels release the GIL): the sort beside the
+    encoding, then each column's join as soon as the sort says rows move and the column is encoded, the
+    largest first. One CPU: one after the other.
+    """
+    threads = min(pa.cpu_count(), table.num_columns)
     if threads < 2 or table.num_rows < encoding.PARALLEL_ROWS:
-        return table.combine_chunks()
+        order, cuts, values = _sorted(table, dataset)
+        source = encode_repeated_strings(table)
+        return (source if order is None else source.combine_chunks()), order, cuts, values
     with ThreadPoolExecutor(max_workers=threads) as pool:
-        joined = dict(zip(columns, pool.map(lambda i: table.column(i).combine_chunks(), columns), strict=True))
-    return pa.Table.from_arrays([joined[i] for i in range(table.num_columns)], schema=table.schema)
+        sorting = pool.submit(_sorted, table, dataset)
+        encoded = {name: pool.submit(pc.dictionary_encode, table.column(name))
+                   for name in encoding.repeated_strings(table)}
+        order, cuts, values = sorting.result()
+        if order is None:  # rows stay where they are: slices of the chunked columns will do
+            columns = [encoded[f.name].result() if f.name in encoded else table.column(f.name) for f in table.schema]
+            return pa.Table.from_arrays(columns, schema=_encoded_schema(table, encoded)), order, cuts, values
+        by_size = sorted((f.name for f in table.schema if f.name not in encoded), key=lambda n: -table[n].nbytes)
+        joined = {name: pool.submit(table.column(name).combine_chunks) for name in by_size}
+        joined |= {name: pool.submit(future.result().combine_chunks) for name, future in encoded.items()}
+        columns = [joined[f.name].result() for f in table.schema]
+    return pa.Table.from_arrays(columns, schema=_encoded_schema(table, encoded)), order, cuts, values
+
+
+def _encoded_schema(table: pa.Table, encoded: Collection[str]) -> pa.Schema:
+    return pa.schema([f.with_type(pa.dictionary(pa.int32(), f.type)) if f.name in encoded else f for f in table.schema],
+                     metadata=table.schema.metadata)
 
 
 def split_partitions(
@@ -218,32 +255,16 @@ def split_partitions(
     written while the next slab is gathered. With a second CPU the sort runs beside the dictionary
     encoding of repeated strings (neither needs the other).
     """
-    n = table.num_rows
-    if n == 0:
+    if table.num_rows == 0:
         return []
-    if pa.cpu_count() > 1 and n >= encoding.PARALLEL_ROWS:
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            sorting = pool.submit(_sorted, table, dataset)
-            source = encode_repeated_strings(table)
-            order, keys, cuts = sorting.result()
-    else:
-        order, keys, cuts = _sorted(table, dataset)
-        source = encode_repeated_strings(table)
-    del table
-    if order is not None:
-        # one contiguous copy to gather from (`take` on a chunked column joins its chunks on every call);
-        # the chunks are let go at once, so the gathered slabs reuse their memory
-        source = _joined(source)
+    source, order, cuts, values = _prepared(table, dataset)
+    del table  # the chunks are let go at once, so the gathered slabs reuse their memory
     outputs: list[PartitionOutput] = []
     for first, last in _slabs(cuts, SLABS if order is not None else 1):
         start, end = cuts[first], cuts[last]
         slab = source.slice(start, end - start) if order is None else _take(source, order.slice(start, end - start))
-        for a, b in zip(cuts[first:last], cuts[first + 1 : last + 1], strict=True):
-            values = {
-                key.name: format_value(key, array[a].as_py())
-                for key, array in zip(dataset.partitioning, keys, strict=True)
-            }
-            outputs.append(PartitionOutput(values, slab.slice(a - start, b - a)))
+        for k in range(first, last):
+            outputs.append(PartitionOutput(values[k], slab.slice(cuts[k] - start, cuts[k + 1] - cuts[k])))
             if ready is not None:
                 ready(outputs[-1])
     return outputs

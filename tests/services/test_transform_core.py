@@ -16,7 +16,7 @@ import pytest
 from contracts.arrow import lake_schema
 from contracts.datasets import get_dataset, parse_dataset
 from etl import samples
-from services.transform import partition
+from services.transform import encoding, partition
 from services.transform.chunks import ByteRange
 from services.transform.core import transform
 from services.transform.errors import TransformError
@@ -422,6 +422,35 @@ def test_partition_tables_are_sorted_by_sort_key_then_line() -> None:
         (2, 1, 4),
         (2, 3, 1),
     ]
+
+
+@pytest.mark.parametrize("cpus", [1, 2])
+def test_partitions_of_the_sort_columns_year_and_month_are_cut_where_they_change(
+        cpus: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Year/month partitions of the first sort column are found from the rows where its value changes; the
+    same partitions, values, rows and order as sorting by the partition keys first (the general way)."""
+    import random
+
+    rng = random.Random(7)
+    days = [dt.date(2022, 1, 1) + dt.timedelta(days=rng.randrange(3 * 365)) for _ in range(3000)]
+    data = orders(*(order(order_id=rng.randrange(500), order_date=d.isoformat()) for d in days))
+    monkeypatch.setattr(encoding, "PARALLEL_ROWS", 100)  # the threaded preparation at two CPUs
+    before = pa.cpu_count()
+    pa.set_cpu_count(cpus)
+    try:
+        implied = run(ORDERS, data)
+        with mock.patch.object(partition, "_sort_implies_partitions", return_value=False):
+            general = run(ORDERS, data)
+    finally:
+        pa.set_cpu_count(before)
+    assert len(implied.partitions) == 36
+    assert [p.values for p in implied.partitions] == [p.values for p in general.partitions]
+    assert all(a.table.equals(b.table) for a, b in zip(implied.partitions, general.partitions, strict=True))
+    for part in implied.partitions:
+        rows = part.table.to_pylist()
+        assert {(r["order_date"].year, r["order_date"].month) for r in rows} == {
+            (int(part.values["order_year"]), int(part.values["order_month"]))}
+        assert rows == sorted(rows, key=lambda r: (r["order_date"], r["order_id"], r["_source_line"]))
 
 
 def test_quarantine_table_schema() -> None:
