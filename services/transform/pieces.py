@@ -40,14 +40,16 @@ ReadAt = Callable[[int, int], pa.Buffer]
 
 @dataclass(frozen=True)
 class _Scan:
-    """What the byte scans found in one piece (offsets are the text's)."""
+    """What the byte scans found in one piece (offsets are the text's), and the few bytes the verdict needs
+    once the piece itself is let go."""
 
     lf: int  # line feeds
     cr: int  # first \r, -1 if none
     nul: int  # first NUL byte, -1 if none
     bad: int  # first byte of its inner part (below) that is not UTF-8, -1 if none
-    lead: int  # continuation bytes at its start: the end of a character begun in the piece before
-    tail: int  # where a character left unfinished at its end begins (the piece's length if none)
+    bad_byte: int  # its value
+    lead: bytes  # continuation bytes at its start: the end of a character begun in the piece before
+    tail: bytes  # the start of a character its end leaves unfinished (empty if none)
 
 
 @dataclass(frozen=True)
@@ -112,7 +114,9 @@ def _scan(piece: pa.Buffer, base: int) -> _Scan:
     bad = invalid_utf8(piece.slice(lead, tail - lead)) if tail > lead else None
     cr, nul = find_byte(piece, CR), find_byte(piece, 0)
     return _Scan(lf=count_byte(piece, LF), cr=base + cr if cr >= 0 else -1, nul=base + nul if nul >= 0 else -1,
-                 bad=base + lead + bad if bad is not None else -1, lead=lead, tail=tail)
+                 bad=base + lead + bad if bad is not None else -1,
+                 bad_byte=int(view[lead + bad]) if bad is not None else -1,
+                 lead=bytes(view[:lead]), tail=bytes(view[tail:]))
 
 
 class Pieces:
@@ -136,7 +140,9 @@ class Pieces:
         self.head = head
         self.ahead = pa.cpu_count() > 1 and len(bounds) + 1 > 1
         self._pool = ThreadPoolExecutor(max_workers=readers, thread_name_prefix="text-pieces") if self.ahead else None
-        self._pieces: list[Future[pa.Buffer]] = []
+        self._read = read
+        self._ranges = [(start + skip, len(head)), *[(at, min(piece, end - at)) for at in bounds]]
+        self._pieces: list[Future[pa.Buffer] | None] = []  # None: let go once parsed (read again if asked for)
         self._scans: list[Future[_Scan]] = []
         self._lock = threading.Lock()
         self._verdict: Scanned | BaseException | None = None
@@ -189,15 +195,29 @@ class Pieces:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             for future in (*self._pieces, *self._scans):  # reads never begun: whoever waits learns why
-                if not future.done():
+                if future is not None and not future.done():
                     future.set_exception(RuntimeError(f"object {self.object_id}: its text was closed"))
         if self._on_close is not None:
             self._on_close()
             self._on_close = None
 
     def piece(self, k: int) -> pa.Buffer | None:
-        """The k-th piece, waiting for it; None past the last. Raises what reading it raised."""
-        return self._pieces[k].result() if k < len(self._pieces) else None
+        """The k-th piece, waiting for it (read again if it was let go); None past the last. Raises what
+        reading it raised."""
+        if k >= len(self._pieces):
+            return None
+        future = self._pieces[k]
+        if future is None:
+            at, length = self._ranges[k]
+            return self._read(at, length) if k else self.head
+        return future.result()
+
+    def release(self, k: int) -> None:
+        """Let the k-th piece go (its reader is done with it): its memory is reused for the next ones. The
+        head and the last piece are kept (the start and the end of the text are looked at again); a
+        text held whole in memory keeps all. What reads the text whole again reads let-go pieces again."""
+        if 0 < k < len(self._pieces) - 1 and self._whole is None:
+            self._pieces[k] = None
 
     def stream(self, offset: int, first: int | None = None) -> _Stream:
         """A file object that reads the text from `offset` (inside the first piece) to its end, piece by piece,
@@ -220,19 +240,17 @@ class Pieces:
 
     def _judge(self) -> Scanned:
         scans = [s.result() for s in self._scans]
-        bad = [s.bad for s in scans if s.bad >= 0]
+        bad = [(s.bad, s.bad_byte) for s in scans if s.bad >= 0]
         if scans and scans[0].lead:  # continuation bytes that begin the text finish nothing
-            bad.append(0)
+            bad.append((0, scans[0].lead[0]))
         for k, scan in enumerate(scans):  # the bytes around each cut: a character begun in one piece ends in the next
-            junction = self[self._bases[k] + scan.tail : (self._bases[k + 1] + scans[k + 1].lead
-                                                          if k + 1 < len(scans) else self._size)]
+            junction = scan.tail + (scans[k + 1].lead if k + 1 < len(scans) else b"")
             at = invalid_utf8(junction) if junction else None
             if at is not None:
-                bad.append(self._bases[k] + scan.tail + at)
+                bad.append((self._bases[k] + self._ranges[k][1] - len(scan.tail) + at, junction[at]))
         if bad:
-            first = min(bad)
-            raise TransformError(self.object_id,
-                                 f"is not UTF-8 text (invalid byte 0x{self[first]:02x} at offset {first})")
+            first, byte = min(bad)
+            raise TransformError(self.object_id, f"is not UTF-8 text (invalid byte 0x{byte:02x} at offset {first})")
         nul = [s.nul for s in scans if s.nul >= 0]
         if nul:
             raise TransformError(self.object_id, f"contains a NUL byte at offset {min(nul)}: binary data, "
@@ -317,6 +335,7 @@ class _Stream:
                 out = piece.slice(self._at, size)
                 self._at += size
                 return out
+            self._pieces.release(self._k)
             self._k, self._at = self._k + 1, 0
 
     def readable(self) -> bool:

@@ -181,3 +181,31 @@ def test_an_s3_object_is_read_in_pieces_by_several_ranged_gets_with_the_same_res
         same(read, run(typed_dataset(), data, chunk))
         counts.append(read.rows_good)
     assert counts[0] == 400 and counts[1] + counts[2] == 400 and counts[1] > 100
+
+
+@pytest.mark.parametrize("cpus", [1, 2])
+def test_pieces_are_let_go_once_read_and_read_again_when_the_whole_text_is_asked_for(cpus: int) -> None:
+    """The stream lets each piece go once it moved past it (its memory is reused for the next); the verdict
+    needs none of them, and the whole text, asked for by a second attempt, reads them again."""
+    data = ("a,b\n" * 5000).encode() + "é\xff,x\n".encode("latin-1") + ("c,d\n" * 3000).encode()
+    source, reads = pa.py_buffer(data), []
+
+    def read(at: int, n: int) -> pa.Buffer:
+        reads.append(at)
+        return source.slice(at, n)
+
+    before = pa.cpu_count()
+    pa.set_cpu_count(cpus)
+    try:
+        with Pieces(read, 0, len(data), 0, source.slice(0, 4096), 4096, "obj", readers=2) as pieces:
+            stream = pieces.stream(0, 1000)
+            assert len(stream.read(4096)) == 1000  # the first read is the short one
+            while len(stream.read(4096)):
+                pass
+            assert [k for k in range(len(pieces._pieces)) if pieces._pieces[k] is None] == list(range(1, 7))
+            first_reads = len(reads)
+            with pytest.raises(TransformError, match="invalid byte 0xe9 at offset 20000\\)"):  # in a piece let go
+                pieces.scanned()
+            assert pieces.whole() == data and len(reads) == first_reads + 6
+    finally:
+        pa.set_cpu_count(before)
