@@ -17,23 +17,8 @@ import pytest
 
 from contracts import records
 from services.transform import casts, encoding, parse_csv, validate
-from services.transform.core import TransformResult
 from services.transform.parquet import parquet_bytes
-from tests.services.transform_helpers import TYPED_COLUMNS, csv_text, good_rows, reasons, run, typed_dataset
-
-
-def typed_row(n: int, **values: str) -> list[str]:
-    row = {"id": str(n), "small": str(n % 1000), "price": f"{n % 1000}.{n % 100:02d}", "ratio": "0.5",
-           "flag": "true", "day": f"2024-0{1 + n % 9}-1{n % 10}", "at": "2024-03-07T12:30:00", "note": f"n{n}",
-           "region": ("eu", "us", "apac")[n % 3]} | values
-    return [row[c] for c in TYPED_COLUMNS]
-
-
-def same(a: TransformResult, b: TransformResult) -> None:
-    assert good_rows(a) == good_rows(b)
-    assert a.quarantine.to_pylist() == b.quarantine.to_pylist()
-    assert a.quarantine_reasons == b.quarantine_reasons
-    assert [(p.path, p.table.num_rows) for p in a.partitions] == [(p.path, p.table.num_rows) for p in b.partitions]
+from tests.services.transform_helpers import csv_text, good_rows, reasons, run, same, typed_dataset, typed_row
 
 
 @pytest.mark.parametrize("ending", ["", "\n", "\n\n", "\r\n", "\r\n\r\n", "\r"])

@@ -24,8 +24,7 @@ from services.transform.chunks import ByteRange
 from services.transform.core import transform
 from services.transform.errors import TransformError
 from services.transform.pieces import Pieces
-from tests.services.test_transform_fast_paths import same, typed_row
-from tests.services.transform_helpers import csv_text, good_rows, run, typed_dataset
+from tests.services.transform_helpers import csv_text, good_rows, run, same, typed_dataset, typed_row
 
 
 def whole_verdict(data: bytes) -> str | None:

@@ -120,3 +120,19 @@ def plain(table: pa.Table) -> pa.Table:
 def csv_text(rows: list[list[str]], header: tuple[str, ...] = TYPED_COLUMNS, newline: str = "\n") -> bytes:
     lines = [",".join(header)] + [",".join(r) for r in rows]
     return (newline.join(lines) + newline).encode()
+
+
+def typed_row(n: int, **values: str) -> list[str]:
+    """A valid row of the typed dataset, numbered n, with `values` overriding columns."""
+    row = {"id": str(n), "small": str(n % 1000), "price": f"{n % 1000}.{n % 100:02d}", "ratio": "0.5",
+           "flag": "true", "day": f"2024-0{1 + n % 9}-1{n % 10}", "at": "2024-03-07T12:30:00", "note": f"n{n}",
+           "region": ("eu", "us", "apac")[n % 3]} | values
+    return [row[c] for c in TYPED_COLUMNS]
+
+
+def same(a: TransformResult, b: TransformResult) -> None:
+    """Two transforms agree on rows, quarantine, reasons and partitions."""
+    assert good_rows(a) == good_rows(b)
+    assert a.quarantine.to_pylist() == b.quarantine.to_pylist()
+    assert a.quarantine_reasons == b.quarantine_reasons
+    assert [(p.path, p.table.num_rows) for p in a.partitions] == [(p.path, p.table.num_rows) for p in b.partitions]
