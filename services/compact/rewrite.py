@@ -62,9 +62,16 @@ def compact_files(
             return _compact(inputs, dataset, workdir, target_bytes=target_bytes, row_group_rows=row_group_rows,
                             budget_rows=budget_rows, merge_rows=merge_rows, workers=workers)
     finally:
+        _release(workers)  # the heap is trimmed only when asked
         if workers is not None:
-            workers.release()  # the heap is trimmed only when asked
             workers.shutdown()
+
+
+def _release(workers: Workers | None) -> None:
+    """Freed buffers handed back at a phase end: the workers' arenas and the heap, or the heap alone."""
+    if workers is not None:
+        workers.release()  # trims the process heap too
+    else:
         release_memory()
 
 
@@ -109,10 +116,7 @@ def _compact(
             round_rows = max(1, merge_rows // 2) if workers else merge_rows
             runs = make_runs(inputs, merge_schema, dataset.sort_key, dictionary, workdir, run_rows=run_rows,
                              batch_rows=max(1024, round_rows // count), pool=workers)
-            if workers is not None:  # pass 1's freed buffers would otherwise count again during the merge
-                workers.release()
-            else:
-                release_memory()
+            _release(workers)  # pass 1's freed buffers would otherwise count again during the merge
             merged = merge_runs(runs, dataset.sort_key, budget_rows=round_rows, stats=stats, pool=workers)
             run_count = len(runs)
         try:
