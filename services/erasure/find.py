@@ -168,6 +168,14 @@ class _Probes:
                 continue
             self.ordered[column] = ([v for v, _ in pairs], [i for _, i in pairs])
         self._hashes: dict[tuple[str, str], BloomProbe] = {}
+        #: per entry of `columns`, `is_in`'s options (the value set converted once) and each value's subjects
+        self.lookup = [pc.SetLookupOptions(cv.values) for cv in columns]
+        self.index_of: list[dict[object, list[int]]] = []
+        for cv in columns:
+            index_of: dict[object, list[int]] = {}
+            for v, i in zip(cv.values.to_pylist(), cv.subject_index, strict=True):
+                index_of.setdefault(v, []).append(i)
+            self.index_of.append(index_of)
 
     def hashes(self, column: str, physical_type: str) -> BloomProbe:
         key = (column, physical_type)
@@ -193,12 +201,29 @@ def _probes_for(columns: Sequence[ColumnValues]) -> _Probes:
     return made
 
 
+#: each subject column's leaf position in the last file whose leaves were looked up: files of one dataset
+#: share their schema, so the next file's is checked at that position first (see `_leaves`)
+_LEAF_AT: dict[str, int] = {}
+
+
 def _leaves(md: pq.FileMetaData, columns: Sequence[ColumnValues]) -> dict[str, int]:
     """Column chunk position of each subject column present in the file (a flat column: its leaf's path
-    is its name; a nested leaf of the same name is not it)."""
-    schema = md.schema
-    names = schema.names
+    is its name; a nested leaf of the same name is not it).
+
+    The position found in the previous file is tried first, by the path of that column chunk: that
+    does not build the footer's schema, whose Python object holds a reference cycle (the footer could
+    then be freed only by the cyclic collector, ~10 µs a file on a day-partitioned lake)."""
     out = {}
+    if md.num_row_groups:
+        rg = md.row_group(0)
+        for cv in columns:
+            at = _LEAF_AT.get(cv.column)
+            if at is not None and at < md.num_columns and rg.column(at).path_in_schema == cv.column:
+                out[cv.column] = at
+        if len(out) == len({cv.column for cv in columns}):
+            return out
+    schema = pq.ParquetSchema(md)  # not `md.schema`, which the footer keeps (the cycle)
+    names = schema.names
     for cv in columns:
         if cv.column in out or cv.column not in names:
             continue
@@ -208,7 +233,7 @@ def _leaves(md: pq.FileMetaData, columns: Sequence[ColumnValues]) -> dict[str, i
             if cv.column not in paths:
                 continue
             at = paths.index(cv.column)
-        out[cv.column] = at
+        out[cv.column] = _LEAF_AT[cv.column] = at
     return out
 
 
@@ -283,7 +308,7 @@ def _exact_from_bytes(
     Only the values at `positions` (those statistics and bloom filter left) can be present. The decoded
     count must be the chunk's rows less its nulls, else the bytes are not what was assumed: None."""
     chunk = md.row_group(r).column(at)
-    column = md.schema.column(at)
+    column = pq.ParquetSchema(md).column(at)  # not `md.schema`: see `_leaves`
     if column.converted_type not in _SIGNED_INTS:  # a decimal's unscaled value, a date, an unsigned int: pyarrow
         return None
     if column.max_definition_level == 0:
@@ -316,10 +341,12 @@ def _exact_from_bytes(
 def match_mask(table: pa.Table, columns: Sequence[ColumnValues]) -> pa.ChunkedArray | pa.Array | None:
     """Rows of `table` holding any subject value in any subject column (None: no subject column present)."""
     mask = None
-    for cv in columns:
-        if cv.column not in table.column_names:
+    names = table.column_names
+    lookup = _probes_for(columns).lookup
+    for k, cv in enumerate(columns):
+        if cv.column not in names:
             continue
-        hit = pc.is_in(table[cv.column], value_set=cv.values)
+        hit = pc.is_in(table[cv.column], options=lookup[k])
         mask = hit if mask is None else pc.or_(mask, hit)
     return mask
 
@@ -331,12 +358,12 @@ COUNT_IN_PYTHON = 1000
 def count_by_subject(table: pa.Table, columns: Sequence[ColumnValues]) -> dict[int, int]:
     """Matched rows per subject index (a row matched through two subjects counts for both)."""
     out: dict[int, int] = {}
-    for cv in columns:
-        if cv.column not in table.column_names:
+    names = table.column_names
+    prepared = _probes_for(columns).index_of
+    for k, cv in enumerate(columns):
+        if cv.column not in names:
             continue
-        index_of: dict[object, list[int]] = {}
-        for v, i in zip(cv.values.to_pylist(), cv.subject_index, strict=True):
-            index_of.setdefault(v, []).append(i)
+        index_of = prepared[k]
         col = table[cv.column]
         if table.num_rows <= COUNT_IN_PYTHON:  # a few rows: no hash table, filter and value counts to build
             counted: dict[object, int] = {}
@@ -345,7 +372,7 @@ def count_by_subject(table: pa.Table, columns: Sequence[ColumnValues]) -> dict[i
                     counted[v] = counted.get(v, 0) + 1
             pairs = list(counted.items())
         else:
-            hits = col.filter(pc.is_in(col, value_set=cv.values))
+            hits = col.filter(pc.is_in(col, options=_probes_for(columns).lookup[k]))
             if len(hits) == 0:
                 continue
             pairs = [(e["values"], int(e["counts"])) for e in pc.value_counts(hits).to_pylist()]
@@ -362,8 +389,8 @@ def probe(blob: Blob, columns: Sequence[ColumnValues], *, exact: bool = True) ->
     s.files_considered = 1
     if not columns:
         return result
-    counted = getattr(blob, "stats", ReadStats())
-    before = ReadStats(counted.bytes, counted.requests)
+    counted = getattr(blob, "stats", None) or ReadStats()
+    bytes_before, requests_before = counted.bytes, counted.requests
     blob = CachedBlob(blob)
     data = blob.read(0, blob.size) if blob.size <= WHOLE_FILE_BYTES else None
     md = pq.read_metadata(BlobFile(blob)) if data is None else _footer(data)
@@ -403,6 +430,6 @@ def probe(blob: Blob, columns: Sequence[ColumnValues], *, exact: bool = True) ->
         result.matched_row_groups = tuple(candidates)
     if result.matched_row_groups:
         result.metadata, result.data = md, data
-    s.bytes_read = counted.bytes - before.bytes
-    s.requests = counted.requests - before.requests
+    s.bytes_read = counted.bytes - bytes_before
+    s.requests = counted.requests - requests_before
     return result
