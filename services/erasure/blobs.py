@@ -96,6 +96,14 @@ class CachedBlob:
         self.segments.append((offset, data))
         return data
 
+    def view(self, offset: int, length: int) -> bytes | memoryview:
+        """`read`, without copying what is already held (a bloom filter inside a file fetched whole)."""
+        end = min(self.size, offset + length)
+        for start, data in self.segments:
+            if start <= offset and end <= start + len(data):
+                return memoryview(data)[offset - start : end - start]
+        return self.read(offset, length)
+
 
 class BlobFile(io.RawIOBase):
     """A read-only, seekable file over a blob; each read is one ranged request."""

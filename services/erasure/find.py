@@ -143,12 +143,13 @@ def read_bloom(blob: Blob, chunk: pq.ColumnChunkMetaData) -> SplitBlockBloom | N
     offset = chunk.bloom_filter_offset
     if not offset or offset < 0:
         return None
+    read = getattr(blob, "view", blob.read)  # a CachedBlob's bytes in place
     length = chunk.bloom_filter_length
     if length and length > 0:
-        return SplitBlockBloom.from_bytes(blob.read(offset, length))
-    head = blob.read(offset, BLOOM_HEADER_GUESS)
+        return SplitBlockBloom.from_bytes(read(offset, length))
+    head = read(offset, BLOOM_HEADER_GUESS)
     num_bytes, header = parse_header(head)
-    return SplitBlockBloom.from_bytes(head[:header] + blob.read(offset + header, num_bytes))
+    return SplitBlockBloom.from_bytes(bytes(head[:header]) + read(offset + header, num_bytes))
 
 
 class _Probes:
@@ -158,6 +159,7 @@ class _Probes:
 
     def __init__(self, columns: Sequence[ColumnValues]) -> None:
         self.columns = tuple(columns)  # the (frozen) objects these were made from, held: ids stay theirs
+        self.ids = tuple(map(id, self.columns))
         self.values = {cv.column: cv.values.to_pylist() for cv in columns}
         self.ordered: dict[str, tuple[list, list[int]] | None] = {}
         for column, values in self.values.items():
@@ -193,8 +195,7 @@ def _probes_for(columns: Sequence[ColumnValues]) -> _Probes:
     """The prepared values of `columns`, kept for the next call with the same ColumnValues objects (a
     run probes every file with one `columns`; they are frozen, and held, so identity is equality)."""
     last = _LAST_PROBES[0] if _LAST_PROBES else None
-    if last is not None and len(last.columns) == len(columns) and all(
-            a is b for a, b in zip(last.columns, columns, strict=True)):
+    if last is not None and last.ids == tuple(map(id, columns)):  # held by `last`: no id was reused
         return last
     made = _Probes(columns)
     _LAST_PROBES[:] = [made]
