@@ -48,7 +48,7 @@ class BloomFormatError(ValueError):
     """The bytes at the footer's bloom filter offset are not a split-block bloom filter."""
 
 
-def _varint(buf: bytes, pos: int) -> tuple[int, int]:
+def _varint(buf: bytes | memoryview, pos: int) -> tuple[int, int]:
     shift = result = 0
     while True:
         if pos >= len(buf):
@@ -61,7 +61,7 @@ def _varint(buf: bytes, pos: int) -> tuple[int, int]:
         shift += 7
 
 
-def _skip_struct(buf: bytes, pos: int, depth: int = 0) -> int:
+def _skip_struct(buf: bytes | memoryview, pos: int, depth: int = 0) -> int:
     """Skip a Thrift compact struct whose fields are structs or integers (all the header holds)."""
     if depth > 4:
         raise BloomFormatError("bloom filter header nests too deep")
