@@ -8,8 +8,9 @@ line for determinism) makes every partition a contiguous, already sorted slice.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Collection
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
@@ -22,7 +23,6 @@ import pyarrow.compute as pc
 from contracts.datasets import Dataset, PartitionKey
 from contracts.lineage import LINE_COLUMN
 from services.transform import encoding
-from services.transform.encoding import encode_repeated_strings
 from services.transform.rows import shorten
 
 _TEMPORAL = {"year": pc.year, "month": pc.month, "day": pc.day}
@@ -182,10 +182,32 @@ def _slabs(cuts: list[int], pieces: int) -> list[tuple[int, int]]:
     return bounds
 
 
+def _sort_columns(table: pa.Table, dataset: Dataset) -> list[str]:
+    """The columns the sort reads: the sort key, the source line and the partitions' sources."""
+    names = [*dataset.sort_key, LINE_COLUMN, *(k.source for k in dataset.partitioning)]
+    return [n for n in table.column_names if n in names]
+
+
+def _joined(column: pa.ChunkedArray | pa.Array) -> pa.Array:
+    """The column as one array: itself or its only chunk (no copy), else its chunks joined."""
+    if isinstance(column, pa.Array):
+        return column
+    return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
+
+
+def _join_and_sort(keyed: pa.Table, dataset: Dataset
+                   ) -> tuple[dict[str, pa.Array], pa.Array | None, list[int], list[dict[str, str]]]:
+    """(the sort's columns joined, `_sorted` of them): the joined columns are the ones the slabs are
+    gathered from too, so that no column is joined twice."""
+    joined = {n: _joined(keyed.column(n)) for n in keyed.column_names}
+    del keyed
+    return joined, *_sorted(pa.table(joined), dataset)
+
+
 def _sorted(table: pa.Table, dataset: Dataset) -> tuple[pa.Array | None, list[int], list[dict[str, str]]]:
     """(row order, partition bounds: first 0, last the row count, each partition's values)."""
     n = table.num_rows
-    sort_keys = [table[c].combine_chunks() for c in (*dataset.sort_key, LINE_COLUMN)]
+    sort_keys = [_joined(table[c]) for c in (*dataset.sort_key, LINE_COLUMN)]
     if _sort_implies_partitions(dataset):
         # the partition keys are the year (month, day) of the first sort column: they can change only where
         # its value does, so they are computed at those rows alone (not for every row, then gathered)
@@ -211,38 +233,58 @@ def _sorted(table: pa.Table, dataset: Dataset) -> tuple[pa.Array | None, list[in
     return order, cuts, values
 
 
-def _prepared(table: pa.Table, dataset: Dataset) -> tuple[pa.Table, pa.Array | None, list[int], list[dict[str, str]]]:
+class _Inline:
+    """An executor that runs each task at once on the caller's thread (one CPU, or a small table)."""
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
+        done: Future[Any] = Future()
+        try:
+            done.set_result(fn(*args))
+        except BaseException as exc:
+            done.set_exception(exc)
+        return done
+
+
+def _prepared(held: list[pa.Table], dataset: Dataset
+              ) -> tuple[pa.Table, pa.Array | None, list[int], list[dict[str, str]]]:
     """(the table to gather from, row order, keys, bounds: `_sorted`), its repeated strings dictionary-encoded
     and, when rows move, every column joined into one contiguous copy (`take` on a chunked column joins
-    its chunks on every call).
+    its chunks on every call). The table is taken out of `held`: each column's chunks are let go as soon as
+    the column is joined (or encoded), so the next columns' copies reuse their memory instead of fresh pages.
 
-    With a second CPU the steps run side by side (pyarrow's kernels release the GIL): the sort beside the
-    encoding, then each column's join as soon as the sort says rows move and the column is encoded, the
-    largest first. One CPU: one after the other.
+    With a second CPU the steps run side by side (pyarrow's kernels release the GIL): the sort (which joins
+    its own columns, used for the gather as well) beside the encoding, then each column's join as soon as the
+    sort says rows move and the column is encoded, the largest first. One CPU: one after the other.
     """
+    table = held.pop()
     threads = min(pa.cpu_count(), table.num_columns)
-    if threads < 2 or table.num_rows < encoding.PARALLEL_ROWS:
-        order, cuts, values = _sorted(table, dataset)
-        source = encode_repeated_strings(table)
-        return (source if order is None else source.combine_chunks()), order, cuts, values
-    with ThreadPoolExecutor(max_workers=threads) as pool:
-        sorting = pool.submit(_sorted, table, dataset)
-        encoded = {name: pool.submit(pc.dictionary_encode, table.column(name))
-                   for name in encoding.repeated_strings(table)}
-        order, cuts, values = sorting.result()
+    parallel = threads > 1 and table.num_rows >= encoding.PARALLEL_ROWS
+    with ThreadPoolExecutor(max_workers=threads) if parallel else contextlib.nullcontext(_Inline()) as pool:
+        schema, keyed = table.schema, _sort_columns(table, dataset)
+        sorting = pool.submit(_join_and_sort, table.select(keyed), dataset)
+        columns = {f.name: table.column(f.name) for f in schema}
+        repeated = encoding.repeated_strings(table)
+        encoded = {name: pool.submit(pc.dictionary_encode, columns.pop(name)) for name in repeated if name not in keyed}
+        del table
+        joined, order, cuts, values = sorting.result()
+        for name in keyed:
+            del columns[name]
+            if name in repeated:  # a repeated string the sort reads: encoded from its joined copy
+                encoded[name] = pool.submit(pc.dictionary_encode, joined.pop(name))
         if order is None:  # rows stay where they are: slices of the chunked columns will do
-            columns = [encoded[f.name].result() if f.name in encoded else table.column(f.name) for f in table.schema]
-            return pa.Table.from_arrays(columns, schema=_encoded_schema(table, encoded)), order, cuts, values
-        by_size = sorted((f.name for f in table.schema if f.name not in encoded), key=lambda n: -table[n].nbytes)
-        joined = {name: pool.submit(table.column(name).combine_chunks) for name in by_size}
-        joined |= {name: pool.submit(future.result().combine_chunks) for name, future in encoded.items()}
-        columns = [joined[f.name].result() for f in table.schema]
-    return pa.Table.from_arrays(columns, schema=_encoded_schema(table, encoded)), order, cuts, values
+            done = {**columns, **joined, **{name: future.result() for name, future in encoded.items()}}
+        else:
+            parts = {**{name: pool.submit(_joined, columns.pop(name))
+                        for name in sorted(columns, key=lambda n: -columns[n].nbytes)},
+                     **{name: pool.submit(lambda f: _joined(f.result()), future) for name, future in encoded.items()}}
+            done = {**joined, **{name: part.result() for name, part in parts.items()}}
+    return pa.Table.from_arrays([done[f.name] for f in schema], schema=_encoded_schema(schema, encoded)), \
+        order, cuts, values
 
 
-def _encoded_schema(table: pa.Table, encoded: Collection[str]) -> pa.Schema:
-    return pa.schema([f.with_type(pa.dictionary(pa.int32(), f.type)) if f.name in encoded else f for f in table.schema],
-                     metadata=table.schema.metadata)
+def _encoded_schema(schema: pa.Schema, encoded: Collection[str]) -> pa.Schema:
+    return pa.schema([f.with_type(pa.dictionary(pa.int32(), f.type)) if f.name in encoded else f for f in schema],
+                     metadata=schema.metadata)
 
 
 def split_partitions(
@@ -257,8 +299,9 @@ def split_partitions(
     """
     if table.num_rows == 0:
         return []
-    source, order, cuts, values = _prepared(table, dataset)
-    del table  # the chunks are let go at once, so the gathered slabs reuse their memory
+    held = [table]
+    del table  # _prepared lets each column's chunks go once joined, so the next copies reuse their memory
+    source, order, cuts, values = _prepared(held, dataset)
     outputs: list[PartitionOutput] = []
     for first, last in _slabs(cuts, SLABS if order is not None else 1):
         start, end = cuts[first], cuts[last]
