@@ -320,7 +320,8 @@ def _exact_from_bytes(
         return None
     start, length = chunk_span(chunk)
     try:
-        values = plain_fixed_values(blob.read(start, length), chunk.compression, chunk.physical_type,
+        read = getattr(blob, "view", blob.read)  # a CachedBlob's bytes in place: the pages are sliced, not copied
+        values = plain_fixed_values(read(start, length), chunk.compression, chunk.physical_type,
                                     column.max_definition_level, column.max_repetition_level)
     except (PageFormatError, pa.ArrowException):
         return None

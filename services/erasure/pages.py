@@ -90,7 +90,7 @@ class _Reader(Reader):
             out[fid] = self.value(kind, depth)
 
 
-def read_struct(buf: bytes, pos: int = 0) -> tuple[dict[int, Any], int]:
+def read_struct(buf: bytes | memoryview, pos: int = 0) -> tuple[dict[int, Any], int]:
     """One Thrift compact struct at `pos`: (fields by id, position after it)."""
     r = _Reader(buf, pos)
     return r.struct(), r.pos
@@ -121,13 +121,13 @@ class Page:
     num_values: int
     encoding: int | None
     stats: Stats | None
-    body: bytes  # as stored (maybe compressed)
+    body: bytes | memoryview  # as stored (maybe compressed; a view when the chunk was one)
     levels_bytes: int = 0  # DATA_PAGE_V2: uncompressed level bytes before the values
     values_compressed: bool = True
     level_encoding: int | None = None  # DATA_PAGE: how its definition levels are encoded
 
 
-def walk_pages(chunk_bytes: bytes, base_offset: int = 0) -> Iterator[Page]:
+def walk_pages(chunk_bytes: bytes | memoryview, base_offset: int = 0) -> Iterator[Page]:
     """Every page of one column chunk, given the chunk's bytes (from its first page to its end)."""
     pos = 0
     while pos < len(chunk_bytes):
@@ -153,7 +153,7 @@ def walk_pages(chunk_bytes: bytes, base_offset: int = 0) -> Iterator[Page]:
         pos = end + csize
 
 
-def decompress(page: Page, codec: str) -> bytes:
+def decompress(page: Page, codec: str) -> bytes | memoryview:
     """The page's uncompressed bytes (levels + values for data pages)."""
     name = _CODECS.get(codec)
     if name is None or page.compressed_size == 0:
@@ -163,7 +163,7 @@ def decompress(page: Page, codec: str) -> bytes:
         if not page.values_compressed:
             return page.body
         out = pa.Codec(name).decompress(values, decompressed_size=page.uncompressed_size - page.levels_bytes)
-        return levels + out.to_pybytes()
+        return bytes(levels) + out.to_pybytes()
     return pa.Codec(name).decompress(page.body, decompressed_size=page.uncompressed_size).to_pybytes()
 
 
@@ -172,7 +172,7 @@ _PLAIN_CODECS = {"UNCOMPRESSED", "SNAPPY", "GZIP", "BROTLI", "ZSTD", "LZ4_RAW"}
 _FIXED: dict[str, np.dtype] = {"INT32": np.dtype("<i4"), "INT64": np.dtype("<i8")}
 
 
-def plain_fixed_values(chunk_bytes: bytes, codec: str, physical_type: str, max_definition_level: int,
+def plain_fixed_values(chunk_bytes: bytes | memoryview, codec: str, physical_type: str, max_definition_level: int,
                        max_repetition_level: int = 0) -> np.ndarray | None:
     """The non-null values of a flat INT32/INT64 column chunk every data page of which is PLAIN, read
     straight from its bytes (FIND's exact test without building an Arrow reader); None for any other
@@ -272,7 +272,7 @@ def read_chunk(data: bytes, chunk: Any, physical_type: str, type_length: int = 0
         if page.kind in (DATA_PAGE, DATA_PAGE_V2) and page.stats is not None:
             out.page_stats.append(page.stats)
         if page.kind == DICTIONARY_PAGE or keep_bytes:
-            raw = decompress(page, chunk.compression)
+            raw = bytes(decompress(page, chunk.compression))  # bytes already here (`data` is): not copied
             if keep_bytes:
                 out.uncompressed.append(raw)
             if page.kind == DICTIONARY_PAGE:
