@@ -89,6 +89,9 @@ def test_threads_change_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
         pa.set_cpu_count(cpus)
     same(one, two)
     assert one.rows_quarantined == 8 and set(one.quarantine_reasons) == {"column_count", "bad_value"}
+    for result in (one, two):  # a repeated string the sort reads (the partition's source) is encoded as well
+        assert all(pa.types.is_dictionary(p.table.schema.field("region").type) for p in result.partitions)
+        assert not any(pa.types.is_dictionary(p.table.schema.field("note").type) for p in result.partitions)
     for a, b in zip(one.partitions, two.partitions, strict=True):
         assert pq.read_table(io.BytesIO(parquet_bytes(a.table, ds))).equals(
             pq.read_table(io.BytesIO(parquet_bytes(b.table, ds))))
