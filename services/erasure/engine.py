@@ -7,7 +7,7 @@ completes). A lease on the run keeps two ticks from advancing it at once.
 
 Phases (and the request state they show):
   find    (FINDING)  partitions → files → row groups that may hold a subject (find.py)
-  lake    (ERASING)  one worker task per partition with a hit + one per dataset's quarantine
+  lake    (ERASING)  one worker task per partition with a hit (a few to a message) + one per dataset's quarantine
   raw     (ERASING)  one worker task per raw object reached through lineage
   purge   (ERASING)  after the grace, every version of the replaced generations is deleted
   verify  (VERIFYING) zero rows left anywhere → COMPLETED; else another attempt, finally FAILED
@@ -32,7 +32,13 @@ from services.erasure.config import Config
 from services.erasure.evidence import RunResults, fingerprints, request_evidence, verification_report
 from services.erasure.find import FindStats
 from services.erasure.hashing import salt_id
-from services.erasure.lake import Partition, candidate_partitions, find_in_partitions, old_generation_versions
+from services.erasure.lake import (
+    Partition,
+    candidate_partitions,
+    find_in_partitions,
+    old_generation_versions,
+    probe_pool,
+)
 from services.erasure.members import RunSubjects, run_subjects
 from services.erasure.model import ErasureRequest, State, new_run_id
 from services.erasure.runstate import (
@@ -59,10 +65,38 @@ FIND_SAVE_EVERY = 25
 #: partitions FIND probes at once (see lake.find_in_partitions): enough to keep the probe pool busy
 #: when each is one small file, few enough that the deadline is checked every second or so
 FIND_BATCH = 16
+#: partition tasks one worker message carries at most (message_groups) …
+GROUP_MAX = 16
+#: … and the messages a stage's partitions of one dataset are spread over, while there are enough of them
+GROUP_SPREAD = 16
 #: while staged copies of unfinished commits hold a subject's row, the purge looks again this often …
 IN_FLIGHT_POLL_S = 30
 #: … for at most the committer's grace plus this (its cleanup deletes abandoned staging by then)
 IN_FLIGHT_MARGIN_S = 900
+
+
+def message_groups(ids: Sequence[str], tasks: Sequence[LakeTask | QuarantineTask | RawTask]) -> list[list[str]]:
+    """The task ids each worker message carries: a dataset's partition tasks in groups, any other task alone.
+
+    A partition task's own work is small next to what an invocation and a task cost around it (a message,
+    the run record, the vault, a tick), and a day-partitioned lake has hundreds of partitions with a hit,
+    so up to GROUP_MAX partitions share a message; at least GROUP_SPREAD messages while there are enough
+    partitions, so the stage still runs as widely as the worker's concurrency allows. A message's
+    partitions run one after another (memory: one partition's), each committed and checkpointed on its own;
+    an invocation that runs out of time sends the message again and the finished tasks are skipped.
+    """
+    lake_by_ds: dict[str, list[str]] = {}
+    alone: list[list[str]] = []
+    for tid, task in zip(ids, tasks, strict=True):
+        if isinstance(task, LakeTask):
+            lake_by_ds.setdefault(task.dataset, []).append(tid)
+        else:
+            alone.append([tid])
+    groups = []
+    for part_ids in lake_by_ds.values():
+        size = max(1, min(GROUP_MAX, -(-len(part_ids) // GROUP_SPREAD)))
+        groups += [part_ids[i : i + size] for i in range(0, len(part_ids), size)]
+    return groups + alone
 
 
 def _find_batch(parts: list[list[Any]], start: int) -> list[list[Any]]:
@@ -218,17 +252,18 @@ class Engine:
     def _stage_tasks(self, run: Run, stage: Stage, tasks: Sequence[LakeTask | QuarantineTask | RawTask]) -> None:
         attempt, rws = run.state.attempt, RunWorkspace(self.ws, run.id)
         ids = [task_id(attempt, stage, n) for n in range(len(tasks))]
-        for tid, task in zip(ids, tasks, strict=True):
-            rws.put_task(tid, task)
-        run.state.stages[stage_key(attempt, stage)] = StageTasks(tasks=ids, sent=False)
+        list(probe_pool().map(lambda pair: rws.put_task(*pair), zip(ids, tasks, strict=True)))
+        run.state.stages[stage_key(attempt, stage)] = StageTasks(tasks=ids, sent=False,
+                                                                 groups=message_groups(ids, tasks))
 
     def _send_stage(self, run: Run, stage: Stage) -> None:
         info = run.state.stages[stage_key(run.state.attempt, stage)]
         if info.sent:
             return
-        for tid in info.tasks:
-            if tid not in run.done:
-                self.ports.send(self.cfg.work_queue_url, {"run_id": run.id, "task_id": tid})
+        for group in info.groups if info.groups is not None else [[t] for t in info.tasks]:
+            todo = [t for t in group if t not in run.done]
+            if todo:
+                self.ports.send(self.cfg.work_queue_url, {"run_id": run.id, "task_ids": todo})
         info.sent = True
         self._save(run)
 
@@ -268,11 +303,12 @@ class Engine:
             dataset = batch[0][0]
             columns = subjects.by_dataset[dataset].columns(self.datasets[dataset])
             found_all = find_in_partitions(self.committer, [Partition(*p) for p in batch], columns)
-            for (_, values, location), (hits, found) in zip(batch, found_all, strict=True):
+            for (_, values, location), (hits, found, version) in zip(batch, found_all, strict=True):
                 stats.setdefault(dataset, FindStats()).add(found)
-                if hits:
+                if hits:  # what the partition's task needs to skip probing it again (lake.find_again)
                     doc["hits"].append({"dataset": dataset, "values": values, "location": location,
-                                        "files": len(hits), "rows": sum(h.probe.matched_rows for h in hits)})
+                                        "files": len(hits), "rows": sum(h.probe.matched_rows for h in hits),
+                                        "version": version, "names": [h.name for h in hits]})
             before = doc["next"]
             doc["next"] += len(batch)
             if doc["next"] // FIND_SAVE_EVERY != before // FIND_SAVE_EVERY:
@@ -287,7 +323,8 @@ class Engine:
         st.find[str(attempt)] = FindSummary(stats=doc["stats"], pruned=doc["pruned"],
                                             partitions_with_hits=len(doc["hits"]))
         tasks: list[LakeTask | QuarantineTask | RawTask] = [
-            LakeTask(dataset=h["dataset"], values=h["values"], location=h["location"], stage="lake", attempt=attempt)
+            LakeTask(dataset=h["dataset"], values=h["values"], location=h["location"], stage="lake", attempt=attempt,
+                     version=h.get("version"), hits=h.get("names"))
             for h in doc["hits"]]
         tasks += [QuarantineTask(dataset=ds, stage="lake", attempt=attempt) for ds in sorted(subjects.by_dataset)]
         self._stage_tasks(run, "lake", tasks)

@@ -6,8 +6,9 @@
   better by retrying: it is recorded as FAILED and announced (ErasureCompleted); errors that may
   pass on retry (throttling, network) raise, so the message is retried and then dead-lettered.
 - `run_handler`: ticks of the run engine, from the schedule or its SQS queue (on demand, fan-in).
-- `worker_handler`: one task of a run per SQS message; on the last delivery its failure is recorded
-  so verification can decide, then it raises so the message is dead-lettered.
+- `worker_handler`: the tasks of a run an SQS message names (several partitions of a dataset, or one task);
+  on the last delivery each unfinished task's failure is recorded so verification can decide, then it
+  raises so the message is dead-lettered.
 Handlers never log subject ids: only request ids, hashes and counts. Traces follow the same rule: the
 annotations are request/run ids and dataset names, responses and errors are not captured (an error may
 quote a path of a partition keyed by a subject), and AWS SDK calls are not auto-traced (X-Ray would record
@@ -154,31 +155,34 @@ def run_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]
 @tracer.capture_method(capture_response=False, capture_error=False)
 def _task_record(record: SQSRecord, lambda_context: LambdaContext) -> dict[str, Any]:
     body = json.loads(record.body)
-    run_id, task = body["run_id"], body["task_id"]
-    logger.append_keys(run_id=run_id, task_id=task)
+    run_id, tasks = body["run_id"], worker.message_tasks(body)
+    logger.append_keys(run_id=run_id, task_id=tasks[0], tasks=len(tasks))
     tracer.put_annotation(key="run_id", value=run_id)
     cfg = Config.from_environ()
     w = task_worker(cfg)
     try:
-        out = worker.run_task(w, run_id, task, deadline=_deadline(lambda_context))
+        out = worker.run_tasks(w, run_id, tasks, deadline=_deadline(lambda_context))
     except OutOfTime as exc:
-        _send(cfg.work_queue_url, body)  # continue in a fresh invocation from the checkpoint
-        logger.info("task continues in another invocation", detail=w.safe_text(w.store.get_run(run_id), str(exc)))
+        _send(cfg.work_queue_url, body)  # continue in a fresh invocation: finished tasks are skipped
+        logger.info("tasks continue in another invocation", detail=w.safe_text(w.store.get_run(run_id), str(exc)))
         return {"status": "continued"}
     except Exception as exc:
         attempts = int(record.attributes.approximate_receive_count or 1)
         if attempts >= cfg.max_receive_count:
-            worker.record_failure(w, run_id, task, f"{type(exc).__name__}: {exc}")
-            logger.error("task failed on its last delivery", attempts=attempts, error=type(exc).__name__)
+            reasons = ({t: f"{type(e).__name__}: {e}" for t, e in exc.errors.items()}
+                       if isinstance(exc, worker.TasksFailed) else f"{type(exc).__name__}: {exc}")
+            worker.record_failure(w, run_id, tasks, reasons)
+            logger.error("tasks failed on their last delivery", attempts=attempts, error=type(exc).__name__)
         raise
-    logger.info("task finished", **out)
+    logger.info("tasks finished", **out)
     metrics.add_metric(name=dataset_metrics.ROWS_REMOVED, unit=MetricUnit.Count, value=out.get("rows_removed", 0))
-    if out.get("dataset"):  # a task that was done already, or whose run is gone, did nothing to count
-        dataset = dataset_metrics.dataset_dimension(out["dataset"])
+    for name, counts in out.get("by_dataset", {}).items():  # tasks already done, or of a run gone, count nothing
+        dataset = dataset_metrics.dataset_dimension(name)
         tracer.put_annotation(key="dataset", value=dataset)
         with dataset_metrics.for_dataset(metrics, dataset) as m:
-            m.add_metric(name=dataset_metrics.ROWS_REMOVED, unit=MetricUnit.Count, value=out["rows_removed"])
-            m.add_metric(name=dataset_metrics.FILES_REWRITTEN, unit=MetricUnit.Count, value=out["files_rewritten"])
+            m.add_metric(name=dataset_metrics.ROWS_REMOVED, unit=MetricUnit.Count, value=counts["rows_removed"])
+            m.add_metric(name=dataset_metrics.FILES_REWRITTEN, unit=MetricUnit.Count,
+                         value=counts["files_rewritten"])
     return out
 
 

@@ -14,13 +14,13 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import pyarrow as pa
 
 from contracts import aws
 from contracts import lake as layout
-from contracts.commits import MissingObject, NewFile, PartitionCommitter, PartitionRef, ReplaceConflict
+from contracts.commits import MissingObject, NewFile, PartitionCommitter, PartitionRef, PartitionState, ReplaceConflict
 from contracts.datasets import Dataset
 from services.erasure.blobs import S3Blob
 from services.erasure.find import FileProbe, FindStats, partition_may_match, probe
@@ -125,17 +125,26 @@ def probe_files(
     return _summed(_probe_each(bucket, files, columns))
 
 
+class Found(NamedTuple):
+    """FIND's answer for one partition: files holding a subject's row (unreadable ones left out:
+    verification reads them again and fails the request if they still cannot be read), what was read,
+    and the manifest version probed."""
+
+    hits: list[FileHit]
+    stats: FindStats
+    version: int
+
+
 def find_in_partition(
     committer: PartitionCommitter, part: Partition, columns: Sequence[ColumnValues]
-) -> tuple[list[FileHit], FindStats]:
-    """Files of the partition holding a subject's row; unreadable files are left out (verification
-    reads them again and fails the request if they still cannot be read)."""
+) -> Found:
+    """Files of the partition holding a subject's row (see `Found`)."""
     return find_in_partitions(committer, [part], columns)[0]
 
 
 def find_in_partitions(
     committer: PartitionCommitter, parts: Sequence[Partition], columns: Sequence[ColumnValues]
-) -> list[tuple[list[FileHit], FindStats]]:
+) -> list[Found]:
     """`find_in_partition` of several partitions of one dataset at once: their manifests are read and
     all their files probed concurrently. FIND on S3 is latency-bound, and a day-partitioned lake has
     thousands of partitions of one small file: one partition at a time would be one request at a time."""
@@ -143,14 +152,41 @@ def find_in_partitions(
         states = list(probe_pool().map(lambda p: committer.current(p.ref), parts))
     else:
         states = [committer.current(p.ref) for p in parts]
-    files = [[(f.name, f.key, f.bytes) for f in state.files] for state in states]
+    return _probed(committer, states, [[(f.name, f.key, f.bytes) for f in state.files] for state in states], columns)
+
+
+def _probed(committer: PartitionCommitter, states: Sequence[PartitionState],
+            files: Sequence[Sequence[tuple[str, str, int]]], columns: Sequence[ColumnValues]) -> list[Found]:
     results = _probe_each(committer.bucket, [f for fs in files for f in fs], columns)
     out, at = [], 0
-    for fs in files:
+    for state, fs in zip(states, files, strict=True):
         hits, stats = _summed(results[at : at + len(fs)])
-        out.append(([h for h in hits if not h.error], stats))
+        out.append(Found([h for h in hits if not h.error], stats, state.version))
         at += len(fs)
     return out
+
+
+@dataclass(frozen=True)
+class Known:
+    """What the run's FIND found in a partition: the files holding a subject, at a manifest version."""
+
+    version: int
+    names: Sequence[str]
+
+
+def find_again(
+    committer: PartitionCommitter, part: Partition, columns: Sequence[ColumnValues], known: Known | None
+) -> Found:
+    """The partition's hits for a task: when its manifest is still the version FIND read, only the
+    files FIND found are probed (they must be read for the rewrite anyway); else the whole partition.
+    A file appended since FIND changes the version, so it is never skipped."""
+    if known is None:
+        return find_in_partition(committer, part, columns)
+    state = committer.current(part.ref)
+    by_name = {f.name: f for f in state.files}
+    if state.version != known.version or not all(n in by_name for n in known.names):
+        return _probed(committer, [state], [[(f.name, f.key, f.bytes) for f in state.files]], columns)[0]
+    return _probed(committer, [state], [[(n, by_name[n].key, by_name[n].bytes) for n in known.names]], columns)[0]
 
 
 class Checkpoint:
@@ -216,9 +252,14 @@ def erase_partition(
     hook: Callable[[str], None] = lambda step: None,
     personal: Sequence[str] = (),
     salt: bytes = b"",
+    known: Known | None = None,
 ) -> dict[str, Any]:
     """Rewrite every file of the partition holding a subject and commit them in one replace.
 
+    `known` is what the run's FIND found there (`find_again`); a plan after a conflict probes the whole
+    partition. Progress is checkpointed once the files are staged, and after each file streamed to S3
+    (a big file is worth resuming from); a file rewritten in memory costs less than its checkpoint's
+    PUT, so a crash before the partition is staged rewrites those again (same op id, same staged keys).
     Returns the outcome (JSON-able): files replaced (old key → new key, rows), rows per subject
     index, lineage of the erased rows, fingerprints of their other personal values (fingerprints.py),
     the generation committed and what FIND read.
@@ -233,9 +274,9 @@ def erase_partition(
             try:
                 return _commit(committer, part, saved, checkpoint, deadline, clock, hook)
             except (ReplaceConflict, MissingObject):
-                saved = None  # the files changed (compaction won) or staging expired: plan again
+                saved, known = None, None  # the files changed (compaction won) or staging expired: plan again
                 continue
-        hits, stats = find_in_partition(committer, part, columns)
+        hits, stats, _ = find_again(committer, part, columns, known)
         find_stats.add(stats)
         if not hits:
             outcome = {"dataset": part.dataset, "partition": dict(part.values), "files": [], "rows_removed": 0,
@@ -253,8 +294,10 @@ def erase_partition(
             if clock() >= deadline:
                 checkpoint.save(plan)
                 raise OutOfTime(f"{part.dataset} {dict(part.values)}: {len(plan['files'])}/{len(hits)} files done")
+            streamed = hit.probe.data is None
             plan["files"].append(_rewrite_hit(committer, ref, op_id, hit, i, columns, personal, salt))
-            checkpoint.save(plan)
+            if streamed:
+                checkpoint.save(plan)
             hook("file-rewritten")
         plan["staged_all"] = True
         checkpoint.save(plan)

@@ -28,10 +28,15 @@ class _Doc(BaseModel):
 
 
 class StageTasks(_Doc):
-    """The task ids of one stage of one attempt, and whether their messages went out."""
+    """The task ids of one stage of one attempt, and whether their messages went out.
+
+    `groups` are the task ids each message carries (engine.message_groups): several partitions of one
+    dataset in one worker invocation. A stage staged before groups existed has none: one message a task.
+    """
 
     tasks: list[str]
     sent: bool = False
+    groups: list[list[str]] | None = None
 
 
 class Committed(_Doc):
@@ -94,11 +99,18 @@ class _Task(_Doc):
 
 
 class LakeTask(_Task):
-    """Erase a partition's files holding a subject, in one commit."""
+    """Erase a partition's files holding a subject, in one commit.
+
+    FIND hands over what it found: the names of the files holding a subject (`hits`) in the manifest
+    version it read (`version`). A task finding its partition still at that version probes only those
+    files; otherwise (or in a descriptor without them) it probes the partition again.
+    """
 
     kind: Literal["lake"] = "lake"
     values: dict[str, str]
     location: str
+    version: int | None = None
+    hits: list[str] | None = None
 
 
 class QuarantineTask(_Task):

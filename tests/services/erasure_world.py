@@ -134,8 +134,8 @@ class World:
             if self.work:
                 msg = self.work.pop(0)
                 try:
-                    worker.run_task(self.worker, msg["run_id"], msg["task_id"], deadline=time.time() + 300,
-                                    hook=self.hook)
+                    worker.run_tasks(self.worker, msg["run_id"], worker.message_tasks(msg),
+                                     deadline=time.time() + 300, hook=self.hook)
                 except Crash:
                     self.work.append(msg)
                 continue

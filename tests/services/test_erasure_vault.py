@@ -154,7 +154,7 @@ def drive(p: Platform, rounds: int = 60) -> None:
             start = False
         elif p.work:
             msg = p.work.pop(0)
-            worker.run_task(p.worker, msg["run_id"], msg["task_id"], deadline=time.time() + 300)
+            worker.run_tasks(p.worker, msg["run_id"], worker.message_tasks(msg), deadline=time.time() + 300)
         elif not p.engine.store.active_runs():
             return
         else:
