@@ -20,6 +20,8 @@
    DuckDB's count and sum(o_totalprice) over the source without the erased customers.
 Time and peak memory (VmHWM) of the emulator (the supervisor process running moto) and of every
 function host are recorded. A watchdog stops the platform if a process passes `--max-rss-gb`.
+Where the erasure's time goes is read back from the run's record (when each phase began) and the
+function hosts' logs (invocations and their handler time): see `timeline`.
 """
 
 from __future__ import annotations
@@ -350,6 +352,37 @@ def erase(subjects: list[int], timeout_s: float, watch: MemoryWatch) -> dict[str
     return {"request": r, "certificate": cert if status == 200 else None}
 
 
+PHASES = ("find", "lake", "raw", "purge", "verify")
+
+
+def timeline(st: Any, request: dict[str, Any]) -> dict[str, Any]:
+    """Seconds from the request to each phase's start and end (the run record's history; verify ends when
+    the request is terminal), and per erasure function its invocations and their summed handler time."""
+    from contracts import aws
+    from etl.local.paths import state_dir
+
+    run_id = request.get("run_id")
+    item = aws.client("dynamodb").get_item(TableName=st.output("erasure", "erasureTable"),
+                                           Key={"pk": {"S": "erasure"}, "sk": {"S": f"run#{run_id}"}},
+                                           ConsistentRead=True).get("Item")
+    history = json.loads(item["body"]["S"])["history"] if item else []
+    received = request["history"][0]["at"]
+    ended = request["history"][-1]["at"]
+    entered = [(h["phase"], h["at"]) for h in history if h["phase"] in PHASES]
+    phases: dict[str, float] = {}
+    for n, (phase, at) in enumerate(entered):
+        end = entered[n + 1][1] if n + 1 < len(entered) else ended
+        phases[phase] = phases.get(phase, 0.0) + end - at
+    out: dict[str, Any] = {"to_first_phase": (entered[0][1] - received) if entered else None, "phases": phases,
+                           "total": ended - received, "functions": {}}
+    for fn in ("erasure-run", "erasure-worker"):
+        log = state_dir() / "logs" / f"etl-local-{fn}.log"
+        calls = [json.loads(line) for line in (log.read_text().splitlines() if log.exists() else [])
+                 if line.startswith('{"local": "invocation"')]
+        out["functions"][fn] = {"invocations": len(calls), "handler_s": sum(c["duration_ms"] for c in calls) / 1000}
+    return out
+
+
 def wait_ready(state_cls: Any, timeout_s: float = 900) -> Any:
     """The platform's state once ready (a loaded machine may need longer than `etl local up` waits)."""
     deadline = time.monotonic() + timeout_s
@@ -390,6 +423,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         t1 = time.perf_counter()
         outcome = erase(subjects, args.timeout, watch)
         t_erase = time.perf_counter() - t1
+        spent = timeline(st, outcome["request"])
         if watch.tripped:
             raise SystemExit(f"memory watchdog: {watch.tripped}")
         t2 = time.perf_counter()
@@ -401,7 +435,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "state": outcome["request"]["state"], "request": outcome["request"],
                 "certificate": outcome["certificate"], "t_load": t_load, "t_erase": t_erase, "t_scan": t_scan,
                 "scan_hits": scan.hits, "scan": dict(scan.n), "lake": lake, "expected": expected,
-                "peak": dict(watch.peak)}
+                "peak": dict(watch.peak), "timeline": spent}
     finally:
         if watch is not None:
             watch.stop.set()
@@ -441,6 +475,17 @@ def section(r: dict[str, Any], load: str) -> str:
         f"| peak RSS: emulator (moto, supervisor process) | {r['peak'].get('emulator', 0) / 2**20:,.0f} MB |",
         "| peak RSS: function hosts (top 4) | " + ", ".join(f"{k} {v / 2**20:,.0f} MB" for k, v in top) + " |",
     ]
+    spent = r.get("timeline") or {}
+    if spent.get("phases"):
+        fns = spent["functions"]
+        lines += ["", "Where the erasure's time goes (seconds from the request; phases from the run's record, handler "
+                  "time from the function hosts' logs, two worker hosts):", "",
+                  "| request → run | " + " | ".join(spent["phases"]) + " | total | run ticks | worker invocations |",
+                  "|" + "---:|" * (len(spent["phases"]) + 4),
+                  f"| {spent['to_first_phase']:.1f} | " + " | ".join(f"{v:.1f}" for v in spent["phases"].values())
+                  + f" | {spent['total']:.1f} | {fns['erasure-run']['invocations']} "
+                  f"({fns['erasure-run']['handler_s']:.1f} s) | {fns['erasure-worker']['invocations']} "
+                  f"({fns['erasure-worker']['handler_s']:.1f} s) |"]
     if checks:
         lines += ["", "What the certificate says it checked (orders):", "",
                   "| copy | checked | left |", "|---|---|---:|"]

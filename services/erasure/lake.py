@@ -20,7 +20,15 @@ import pyarrow as pa
 
 from contracts import aws
 from contracts import lake as layout
-from contracts.commits import MissingObject, NewFile, PartitionCommitter, PartitionRef, PartitionState, ReplaceConflict
+from contracts.commits import (
+    FileToStage,
+    MissingObject,
+    NewFile,
+    PartitionCommitter,
+    PartitionRef,
+    PartitionState,
+    ReplaceConflict,
+)
 from contracts.datasets import Dataset
 from services.erasure.blobs import S3Blob
 from services.erasure.find import FileProbe, FindStats, partition_may_match, probe
@@ -29,6 +37,8 @@ from services.erasure.subjects import ColumnValues
 from services.erasure.versions import versions
 
 PROBE_THREADS = 8
+#: PUTs of a partition's rewritten files at once (stage_many)
+STAGE_THREADS = 4
 MAX_REPLANS = 5
 #: bytes of small files FIND fetched whole that a partition's hits keep for REWRITE (FileProbe.data);
 #: past it the rest are fetched again, so a partition of many small matched files stays in memory bounds
@@ -211,19 +221,20 @@ def _idx_keys(d: Mapping[int, int]) -> dict[str, int]:
 def _rewrite_hit(
     committer: PartitionCommitter, ref: PartitionRef, op_id: str, hit: FileHit, index: int,
     columns: Sequence[ColumnValues], personal: Sequence[str], salt: bytes,
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], FileToStage | None]:
+    """The file's outcome, and its bytes still to stage when it was rewritten in memory (`_stage_held`)."""
     name = f"erased-{index:04d}.parquet"
     held = hit.probe.source()  # the bytes FIND fetched (small files): no second download
     kwargs: dict[str, Any] = {"row_groups": hit.probe.matched_row_groups, "metadata": hit.probe.metadata,
                               "personal": personal, "salt": salt}
-    staged, out_bytes = None, 0
-    if held is not None:  # small in, small out: written in memory, staged in one PUT whose size is known
+    staged, out_bytes, to_stage = None, 0, None
+    if held is not None:  # small in, small out: written in memory, staged with the partition's others
         sink = pa.BufferOutputStream()
         with held:
             result = rewrite(held, lambda: sink, columns, **kwargs)
         if result.rows_out:
             data = sink.getvalue().to_pybytes()
-            staged, out_bytes = committer.stage(ref, op_id, name, data, result.rows_out).staged_key, len(data)
+            to_stage, out_bytes = FileToStage(ref, op_id, name, data, result.rows_out), len(data)
     else:  # streamed to S3 one row group at a time (memory: one row group)
         fs = aws.s3_filesystem()
         key = committer.reserve_staging(ref, op_id, name)
@@ -237,7 +248,18 @@ def _rewrite_hit(
         "staged_key": staged, "by_subject": _idx_keys(result.by_subject),
         "lineage": result.lineage, "row_groups_in": result.row_groups_in, "row_groups_out": result.row_groups_out,
         "fingerprints": sorted(result.fingerprints),
-    }
+    }, to_stage
+
+
+def _stage_held(committer: PartitionCommitter, held: list[tuple[dict[str, Any], FileToStage]]) -> None:
+    """Stage the files rewritten in memory together: one garbage entry registers them all (stage_many),
+    their PUTs go out in parallel and their sizes are known, so the commit needs no HEAD."""
+    if not held:
+        return
+    staged = committer.stage_many([f for _, f in held], workers=STAGE_THREADS)
+    for (record, _), new in zip(held, staged, strict=True):
+        record["staged_key"] = new.staged_key
+    held.clear()
 
 
 def erase_partition(
@@ -258,8 +280,9 @@ def erase_partition(
 
     `known` is what the run's FIND found there (`find_again`); a plan after a conflict probes the whole
     partition. Progress is checkpointed once the files are staged, and after each file streamed to S3
-    (a big file is worth resuming from); a file rewritten in memory costs less than its checkpoint's
-    PUT, so a crash before the partition is staged rewrites those again (same op id, same staged keys).
+    (a big file is worth resuming from). Files rewritten in memory are staged together (`_stage_held`) and
+    checkpointed with the partition: such a file costs less to rewrite than its checkpoint's PUT, so a
+    crash before the partition is staged rewrites them again (same op id, same staged keys).
     Returns the outcome (JSON-able): files replaced (old key → new key, rows), rows per subject
     index, lineage of the erased rows, fingerprints of their other personal values (fingerprints.py),
     the generation committed and what FIND read.
@@ -288,17 +311,23 @@ def erase_partition(
         op_id = op_id_for(op_prefix, [h.name for h in hits])
         done = {f["name"]: f for f in (saved or {}).get("files", [])} if (saved or {}).get("op_id") == op_id else {}
         plan: dict[str, Any] = {"op_id": op_id, "files": list(done.values()), "find": find_stats.to_json()}
+        held: list[tuple[dict[str, Any], FileToStage]] = []
         for i, hit in enumerate(hits):
             if hit.name in done:
                 continue
             if clock() >= deadline:
+                _stage_held(committer, held)
                 checkpoint.save(plan)
                 raise OutOfTime(f"{part.dataset} {dict(part.values)}: {len(plan['files'])}/{len(hits)} files done")
-            streamed = hit.probe.data is None
-            plan["files"].append(_rewrite_hit(committer, ref, op_id, hit, i, columns, personal, salt))
-            if streamed:
+            record, to_stage = _rewrite_hit(committer, ref, op_id, hit, i, columns, personal, salt)
+            plan["files"].append(record)
+            if to_stage is not None:
+                held.append((record, to_stage))
+            if hit.probe.data is None or sum(len(f.data) for _, f in held) > HELD_BYTES:
+                _stage_held(committer, held)  # a streamed file is worth resuming from; held output stays bounded
                 checkpoint.save(plan)
             hook("file-rewritten")
+        _stage_held(committer, held)
         plan["staged_all"] = True
         checkpoint.save(plan)
         hook("staged")
