@@ -27,15 +27,18 @@ from typing import Any
 from contracts import events
 from contracts.commits import PartitionCommitter
 from contracts.datasets import Dataset, load_datasets
+from contracts.lake import op_digest
 from services.erasure import certificate, sweep, verify
 from services.erasure.config import Config
 from services.erasure.evidence import RunResults, fingerprints, request_evidence, verification_report
 from services.erasure.find import FindStats
+from services.erasure.fingerprints import other_personal_columns
 from services.erasure.hashing import salt_id
 from services.erasure.lake import (
     Partition,
     candidate_partitions,
     find_in_partitions,
+    glue_partitions,
     old_generation_versions,
     probe_pool,
 )
@@ -73,6 +76,12 @@ GROUP_SPREAD = 16
 IN_FLIGHT_POLL_S = 30
 #: … for at most the committer's grace plus this (its cleanup deletes abandoned staging by then)
 IN_FLIGHT_MARGIN_S = 900
+
+
+def own_staging(lake_results: Sequence[TaskResult]) -> set[str]:
+    """Op digests of the run's own partition commits (every attempt): their staged files are its rewrites."""
+    ops = (getattr(r, "op_id", None) for r in lake_results if r.kind == "lake")
+    return {op_digest(op) for op in ops if isinstance(op, str) and op}
 
 
 def message_groups(ids: Sequence[str], tasks: Sequence[LakeTask | QuarantineTask | RawTask]) -> list[list[str]]:
@@ -391,12 +400,19 @@ class Engine:
             st.old_generation_versions_deleted += delete_versions(
                 self.cfg.lake_bucket, old_generation_versions(self.cfg.lake_bucket, ds, c.partition, c.generation))
             c.purged = True
-        subjects, wanted = self.subjects(run), self.fingerprints(run)
+        lake_results = RunWorkspace(self.ws, run.id).all_results(st, "lake")
+        subjects, wanted = self.subjects(run), fingerprints(lake_results)
+        own = own_staging(lake_results)
         in_flight = 0
         for ds_name, subs in sorted(subjects.by_dataset.items()):
             ds = self.datasets[ds_name]
-            hits, _ = sweep.scan_dataset(self.cfg.lake_bucket, self.cfg.database, ds, subs.columns(ds),
-                                         wanted=wanted.get(ds_name), salt=self.salt)
+            # the files this run staged are its rewrites, without the subjects' rows: nothing to delete there
+            # (verification still probes every hidden copy, these included)
+            copies = [c for c in sweep.hidden_copies(self.cfg.lake_bucket, ds, glue_partitions(self.cfg.database, ds))
+                      if not (c.kind == sweep.STAGING and c.digest in own)]
+            hits, _ = sweep.probe_copies(self.cfg.lake_bucket, copies, subs.columns(ds),
+                                         personal=other_personal_columns(ds), wanted=wanted.get(ds_name),
+                                         salt=self.salt)
             done = sweep.purge(self.cfg.lake_bucket, hits, self.committer)
             in_flight += done["in_flight"]
             for kind, n in done["deleted"].items():

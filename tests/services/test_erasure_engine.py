@@ -253,3 +253,34 @@ def test_lake_verification_resumes_in_the_next_tick(world: World, monkeypatch: p
     w.drive(rounds=200)
     assert w.store.get(rid).state == State.COMPLETED
     assert len(calls) == len(set(calls)) > 2, "every partition verified once, over several ticks"
+
+
+def test_the_purge_skips_the_runs_own_staged_rewrites_and_verification_still_probes_them(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The files a run staged are its rewrites (no subject row): the purge does not probe them; the
+    verification of hidden copies does, so the certificate still covers them."""
+    from contracts.lake import STAGING_ROOT
+    from services.erasure import sweep
+
+    w = world
+    w.land("orders", orders_jsonl([(1, 7), (5, 1), (2, 7), (6, 1)]), "kept.jsonl")  # 7 beside others: rewrites
+    rid = w.request(["7"], ["orders"])
+    probed: list[list[str]] = []
+    real = sweep.probe_copies
+
+    def recording(bucket: str, copies: Any, *args: Any, **kwargs: Any) -> Any:
+        probed.append([c.key for c in copies if c.kind == sweep.STAGING])
+        return real(bucket, copies, *args, **kwargs)
+
+    monkeypatch.setattr(sweep, "probe_copies", recording)
+    w.drive()
+    assert w.store.get(rid).state == State.COMPLETED
+    staged = [v["Key"] for v in aws.client("s3").list_object_versions(
+        Bucket=w.cfg.lake_bucket, Prefix=f"{STAGING_ROOT}orders/").get("Versions", [])]
+    assert len(probed) == 2, "hidden copies probed once at the purge, once at verification"
+    purge, verification = map(set, probed)
+    own = {k for k in verification if k.rsplit("/", 1)[-1].startswith("erased-")}
+    assert len(own) == 2 and not own & purge, "the run's own staged rewrites are left out of the purge's probe"
+    assert purge - verification, "the load's staged copies holding the subject were probed and deleted"
+    assert verification - own <= purge, "every other staged copy was probed at the purge"
+    assert verification == set(staged), "verification probes every staged copy left, the run's own included"
