@@ -57,7 +57,7 @@ def partition_path(values: dict[str, str]) -> str:
 
 def _key_array(table: pa.Table, key: PartitionKey) -> pa.Array:
     """One partition key per row (year/month/day as integers; identity as the source values)."""
-    source = table[key.source].combine_chunks()
+    source = _joined(table[key.source])
     return source if key.transform == "identity" else _TEMPORAL[key.transform](source)
 
 
