@@ -557,12 +557,14 @@ NOTES = """Reading the figures:
   small file is written in memory and staged in one PUT). F&F's rewrite costs more per file (~6.8 ms: its
   Python test per row and a write that re-encodes 2x the bytes). So the ratio is about (F&F's scan +
   rewrites) / (probes + rewrites): with 10 customers the platform needs about half of F&F's CPU (probes
-  ~0.27 s, ~119 rewrites ~0.6 s against F&F's ~0.95 s scan and ~0.8 s of rewrites), and two workers ~3.4x
-  its wall on a quiet machine. At pyarrow's floor (decode + encode ~4.3 ms a rewrite, read + footer ~0.065 ms a probe)
-  it would be ~5x; what stands between is ~0.25 s of CPU spread thin (the probe's Python, the exact test's
-  decompress, the rewrite's set-up). With 100 customers ~1,100 rewrites dominate both and the ratio is the
-  rewrites' (~1.1-1.2x on CPU). Beyond that, 5x needs the rewrites gone from erasure time: deletion vectors or
-  Iceberg position deletes (merge-on-read), which the platform's Glue tables do not have.
+  ~0.27 s, ~119 rewrites ~0.6 s against F&F's ~0.95 s scan and ~0.8 s of rewrites), and two workers ~3.8x
+  its wall on a quiet machine. 5x is ≤ ~0.8 s of CPU over two workers; the floor of a decode-and-encode
+  rewrite (read, cut, write with the options made beforehand: 4.5-4.7 ms a day file) plus probes at their
+  read + footer floor is ~0.71 s (~5.7x at best), against ~0.9 s now: what is left is ~0.1 s of the
+  rewrite's own work and ~0.1 s of the probe's Python, in pieces of 10-300 µs a file (docs/design/erasure.md).
+  With 100 customers the 1,117 rewrites alone cost 5.0-5.2 s at that floor: the ceiling of any method that
+  decodes and re-encodes is ~3.6x. Beyond that, 5x needs the rewrites gone from erasure time: deletion vectors
+  or Iceberg position deletes (merge-on-read), which the platform's Glue tables do not have.
 * **Copying untouched row groups without decoding them** (parquet-java's `ParquetRewriter`, Hudi RFC-68) buys
   nothing on any workload here (the line under each workload says what it would skip): a compacted day or month
   is one row group (far under the 1,000,000-row target), and in the dense year files every row group holds a
@@ -581,7 +583,11 @@ NOTES = """Reading the figures:
   the rest is each file's footer, page index and bloom filter.
 * **Verification is timed apart** (F&F has none; the line under each table): the service checks each
   rewritten file byte by byte (`structure.check_file`: every dictionary page, statistic, column index and
-  bloom filter against the surviving rows) before it issues a certificate.
+  bloom filter against the surviving rows) before it issues a certificate. It costs about what the rewrite
+  does (~4 ms a day file, ~120 ms a month file: the rows decoded again, every bloom filter rebuilt from the
+  survivors and compared bit by bit, every dictionary entry and statistic looked up among them; 20-25% less
+  this stop). A check that only tested the subjects' own values would be cheaper and prove less: it is kept
+  whole, so the certificate says what the bytes hold, not only what they lack.
 * **platform-2** fans files out over two long-lived worker processes as the service fans out partitions, in
   tasks that shrink as the work left does (17 on the day lake, the last of 16 files: ~150 equal tasks cost the
   feeding parent ~45 ms of CPU, which on two cores competes with the workers); its clock stops when the results
