@@ -207,7 +207,29 @@ class LocalEngine:
         self.glue = glue or aws.client("glue")
         self.fs = filesystem or aws.s3_filesystem()
 
+    #: how often a query starts over when a file it listed was gone when read (see `query`)
+    SNAPSHOT_ATTEMPTS = 3
+
     def query(self, sql: str) -> QueryResult:
+        """Run `sql` over one snapshot of the catalog.
+
+        A partition's files are listed and read one by one, so a compaction or erasure can replace the
+        partition in between and, once its grace is over (40 s on the local platform, hours on AWS), delete
+        the files this query listed. The query then starts over from the catalog (a fresh snapshot, never a
+        mix of generations); after SNAPSHOT_ATTEMPTS it says so instead of returning a partial answer.
+        """
+        for attempt in range(1, self.SNAPSHOT_ATTEMPTS + 1):
+            try:
+                return self._query_once(sql)
+            except FileNotFoundError as exc:
+                if attempt == self.SNAPSHOT_ATTEMPTS:
+                    raise QueryError(
+                        f"files were replaced while the query read them {attempt} times in a row (compaction or "
+                        f"erasure committing under it; last: {exc}); run it again, or raise the local platform's "
+                        "grace (compactGraceSeconds) if queries outlast it") from exc
+        raise AssertionError("unreachable")
+
+    def _query_once(self, sql: str) -> QueryResult:
         con = duckdb.connect()
         try:
             catalog = catalog_tables(self.glue, self.database)

@@ -206,6 +206,49 @@ def test_unknown_tables_and_bad_sql_say_what_is_wrong(lake: Lake) -> None:
         q.LocalEngine("etl_nope").query("SELECT 1")
 
 
+def _replace_partition_after_listing(lake: Lake, monkeypatch: pytest.MonkeyPatch, values: tuple[str, str],
+                                     times: int) -> list[str]:
+    """The first `times` listings of the partition are followed at once by what a compaction past its grace
+    does: the same rows under a new generation, the catalog flipped to it, the listed files deleted."""
+    listed = q.files_under
+    replaced: list[str] = []
+
+    def files_under(fs: Any, location: str) -> list[Any]:
+        infos = listed(fs, location)
+        if f"order_year={values[0]}/order_month={values[1]}/" in location and len(replaced) < times:
+            gen = int(location.rstrip("/").rsplit("=", 1)[1]) + 1
+            rows = [r for r in order_rows() if (str(r["order_date"].year), f"{r['order_date'].month:02d}") == values]
+            lake.glue.delete_partition(DatabaseName=DB, TableName="orders", PartitionValues=list(values))
+            lake.files[("orders", values)].clear()
+            lake.partition("orders", values, gen, [rows[:6], rows[6:]])
+            for info in infos:
+                bucket, key = info.path.split("/", 1)
+                lake.s3.delete_object(Bucket=bucket, Key=key)
+            replaced.append(location)
+        return infos
+
+    monkeypatch.setattr(q, "files_under", files_under)
+    return replaced
+
+
+def test_a_partition_replaced_under_a_query_is_read_again_from_a_fresh_snapshot(
+        lake: Lake, monkeypatch: pytest.MonkeyPatch) -> None:
+    replaced = _replace_partition_after_listing(lake, monkeypatch, ("2024", "03"), times=1)
+    result = local("SELECT count(*) AS n, sum(order_id) AS s FROM orders")
+    rows = order_rows()
+    assert result.table.to_pylist() == [{"n": len(rows), "s": sum(r["order_id"] for r in rows)}]
+    assert len(replaced) == 1  # listed, gone when read: the second attempt read the new generation whole
+    assert sorted(f for f in result.stats.files_by_table["orders"] if "order_month=03" in f) == \
+        sorted(lake.files[("orders", ("2024", "03"))])
+
+
+def test_a_query_that_keeps_losing_its_files_says_so(lake: Lake, monkeypatch: pytest.MonkeyPatch) -> None:
+    _replace_partition_after_listing(lake, monkeypatch, ("2024", "03"), times=q.LocalEngine.SNAPSHOT_ATTEMPTS)
+    with pytest.raises(q.QueryError, match=r"replaced while the query read them 3 times.*compactGraceSeconds"):
+        local("SELECT count(*) AS n FROM orders")
+    assert local("SELECT count(*) AS n FROM orders").table.to_pylist() == [{"n": len(order_rows())}]
+
+
 SHAPES = {"orders": TableColumns(("order_id", "amount"), ("order_year", "order_month")),
           "customers": TableColumns(("customer_id", "country"), ("signup_year",))}
 
