@@ -298,12 +298,30 @@ def _ingest_transform(per_service: dict[str, tuple[cost_model.Bill, dict[str, An
     return sum(per_service[s][0].total for s in ("ingest", "transform") if s in per_service)
 
 
+#: a platform run starts once the 1-minute load is below this (the previous run's processes wind down) …
+QUIET_LOAD = 1.0
+#: … or after this long, and its figures are then labelled provisional
+SETTLE_S = 240.0
+
+
+def _settle() -> float:
+    """Wait (bounded) for the machine to be quiet; returns the 1-minute load the run starts at."""
+    deadline = time.monotonic() + SETTLE_S
+    while os.getloadavg()[0] >= QUIET_LOAD and time.monotonic() < deadline:
+        time.sleep(5)
+    return os.getloadavg()[0]
+
+
 def _load_note(measured: dict[str, Any]) -> str:
     if not measured.get("load"):
         return ""
-    return (f" 1-minute load average {measured['load'][0]:.1f} before and {measured['load'][1]:.1f} after the "
-            "platform run (above the 2 CPUs, local durations and Spark's times stretch: read the ratios as "
-            "provisional).")
+    before, after = measured["load"]
+    note = (f" 1-minute load average {before:.1f} before and {after:.1f} after the platform run (the run's own "
+            "~15 processes make the second figure)")
+    if before < QUIET_LOAD:
+        return note + "."
+    return note + (": started on a busy machine, local durations and Spark's times stretch: read the ratios as "
+                   "provisional.")
 
 
 def render(args: argparse.Namespace, feeds: list[tuple[str, bytes]], measured: dict[str, Any],
@@ -558,7 +576,7 @@ def measure(args: argparse.Namespace, small_feeds: list[tuple[str, bytes]],
             SPARK_RESULTS.write_text(json.dumps(spark))  # kept even if the platform side fails
         runs: dict[str, dict[str, Any]] = {}
         for name, feeds in workloads.items():
-            load_before = os.getloadavg()[0]
+            load_before = _settle()
             measured = run_platform(feeds, work / name / "platform")
             measured["load"] = [load_before, os.getloadavg()[0]]
             runs[name] = {"spark": spark[name], "measured": measured}
