@@ -44,8 +44,9 @@ def field(s: Struct, fid: int, default: Any = None) -> Any:
 
 
 class Reader:
-    """The wire's primitives over a buffer (bytes or a memoryview); `error` is what malformed bytes raise,
-    so a service can raise its own (erasure's pages module reads page headers with these)."""
+    """The wire's primitives over a buffer (bytes or a memoryview); `error` is what malformed bytes raise.
+    (Erasure's hot paths, services/erasure/pages.py and bloom.py, read with plain functions instead: a
+    method call per byte cost them ~0.6 ms a file.)"""
 
     error: type[ValueError] = ThriftError
 
