@@ -19,6 +19,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import xxhash
 
+from services.erasure.pages import PageFormatError, read_struct
+
 _M = (1 << 64) - 1
 #: xxHash64's primes, for the vectorised fixed-width variant below
 _P1, _P2, _P3 = 0x9E3779B185EBCA87, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9
@@ -46,43 +48,6 @@ def plain_bytes(value: int | str | bytes, physical_type: str) -> bytes:
 
 class BloomFormatError(ValueError):
     """The bytes at the footer's bloom filter offset are not a split-block bloom filter."""
-
-
-def _varint(buf: bytes | memoryview, pos: int) -> tuple[int, int]:
-    shift = result = 0
-    while True:
-        if pos >= len(buf):
-            raise BloomFormatError("truncated bloom filter header")
-        b = buf[pos]
-        pos += 1
-        result |= (b & 0x7F) << shift
-        if not b & 0x80:
-            return result, pos
-        shift += 7
-
-
-def _skip_struct(buf: bytes | memoryview, pos: int, depth: int = 0) -> int:
-    """Skip a Thrift compact struct whose fields are structs or integers (all the header holds)."""
-    if depth > 4:
-        raise BloomFormatError("bloom filter header nests too deep")
-    while True:
-        if pos >= len(buf):
-            raise BloomFormatError("truncated bloom filter header")
-        head = buf[pos]
-        pos += 1
-        kind = head & 0x0F
-        if kind == 0:
-            return pos
-        if head >> 4 == 0:  # long form: explicit field id follows
-            _, pos = _varint(buf, pos)
-        if kind == 12:
-            pos = _skip_struct(buf, pos, depth + 1)
-        elif kind in (3,):
-            pos += 1
-        elif kind in (4, 5, 6):
-            _, pos = _varint(buf, pos)
-        elif kind not in (1, 2):
-            raise BloomFormatError(f"unexpected Thrift type {kind} in bloom filter header")
 
 
 #: what follows numBytes in the header every writer makes (parquet-cpp, parquet-java): algorithm BLOCK,
@@ -120,33 +85,13 @@ def _usual_header(buf: bytes | memoryview) -> tuple[int, int] | None:
 
 
 def _parse_header_fields(buf: bytes | memoryview) -> tuple[int, int]:
-    num_bytes = None
-    pos = 0
-    field = 0
-    while True:
-        if pos >= len(buf):
-            raise BloomFormatError("truncated bloom filter header")
-        head = buf[pos]
-        pos += 1
-        kind = head & 0x0F
-        if kind == 0:
-            break
-        delta = head >> 4
-        if delta:
-            field += delta
-        else:
-            raw, pos = _varint(buf, pos)
-            field = (raw >> 1) ^ -(raw & 1)
-        if field == 1 and kind == 5:
-            raw, pos = _varint(buf, pos)
-            num_bytes = (raw >> 1) ^ -(raw & 1)
-        elif kind == 12:
-            pos = _skip_struct(buf, pos)
-        elif kind in (4, 5, 6):
-            _, pos = _varint(buf, pos)
-        else:
-            raise BloomFormatError(f"unexpected Thrift type {kind} in bloom filter header")
-    if num_bytes is None or num_bytes <= 0 or num_bytes % BLOCK_BYTES:
+    """Any other header, read as the Thrift struct it is (pages.read_struct, verification's reader)."""
+    try:
+        fields, pos = read_struct(buf)
+    except PageFormatError as exc:
+        raise BloomFormatError(f"bloom filter header: {exc}") from exc
+    num_bytes = fields.get(1)
+    if type(num_bytes) is not int or num_bytes <= 0 or num_bytes % BLOCK_BYTES:
         raise BloomFormatError(f"bloom filter size {num_bytes} is not a positive multiple of {BLOCK_BYTES}")
     return num_bytes, pos
 
