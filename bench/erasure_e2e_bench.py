@@ -45,7 +45,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from _harness import etl, machine, update_docs  # noqa: E402
+from _harness import etl, local_records, machine, update_docs  # noqa: E402
 
 CACHE = Path(tempfile.gettempdir()) / "etl-bench-cache"
 SETTINGS = ("transform:chunkBytes=134217728",)
@@ -377,8 +377,7 @@ def timeline(st: Any, request: dict[str, Any]) -> dict[str, Any]:
                            "total": ended - received, "functions": {}}
     for fn in ("erasure-run", "erasure-worker"):
         log = state_dir() / "logs" / f"etl-local-{fn}.log"
-        calls = [json.loads(line) for line in (log.read_text().splitlines() if log.exists() else [])
-                 if line.startswith('{"local": "invocation"')]
+        calls = list(local_records(log, "invocation")) if log.exists() else []
         out["functions"][fn] = {"invocations": len(calls), "handler_s": sum(c["duration_ms"] for c in calls) / 1000}
     return out
 
