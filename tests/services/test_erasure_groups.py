@@ -37,6 +37,16 @@ def _one_message(w: World, monkeypatch: pytest.MonkeyPatch) -> tuple[str, list[s
     return lake_msgs[0]["run_id"], worker.message_tasks(lake_msgs[0])
 
 
+def _taken_message(w: World, monkeypatch: pytest.MonkeyPatch) -> tuple[Counter, str, str, list[str]]:
+    """Seed four month partitions, request the subject's erasure and take the one lake message off the queue
+    (the test delivers it itself): (lake rows before, request id, run id, the message's task ids)."""
+    before = _seed_months(w)
+    rid = w.request([str(SUBJECT)], ["orders"])
+    run_id, tasks = _one_message(w, monkeypatch)
+    w.work = [m for m in w.work if worker.message_tasks(m) != tasks]
+    return before, rid, run_id, tasks
+
+
 def _lake_results(w: World, run_id: str) -> dict[str, Any]:
     run = w.store.get_run(run_id)
     return {r.task_id: r for r in RunWorkspace(w.worker.workspace, run_id).results(run.state, "lake")
@@ -63,11 +73,8 @@ def test_message_groups_spread_partitions_and_keep_other_tasks_alone() -> None:
 def test_a_message_out_of_time_then_delivered_twice_skips_finished_partitions(
         world: World, monkeypatch: pytest.MonkeyPatch) -> None:
     w = world
-    before = _seed_months(w)
-    rid = w.request([str(SUBJECT)], ["orders"])
-    run_id, tasks = _one_message(w, monkeypatch)
+    before, rid, run_id, tasks = _taken_message(w, monkeypatch)
     assert len(tasks) == 4
-    w.work = [m for m in w.work if worker.message_tasks(m) != tasks]
     steps: list[str] = []
 
     def hook(step: str) -> None:
@@ -91,10 +98,7 @@ def test_a_message_out_of_time_then_delivered_twice_skips_finished_partitions(
 def test_a_partition_failing_inside_a_message_keeps_the_others_progress(
         world: World, monkeypatch: pytest.MonkeyPatch) -> None:
     w = world
-    before = _seed_months(w)
-    rid = w.request([str(SUBJECT)], ["orders"])
-    run_id, tasks = _one_message(w, monkeypatch)
-    w.work = [m for m in w.work if worker.message_tasks(m) != tasks]
+    before, rid, run_id, tasks = _taken_message(w, monkeypatch)
     failing = tasks[1]
     calls: Counter = Counter()
     erase = lake.erase_partition
