@@ -361,11 +361,11 @@ def count_by_subject(table: pa.Table, columns: Sequence[ColumnValues]) -> dict[i
     """Matched rows per subject index (a row matched through two subjects counts for both)."""
     out: dict[int, int] = {}
     names = table.column_names
-    prepared = _probes_for(columns).index_of
+    probes = _probes_for(columns)
     for k, cv in enumerate(columns):
         if cv.column not in names:
             continue
-        index_of = prepared[k]
+        index_of = probes.index_of[k]
         col = table[cv.column]
         if table.num_rows <= COUNT_IN_PYTHON:  # a few rows: no hash table, filter and value counts to build
             counted: dict[object, int] = {}
@@ -374,7 +374,7 @@ def count_by_subject(table: pa.Table, columns: Sequence[ColumnValues]) -> dict[i
                     counted[v] = counted.get(v, 0) + 1
             pairs = list(counted.items())
         else:
-            hits = col.filter(pc.is_in(col, options=_probes_for(columns).lookup[k]))
+            hits = col.filter(pc.is_in(col, options=probes.lookup[k]))
             if len(hits) == 0:
                 continue
             pairs = [(e["values"], int(e["counts"])) for e in pc.value_counts(hits).to_pylist()]
