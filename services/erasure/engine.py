@@ -32,13 +32,11 @@ from services.erasure import certificate, sweep, verify
 from services.erasure.config import Config
 from services.erasure.evidence import RunResults, fingerprints, request_evidence, verification_report
 from services.erasure.find import FindStats
-from services.erasure.fingerprints import other_personal_columns
 from services.erasure.hashing import salt_id
 from services.erasure.lake import (
     Partition,
     candidate_partitions,
     find_in_partitions,
-    glue_partitions,
     old_generation_versions,
     probe_pool,
 )
@@ -408,11 +406,8 @@ class Engine:
             ds = self.datasets[ds_name]
             # the files this run staged are its rewrites, without the subjects' rows: nothing to delete there
             # (verification still probes every hidden copy, these included)
-            copies = [c for c in sweep.hidden_copies(self.cfg.lake_bucket, ds, glue_partitions(self.cfg.database, ds))
-                      if not (c.kind == sweep.STAGING and c.digest in own)]
-            hits, _ = sweep.probe_copies(self.cfg.lake_bucket, copies, subs.columns(ds),
-                                         personal=other_personal_columns(ds), wanted=wanted.get(ds_name),
-                                         salt=self.salt)
+            hits, _ = sweep.scan_dataset(self.cfg.lake_bucket, self.cfg.database, ds, subs.columns(ds),
+                                         wanted=wanted.get(ds_name), salt=self.salt, skip_staged=own)
             done = sweep.purge(self.cfg.lake_bucket, hits, self.committer)
             in_flight += done["in_flight"]
             for kind, n in done["deleted"].items():

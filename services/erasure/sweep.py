@@ -21,7 +21,7 @@ columns, the erased rows' fingerprints. `purge` deletes what holds a subject's r
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
@@ -185,8 +185,10 @@ def summary(hits: Sequence[CopyHit], checked: Mapping[str, int]) -> dict[str, An
 
 def scan_dataset(
     bucket: str, database: str, ds: Dataset, columns: Sequence[ColumnValues], *,
-    wanted: set[str] | None = None, salt: bytes = b"",
+    wanted: set[str] | None = None, salt: bytes = b"", skip_staged: Collection[str] = (),
 ) -> tuple[list[CopyHit], dict[str, int]]:
-    """List and probe every hidden copy of one dataset (see `hidden_copies`)."""
-    copies = hidden_copies(bucket, ds, glue_partitions(database, ds))
+    """List and probe every hidden copy of one dataset (see `hidden_copies`), but the staged copies of the
+    commits whose op digests are in `skip_staged` (the purge's own rewrites: verification probes them too)."""
+    copies = [c for c in hidden_copies(bucket, ds, glue_partitions(database, ds))
+              if not (c.kind == STAGING and c.digest in skip_staged)]
     return probe_copies(bucket, copies, columns, personal=fp.other_personal_columns(ds), wanted=wanted, salt=salt)
