@@ -117,13 +117,6 @@ def message_tasks(body: Mapping[str, Any]) -> list[str]:
     return list(body["task_ids"]) if "task_ids" in body else [body["task_id"]]
 
 
-def run_task(
-    w: Worker, run_id: str, task_id: str, *, deadline: float, hook: Callable[[str], None] = lambda s: None
-) -> dict[str, Any]:
-    """Do one task (or notice it is done); returns a value-free summary for the log."""
-    return run_tasks(w, run_id, [task_id], deadline=deadline, hook=hook)
-
-
 def run_tasks(
     w: Worker, run_id: str, task_ids: Sequence[str], *, deadline: float, hook: Callable[[str], None] = lambda s: None
 ) -> dict[str, Any]:
