@@ -194,9 +194,9 @@ def find_again(
         return find_in_partition(committer, part, columns)
     state = committer.current(part.ref)
     by_name = {f.name: f for f in state.files}
-    if state.version != known.version or not all(n in by_name for n in known.names):
-        return _probed(committer, [state], [[(f.name, f.key, f.bytes) for f in state.files]], columns)[0]
-    return _probed(committer, [state], [[(n, by_name[n].key, by_name[n].bytes) for n in known.names]], columns)[0]
+    unchanged = state.version == known.version and all(n in by_name for n in known.names)
+    files = [by_name[n] for n in known.names] if unchanged else state.files
+    return _probed(committer, [state], [[(f.name, f.key, f.bytes) for f in files]], columns)[0]
 
 
 class Checkpoint:
