@@ -34,6 +34,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from contracts.lineage import LINE_COLUMN, OBJECT_COLUMN
+from services.erasure import splice
 from services.erasure.find import count_by_subject, match_mask
 from services.erasure.fingerprints import fingerprints
 from services.erasure.subjects import ColumnValues
@@ -178,12 +179,19 @@ def without_rows(t: pa.Table, positions: pa.Array, mask: pa.ChunkedArray | pa.Ar
 def _drop_matches(t: pa.Table, columns: Sequence[ColumnValues], result: RewriteResult,
                   personal: Sequence[str] = (), salt: bytes = b"") -> pa.Table:
     """The rows that stay (one vectorised test of the subject columns, then `without_rows`)."""
+    found = _note_removed(t, columns, result, personal, salt)
+    return t if found is None else without_rows(t, *found)
+
+
+def _note_removed(t: pa.Table, columns: Sequence[ColumnValues], result: RewriteResult, personal: Sequence[str],
+                  salt: bytes) -> tuple[pa.Array, pa.ChunkedArray | pa.Array] | None:
+    """The positions and mask of the rows of `t` to remove (None: none), recorded in `result`."""
     mask = match_mask(t, columns)
     if mask is None:
-        return t
+        return None
     positions = pc.indices_nonzero(mask)
     if len(positions) == 0:
-        return t
+        return None
     # only what is recorded of the removed rows: subject, lineage and personal columns (not the whole row)
     recorded = {cv.column for cv in columns} | {OBJECT_COLUMN, LINE_COLUMN} | set(personal)
     removed = t.select([i for i, c in enumerate(t.column_names) if c in recorded]).take(positions)
@@ -193,7 +201,7 @@ def _drop_matches(t: pa.Table, columns: Sequence[ColumnValues], result: RewriteR
     _lineage(removed, result.lineage)
     if personal:
         result.fingerprints.update(f for f in fingerprints(removed, personal, salt) if f)
-    return without_rows(t, positions, mask)
+    return positions, mask
 
 
 def compact_dictionaries(t: pa.Table) -> pa.Table:
@@ -246,9 +254,12 @@ def rewrite(
     when FIND already parsed it (`FileProbe.metadata`; not fetched and parsed again). `personal`
     names the columns whose values of each removed row are fingerprinted with `salt` (see fingerprints.py).
     """
-    result = RewriteResult()
     md = metadata if metadata is not None else pq.read_metadata(source)
     options = options_of(md, md.schema.to_arrow_schema())
+    spliced = _spliced(source, md, options, columns, row_groups, open_sink, personal, salt)
+    if spliced is not None:
+        return spliced
+    result = RewriteResult()
     kept_metadata = footer_metadata(md)
     # dictionary columns decoded to dictionary arrays: the writer reuses them (half the work)
     passthrough = dictionary_passthrough(None, options, columns)
@@ -284,6 +295,63 @@ def rewrite(
             writer.add_key_value_metadata(kept_metadata)
         writer.close()
     _close(sink)
+    return _sorted_lineage(result)
+
+
+def _sorted_lineage(result: RewriteResult) -> RewriteResult:
     for lines in result.lineage.values():
         lines.sort()
     return result
+
+
+def _spliced(source: Any, md: pq.FileMetaData, options: dict[str, Any], columns: Sequence[ColumnValues],
+             row_groups: Sequence[int] | None, open_sink: Callable[[], Any], personal: Sequence[str], salt: bytes,
+             ) -> RewriteResult | None:
+    """The rewrite done by splice.py (only the pages holding a removed row written again), or None when
+    that does not pay or cannot be done exactly: the caller then rewrites the file whole."""
+    candidates = range(md.num_row_groups) if row_groups is None else sorted(set(row_groups))
+    if not any(md.row_group(r).num_rows >= splice.MIN_ROWS for r in candidates):
+        return None  # small row groups: a page a column, every one of them written again anyway
+    f = pa.memory_map(source) if isinstance(source, str) else source
+    size = f.size()
+
+    def read_at(offset: int, length: int) -> bytes:
+        return f.read_at(length, offset)
+
+    try:
+        layout = splice.read_layout(read_at, size)
+    except (splice.NotSpliceable, ValueError):
+        return None
+    first = md.row_group(0)
+    chunks = [first.column(i) for i in range(first.num_columns)]
+    names = md.schema.to_arrow_schema().names
+    subject = {cv.column for cv in columns}
+    dictionaries = [names[i] for i, c in enumerate(chunks) if c.has_dictionary_page]
+    kept = [n for i, n in enumerate(names) if n in dictionaries or chunks[i].bloom_filter_offset]
+    needed = [n for n in names if n in subject or n in (OBJECT_COLUMN, LINE_COLUMN) or n in personal or n in kept]
+    pf = pq.ParquetFile(f, metadata=md, read_dictionary=[c for c in dictionaries if c not in subject] or None,
+                        pre_buffer=not isinstance(f, pa.BufferReader))
+    result = RewriteResult(row_groups_in=md.num_row_groups, rows_in=md.num_rows)
+    deleted, survivors = {}, {}
+    for r in candidates:
+        t = pf.read_row_group(r, columns=needed, use_threads=False)
+        found = _note_removed(t, columns, result, personal, salt)
+        if found is not None:
+            deleted[r] = found[0].to_numpy()
+            survivors[r] = t.select(kept).filter(pc.invert(found[1]))
+    if not deleted:
+        return None
+    try:
+        p = splice.plan(read_at, layout, deleted, survivors, options.get("bloom_filter_options") or {})
+    except splice.NotSpliceable:
+        return None
+    result.row_groups_out = len(p.groups)
+    if p.rows:
+        sink = open_sink()
+        try:
+            splice.write(p, read_at, sink)
+        except BaseException:
+            _close(sink)
+            raise
+        _close(sink)
+    return _sorted_lineage(result)
