@@ -184,9 +184,11 @@ def _drop_matches(t: pa.Table, columns: Sequence[ColumnValues], result: RewriteR
 
 
 def _note_removed(t: pa.Table, columns: Sequence[ColumnValues], result: RewriteResult, personal: Sequence[str],
-                  salt: bytes) -> tuple[pa.Array, pa.ChunkedArray | pa.Array] | None:
-    """The positions and mask of the rows of `t` to remove (None: none), recorded in `result`."""
-    mask = match_mask(t, columns)
+                  salt: bytes, mask: pa.ChunkedArray | pa.Array | None = None,
+                  ) -> tuple[pa.Array, pa.ChunkedArray | pa.Array] | None:
+    """The positions and mask of the rows of `t` to remove (None: none), recorded in `result` (`mask`:
+    the subject test's, when the caller made it)."""
+    mask = match_mask(t, columns) if mask is None else mask
     if mask is None:
         return None
     positions = pc.indices_nonzero(mask)
@@ -313,34 +315,53 @@ def _spliced(source: Any, md: pq.FileMetaData, options: dict[str, Any], columns:
     if not any(md.row_group(r).num_rows >= splice.MIN_ROWS for r in candidates):
         return None  # small row groups: a page a column, every one of them written again anyway
     f = pa.memory_map(source) if isinstance(source, str) else source
-    size = f.size()
+    try:
+        return _splice_file(f, md, options, columns, candidates, open_sink, personal, salt)
+    finally:
+        if f is not source:
+            f.close()
 
+
+def _splice_file(f: Any, md: pq.FileMetaData, options: dict[str, Any], columns: Sequence[ColumnValues],
+                 candidates: Sequence[int], open_sink: Callable[[], Any], personal: Sequence[str], salt: bytes,
+                 ) -> RewriteResult | None:
+    """`_spliced` on an open file: the subject columns read first, so a file most of whose pages hold a
+    removed row costs only that read before it goes to the whole rewrite."""
     def read_at(offset: int, length: int) -> bytes:
         return f.read_at(length, offset)
 
     try:
-        layout = splice.read_layout(read_at, size)
+        layout = splice.read_layout(read_at, f.size())
     except (splice.NotSpliceable, ValueError):
         return None
     first = md.row_group(0)
     chunks = [first.column(i) for i in range(first.num_columns)]
     names = md.schema.to_arrow_schema().names
-    subject = {cv.column for cv in columns}
+    subject = [n for n in names if n in {cv.column for cv in columns}]
     dictionaries = [names[i] for i, c in enumerate(chunks) if c.has_dictionary_page]
     kept = [n for i, n in enumerate(names) if n in dictionaries or chunks[i].bloom_filter_offset]
-    needed = [n for n in names if n in subject or n in (OBJECT_COLUMN, LINE_COLUMN) or n in personal or n in kept]
+    rest = [n for n in names if n not in subject and (n in (OBJECT_COLUMN, LINE_COLUMN) or n in personal or n in kept)]
     pf = pq.ParquetFile(f, metadata=md, read_dictionary=[c for c in dictionaries if c not in subject] or None,
                         pre_buffer=not isinstance(f, pa.BufferReader))
-    result = RewriteResult(row_groups_in=md.num_row_groups, rows_in=md.num_rows)
-    deleted, survivors = {}, {}
+    found: dict[int, tuple[pa.Table, pa.ChunkedArray | pa.Array]] = {}
+    deleted = {}
     for r in candidates:
-        t = pf.read_row_group(r, columns=needed, use_threads=False)
-        found = _note_removed(t, columns, result, personal, salt)
-        if found is not None:
-            deleted[r] = found[0].to_numpy()
-            survivors[r] = t.select(kept).filter(pc.invert(found[1]))
-    if not deleted:
+        t = pf.read_row_group(r, columns=subject, use_threads=False)
+        mask = match_mask(t, columns)
+        positions = pc.indices_nonzero(mask) if mask is not None else None
+        if positions is not None and len(positions):
+            found[r], deleted[r] = (t, mask), positions.to_numpy()
+    touched, total = splice.touched_share(layout, deleted)
+    if not deleted or touched > splice.MAX_REWRITTEN_SHARE * total:
         return None
+    result = RewriteResult(row_groups_in=md.num_row_groups, rows_in=md.num_rows)
+    survivors = {}
+    for r, (t, mask) in found.items():
+        if rest:
+            more = pf.read_row_group(r, columns=rest, use_threads=False)
+            t = pa.table({n: (t if n in subject else more).column(n) for n in names if n in subject or n in rest})
+        _note_removed(t, columns, result, personal, salt, mask)
+        survivors[r] = t.select(kept).filter(pc.invert(mask))
     try:
         p = splice.plan(read_at, layout, deleted, survivors, options.get("bloom_filter_options") or {})
     except splice.NotSpliceable:
@@ -348,6 +369,8 @@ def _spliced(source: Any, md: pq.FileMetaData, options: dict[str, Any], columns:
     result.row_groups_out = len(p.groups)
     if p.rows:
         sink = open_sink()
+        if isinstance(sink, str):  # a path, as ParquetWriter takes one
+            sink = pa.OSFile(sink, "wb")
         try:
             splice.write(p, read_at, sink)
         except BaseException:

@@ -43,12 +43,12 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from contracts import thrift
-from contracts.thrift import BINARY, I32, I64, LIST, STRUCT, Struct
-from services.erasure.pages import DATA_PAGE, DICTIONARY_PAGE, plain_values, walk_pages
+from contracts.thrift import BINARY, BOOL, I32, I64, LIST, STRUCT, Struct
+from services.erasure.pages import DATA_PAGE, DICTIONARY_PAGE, plain_values, read_struct, walk_pages
 from services.erasure.structure import INDEX_TRUNCATE, physical
 
 #: splice only when the pages to write again hold at most this share of the touched row groups' bytes
-MAX_REWRITTEN_SHARE = 0.5
+MAX_REWRITTEN_SHARE = 0.4
 #: a row group of fewer rows is one page a column at the writers' 20,000-row pages: nothing to copy
 MIN_ROWS = 40_000
 #: the pages written again are held in memory until the file is written: beyond this, rewrite whole
@@ -95,7 +95,7 @@ class Layout:
 
     footer: Struct
     size: int
-    offset_indexes: list[list[Struct]]
+    offset_indexes: list[list[dict[int, Any]]]  # as read (untyped: read, never written back)
 
     def group(self, r: int) -> Struct:
         return thrift.field(self.footer, _FMD_GROUPS)[r]
@@ -121,7 +121,7 @@ def read_layout(read_at: Callable[[int, int], bytes], size: int) -> Layout:
     start = min(off for off, _ in spans)
     end = max(off + length for off, length in spans)
     blob = read_at(start, end - start)
-    indexes = [thrift.decode(blob, off - start)[0] for off, _ in spans]
+    indexes = [read_struct(blob, off - start)[0] for off, _ in spans]
     per_group, k = [], 0
     for rg in groups:
         n_cols = len(thrift.field(rg, _RG_COLUMNS))
@@ -136,11 +136,10 @@ def touched_share(layout: Layout, deleted: Mapping[int, np.ndarray]) -> tuple[in
     for r, positions in deleted.items():
         rows = thrift.field(layout.group(r), _RG_ROWS)
         for oi in layout.offset_indexes[r]:
-            locs = thrift.field(oi, _OI_PAGES)
-            firsts = [thrift.field(p, _PL_FIRST_ROW) for p in locs]
-            hits = np.searchsorted(positions, [*firsts, rows])
+            locs = oi[_OI_PAGES]
+            hits = np.searchsorted(positions, [*(p[_PL_FIRST_ROW] for p in locs), rows])
             for k, p in enumerate(locs):
-                size = thrift.field(p, _PL_SIZE)
+                size = p[_PL_SIZE]
                 total += size
                 if hits[k + 1] > hits[k]:
                     touched += size
@@ -178,7 +177,16 @@ class _Reencoded:
     pages: list[_NewPage]
     uncompressed: int  # headers + uncompressed bodies, as total_uncompressed_size counts them
     encodings: Counter[tuple[int, int]]  # (page type, encoding) -> pages
-    removed: pa.Array  # the removed rows' values of this page
+
+
+@dataclass
+class _Touched:
+    """A source page holding removed rows: its bytes, its first row and row count, the rows to remove."""
+
+    raw: bytes
+    first_row: int
+    rows: int
+    positions: np.ndarray
 
 
 def _mini_file(col: _Column, md: Struct, pages: Sequence[bytes], rows: int, has_dictionary: bool) -> bytes:
@@ -208,8 +216,16 @@ def _mini_file(col: _Column, md: Struct, pages: Sequence[bytes], rows: int, has_
     return bytes(body) + encoded + struct.pack("<I", len(encoded)) + MAGIC
 
 
-def _page_header(page: bytes) -> Struct:
-    return thrift.decode(page)[0]
+def _page_kind(raw: bytes) -> tuple[int, int, bool]:
+    """(page type, encoding, has a checksum) from a data page's header."""
+    header = read_struct(raw)[0]
+    kind = header.get(1)
+    sub = header.get(5 if kind == DATA_PAGE else 8) or {}
+    return int(kind or -1), int(sub.get(2 if kind == DATA_PAGE else 4, -1)), header.get(4) is not None
+
+
+def _entries(dictionary_page: bytes) -> int:
+    return int(read_struct(dictionary_page)[0].get(7, {}).get(1, -1))
 
 
 class _Dictionary:
@@ -221,12 +237,11 @@ class _Dictionary:
     the chunk's own dictionary would give; its column-index entry is computed here from the values."""
 
     def __init__(self, col: _Column, page: bytes) -> None:
-        header = _page_header(page)
+        header, end = read_struct(page)
         self.page = page
-        self.entries = _entries(page)
-        body = page[len(page) - thrift.field(header, 3):]
-        raw = pa.Codec(col.codec).decompress(body, decompressed_size=thrift.field(header, 2)) \
-            if col.codec != "none" else body
+        self.entries = int(header.get(7, {}).get(1, -1))
+        body = page[end:]
+        raw = pa.Codec(col.codec).decompress(body, decompressed_size=header[2]) if col.codec != "none" else body
         self.plain = plain_values(bytes(raw), self.entries, col.physical_type)
         self.standins = pc.cast(pa.array(np.arange(self.entries)), pa.string()).cast(pa.binary())
         self.values: pa.Array | None = None  # the entries as the column's Arrow type, once a page is decoded
@@ -244,59 +259,81 @@ class _Dictionary:
         return pa.DictionaryArray.from_arrays(found, self.standins)
 
 
-def _reencode(col: _Column, md: Struct, dictionary: _Dictionary | None, page: bytes, first_row: int, rows: int,
-              positions: np.ndarray, index: Struct | None) -> _Reencoded:
-    """The page written again without the rows at `positions` (row numbers within its row group);
-    `index` is the chunk's column index (its entries' shapes are followed), None when it has none."""
-    header = _page_header(page)
-    kind = thrift.field(header, 1)
-    sub = thrift.field(header, 5 if kind == DATA_PAGE else 8) or {}
-    encoding = thrift.field(sub, 2 if kind == DATA_PAGE else 4)
-    dict_encoded = encoding in _DICTIONARY_ENCODINGS
-    if dict_encoded != (dictionary is not None):
+def _reencode(col: _Column, md: Struct, dictionary: _Dictionary | None, touched: Sequence[_Touched],
+              index: dict[int, Any] | None) -> tuple[list[_Reencoded], pa.Array]:
+    """The chunk's touched pages written again without their removed rows (one _Reencoded each, in order),
+    and the removed rows' values. All are decoded together, from one file of the chunk's dictionary and
+    these pages, and written into one file, a row group a page (its survivors are one page). `index` is the
+    chunk's column index (its entries' shapes are followed), None when it has none."""
+    kinds = {_page_kind(t.raw) for t in touched}
+    if len(kinds) != 1:
+        raise NotSpliceable(f"column {col.name}: pages of different kinds or encodings")
+    kind, encoding, checksum = kinds.pop()
+    if (encoding in _DICTIONARY_ENCODINGS) != (dictionary is not None):
         raise NotSpliceable(f"column {col.name}: a chunk mixing dictionary and plain pages")
-    pages = [dictionary.page, page] if dictionary is not None else [page]
+    pages = [t.raw for t in touched] if dictionary is None else [dictionary.page, *(t.raw for t in touched)]
+    rows = sum(t.rows for t in touched)
     arr = pq.ParquetFile(pa.BufferReader(_mini_file(col, md, pages, rows, dictionary is not None)),
                          pre_buffer=False).read_row_group(0, use_threads=False).column(0)
     arr = arr.chunk(0) if arr.num_chunks == 1 else arr.combine_chunks()
     keep = np.ones(rows, dtype=bool)
-    keep[positions - first_row] = False
+    start = 0
+    for t in touched:
+        keep[t.positions - t.first_row + start] = False
+        start += t.rows
     removed = arr.filter(pa.array(~keep))
-    survivors = arr.filter(pa.array(keep))
-    if len(survivors) == 0:
-        return _Reencoded([], 0, Counter(), removed)
     options: dict[str, Any] = {
         "compression": col.codec, "compression_level": 1 if col.codec == "zstd" else None,
         "data_page_size": 1 << 30, "dictionary_pagesize_limit": 1 << 30, "store_schema": False,
-        "data_page_version": "1.0" if kind == DATA_PAGE else "2.0",
-        "write_page_checksum": thrift.field(header, 4) is not None,
+        "data_page_version": "1.0" if kind == DATA_PAGE else "2.0", "write_page_checksum": checksum,
         "store_decimal_as_integer": col.physical_type in ("INT32", "INT64"),
     }
     if dictionary is not None:
-        written = dictionary.indices(survivors, col.physical_type)
         options.update(use_dictionary=True, write_statistics=False, write_page_index=False)
     else:
-        written = survivors
         options.update(use_dictionary=False, column_encoding={col.name: _ENCODING_NAMES.get(encoding, "PLAIN")},
                        write_statistics=_MD_STATS in md, write_page_index=index is not None)
-    schema = pa.schema([pa.field(col.name, written.type, nullable=col.nullable)])
-    sink = pa.BufferOutputStream()
-    with pq.ParquetWriter(sink, schema, **options) as w:
-        w.write_table(pa.table([written], schema=schema), row_group_size=len(written))
-    new = _lift_pages(col, sink.getvalue().to_pybytes(), dictionary, encoding, removed)
-    if dictionary is not None and index is not None:
-        if len(new.pages) != 1:
-            raise NotSpliceable(f"column {col.name}: a dictionary page's data written as several pages")
-        new.pages[0].index = _dictionary_index_entry(col, survivors, index)
-        new.pages[0].unencoded = (pc.sum(pc.binary_length(survivors)).as_py() or 0
-                                  if col.physical_type == "BYTE_ARRAY" else None)
-    return new
+    survivors: list[pa.Array] = []
+    start = 0
+    for t in touched:
+        survivors.append(arr.slice(start, t.rows).filter(pa.array(keep[start : start + t.rows])))
+        start += t.rows
+    written = [(dictionary.indices(v, col.physical_type) if dictionary is not None else v) for v in survivors if len(v)]
+    out = b""
+    if written:
+        schema = pa.schema([pa.field(col.name, written[0].type, nullable=col.nullable)])
+        sink = pa.BufferOutputStream()
+        with pq.ParquetWriter(sink, schema, **options) as w:
+            for v in written:  # one row group each: a page's survivors stay one page
+                w.write_table(pa.table([v], schema=schema), row_group_size=len(v))
+        out = sink.getvalue().to_pybytes()
+    results, group = [], 0
+    footer = _footer(out) if out else {}
+    for v in survivors:
+        if not len(v):
+            results.append(_Reencoded([], 0, Counter()))
+            continue
+        new = _lift_pages(col, out, footer, group, dictionary, encoding)
+        group += 1
+        if dictionary is not None and index is not None:
+            if len(new.pages) != 1:
+                raise NotSpliceable(f"column {col.name}: a dictionary page's data written as several pages")
+            new.pages[0].index = _dictionary_index_entry(col, v, index)
+            new.pages[0].unencoded = (pc.sum(pc.binary_length(v)).as_py() or 0
+                                      if col.physical_type == "BYTE_ARRAY" else None)
+        results.append(new)
+    return results, removed
 
 
-def _dictionary_index_entry(col: _Column, survivors: pa.Array, ci: Struct) -> dict[int, Any]:
+def _footer(data: bytes) -> dict[int, Any]:
+    n = int.from_bytes(data[-8:-4], "little")
+    return read_struct(data, len(data) - 8 - n)[0]
+
+
+def _dictionary_index_entry(col: _Column, survivors: pa.Array, ci: dict[int, Any]) -> dict[int, Any]:
     """A dictionary-encoded page's column-index entry, shaped as the chunk's other entries are."""
     nulls = survivors.null_count
-    n_pages = len(thrift.field(ci, _CI_NULL_PAGES))
+    n_pages = len(ci.get(_CI_NULL_PAGES, []))
     entry: dict[int, Any] = {_CI_NULL_PAGES: nulls == len(survivors), _CI_MINS: b"", _CI_MAXS: b""}
     if nulls < len(survivors):
         entry[_CI_MINS], entry[_CI_MAXS] = _plain_min_max(col, survivors)
@@ -304,7 +341,7 @@ def _dictionary_index_entry(col: _Column, survivors: pa.Array, ci: Struct) -> di
         entry[_CI_NULLS] = nulls
     for fid, levels in ((_CI_REP, [len(survivors)]), (_CI_DEF, [nulls, len(survivors) - nulls])):
         if fid in ci:
-            width = len(thrift.field(ci, fid)) // n_pages if n_pages else 0
+            width = len(ci[fid]) // n_pages if n_pages else 0
             if width == 1:
                 entry[fid] = [len(survivors)]
             elif width == len(levels):
@@ -334,33 +371,27 @@ def _plain_min_max(col: _Column, values: pa.Array) -> tuple[bytes, bytes]:
     return lo, hi
 
 
-def _entries(dictionary_page: bytes) -> int:
-    return int(thrift.field(thrift.field(_page_header(dictionary_page), 7), 1))
-
-
-def _lift_pages(col: _Column, out: bytes, dictionary: _Dictionary | None, encoding: int, removed: pa.Array,
-                ) -> _Reencoded:
-    """The data pages (and their index entries) of a one-column file pyarrow just wrote."""
-    n = int.from_bytes(out[-8:-4], "little")
-    footer = thrift.decode(out, len(out) - 8 - n)[0]
-    rg = thrift.field(footer, _FMD_GROUPS)[0]
-    cc = thrift.field(rg, _RG_COLUMNS)[0]
-    md = thrift.field(cc, _CC_META)
-    if dictionary is None and _TYPES.get(thrift.field(md, _MD_TYPE)) != col.physical_type:
+def _lift_pages(col: _Column, out: bytes, footer: dict[int, Any], group: int, dictionary: _Dictionary | None,
+                encoding: int) -> _Reencoded:
+    """The data pages (and their index entries) of row group `group` of a one-column file pyarrow wrote."""
+    rg = footer[_FMD_GROUPS][group]
+    cc = rg[_RG_COLUMNS][0]
+    md = cc[_CC_META]
+    if dictionary is None and _TYPES.get(md.get(_MD_TYPE)) != col.physical_type:
         raise NotSpliceable(f"column {col.name}: the writer chose another physical type")
-    rows = thrift.field(rg, _RG_ROWS)
-    start = thrift.field(md, _MD_DATA_PAGE)
-    dict_at = thrift.field(md, _MD_DICTIONARY_PAGE)
+    rows = rg[_RG_ROWS]
+    start = md[_MD_DATA_PAGE]
+    dict_at = md.get(_MD_DICTIONARY_PAGE)
     if dictionary is not None and (dict_at is None or _entries(out[dict_at:start]) != dictionary.entries):
         raise NotSpliceable(f"column {col.name}: the writer did not keep the stand-in dictionary")
-    ci = thrift.decode(out, thrift.field(cc, _CC_CI))[0] if _CC_CI in cc else None
-    oi = thrift.decode(out, thrift.field(cc, _CC_OI))[0] if _CC_OI in cc else None
-    chunk_end = (dict_at if dict_at is not None else start) + thrift.field(md, _MD_COMPRESSED)
+    ci = read_struct(out, cc[_CC_CI])[0] if _CC_CI in cc else None
+    oi = read_struct(out, cc[_CC_OI])[0] if _CC_OI in cc else None
+    chunk_end = (dict_at if dict_at is not None else start) + md[_MD_COMPRESSED]
     pages: list[_NewPage] = []
     uncompressed = 0
     encodings: Counter[tuple[int, int]] = Counter()
     data_pages = [p for p in walk_pages(memoryview(out)[start:chunk_end], start) if p.kind != DICTIONARY_PAGE]
-    firsts = ([thrift.field(p, _PL_FIRST_ROW) for p in thrift.field(oi, _OI_PAGES)] if oi is not None
+    firsts = ([p[_PL_FIRST_ROW] for p in oi[_OI_PAGES]] if oi is not None
               else list(np.cumsum([0] + [p.num_values for p in data_pages[:-1]])))
     for k, p in enumerate(data_pages):
         if p.encoding != encoding:
@@ -370,24 +401,23 @@ def _lift_pages(col: _Column, out: bytes, dictionary: _Dictionary | None, encodi
         if ci is not None:
             page.index = _index_entry(ci, k, len(data_pages))
         if oi is not None and _OI_UNENCODED in oi:
-            page.unencoded = thrift.field(oi, _OI_UNENCODED)[k]
+            page.unencoded = oi[_OI_UNENCODED][k]
         pages.append(page)
         uncompressed += p.header_bytes + p.uncompressed_size
         encodings[(p.kind, p.encoding)] += 1
-    return _Reencoded(pages, uncompressed, encodings, removed)
+    return _Reencoded(pages, uncompressed, encodings)
 
 
-def _index_entry(ci: Struct, k: int, n_pages: int) -> dict[int, Any]:
+def _index_entry(ci: dict[int, Any], k: int, n_pages: int) -> dict[int, Any]:
     """Page k's values in a column index (histograms: its slice of the flattened per-page lists)."""
     entry: dict[int, Any] = {}
     for fid in (_CI_NULL_PAGES, _CI_MINS, _CI_MAXS, _CI_NULLS):
         if fid in ci:
-            entry[fid] = thrift.field(ci, fid)[k]
+            entry[fid] = ci[fid][k]
     for fid in (_CI_REP, _CI_DEF):
         if fid in ci:
-            values = thrift.field(ci, fid)
-            width = len(values) // n_pages if n_pages else 0
-            entry[fid] = values[k * width : (k + 1) * width]
+            width = len(ci[fid]) // n_pages if n_pages else 0
+            entry[fid] = ci[fid][k * width : (k + 1) * width]
     return entry
 
 
@@ -400,8 +430,8 @@ class _ChunkPlan:
     dictionary: tuple[int, int] | None  # source range of the dictionary page
     pages: list[_NewPage]
     meta: Struct  # the new ColumnMetaData, offsets filled at write time
-    column_index: Struct | None
-    offset_index: Struct | None
+    column_index: Struct | None  # typed, ready to write
+    unencoded: bool  # whether the offset index lists each page's unencoded byte-array bytes
     bloom: bytes | tuple[int, int] | None  # rebuilt bytes, or the source range to copy
 
 
@@ -445,7 +475,7 @@ def plan(read_at: Callable[[int, int], bytes], layout: Layout, deleted: Mapping[
         for i, cc in enumerate(thrift.field(rg, _RG_COLUMNS)):
             oi = layout.offset_indexes[r][i]
             if positions is None or len(positions) == 0:
-                chunks.append(_copied(cc, oi, read_at))
+                chunks.append(_copied(columns[i], cc, oi, rows, read_at))
             else:
                 chunks.append(_spliced(columns[i], cc, oi, rows, positions, read_at,
                                        survivors_of[r], bloom_options.get(columns[i].name)))
@@ -466,20 +496,33 @@ def _column(leaf: Struct, md: Struct) -> _Column:
                    signed=not unsigned)
 
 
-def _copied(cc: Struct, oi: Struct, read_at: Callable[[int, int], bytes]) -> _ChunkPlan:
-    """A chunk of a row group that lost no row: its pages, indexes and bloom filter as they are."""
+def _source_pages(cc: Struct, oi: dict[int, Any], rows: int, read_at: Callable[[int, int], bytes],
+                  ) -> tuple[Struct, list[_NewPage], tuple[int, int] | None, dict[int, Any] | None]:
+    """A source chunk's metadata (a copy to change), its pages as copies, its dictionary page's range and its
+    column index (untyped; each page's entry on the page)."""
     md = dict(thrift.field(cc, _CC_META))
-    locs = thrift.field(oi, _OI_PAGES)
-    firsts = [thrift.field(p, _PL_FIRST_ROW) for p in locs] + [thrift.field(md, _MD_VALUES)]
-    unencoded = thrift.field(oi, _OI_UNENCODED) or [None] * len(locs)
-    pages = [_NewPage(firsts[k + 1] - firsts[k], src=(thrift.field(p, _PL_OFFSET), thrift.field(p, _PL_SIZE)),
-                      unencoded=unencoded[k]) for k, p in enumerate(locs)]
+    locs = oi[_OI_PAGES]
+    firsts = [p[_PL_FIRST_ROW] for p in locs] + [rows]
+    unencoded = oi.get(_OI_UNENCODED) or [None] * len(locs)
+    ci = read_struct(read_at(thrift.field(cc, _CC_CI), thrift.field(cc, _CC_CI_LEN)))[0] if _CC_CI in cc else None
+    pages = []
+    for k, p in enumerate(locs):
+        page = _NewPage(firsts[k + 1] - firsts[k], src=(p[_PL_OFFSET], p[_PL_SIZE]), unencoded=unencoded[k])
+        if ci is not None:
+            page.index = _index_entry(ci, k, len(locs))
+        pages.append(page)
     dict_at = thrift.field(md, _MD_DICTIONARY_PAGE)
-    first = thrift.field(locs[0], _PL_OFFSET) if locs else thrift.field(md, _MD_DATA_PAGE)
+    first = locs[0][_PL_OFFSET] if locs else thrift.field(md, _MD_DATA_PAGE)
     dictionary = (dict_at, first - dict_at) if dict_at is not None and dict_at < first else None
-    ci = thrift.decode(read_at(thrift.field(cc, _CC_CI), thrift.field(cc, _CC_CI_LEN)))[0] if _CC_CI in cc else None
-    bloom = _bloom_range(md, read_at)
-    return _ChunkPlan(cc, dictionary, pages, md, ci, dict(oi), bloom)
+    return md, pages, dictionary, ci
+
+
+def _copied(col: _Column, cc: Struct, oi: dict[int, Any], rows: int, read_at: Callable[[int, int], bytes],
+            ) -> _ChunkPlan:
+    """A chunk of a row group that lost no row: its pages, indexes and bloom filter as they are."""
+    md, pages, dictionary, ci = _source_pages(cc, oi, rows, read_at)
+    column_index = _column_index(col, ci, pages) if ci is not None else None
+    return _ChunkPlan(cc, dictionary, pages, md, column_index, _OI_UNENCODED in oi, _bloom_range(md, read_at))
 
 
 def _bloom_range(md: Struct, read_at: Callable[[int, int], bytes]) -> tuple[int, int] | None:
@@ -488,52 +531,43 @@ def _bloom_range(md: Struct, read_at: Callable[[int, int], bytes]) -> tuple[int,
         return None
     length = thrift.field(md, _MD_BLOOM_LEN)
     if not length:
-        header, end = thrift.decode(read_at(offset, 64))
-        length = end + thrift.field(header, 1)
+        header, end = read_struct(read_at(offset, 64))
+        length = end + header[1]
     return offset, length
 
 
-def _spliced(col: _Column, cc: Struct, oi: Struct, rows: int, positions: np.ndarray,
+def _src(page: _NewPage) -> tuple[int, int]:
+    assert page.src is not None  # a source page is a copy until replaced
+    return page.src
+
+
+def _spliced(col: _Column, cc: Struct, oi: dict[int, Any], rows: int, positions: np.ndarray,
              read_at: Callable[[int, int], bytes], survivors: pa.Table, bloom_option: Mapping[str, Any] | None,
              ) -> _ChunkPlan:
-    md = dict(thrift.field(cc, _CC_META))
-    locs = thrift.field(oi, _OI_PAGES)
-    firsts = [thrift.field(p, _PL_FIRST_ROW) for p in locs]
-    bounds = np.searchsorted(positions, [*firsts, rows])
-    dict_at = thrift.field(md, _MD_DICTIONARY_PAGE)
-    first_page = thrift.field(locs[0], _PL_OFFSET)
-    dictionary_range = (dict_at, first_page - dict_at) if dict_at is not None and dict_at < first_page else None
+    md, source, dictionary_range, ci = _source_pages(cc, oi, rows, read_at)
     dictionary = _Dictionary(col, read_at(*dictionary_range)) if dictionary_range else None
     if dictionary is not None:
         _require_dictionary_used(col, survivors, dictionary.entries)
-    ci = thrift.decode(read_at(thrift.field(cc, _CC_CI), thrift.field(cc, _CC_CI_LEN)))[0] if _CC_CI in cc else None
-    unencoded = thrift.field(oi, _OI_UNENCODED)
-    pages: list[_NewPage] = []
-    removed_parts: list[pa.Array] = []
+    firsts = [p[_PL_FIRST_ROW] for p in oi[_OI_PAGES]]
+    bounds = np.searchsorted(positions, [*firsts, rows])
+    touched_at = [k for k in range(len(source)) if bounds[k + 1] > bounds[k]]
+    touched = [_Touched(read_at(*_src(source[k])), firsts[k], source[k].rows, positions[bounds[k] : bounds[k + 1]])
+               for k in touched_at]
+    new, removed = _reencode(col, md, dictionary, touched, ci)
     uncompressed = thrift.field(md, _MD_UNCOMPRESSED)
     encodings = Counter({(thrift.field(e, _PES_TYPE), thrift.field(e, _PES_ENCODING)): thrift.field(e, _PES_COUNT)
                          for e in thrift.field(md, _MD_ENCODING_STATS) or []})
-    for k, loc in enumerate(locs):
-        offset, size = thrift.field(loc, _PL_OFFSET), thrift.field(loc, _PL_SIZE)
-        end = firsts[k + 1] if k + 1 < len(locs) else rows
-        if bounds[k + 1] == bounds[k]:
-            page = _NewPage(end - firsts[k], src=(offset, size))
-            if ci is not None:
-                page.index = _index_entry(ci, k, len(locs))
-            if unencoded is not None:
-                page.unencoded = unencoded[k]
+    replaced = dict(zip(touched_at, new, strict=True))
+    pages: list[_NewPage] = []
+    for k, page in enumerate(source):
+        if k not in replaced:
             pages.append(page)
             continue
-        raw = read_at(offset, size)
-        old = next(walk_pages(raw))
-        uncompressed -= old.header_bytes + old.uncompressed_size
+        old = next(walk_pages(touched[touched_at.index(k)].raw))
+        uncompressed += replaced[k].uncompressed - (old.header_bytes + old.uncompressed_size)
         encodings[(old.kind, old.encoding)] -= 1
-        new = _reencode(col, md, dictionary, raw, firsts[k], end - firsts[k], positions[bounds[k] : bounds[k + 1]], ci)
-        pages.extend(new.pages)
-        uncompressed += new.uncompressed
-        encodings.update(new.encodings)
-        removed_parts.append(new.removed)
-    removed = pa.concat_arrays(removed_parts) if len(removed_parts) > 1 else removed_parts[0]
+        encodings.update(replaced[k].encodings)
+        pages.extend(replaced[k].pages)
     if pa.types.is_dictionary(removed.type):
         removed = removed.dictionary_decode()
     meta = md
@@ -553,7 +587,7 @@ def _spliced(col: _Column, cc: Struct, oi: Struct, rows: int, positions: np.ndar
         if bloom_option is None:
             raise NotSpliceable(f"column {col.name}: a bloom filter without writer options")
         bloom = _bloom(col, survivors.column(col.name), bloom_option)
-    return _ChunkPlan(cc, dictionary_range, pages, meta, column_index, dict(oi), bloom)
+    return _ChunkPlan(cc, dictionary_range, pages, meta, column_index, _OI_UNENCODED in oi, bloom)
 
 
 def _require_dictionary_used(col: _Column, survivors: pa.Table, entries: int) -> None:
@@ -609,7 +643,7 @@ def _as_arrow(raw: set[bytes], col: _Column, like: pa.DataType) -> pa.Array:
     return pa.array([struct.unpack(fmt, b)[0] for b in raw if len(b) == struct.calcsize(fmt)], like)
 
 
-def _size_statistics(meta: Struct, pages: Sequence[_NewPage], ci: Struct | None) -> None:
+def _size_statistics(meta: Struct, pages: Sequence[_NewPage], ci: dict[int, Any] | None) -> None:
     """The chunk's SizeStatistics summed from its pages' (dropped when a page lacks them)."""
     if _MD_SIZE_STATS not in meta:
         return
@@ -630,21 +664,25 @@ def _size_statistics(meta: Struct, pages: Sequence[_NewPage], ci: Struct | None)
     meta[_MD_SIZE_STATS] = (STRUCT, ss)
 
 
-def _column_index(col: _Column, ci: Struct, pages: Sequence[_NewPage]) -> Struct:
-    """The chunk's ColumnIndex from its pages' entries (boundary order kept only if it still holds)."""
-    out = dict(ci)
-    for fid in (_CI_NULL_PAGES, _CI_MINS, _CI_MAXS, _CI_NULLS, _CI_REP, _CI_DEF):
+#: the ColumnIndex's list fields and their element types
+_CI_LISTS = {_CI_NULL_PAGES: BOOL, _CI_MINS: BINARY, _CI_MAXS: BINARY, _CI_NULLS: I64, _CI_REP: I64, _CI_DEF: I64}
+
+
+def _column_index(col: _Column, ci: dict[int, Any], pages: Sequence[_NewPage]) -> Struct:
+    """The chunk's ColumnIndex from its pages' entries (the boundary order kept only if it still holds)."""
+    out: Struct = {}
+    for fid, elem in _CI_LISTS.items():
         if fid not in ci:
             continue
-        kind, (elem, _) = ci[fid]
         if fid in (_CI_REP, _CI_DEF):
             values = [v for p in pages for v in p.index.get(fid, [])]
         else:
             values = [p.index[fid] for p in pages]
-        out[fid] = (kind, (elem, values))
-    order = thrift.field(ci, _CI_ORDER)
+        out[fid] = (LIST, (elem, values))
+    order = int(ci.get(_CI_ORDER, _UNORDERED))
     if order in (_ASCENDING, _DESCENDING) and not _still_ordered(col, pages, order):
-        out[_CI_ORDER] = (I32, _UNORDERED)
+        order = _UNORDERED
+    out[_CI_ORDER] = (I32, order)
     return out
 
 
@@ -719,12 +757,13 @@ def write(p: Plan, read_at: Callable[[int, int], bytes], sink: Any) -> int:
     out = _Out(sink, read_at)
     out.write(MAGIC)
     groups = []
-    written: list[_ChunkPlan] = []
+    written: list[tuple[_ChunkPlan, Struct, Struct]] = []  # (plan, new ColumnChunk, its OffsetIndex)
     for ordinal, g in enumerate(p.groups):
         columns = []
         for c in g.chunks:
-            columns.append(_write_chunk(out, c))
-            written.append(c)
+            cc, offset_index = _write_chunk(out, c)
+            columns.append(cc)
+            written.append((c, cc, offset_index))
         metas = [thrift.field(cc, _CC_META) for cc in columns]
         rg = dict(g.rg)
         rg[_RG_COLUMNS] = (LIST, (STRUCT, columns))
@@ -738,23 +777,22 @@ def write(p: Plan, read_at: Callable[[int, int], bytes], sink: Any) -> int:
         if _RG_ORDINAL in rg:
             rg[_RG_ORDINAL] = (rg[_RG_ORDINAL][0], ordinal)
         groups.append(rg)
-    for c in written:  # bloom filters, then column indexes, then offset indexes, as pyarrow lays them out
+    for c, _, _ in written:  # bloom filters, then column indexes, then offset indexes, as pyarrow lays them out
         if c.bloom is not None:
             at = out.write(c.bloom) if isinstance(c.bloom, bytes) else out.copy(*c.bloom)
             length = len(c.bloom) if isinstance(c.bloom, bytes) else c.bloom[1]
             c.meta[_MD_BLOOM] = (I64, at)
             if _MD_BLOOM_LEN in c.meta:
                 c.meta[_MD_BLOOM_LEN] = (I32, length)
-    for c, cc in zip(written, (col for g in groups for col in thrift.field(g, _RG_COLUMNS)), strict=True):
+    for c, cc, _ in written:
         if c.column_index is not None:
             encoded = thrift.encode(c.column_index)
             cc[_CC_CI] = (I64, out.write(encoded))
             cc[_CC_CI_LEN] = (I32, len(encoded))
-    for c, cc in zip(written, (col for g in groups for col in thrift.field(g, _RG_COLUMNS)), strict=True):
-        if c.offset_index is not None:
-            encoded = thrift.encode(c.offset_index)
-            cc[_CC_OI] = (I64, out.write(encoded))
-            cc[_CC_OI_LEN] = (I32, len(encoded))
+    for _, cc, offset_index in written:
+        encoded = thrift.encode(offset_index)
+        cc[_CC_OI] = (I64, out.write(encoded))
+        cc[_CC_OI_LEN] = (I32, len(encoded))
     footer = dict(p.footer)
     footer[_FMD_ROWS] = (I64, p.rows)
     footer[_FMD_GROUPS] = (LIST, (STRUCT, groups))
@@ -763,8 +801,9 @@ def write(p: Plan, read_at: Callable[[int, int], bytes], sink: Any) -> int:
     return out.pos
 
 
-def _write_chunk(out: _Out, c: _ChunkPlan) -> Struct:
-    """Write one chunk's pages (consecutive copied pages in one copy); returns its ColumnChunk."""
+def _write_chunk(out: _Out, c: _ChunkPlan) -> tuple[Struct, Struct]:
+    """Write one chunk's pages (consecutive copied pages in one copy); returns its ColumnChunk and its
+    OffsetIndex (typed)."""
     start = out.pos
     meta = c.meta
     if c.dictionary is not None:
@@ -772,7 +811,6 @@ def _write_chunk(out: _Out, c: _ChunkPlan) -> Struct:
     locations = []
     first_row = 0
     run: list[int] | None = None  # [source offset, length] of copied pages not yet written
-    kind, (elem, _old) = c.offset_index[_OI_PAGES] if c.offset_index else (LIST, (STRUCT, []))
     for page in c.pages:
         if page.src is not None and run is not None and run[0] + run[1] == page.src[0]:
             at = out.pos + run[1]
@@ -787,16 +825,13 @@ def _write_chunk(out: _Out, c: _ChunkPlan) -> Struct:
             else:
                 at = out.write(page.data or b"")
         size = page.src[1] if page.src is not None else len(page.data or b"")
-        rows = page.rows
         locations.append({_PL_OFFSET: (I64, at), _PL_SIZE: (I32, size), _PL_FIRST_ROW: (I64, first_row)})
-        first_row += rows
+        first_row += page.rows
     if run is not None:
         out.copy(*run)
-    if c.offset_index is not None:
-        c.offset_index[_OI_PAGES] = (kind, (elem, locations))
-        if _OI_UNENCODED in c.offset_index:
-            k2, (e2, _) = c.offset_index[_OI_UNENCODED]
-            c.offset_index[_OI_UNENCODED] = (k2, (e2, [p.unencoded for p in c.pages]))
+    offset_index: Struct = {_OI_PAGES: (LIST, (STRUCT, locations))}
+    if c.unencoded:
+        offset_index[_OI_UNENCODED] = (LIST, (I64, [p.unencoded or 0 for p in c.pages]))
     meta[_MD_DATA_PAGE] = (I64, locations[0][_PL_OFFSET][1] if locations else out.pos)
     meta.pop(_MD_INDEX_PAGE, None)
     meta[_MD_COMPRESSED] = (I64, out.pos - start)
@@ -804,5 +839,4 @@ def _write_chunk(out: _Out, c: _ChunkPlan) -> Struct:
     cc[_CC_META] = (STRUCT, meta)
     if thrift.field(c.cc, _CC_FILE_OFFSET):
         cc[_CC_FILE_OFFSET] = (I64, start)
-    return cc
-
+    return cc, offset_index
