@@ -327,9 +327,12 @@ def _splice_file(f: Any, md: pq.FileMetaData, options: dict[str, Any], columns: 
                  ) -> RewriteResult | None:
     """`_spliced` on an open file: the subject columns read first, so a file most of whose pages hold a
     removed row costs only that read before it goes to the whole rewrite."""
-    def read_at(offset: int, length: int) -> bytes:
+    def direct(offset: int, length: int) -> bytes:
         return f.read_at(length, offset)
 
+    # bytes in memory or a local file are read as they are; a remote one (on S3: a GET a read) in blocks
+    local = isinstance(f, (pa.BufferReader, pa.MemoryMappedFile, pa.OSFile))
+    read_at = direct if local else splice.BlockReader(direct, f.size())
     try:
         layout = splice.read_layout(read_at, f.size())
     except (splice.NotSpliceable, ValueError):
