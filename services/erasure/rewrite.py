@@ -59,6 +59,7 @@ class RewriteResult:
     row_groups_in: int = 0
     row_groups_out: int = 0
     fingerprints: set[str] = field(default_factory=set)  # of the removed rows' other personal values
+    bytes_copied: int = 0  # of the file written, bytes copied from the source undecoded (splice.py)
 
     @property
     def rows_out(self) -> int:
@@ -375,7 +376,7 @@ def _splice_file(f: Any, md: pq.FileMetaData, options: dict[str, Any], columns: 
         if isinstance(sink, str):  # a path, as ParquetWriter takes one
             sink = pa.OSFile(sink, "wb")
         try:
-            splice.write(p, read_at, sink)
+            result.bytes_copied = splice.write(p, read_at, sink).copied
         except BaseException:
             _close(sink)
             raise

@@ -35,7 +35,7 @@ import struct
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -761,11 +761,16 @@ def _bloom(col: _Column, values: pa.ChunkedArray, option: Mapping[str, Any]) -> 
 # -- writing --------------------------------------------------------------------------------------------------
 
 
+class Written(NamedTuple):
+    size: int  # bytes of the file written
+    copied: int  # of which copied from the source undecoded (pages, dictionary pages, bloom filters)
+
+
 class _Out:
     """The sink and how many bytes went into it; untouched ranges copied in pieces."""
 
     def __init__(self, sink: BinaryIO | Any, read_at: Callable[[int, int], bytes]) -> None:
-        self.sink, self.read_at, self.pos = sink, read_at, 0
+        self.sink, self.read_at, self.pos, self.copied = sink, read_at, 0, 0
 
     def write(self, data: bytes) -> int:
         at = self.pos
@@ -775,6 +780,7 @@ class _Out:
 
     def copy(self, offset: int, length: int) -> int:
         at = self.pos
+        self.copied += length
         done = 0
         while done < length:
             n = min(COPY_PIECE, length - done)
@@ -783,8 +789,8 @@ class _Out:
         return at
 
 
-def write(p: Plan, read_at: Callable[[int, int], bytes], sink: Any) -> int:
-    """Write the planned file to `sink`; returns its size."""
+def write(p: Plan, read_at: Callable[[int, int], bytes], sink: Any) -> Written:
+    """Write the planned file to `sink`."""
     out = _Out(sink, read_at)
     out.write(MAGIC)
     groups = []
@@ -829,7 +835,7 @@ def write(p: Plan, read_at: Callable[[int, int], bytes], sink: Any) -> int:
     footer[_FMD_GROUPS] = (LIST, (STRUCT, groups))
     encoded = thrift.encode(footer)
     out.write(encoded + struct.pack("<I", len(encoded)) + MAGIC)
-    return out.pos
+    return Written(out.pos, out.copied)
 
 
 def _write_chunk(out: _Out, c: _ChunkPlan) -> tuple[Struct, Struct]:
