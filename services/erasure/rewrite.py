@@ -24,6 +24,7 @@ from the file); bloom filters sized for the row group's rows at a 5 % false-posi
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -315,7 +316,9 @@ def _spliced(source: Any, md: pq.FileMetaData, options: dict[str, Any], columns:
     candidates = range(md.num_row_groups) if row_groups is None else sorted(set(row_groups))
     if not any(md.row_group(r).num_rows >= splice.MIN_ROWS for r in candidates):
         return None  # small row groups: a page a column, every one of them written again anyway
-    f = pa.memory_map(source) if isinstance(source, str) else source
+    if not isinstance(source, (str, os.PathLike, pa.NativeFile)):
+        return None  # a Python file object has no read_at: pyarrow reads it for the whole rewrite
+    f = pa.memory_map(os.fspath(source)) if isinstance(source, (str, os.PathLike)) else source
     try:
         return _splice_file(f, md, options, columns, candidates, open_sink, personal, salt)
     finally:
@@ -373,8 +376,8 @@ def _splice_file(f: Any, md: pq.FileMetaData, options: dict[str, Any], columns: 
     result.row_groups_out = len(p.groups)
     if p.rows:
         sink = open_sink()
-        if isinstance(sink, str):  # a path, as ParquetWriter takes one
-            sink = pa.OSFile(sink, "wb")
+        if isinstance(sink, (str, os.PathLike)):  # a path, as ParquetWriter takes one
+            sink = pa.OSFile(os.fspath(sink), "wb")
         try:
             result.bytes_copied = splice.write(p, read_at, sink).copied
         except BaseException:

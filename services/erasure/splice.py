@@ -44,7 +44,7 @@ import pyarrow.parquet as pq
 
 from contracts import thrift
 from contracts.thrift import BINARY, BOOL, I32, I64, LIST, STRUCT, Struct
-from services.erasure.pages import DATA_PAGE, DICTIONARY_PAGE, plain_values, read_struct, walk_pages
+from services.erasure.pages import DATA_PAGE, DATA_PAGE_V2, DICTIONARY_PAGE, plain_values, read_struct, walk_pages
 from services.erasure.structure import INDEX_TRUNCATE, physical
 
 #: splice only when the pages to write again hold at most this share of the touched row groups' bytes
@@ -252,7 +252,9 @@ def _page_kind(raw: bytes) -> tuple[int, int, bool]:
     header = read_struct(raw)[0]
     kind = header.get(1)
     sub = header.get(5 if kind == DATA_PAGE else 8) or {}
-    return int(kind or -1), int(sub.get(2 if kind == DATA_PAGE else 4, -1)), header.get(4) is not None
+    # (DATA_PAGE is 0: `kind or -1` made every version-1 page look like none, written again as version 2)
+    return (-1 if kind is None else int(kind)), int(sub.get(2 if kind == DATA_PAGE else 4, -1)), \
+        header.get(4) is not None
 
 
 def _entries(dictionary_page: bytes) -> int:
@@ -268,6 +270,8 @@ class _Dictionary:
     the chunk's own dictionary would give; its column-index entry is computed here from the values."""
 
     def __init__(self, col: _Column, page: bytes) -> None:
+        if col.physical_type not in _ARROW and col.physical_type != "BYTE_ARRAY":
+            raise NotSpliceable(f"column {col.name}: a dictionary of {col.physical_type}")  # e.g. a wide decimal
         header, end = read_struct(page)
         self.page = page
         self.entries = int(header.get(7, {}).get(1, -1))
@@ -588,6 +592,8 @@ def _spliced(col: _Column, cc: Struct, oi: dict[int, Any], rows: int, positions:
     uncompressed = thrift.field(md, _MD_UNCOMPRESSED)
     encodings = Counter({(thrift.field(e, _PES_TYPE), thrift.field(e, _PES_ENCODING)): thrift.field(e, _PES_COUNT)
                          for e in thrift.field(md, _MD_ENCODING_STATS) or []})
+    # pyarrow counts its version-2 data pages as DATA_PAGE there: counted as the source counts them
+    as_v1 = {DATA_PAGE_V2: DATA_PAGE} if not any(t == DATA_PAGE_V2 for t, _ in encodings) else {}
     replaced = dict(zip(touched_at, new, strict=True))
     pages: list[_NewPage] = []
     for k, page in enumerate(source):
@@ -596,8 +602,8 @@ def _spliced(col: _Column, cc: Struct, oi: dict[int, Any], rows: int, positions:
             continue
         old = next(walk_pages(touched[touched_at.index(k)].raw))
         uncompressed += replaced[k].uncompressed - (old.header_bytes + old.uncompressed_size)
-        encodings[(old.kind, old.encoding)] -= 1
-        encodings.update(replaced[k].encodings)
+        encodings[(as_v1.get(old.kind, old.kind), old.encoding)] -= 1
+        encodings.update({(as_v1.get(t, t), e): n for (t, e), n in replaced[k].encodings.items()})
         pages.extend(replaced[k].pages)
     if pa.types.is_dictionary(removed.type):
         removed = removed.dictionary_decode()
