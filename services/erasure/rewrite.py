@@ -24,6 +24,7 @@ from the file); bloom filters sized for the row group's rows at a 5 % false-posi
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ from services.erasure.find import count_by_subject, match_mask
 from services.erasure.fingerprints import fingerprints
 from services.erasure.subjects import ColumnValues
 
+_log = logging.getLogger(__name__)
 BLOOM_FPP = 0.05
 #: zstd level of every column, as transform and compaction write them (free text included)
 ZSTD_LEVEL = 1
@@ -372,6 +374,9 @@ def _splice_file(f: Any, md: pq.FileMetaData, options: dict[str, Any], columns: 
     try:
         p = splice.plan(read_at, layout, deleted, survivors, options.get("bloom_filter_options") or {})
     except splice.NotSpliceable:
+        return None
+    except Exception as exc:
+        _log.warning("splice failed (%s); the file is rewritten whole", type(exc).__name__)
         return None
     result.row_groups_out = len(p.groups)
     if p.rows:

@@ -580,6 +580,8 @@ def _spliced(col: _Column, cc: Struct, oi: dict[int, Any], rows: int, positions:
              read_at: Callable[[int, int], bytes], survivors: pa.Table, bloom_option: Mapping[str, Any] | None,
              ) -> _ChunkPlan:
     md, source, dictionary_range, ci = _source_pages(cc, oi, rows, read_at)
+    if dictionary_range is not None and not _all_dictionary_pages(md):
+        raise NotSpliceable(f"column {col.name}: a dictionary chunk with plain pages (or no encoding counts)")
     dictionary = _Dictionary(col, read_at(*dictionary_range)) if dictionary_range else None
     if dictionary is not None:
         _require_dictionary_used(col, survivors, dictionary.entries)
@@ -625,6 +627,13 @@ def _spliced(col: _Column, cc: Struct, oi: dict[int, Any], rows: int, positions:
             raise NotSpliceable(f"column {col.name}: a bloom filter without writer options")
         bloom = _bloom(col, survivors.column(col.name), bloom_option)
     return _ChunkPlan(cc, dictionary_range, pages, meta, column_index, _OI_UNENCODED in oi, bloom)
+
+
+def _all_dictionary_pages(md: Struct) -> bool:
+    """Whether the chunk's page-encoding counts say every data page is dictionary-encoded."""
+    counts = thrift.field(md, _MD_ENCODING_STATS)
+    return bool(counts) and all(thrift.field(e, _PES_TYPE) == DICTIONARY_PAGE
+                                or thrift.field(e, _PES_ENCODING) in _DICTIONARY_ENCODINGS for e in counts)
 
 
 def _require_dictionary_used(col: _Column, survivors: pa.Table, entries: int) -> None:
@@ -711,8 +720,12 @@ def _column_index(col: _Column, ci: dict[int, Any], pages: Sequence[_NewPage]) -
     for fid, elem in _CI_LISTS.items():
         if fid not in ci:
             continue
+        if any(fid not in p.index for p in pages):  # a new page lacks it: optional fields go, others can't
+            if fid in (_CI_NULL_PAGES, _CI_MINS, _CI_MAXS):
+                raise NotSpliceable(f"column {col.name}: a new page without a column-index entry")
+            continue
         if fid in (_CI_REP, _CI_DEF):
-            values = [v for p in pages for v in p.index.get(fid, [])]
+            values = [v for p in pages for v in p.index[fid]]
         else:
             values = [p.index[fid] for p in pages]
         out[fid] = (LIST, (elem, values))
