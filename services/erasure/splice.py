@@ -276,7 +276,9 @@ class _Dictionary:
         self.page = page
         self.entries = int(header.get(7, {}).get(1, -1))
         body = page[end:]
-        raw = pa.Codec(col.codec).decompress(body, decompressed_size=header[2]) if col.codec != "none" else body
+        # (LZ4_RAW: the writer's "lz4"; pa.Codec("lz4") is the LZ4 frame format)
+        codec = "lz4_raw" if col.codec == "lz4" else col.codec
+        raw = pa.Codec(codec).decompress(body, decompressed_size=header[2]) if codec != "none" else body
         self.plain = plain_values(bytes(raw), self.entries, col.physical_type)
         self.standins = pc.cast(pa.array(np.arange(self.entries)), pa.string()).cast(pa.binary())
         self.values: pa.Array | None = None  # the entries as the column's Arrow type, once a page is decoded
