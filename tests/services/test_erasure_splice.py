@@ -16,6 +16,7 @@ import struct
 import time
 from collections import Counter
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -34,6 +35,7 @@ from contracts import aws
 from contracts.commits import PartitionRef
 from contracts.lineage import LINE_COLUMN, OBJECT_COLUMN
 from contracts.schema_evolution import footer_metadata as contract_metadata
+from services.compact.split_writer import SplitFileWriter, column_shares
 from services.erasure import find, lake, splice
 from services.erasure.blobs import LocalBlob, S3Blob
 from services.erasure.find import read_bloom
@@ -101,8 +103,9 @@ def place(cols: dict[str, list[Any]], subject: int, rows: Sequence[int]) -> None
 
 
 def write(path: Path, cols: dict[str, list[Any]] | pa.Table, group_rows: int = GROUP_ROWS, *,
-          dictionary: Sequence[str] = DICTIONARY, **extra: Any) -> Path:
-    """As compaction writes (services/compact/writer.py), with PAGE_ROWS-row pages."""
+          dictionary: Sequence[str] = DICTIONARY, stitched: bool = False, **extra: Any) -> Path:
+    """As compaction writes (services/compact/writer.py), with PAGE_ROWS-row pages (`stitched`: by its
+    SplitFileWriter, two threads' part files stitched into one)."""
     t = cols if isinstance(cols, pa.Table) else pa.table(cols, schema=SCHEMA)
     delta = {"order_id": "DELTA_BINARY_PACKED", LINE_COLUMN: "DELTA_BINARY_PACKED",
              "comment": "DELTA_LENGTH_BYTE_ARRAY"}
@@ -122,8 +125,16 @@ def write(path: Path, cols: dict[str, list[Any]] | pa.Table, group_rows: int = G
         "write_batch_size": PAGE_ROWS // 2,
         **extra,
     }
+    metadata = {"etl.contract.dataset": "orders", "etl.contract.version": "1"}
+    if stitched:
+        with ThreadPoolExecutor(2) as pool:
+            split = SplitFileWriter(path, t.schema, options, metadata, column_shares(t, 2), pool)
+            for start in range(0, t.num_rows, group_rows):
+                split.write(t.slice(start, group_rows))
+            split.close()
+        return path
     with pq.ParquetWriter(path, t.schema, **options) as w:
-        w.add_key_value_metadata({"etl.contract.dataset": "orders", "etl.contract.version": "1"})
+        w.add_key_value_metadata(metadata)
         w.write_table(t, row_group_size=group_rows)
     return path
 
@@ -664,6 +675,36 @@ def test_a_column_index_no_longer_in_order_is_declared_unordered(tmp_path: Path,
     b = both(tmp_path, monkeypatch, src, [S1])
     assert b.used and order(b.out) == 0, "UNORDERED after"
     assert_same_as_whole(b, src, [S1])
+
+
+def test_a_file_compaction_stitched_from_threads_is_spliced(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cols = orders()
+    place(cols, S1, [3, 450, 2222, 5990])
+    src = write(tmp_path / "src.parquet", cols, stitched=True)
+    single = write(tmp_path / "single.parquet", cols)
+    assert pq.read_table(src).equals(pq.read_table(single))
+    b = both(tmp_path, monkeypatch, src, [S1])
+    assert b.used
+    assert_same_as_whole(b, src, [S1])
+    assert_untouched_pages_copied(src, b.out, [S1])
+
+
+@pytest.mark.parametrize("codec", ["snappy", "gzip", "none", "lz4"])
+def test_every_codec_a_contract_may_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, codec: str) -> None:
+    """snappy, gzip and none (the contracts' other choices); lz4 (LZ4_RAW) too, whose dictionary page was read
+    as the LZ4 frame format (an OSError out of rewrite)."""
+    cols = orders()
+    place(cols, S1, [3, 450, 2222, 5990])
+    src = write(tmp_path / "src.parquet", cols, compression=codec, compression_level=None)
+    b = both(tmp_path, monkeypatch, src, [S1])
+    assert b.used
+    if codec == "lz4":  # structure.py reads LZ4_RAW pages as the frame format: rows and layout only
+        assert pq.read_table(b.out).equals(pq.read_table(b.reference))
+        assert pq.read_table(b.out).equals(expected(src, [S1]))
+        assert_laid_out(b.out)
+    else:
+        assert_same_as_whole(b, src, [S1])
+    assert_untouched_pages_copied(src, b.out, [S1])
 
 
 def test_version_2_data_pages_are_spliced_as_version_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
