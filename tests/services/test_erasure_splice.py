@@ -339,20 +339,20 @@ def decompressed(path: Path) -> bytes:
     return b"\0".join([*parts, data[-8 - n : -8]])
 
 
-def removed_rows(src: Path, ids: Sequence[int]) -> dict[int, set[int]]:
+def removed_rows(src: Path, ids: Sequence[int], column: str = "customer_id") -> dict[int, set[int]]:
     """Per row group of `src`, the rows (within it) the subjects hold."""
     pf = pq.ParquetFile(src)
     out = {}
     for r in range(pf.metadata.num_row_groups):
-        c = pf.read_row_group(r, columns=["customer_id"])["customer_id"].to_pylist()
+        c = pf.read_row_group(r, columns=[column])[column].to_pylist()
         out[r] = {i for i, v in enumerate(c) if v in ids}
     return out
 
 
-def assert_untouched_pages_copied(src: Path, out: Path, ids: Sequence[int]) -> int:
+def assert_untouched_pages_copied(src: Path, out: Path, ids: Sequence[int], column: str = "customer_id") -> int:
     """Each source page holding no removed row is, byte for byte, a page of the output's chunk (and a row group
     that lost no row is its whole chunks, dictionary included); returns how many pages were copied."""
-    removed = removed_rows(src, ids)
+    removed = removed_rows(src, ids, column)
     s, o = src.read_bytes(), out.read_bytes()
     groups_in, groups_out = footer(s)[4], footer(o)[4]
     surviving = [r for r, rg in enumerate(groups_in) if len(removed[r]) < rg[3]]
