@@ -284,6 +284,12 @@ class _Dictionary:
         self.values: pa.Array | None = None  # the entries as the column's Arrow type, once a page is decoded
 
     def indices(self, survivors: pa.Array, physical_type: str) -> pa.Array:
+        if self.values is None and pa.types.is_decimal128(survivors.type) and physical_type in ("INT32", "INT64"):
+            # the entries are unscaled integers (a cast would read 7 as 7.00, not 0.07): each made the low
+            # 8 bytes of a 16-byte two's complement decimal, the high 8 its sign
+            unscaled = np.array(self.plain, dtype=np.int64)
+            words = np.stack([unscaled, unscaled >> 63], axis=1)
+            self.values = pa.Array.from_buffers(survivors.type, len(unscaled), [None, pa.py_buffer(words.tobytes())])
         if self.values is None:
             raw = pa.array(self.plain, pa.binary() if physical_type == "BYTE_ARRAY" else _ARROW[physical_type])
             try:

@@ -643,20 +643,22 @@ def test_paths_buffers_and_python_files_are_all_sources_and_sinks(tmp_path: Path
 
 
 @pytest.mark.parametrize("precision", [12, 30], ids=["decimal-as-int64", "decimal-as-fixed-bytes"])
-def test_a_dictionary_of_decimals_falls_back_and_never_mixes_up_entries(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, precision: int) -> None:
-    """Dictionary entries of a decimal are its unscaled integers (or fixed bytes): matched against the page's
-    decimals they must not be read as whole units (0.07 would be taken for 7.00); the file is rewritten whole."""
+def test_a_dictionary_of_decimals_never_mixes_up_entries(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                         precision: int) -> None:
+    """Dictionary entries of a decimal stored as INT64 are its unscaled integers: matched against a page's
+    decimals they must not be read as whole units (0.07 taken for 7.00 would point 7.00's rows at 0.07's entry).
+    A wider decimal (FIXED_LEN_BYTE_ARRAY) is not spliced: the file is rewritten whole."""
     cols = orders()
     place(cols, S1, [17, 900])
     t = pa.table(cols, schema=SCHEMA)
-    discount = [Decimal("0.07") if i < PAGE_ROWS else Decimal("7.00") for i in range(t.num_rows)]
-    t = t.append_column(pa.field("discount", pa.decimal128(precision, 2), nullable=False),
-                        pa.array(discount, pa.decimal128(precision, 2)))
+    discount = [None if i % 13 == 5 else Decimal("0.07") if i < PAGE_ROWS else Decimal("7.00")
+                for i in range(t.num_rows)]
+    decimal = pa.decimal128(precision, 2)
+    t = t.append_column(pa.field("discount", decimal), pa.array(discount, decimal))
     src = write(tmp_path / "src.parquet", t, dictionary=[*DICTIONARY, "discount"])
     assert pq.ParquetFile(src).metadata.row_group(0).column(10).has_dictionary_page
     b = both(tmp_path, monkeypatch, src, [S1])
-    assert not b.used
+    assert b.used is (precision == 12)
     assert_same_as_whole(b, src, [S1])
 
 
