@@ -642,7 +642,7 @@ def test_paths_buffers_and_python_files_are_all_sources_and_sinks(tmp_path: Path
     assert spliced == [1, 1] and pq.read_table(tmp_path / "from-file.parquet").equals(want)
 
 
-@pytest.mark.parametrize("precision", [12, 30], ids=["decimal-as-int64", "decimal-as-fixed-bytes"])
+@pytest.mark.parametrize("precision", [8, 12, 30], ids=["as-int32", "as-int64", "as-fixed-bytes"])
 def test_a_dictionary_of_decimals_never_mixes_up_entries(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                          precision: int) -> None:
     """Dictionary entries of a decimal stored as INT64 are its unscaled integers: matched against a page's
@@ -656,9 +656,11 @@ def test_a_dictionary_of_decimals_never_mixes_up_entries(tmp_path: Path, monkeyp
     decimal = pa.decimal128(precision, 2)
     t = t.append_column(pa.field("discount", decimal), pa.array(discount, decimal))
     src = write(tmp_path / "src.parquet", t, dictionary=[*DICTIONARY, "discount"])
-    assert pq.ParquetFile(src).metadata.row_group(0).column(10).has_dictionary_page
+    chunk = pq.ParquetFile(src).metadata.row_group(0).column(10)
+    assert chunk.has_dictionary_page and chunk.physical_type == (
+        "INT32" if precision <= 9 else "INT64" if precision <= 18 else "FIXED_LEN_BYTE_ARRAY")
     b = both(tmp_path, monkeypatch, src, [S1])
-    assert b.used is (precision == 12)
+    assert b.used is (precision <= 18)
     assert_same_as_whole(b, src, [S1])
 
 
