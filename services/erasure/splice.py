@@ -162,10 +162,13 @@ def read_layout(read_at: Callable[[int, int], bytes], size: int) -> Layout:
 
 
 def touched_share(layout: Layout, deleted: Mapping[int, np.ndarray]) -> tuple[int, int]:
-    """(bytes of the data pages holding a removed row, bytes of the row groups that lost rows)."""
+    """(bytes of the data pages holding a removed row, bytes of the row groups that lost rows). A row group
+    that lost every row counts for neither: it is dropped, nothing of it read or written again."""
     touched = total = 0
     for r, positions in deleted.items():
         rows = thrift.field(layout.group(r), _RG_ROWS)
+        if len(positions) >= rows:
+            continue
         for oi in layout.offset_indexes[r]:
             locs = oi[_OI_PAGES]
             hits = np.searchsorted(positions, [*(p[_PL_FIRST_ROW] for p in locs), rows])
@@ -501,7 +504,7 @@ def plan(read_at: Callable[[int, int], bytes], layout: Layout, deleted: Mapping[
     bloom filter (to test the dictionary and rebuild the filter; dictionary columns as Arrow
     dictionaries). `bloom_options` are the writer's per column (rewrite.options_of)."""
     touched, total = touched_share(layout, deleted)
-    if total == 0 or touched > MAX_REWRITTEN_SHARE * total:
+    if touched > MAX_REWRITTEN_SHARE * total:  # (0 of 0: only whole row groups dropped, the rest copied)
         raise NotSpliceable("most of the touched row groups' pages hold a removed row")
     if touched > MAX_HELD_BYTES:
         raise NotSpliceable("too many bytes to hold")

@@ -475,20 +475,37 @@ def test_a_row_group_whose_every_row_is_removed_is_dropped(tmp_path: Path, monke
     place(cols, S2, [10, 4500])
     src = write(tmp_path / "src.parquet", cols)
     b = both(tmp_path, monkeypatch, src, [S1, S2])
+    assert b.used, "a dropped row group counts as nothing written again"
     assert (b.spliced.row_groups_in, b.spliced.row_groups_out) == (3, 2)
     assert_same_as_whole(b, src, [S1, S2])
-    if b.used:
-        assert_untouched_pages_copied(src, b.out, [S1, S2])
+    assert_untouched_pages_copied(src, b.out, [S1, S2])
+    alone = both(tmp_path, monkeypatch, src, [S1])  # the row group dropped, the others copied whole
+    md = pq.ParquetFile(alone.out).metadata
+    pages = sum(md.row_group(r).column(i).total_compressed_size for r in range(2) for i in range(md.num_columns))
+    assert alone.used and alone.spliced.bytes_copied >= pages, "every page copied"
+    assert_same_as_whole(alone, src, [S1])
 
 
 def test_a_file_whose_every_row_is_removed_is_not_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cols = orders(n=4000)
     place(cols, S1, range(4000))
     src = write(tmp_path / "src.parquet", cols)
-    opened: list[int] = []
-    result = rewrite(str(src), lambda: opened.append(1) or str(tmp_path / "never.parquet"), columns([S1]))
-    assert result.rows_out == 0 and result.rows_removed == 4000 and result.row_groups_out == 0 and not opened
-    assert not (tmp_path / "never.parquet").exists()
+    plans: list[splice.Plan] = []
+    real = splice.plan
+    monkeypatch.setattr(splice, "plan", lambda *args: plans.append(real(*args)) or plans[-1])
+    for spliced in (True, False):  # spliced: every row group dropped, no other column read, nothing written
+        opened: list[int] = []
+        with monkeypatch.context() as m:
+            if not spliced:
+                m.setattr(splice, "MIN_ROWS", 1 << 62)
+            result = rewrite(str(src), lambda opened=opened: opened.append(1) or str(tmp_path / "never.parquet"),
+                             columns([S1]))
+        assert result.rows_out == 0 and result.rows_removed == 4000 and result.row_groups_out == 0 and not opened
+        assert result.row_groups_in == 2 and result.lineage == {"obj-0": list(range(1, 1501)),
+                                                               "obj-1": list(range(1, 1501)),
+                                                               "obj-2": list(range(1, 1001))}
+        assert not (tmp_path / "never.parquet").exists()
+    assert [(p.rows, len(p.groups)) for p in plans] == [(0, 0)], "planned by splice once, with nothing to write"
 
 
 def test_a_dictionary_entry_only_removed_rows_used_falls_back(tmp_path: Path,
