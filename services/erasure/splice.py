@@ -83,6 +83,8 @@ _ENCODING_NAMES = {0: "PLAIN", 5: "DELTA_BINARY_PACKED", 6: "DELTA_LENGTH_BYTE_A
                    9: "BYTE_STREAM_SPLIT"}
 _PACK = {"INT32": "<i", "INT64": "<q", "FLOAT": "<f", "DOUBLE": "<d"}
 _ARROW = {"INT32": pa.int32(), "INT64": pa.int64(), "FLOAT": pa.float32(), "DOUBLE": pa.float64()}
+#: statistics and column-index values of fixed width, as struct formats (a boolean is one byte, 0 or 1)
+_STAT_PACK = {**_PACK, "BOOLEAN": "<B"}
 
 
 class BlockReader:
@@ -673,7 +675,7 @@ def _statistics(col: _Column, st: Struct, removed: pa.Array, pages: Sequence[_Ne
     out.pop(_ST_DISTINCT, None)
     if _ST_NULLS in st:
         out[_ST_NULLS] = (I64, thrift.field(st, _ST_NULLS) - removed.null_count)
-    if col.physical_type not in _PACK and col.physical_type != "BYTE_ARRAY":
+    if col.physical_type not in _STAT_PACK and col.physical_type != "BYTE_ARRAY":
         raise NotSpliceable(f"column {col.name}: statistics of {col.physical_type} are not recomputed")
     values = physical(removed, col.physical_type) if len(removed) - removed.null_count else None
     bounds = {thrift.field(st, f) for f in (_ST_MIN, _ST_MAX, _ST_MIN_VALUE, _ST_MAX_VALUE) if f in st}
@@ -681,7 +683,7 @@ def _statistics(col: _Column, st: Struct, removed: pa.Array, pages: Sequence[_Ne
         return out
     if not pc.any(pc.is_in(values, value_set=_as_arrow(bounds, col, values.type))).as_py():
         return out  # no removed value was the min or the max: both are held by rows left
-    fmt = _PACK.get(col.physical_type)
+    fmt = _STAT_PACK.get(col.physical_type)
     live = [p.index for p in pages if not p.index.get(_CI_NULL_PAGES, True)]
     if fmt is None or not live or (not col.signed and col.physical_type.startswith("INT")):
         raise NotSpliceable(f"column {col.name}: a removed row held the chunk's min or max")
@@ -694,7 +696,7 @@ def _statistics(col: _Column, st: Struct, removed: pa.Array, pages: Sequence[_Ne
 
 
 def _as_arrow(raw: set[bytes], col: _Column, like: pa.DataType) -> pa.Array:
-    fmt = _PACK.get(col.physical_type)
+    fmt = _STAT_PACK.get(col.physical_type)
     if fmt is None:
         return pa.array(sorted(raw), like)
     return pa.array([struct.unpack(fmt, b)[0] for b in raw if len(b) == struct.calcsize(fmt)], like)

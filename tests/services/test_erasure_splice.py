@@ -747,8 +747,8 @@ def test_version_2_data_pages_are_spliced_as_version_2(tmp_path: Path, monkeypat
 
 @pytest.mark.parametrize("with_bool", [False, True], ids=["int32-float32-timestamp", "and-a-boolean"])
 def test_every_contract_type(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, with_bool: bool) -> None:
-    """int32, float32 and timestamp columns (with nulls, a removed row holding the chunk's min of each) are
-    spliced; a boolean column's statistics are not recomputed: such a file is rewritten whole."""
+    """int32, float32, timestamp and boolean columns (with nulls; a removed row holding the chunk's min of each,
+    and the only true of the first row group: its max becomes false) are spliced."""
     cols = orders()
     place(cols, S1, [17, 900, 4100])
     rnd = random.Random(3)
@@ -765,13 +765,17 @@ def test_every_contract_type(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, wi
                                                                                   pa.timestamp("us")),
                                      extra["shipped_at"])
     if with_bool:
-        extra["gift"] = pa.array([None if i % 11 == 0 else i % 3 == 0 for i in range(n)], pa.bool_())
+        extra["gift"] = pa.array([None if i % 11 == 0 else (i == 17 if i < GROUP_ROWS else i % 3 == 0)
+                                  for i in range(n)], pa.bool_())
     t = pa.table(cols, schema=SCHEMA)
     for name, values in extra.items():
         t = t.append_column(name, values)
     src = write(tmp_path / "src.parquet", t)
     b = both(tmp_path, monkeypatch, src, [S1])
-    assert b.used is not with_bool
+    assert b.used
+    if with_bool:
+        stats = [pq.ParquetFile(p).metadata.row_group(0).column(13).statistics for p in (src, b.out)]
+        assert [(st.min, st.max) for st in stats] == [(False, True), (False, False)]
     assert_same_as_whole(b, src, [S1])
 
 
