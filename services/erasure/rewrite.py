@@ -37,6 +37,7 @@ import pyarrow.parquet as pq
 
 from contracts.lineage import LINE_COLUMN, OBJECT_COLUMN
 from services.erasure import splice
+from services.erasure.blobs import BlockReader
 from services.erasure.find import count_by_subject, match_mask
 from services.erasure.fingerprints import fingerprints
 from services.erasure.subjects import ColumnValues
@@ -338,7 +339,7 @@ def _splice_file(f: Any, md: pq.FileMetaData, options: dict[str, Any], columns: 
 
     # bytes in memory or a local file are read as they are; a remote one (on S3: a GET a read) in blocks
     local = isinstance(f, (pa.BufferReader, pa.MemoryMappedFile, pa.OSFile))
-    read_at = direct if local else splice.BlockReader(direct, f.size())
+    read_at = direct if local else BlockReader(direct, f.size())
     try:
         layout = splice.read_layout(read_at, f.size())
     except (splice.NotSpliceable, ValueError):

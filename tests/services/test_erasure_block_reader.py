@@ -7,7 +7,7 @@ import os
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.erasure.splice import BlockReader
+from services.erasure.blobs import BlockReader
 
 DATA = os.urandom(10_000)
 
