@@ -578,15 +578,16 @@ NOTES = """Reading the figures:
   data as indices into the chunk's own dictionary, kept only when every entry is still used), then rebuilds what
   is derived from values: column and offset indexes, footer statistics, size statistics, the bloom filter (from
   the surviving values, as the writer builds it); the byte-by-byte check passes on every file. Month, 10
-  customers: 5.9x less re-encoded (57.9 MB of pages hold a subject) and the rewrite ~2.5x cheaper per file
-  (~45 ms against ~117 ms); this is what turned that workload from ~2.9x F&F into a pass. A re-encoded page
+  customers: 3.9x less re-encoded (88 of 340 MB; 57.9 MB of pages hold a subject), the rewrite ~2x cheaper per
+  file (~60 ms against ~117 ms) and the platform's CPU 7.7 → 4.2 s: ~2.9x F&F became ~5.4x. Dense year files,
+  10 customers: 95 of 423 MB re-encoded, CPU 9.3 → 4.4 s, ~2.5x F&F became ~6.2x. A re-encoded page
   costs more than its share of a whole rewrite (~2 ms against ~1.1 ms a page: a reader and a writer per chunk),
   so a file goes to the whole rewrite when its touched pages hold more than 40% of its bytes (month with 100
   customers: 85%), and a day file (one page a column, every page touched) never splices.
 * **The month and dense lakes** are the earlier workloads: subjects in most or all row groups. With 100 customers
   most pages are touched too, so the rewrite is nearly everything and the platform's edge is its per-byte rewrite
   (streamed, one row group in memory) and FIND's pruning of the few months without a subject; with 10, the copied
-  pages. The dense lake's 7 files split 4/3 over two workers, so platform-2 gains little over one process there.
+  pages.
 * **Bytes rewritten** stay ≤ 1.2x the row groups holding a subject everywhere: the platform rewrites only files
   with a subject, keeps zstd level 1, dictionaries and DELTA encodings (F&F's pyarrow defaults write ~2x), and
   the rest is each file's footer, page index and bloom filter.
