@@ -7,6 +7,11 @@ new row group, minus the erased rows, so sort order and group sizes stay as comp
 Rows are found with `pyarrow.compute.is_in` (vectorised) and cut out (`without_rows`). Memory holds one
 row group at a time.
 
+A big file (a row group of at least `splice.MIN_ROWS` rows) is first offered to splice.py, which copies
+every page holding no removed row undecoded and re-encodes only the others; it declines (and this
+module rewrites the file whole) when most of the bytes would be re-encoded anyway or when it cannot
+rebuild something exactly.
+
 Everything the writer derives from values is derived from the rows left: a row group that lost rows
 has its dictionary columns re-encoded (a filtered dictionary array keeps its whole dictionary, and
 the writer would store an erased row's value in the dictionary page), and statistics, page index
