@@ -151,7 +151,7 @@ def touched_share(layout: Layout, deleted: Mapping[int, np.ndarray]) -> tuple[in
     return touched, total
 
 
-# -- re-encoding one page -------------------------------------------------------------------------------------
+# -- re-encoding a chunk's touched pages ----------------------------------------------------------------------
 
 
 @dataclass
