@@ -176,10 +176,11 @@ def _platform_file(path: str, out: str, subjects: list[int]) -> dict[str, Any]:
     rchar = _rchar()  # after the imports: only the lake's bytes count
     found = probe(LocalBlob(path), columns)
     result: dict[str, Any] = {"footers": 1, "scanned": found.stats.files_scanned, "removed": 0, "written": 0,
-                              "rows_in": 0, "matched": found.matched}
+                              "copied": 0, "rows_in": 0, "matched": found.matched}
     if found.matched:
         r = rewrite(path, lambda: out, columns, row_groups=found.matched_row_groups)
-        result.update(removed=r.rows_removed, rows_in=r.rows_in, written=os.path.getsize(out) if r.rows_out else 0)
+        result.update(removed=r.rows_removed, rows_in=r.rows_in, written=os.path.getsize(out) if r.rows_out else 0,
+                      copied=r.bytes_copied)
     result["rchar"] = _rchar() - rchar
     return result
 
@@ -202,7 +203,7 @@ def _run_platform(lake: Path, out: Path, subjects: list[int], workers: int = 1) 
     affected = [r for r in results if r["matched"]]  # reaped workers' reads are in our rchar already
     _report(start, files_opened=sum(r["scanned"] for r in results), footers=len(results),
             files_rewritten=len(affected), rows_removed=sum(r["removed"] for r in results),
-            bytes_rewritten=sum(r["written"] for r in results),
+            bytes_rewritten=sum(r["written"] for r in results), bytes_copied=sum(r["copied"] for r in results),
             bytes_affected=sum(os.path.getsize(files[i]) for i, r in enumerate(results) if r["matched"]))
 
 
@@ -350,8 +351,8 @@ def render(sf: float, lake: Path, results: dict[str, list[dict[str, Any]]], runs
         f"of ≤1M rows), {mb(size)} MB; 10 customers erased; median of {runs} runs; MB = 10^6 bytes.",
         "",
         "| contender | time (s) | vs baseline | CPU (s) | files opened | files rewritten | rows removed | "
-        "bytes read (MB) | bytes rewritten (MB) | rewritten / affected | peak RSS (MB) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "bytes read (MB) | bytes rewritten (MB) | of which re-encoded (MB) | rewritten / affected | peak RSS (MB) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name in CONTENDERS:
         if name not in med:
@@ -360,9 +361,38 @@ def render(sf: float, lake: Path, results: dict[str, list[dict[str, Any]]], runs
         lines.append(
             f"| {name} | {r['seconds']:.2f} | {base / r['seconds']:.2f}x | {r['cpu_seconds']:.2f} | "
             f"{r['files_opened']} | {r['files_rewritten']} | {r['rows_removed']:,} | {mb(r['bytes_read'])} | "
-            f"{mb(r['bytes_rewritten'])} | {r['bytes_rewritten'] / max(1, r['bytes_affected']):.2f} | "
-            f"{r['peak_rss_mb']:.0f} |")
+            f"{mb(r['bytes_rewritten'])} | {mb(r['bytes_rewritten'] - r.get('bytes_copied', 0))} | "
+            f"{r['bytes_rewritten'] / max(1, r['bytes_affected']):.2f} | {r['peak_rss_mb']:.0f} |")
+    p, p2, ff = med["platform"], med.get("platform-2", med["platform"]), med.get("ff-pandas")
+    reencoded = p["bytes_rewritten"] - p.get("bytes_copied", 0)
+    lines += ["", NOTES.format(
+        ratio=base / p2["seconds"], ratio1=base / p["seconds"],
+        bytes_ratio=p["bytes_rewritten"] / max(1, p["bytes_affected"]),
+        ff=(f" ({ff['seconds'] / p2['seconds']:.1f}x against Find and Forget's actual pandas handler)" if ff else ""),
+        verdict="met" if base / p2["seconds"] >= 5 else "not met", reencoded=mb(reencoded), size=mb(size),
+        share=reencoded / max(1, p["bytes_rewritten"]),
+        baseline_bytes=med["baseline"]["bytes_rewritten"] / max(1, med["baseline"]["bytes_affected"]))]
     return "\n".join(lines)
+
+
+NOTES = """What each contender does is in `bench/erasure_bench.py`'s docstring; all write the affected files to local
+disk, one thread each except `platform-2`. Times exclude interpreter start-up and imports; CPU includes worker
+processes; bytes read are read() bytes of the process (and its reaped workers) over the timed span; peak RSS is the
+contender's own subprocess.
+
+Targets: bytes rewritten ≤ 1.2x the bytes of the files that hold a subject — {bytes_ratio:.2f}x; at least 5x faster than
+the Find-and-Forget baseline — **{verdict}**: {ratio1:.2f}x on one core, {ratio:.2f}x with the service's per-partition
+fan-out on this 2-CPU machine{ff}.
+
+The 10 customers' 170 orders are spread evenly over the years, so every file and every one of the 20 row groups holds
+a subject and FIND rules none out (o_custkey's min/max span the key range in each row group and every bloom filter
+answers "maybe"). But they sit in about a fifth of the pages: the platform copies every page that holds no removed row
+byte for byte and re-encodes only the others (`services/erasure/splice.py`; {reencoded} of the {size} MB, {share:.0%}
+of what it writes), then rebuilds the column and offset indexes, statistics and bloom filters from the rows left.
+Every other contender decodes and re-encodes all of it. The platform also keeps the lake's layout (zstd, dictionaries,
+bloom filters, page index, sort order) where the baseline leaves {baseline_bytes:.2f}x bigger snappy files without bloom filters, and
+holds one row group's survivors at a time where the baseline holds whole objects. The same lake is the erasure-lake
+bench's *dense* workload, against the same Find-and-Forget algorithm."""
 
 
 def main() -> None:
