@@ -391,8 +391,8 @@ byte for byte and re-encodes only the others (`services/erasure/splice.py`; {ree
 of what it writes), then rebuilds the column and offset indexes, statistics and bloom filters from the rows left.
 Every other contender decodes and re-encodes all of it. The platform also keeps the lake's layout (zstd, dictionaries,
 bloom filters, page index, sort order) where the baseline leaves {baseline_bytes:.2f}x bigger snappy files without
-bloom filters, and holds one row group's survivors at a time where the baseline holds whole objects. The same lake is the erasure-lake
-bench's *dense* workload, against the same Find-and-Forget algorithm."""
+bloom filters, and holds one row group's survivors at a time where the baseline holds whole objects. The same
+lake is the erasure-lake bench's *dense* workload, against the same Find-and-Forget algorithm."""
 
 
 def main() -> None:
