@@ -266,6 +266,7 @@ def rewrite(
     when FIND already parsed it (`FileProbe.metadata`; not fetched and parsed again). `personal`
     names the columns whose values of each removed row are fingerprinted with `salt` (see fingerprints.py).
     """
+    source = _held(source)
     md = metadata if metadata is not None else pq.read_metadata(source)
     options = options_of(md, md.schema.to_arrow_schema())
     spliced = _spliced(source, md, options, columns, row_groups, open_sink, personal, salt)
@@ -308,6 +309,20 @@ def rewrite(
         writer.close()
     _close(sink)
     return _sorted_lineage(result)
+
+
+#: a remote file up to this size is read whole in one request before it is rewritten (memory: its bytes)
+HOLD_REMOTE_BYTES = 64 << 20
+
+
+def _held(source: Any) -> Any:
+    """`source`, or its bytes when it is a remote file of at most HOLD_REMOTE_BYTES: on S3 a splice reads
+    the subject columns, the footer, the indexes and the pages in several requests (7 GETs for a month
+    file against 1), and a file it declines is then read again for the whole rewrite."""
+    if not isinstance(source, pa.NativeFile) or isinstance(source, (pa.BufferReader, pa.MemoryMappedFile, pa.OSFile)):
+        return source
+    size = source.size()
+    return pa.BufferReader(source.read_at(size, 0)) if size <= HOLD_REMOTE_BYTES else source
 
 
 def _sorted_lineage(result: RewriteResult) -> RewriteResult:
