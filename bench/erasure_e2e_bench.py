@@ -441,6 +441,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         etl("local", "down")
 
 
+def _spliced_row(cert: dict[str, Any]) -> str:
+    """How the lake files were rewritten, from the certificate's file outcomes: the pages holding no erased
+    row copied undecoded (a splice, services/erasure/splice.py) or every page re-encoded."""
+    files = [f for d in (cert.get("datasets") or {}).values() for p in d.get("partitions", [])
+             for f in p.get("files", []) if f.get("new_key")]
+    copied = sum(f.get("bytes_copied", 0) for f in files)
+    written = sum(f.get("bytes_out", 0) for f in files)
+    spliced = sum(1 for f in files if f.get("bytes_copied"))
+    return (f"| lake files rewritten: spliced (pages without an erased row copied undecoded) / whole | "
+            f"{spliced} / {len(files) - spliced}; {copied / 1e6:,.1f} of the {written / 1e6:,.1f} MB written copied |")
+
+
 def section(r: dict[str, Any], load: str) -> str:
     cert = r.get("certificate") or {}
     checks = (cert.get("verification") or {}).get("checks", {}).get("checked", [])
@@ -471,6 +483,7 @@ def section(r: dict[str, Any], load: str) -> str:
         f"| other rows intact: count, sum(amount) vs DuckDB over the source minus the erased | "
         f"{r['lake']['rows']:,} / {r['expected']['rows']:,}; {r['lake']['amount']:,.2f} / "
         f"{r['expected']['amount']:,.2f} → {'equal' if intact else 'DIFFERENT'} |",
+        _spliced_row(cert),
         f"| peak RSS: emulator (moto, supervisor process) | {r['peak'].get('emulator', 0) / 2**20:,.0f} MB |",
         "| peak RSS: function hosts (top 4) | " + ", ".join(f"{k} {v / 2**20:,.0f} MB" for k, v in top) + " |",
     ]
