@@ -334,6 +334,27 @@ def wait_transformed(keys: list[str], timeout_s: float, watch: MemoryWatch) -> N
     raise SystemExit(watch.tripped or "the load did not finish in time")
 
 
+def wait_compacted(database: str, timeout_s: float, watch: MemoryWatch) -> float:
+    """Seconds until every partition of `orders` is one file under its Glue location (compaction is done):
+    an erasure on the lake as compaction leaves it, the usual case for data older than a few minutes."""
+    import pyarrow.fs as pafs
+
+    from contracts import aws
+
+    glue, fs = aws.client("glue"), aws.s3_filesystem()
+    start = time.monotonic()
+    while time.monotonic() - start < timeout_s and not watch.tripped:
+        counts = []
+        for page in glue.get_paginator("get_partitions").paginate(DatabaseName=database, TableName="orders"):
+            for p in page["Partitions"]:
+                loc = p["StorageDescriptor"]["Location"].removeprefix("s3://").rstrip("/")
+                counts.append(sum(i.is_file for i in fs.get_file_info(pafs.FileSelector(loc, allow_not_found=True))))
+        if counts and max(counts) == 1:
+            return time.monotonic() - start
+        time.sleep(5)
+    raise SystemExit(watch.tripped or "compaction did not finish in time")
+
+
 def erase(subjects: list[int], timeout_s: float, watch: MemoryWatch) -> dict[str, Any]:
     from etl.erasure_cli import api_for
 
@@ -419,6 +440,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         parts.clear()
         wait_transformed(keys, args.timeout, watch)
         t_load = time.perf_counter() - t0
+        t_compact = (wait_compacted(st.output("core", "glueDatabase"), args.timeout, watch)
+                     if args.after_compaction else None)
         t1 = time.perf_counter()
         outcome = erase(subjects, args.timeout, watch)
         t_erase = time.perf_counter() - t1
@@ -432,7 +455,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         return {"sf": args.sf, "rows": expected["rows"] + len(orders), "mb": os.path.getsize(source) / 1e6,
                 "jsonl_mb": jsonl_mb, "objects": len(keys), "subjects": len(subjects), "orders_erased": len(orders),
                 "state": outcome["request"]["state"], "request": outcome["request"],
-                "certificate": outcome["certificate"], "t_load": t_load, "t_erase": t_erase, "t_scan": t_scan,
+                "certificate": outcome["certificate"], "t_load": t_load, "t_compact": t_compact, "t_erase": t_erase,
+                "t_scan": t_scan,
                 "scan_hits": scan.hits, "scan": dict(scan.n), "lake": lake, "expected": expected,
                 "peak": dict(watch.peak), "timeline": spent}
     finally:
@@ -464,7 +488,7 @@ def section(r: dict[str, Any], load: str) -> str:
         f"{r['subjects']} customers, {r['orders_erased']:,} orders)",
         "",
         f"`.venv/bin/python bench/erasure_e2e_bench.py --sf {r['sf']:g} --subjects {r['subjects']} "
-        f"--objects {r['objects']} --update-docs`",
+        f"--objects {r['objects']}{' --after-compaction' if r.get('t_compact') is not None else ''} --update-docs`",
         "",
         machine("pyarrow", "duckdb", "moto") + f" {load}",
         "",
@@ -472,6 +496,8 @@ def section(r: dict[str, Any], load: str) -> str:
         "|---|---|",
         f"| load: land → transformed ({r['objects']} JSONL objects, {r['jsonl_mb']:.0f} MB, 128 MiB chunks) | "
         f"{r['t_load']:.0f} s |",
+        *([f"| compaction: transformed → one file per partition (the erasure waited for it) | "
+           f"{r['t_compact']:.0f} s |"] if r.get("t_compact") is not None else []),
         f"| erasure: request → {r['state']} | {r['t_erase']:.0f} s |",
         f"| independent scan: {r['scan'].get('versions', 0):,} object versions, {r['scan'].get('items', 0):,} "
         f"table items, {r['scan'].get('parquet', 0):,} Parquet files ({r['scan'].get('rows', 0):,} rows, "
@@ -514,6 +540,8 @@ def main() -> None:
     parser.add_argument("--objects", type=int, default=8, help="land the orders as this many JSONL objects")
     parser.add_argument("--timeout", type=float, default=5400, help="seconds for the load, and for the erasure")
     parser.add_argument("--max-rss-gb", type=float, default=6.0, help="stop the platform past this RSS")
+    parser.add_argument("--after-compaction", action="store_true",
+                        help="file the erasure once every partition is compacted to one file (default: at once)")
     parser.add_argument("--update-docs", action="store_true")
     args = parser.parse_args()
     os.environ["ETL_LOCAL_DIR"] = tempfile.mkdtemp(prefix="etl-erasure-e2e-")
