@@ -473,8 +473,11 @@ def _spliced_row(cert: dict[str, Any]) -> str:
     copied = sum(f.get("bytes_copied", 0) for f in files)
     written = sum(f.get("bytes_out", 0) for f in files)
     spliced = sum(1 for f in files if f.get("bytes_copied"))
+    why = Counter(f.get("whole_because") or "?" for f in files if not f.get("bytes_copied")).most_common(3)
+    because = "; whole because: " + ", ".join(f"{reason} ({n})" for reason, n in why) if why else ""
     return (f"| lake files rewritten: spliced (pages without an erased row copied undecoded) / whole | "
-            f"{spliced} / {len(files) - spliced}; {copied / 1e6:,.1f} of the {written / 1e6:,.1f} MB written copied |")
+            f"{spliced} / {len(files) - spliced}; {copied / 1e6:,.1f} of the {written / 1e6:,.1f} MB written copied"
+            f"{because} |")
 
 
 def section(r: dict[str, Any], load: str) -> str:

@@ -246,6 +246,7 @@ def _rewrite_hit(
         "name": hit.name, "key": hit.key, "bytes_in": hit.bytes, "rows_in": result.rows_in,
         "rows_removed": result.rows_removed, "rows_out": result.rows_out, "bytes_out": out_bytes,
         "bytes_copied": result.bytes_copied,  # of bytes_out, pages copied undecoded (splice.py)
+        "whole_because": result.whole_because,  # else why every page was written again
         "staged_key": staged, "by_subject": _idx_keys(result.by_subject),
         "lineage": result.lineage, "row_groups_in": result.row_groups_in, "row_groups_out": result.row_groups_out,
         "fingerprints": sorted(result.fingerprints),

@@ -69,6 +69,7 @@ class RewriteResult:
     row_groups_out: int = 0
     fingerprints: set[str] = field(default_factory=set)  # of the removed rows' other personal values
     bytes_copied: int = 0  # of the file written, bytes copied from the source undecoded (splice.py)
+    whole_because: str = ""  # why the file was not spliced (column names and shares only: no values)
 
     @property
     def rows_out(self) -> int:
@@ -270,9 +271,9 @@ def rewrite(
     md = metadata if metadata is not None else pq.read_metadata(source)
     options = options_of(md, md.schema.to_arrow_schema())
     spliced = _spliced(source, md, options, columns, row_groups, open_sink, personal, salt)
-    if spliced is not None:
+    if isinstance(spliced, RewriteResult):
         return spliced
-    result = RewriteResult()
+    result = RewriteResult(whole_because=spliced)
     kept_metadata = footer_metadata(md)
     # dictionary columns decoded to dictionary arrays: the writer reuses them (half the work)
     passthrough = dictionary_passthrough(None, options, columns)
@@ -333,14 +334,14 @@ def _sorted_lineage(result: RewriteResult) -> RewriteResult:
 
 def _spliced(source: Any, md: pq.FileMetaData, options: dict[str, Any], columns: Sequence[ColumnValues],
              row_groups: Sequence[int] | None, open_sink: Callable[[], Any], personal: Sequence[str], salt: bytes,
-             ) -> RewriteResult | None:
-    """The rewrite done by splice.py (only the pages holding a removed row written again), or None when
+             ) -> RewriteResult | str:
+    """The rewrite done by splice.py (only the pages holding a removed row written again), or why not when
     that does not pay or cannot be done exactly: the caller then rewrites the file whole."""
     candidates = range(md.num_row_groups) if row_groups is None else sorted(set(row_groups))
     if not any(md.row_group(r).num_rows >= splice.MIN_ROWS for r in candidates):
-        return None  # small row groups: a page a column, every one of them written again anyway
+        return "row groups of one page a column"  # every page would be written again anyway
     if not isinstance(source, (str, os.PathLike, pa.NativeFile)):
-        return None  # a Python file object has no read_at: pyarrow reads it for the whole rewrite
+        return "a Python file object (no read_at)"  # pyarrow reads it for the whole rewrite
     f = pa.memory_map(os.fspath(source)) if isinstance(source, (str, os.PathLike)) else source
     try:
         return _splice_file(f, md, options, columns, candidates, open_sink, personal, salt)
@@ -351,7 +352,7 @@ def _spliced(source: Any, md: pq.FileMetaData, options: dict[str, Any], columns:
 
 def _splice_file(f: Any, md: pq.FileMetaData, options: dict[str, Any], columns: Sequence[ColumnValues],
                  candidates: Sequence[int], open_sink: Callable[[], Any], personal: Sequence[str], salt: bytes,
-                 ) -> RewriteResult | None:
+                 ) -> RewriteResult | str:
     """`_spliced` on an open file: the subject columns read first, so a file most of whose pages hold a
     removed row costs only that read before it goes to the whole rewrite."""
     def direct(offset: int, length: int) -> bytes:
@@ -362,8 +363,8 @@ def _splice_file(f: Any, md: pq.FileMetaData, options: dict[str, Any], columns: 
     read_at = direct if local else BlockReader(direct, f.size())
     try:
         layout = splice.read_layout(read_at, f.size())
-    except (splice.NotSpliceable, ValueError):
-        return None
+    except (splice.NotSpliceable, ValueError) as exc:
+        return str(exc) or type(exc).__name__
     first = md.row_group(0)
     chunks = [first.column(i) for i in range(first.num_columns)]
     names = md.schema.to_arrow_schema().names
@@ -382,8 +383,10 @@ def _splice_file(f: Any, md: pq.FileMetaData, options: dict[str, Any], columns: 
         if positions is not None and len(positions):
             found[r], deleted[r] = (t, mask), positions.to_numpy()
     touched, total = splice.touched_share(layout, deleted)
-    if not deleted or touched > splice.MAX_REWRITTEN_SHARE * total:
-        return None
+    if not deleted:
+        return "no row to remove"
+    if touched > splice.MAX_REWRITTEN_SHARE * total:
+        return f"{touched / total:.0%} of the bytes in pages holding a removed row"
     result = RewriteResult(row_groups_in=md.num_row_groups, rows_in=md.num_rows)
     survivors = {}
     for r, (t, mask) in found.items():
@@ -394,11 +397,11 @@ def _splice_file(f: Any, md: pq.FileMetaData, options: dict[str, Any], columns: 
         survivors[r] = t.select(kept).filter(pc.invert(mask))
     try:
         p = splice.plan(read_at, layout, deleted, survivors, options.get("bloom_filter_options") or {})
-    except splice.NotSpliceable:
-        return None
+    except splice.NotSpliceable as exc:
+        return str(exc)
     except Exception as exc:
         _log.warning("splice failed (%s); the file is rewritten whole", type(exc).__name__)
-        return None
+        return f"splice failed ({type(exc).__name__})"
     result.row_groups_out = len(p.groups)
     if p.rows:
         sink = open_sink()
