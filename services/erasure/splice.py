@@ -444,7 +444,7 @@ def _index_entry(ci: dict[int, Any], k: int, n_pages: int) -> dict[int, Any]:
 @dataclass
 class _ChunkPlan:
     cc: Struct  # the source ColumnChunk (its metadata is rebuilt at write time)
-    dictionary: tuple[int, int] | None  # source range of the dictionary page
+    dictionary: tuple[int, int] | bytes | None  # source range of the dictionary page, or a new one
     pages: list[_NewPage]
     meta: Struct  # the new ColumnMetaData, offsets filled at write time
     column_index: Struct | None  # typed, ready to write
@@ -565,8 +565,11 @@ def _spliced(col: _Column, cc: Struct, oi: dict[int, Any], rows: int, positions:
     if dictionary_range is not None and not _all_dictionary_pages(md):
         raise NotSpliceable(f"column {col.name}: a dictionary chunk with plain pages (or no encoding counts)")
     dictionary = _Dictionary(col, read_at(*dictionary_range)) if dictionary_range else None
-    if dictionary is not None:
-        _require_dictionary_used(col, survivors, dictionary.entries)
+    if dictionary is not None and not _dictionary_all_used(col, survivors, dictionary.entries):
+        # an entry no row left uses (only removed rows did, or none ever did): the column is written again
+        # whole from its surviving values, dictionary included; the other columns still splice
+        return _rechunked(col, cc, md, oi, ci, survivors, bloom_option, thrift.field(md, _MD_VALUES) - len(positions),
+                          _page_kind(read_at(*_src(source[0])))[0] if source else DATA_PAGE)
     firsts = [p[_PL_FIRST_ROW] for p in oi[_OI_PAGES]]
     bounds = np.searchsorted(positions, [*firsts, rows])
     touched_at = [k for k in range(len(source)) if bounds[k + 1] > bounds[k]]
@@ -611,6 +614,56 @@ def _spliced(col: _Column, cc: Struct, oi: dict[int, Any], rows: int, positions:
     return _ChunkPlan(cc, dictionary_range, pages, meta, column_index, _OI_UNENCODED in oi, bloom)
 
 
+def _rechunked(col: _Column, cc: Struct, md: Struct, oi: dict[int, Any], ci: dict[int, Any] | None,
+               survivors: pa.Table, bloom_option: Mapping[str, Any] | None, rows: int, kind: int) -> _ChunkPlan:
+    """A dictionary chunk written again whole from its surviving values (a fresh dictionary of the values
+    left, its pages cut by the writer, every derived structure the writer's)."""
+    values = survivors.column(col.name)
+    arr = values.chunk(0) if values.num_chunks == 1 else values.combine_chunks()
+    if pa.types.is_dictionary(arr.type):
+        arr = arr.dictionary_decode()  # a dictionary array would be written with its whole dictionary
+    if len(arr) != rows:
+        raise NotSpliceable(f"column {col.name}: surviving values do not match the rows left")
+    options: dict[str, Any] = {
+        "compression": col.codec, "compression_level": 1 if col.codec == "zstd" else None, "use_dictionary": True,
+        "write_statistics": _MD_STATS in md, "write_page_index": ci is not None, "store_schema": False,
+        "data_page_version": "1.0" if kind == DATA_PAGE else "2.0", "dictionary_pagesize_limit": 1 << 30,
+        "store_decimal_as_integer": col.physical_type in ("INT32", "INT64"),
+    }
+    if bloom_option is not None and _MD_BLOOM in md:
+        options["bloom_filter_options"] = {col.name: dict(bloom_option)}
+    schema = pa.schema([pa.field(col.name, arr.type, nullable=col.nullable)])
+    sink = pa.BufferOutputStream()
+    with pq.ParquetWriter(sink, schema, **options) as w:
+        w.write_table(pa.table([arr], schema=schema), row_group_size=max(1, len(arr)))
+    out = sink.getvalue().to_pybytes()
+    n = int.from_bytes(out[-8:-4], "little")
+    typed = thrift.decode(out, len(out) - 8 - n)[0]
+    new_cc = thrift.field(thrift.field(typed, _FMD_GROUPS)[0], _RG_COLUMNS)[0]
+    new_md = thrift.field(new_cc, _CC_META)
+    start, dict_at = thrift.field(new_md, _MD_DATA_PAGE), thrift.field(new_md, _MD_DICTIONARY_PAGE)
+    if dict_at is None or not _all_dictionary_pages(new_md):
+        raise NotSpliceable(f"column {col.name}: the writer did not dictionary-encode the values left")
+    data_encodings = {thrift.field(e, _PES_ENCODING) for e in thrift.field(new_md, _MD_ENCODING_STATS)
+                      if thrift.field(e, _PES_TYPE) != DICTIONARY_PAGE}
+    if len(data_encodings) != 1:
+        raise NotSpliceable(f"column {col.name}: the values left written with several encodings")
+    pages = _lift_pages(col, out, _footer(out), 0, None, data_encodings.pop()).pages
+    meta = dict(md)
+    for f in (_MD_ENCODINGS, _MD_VALUES, _MD_UNCOMPRESSED, _MD_STATS, _MD_ENCODING_STATS, _MD_SIZE_STATS):
+        meta.pop(f, None)
+        if f in new_md:
+            meta[f] = new_md[f]
+    bloom: bytes | None = None
+    if _MD_BLOOM in md:
+        offset, length = thrift.field(new_md, _MD_BLOOM), thrift.field(new_md, _MD_BLOOM_LEN)
+        if offset is None or not length:
+            raise NotSpliceable(f"column {col.name}: the writer made no bloom filter")
+        bloom = out[offset : offset + length]
+    column_index = _column_index(col, ci, pages) if ci is not None else None
+    return _ChunkPlan(cc, out[dict_at:start], pages, meta, column_index, _OI_UNENCODED in oi, bloom)
+
+
 def _all_dictionary_pages(md: Struct) -> bool:
     """Whether the chunk's page-encoding counts say every data page is dictionary-encoded."""
     counts = thrift.field(md, _MD_ENCODING_STATS)
@@ -618,8 +671,8 @@ def _all_dictionary_pages(md: Struct) -> bool:
                                 or thrift.field(e, _PES_ENCODING) in _DICTIONARY_ENCODINGS for e in counts)
 
 
-def _require_dictionary_used(col: _Column, survivors: pa.Table, entries: int) -> None:
-    """NotSpliceable unless every entry of the chunk's dictionary page is used by a surviving row."""
+def _dictionary_all_used(col: _Column, survivors: pa.Table, entries: int) -> bool:
+    """Whether every entry of the chunk's dictionary page is used by a surviving row."""
     if col.name not in survivors.column_names:
         raise NotSpliceable(f"column {col.name}: dictionary not tested")
     values = survivors.column(col.name)
@@ -631,8 +684,7 @@ def _require_dictionary_used(col: _Column, survivors: pa.Table, entries: int) ->
         used = np.count_nonzero(np.bincount(indices.to_numpy(), minlength=entries)) if len(indices) else 0
     else:
         used = pc.count_distinct(arr).as_py()
-    if used != entries:
-        raise NotSpliceable(f"column {col.name}: a dictionary entry only removed rows used")
+    return bool(used == entries)
 
 
 def _statistics(col: _Column, st: Struct, removed: pa.Array, pages: Sequence[_NewPage], dictionary: bool,
@@ -844,7 +896,9 @@ def _write_chunk(out: _Out, c: _ChunkPlan) -> tuple[Struct, Struct]:
     OffsetIndex (typed)."""
     start = out.pos
     meta = c.meta
-    if c.dictionary is not None:
+    if isinstance(c.dictionary, bytes):
+        meta[_MD_DICTIONARY_PAGE] = (I64, out.write(c.dictionary))
+    elif c.dictionary is not None:
         meta[_MD_DICTIONARY_PAGE] = (I64, out.copy(*c.dictionary))
     locations = []
     first_row = 0

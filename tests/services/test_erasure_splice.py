@@ -508,16 +508,33 @@ def test_a_file_whose_every_row_is_removed_is_not_written(tmp_path: Path, monkey
     assert [(p.rows, len(p.groups)) for p in plans] == [(0, 0)], "planned by splice once, with nothing to write"
 
 
-def test_a_dictionary_entry_only_removed_rows_used_falls_back(tmp_path: Path,
-                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_dictionary_entry_only_removed_rows_used_is_gone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """That column is written again whole (a fresh dictionary of the values left); the others still splice."""
     cols = orders()
     place(cols, S1, [17, 900])
     cols["status"][17] = cols["status"][900] = "disputed"  # an entry of the first group's dictionary, theirs only
     src = write(tmp_path / "src.parquet", cols)
     b = both(tmp_path, monkeypatch, src, [S1])
-    assert not b.used, "the dictionary page would keep 'disputed': the file is rewritten whole"
+    assert b.used and b.spliced.bytes_copied > 0
     assert_same_as_whole(b, src, [S1])
     assert b"disputed" not in decompressed(b.out)
+
+
+def test_a_dictionary_entry_no_row_ever_used_is_gone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A writer given an Arrow dictionary keeps its unused entries (an enum's whole domain, say): the
+    spliced file's dictionary holds only values of rows left, as the whole rewrite's does."""
+    cols = orders()
+    place(cols, S1, [17, 900])
+    t = pa.table(cols, schema=SCHEMA)
+    domain = pa.array(["placed", "paid", "shipped", "refunded", "never-used"])
+    status = pa.DictionaryArray.from_arrays(pc.index_in(t["status"].combine_chunks(), value_set=domain), domain)
+    t = t.set_column(t.schema.get_field_index("status"), pa.field("status", status.type, nullable=False), status)
+    src = write(tmp_path / "src.parquet", t, group_rows=t.num_rows)  # (a row group that lost no row keeps it)
+    assert b"never-used" in decompressed(src)
+    b = both(tmp_path, monkeypatch, src, [S1])
+    assert b.used and b.spliced.bytes_copied > 0
+    assert_same_as_whole(b, src, [S1])
+    assert b"never-used" not in decompressed(b.out)
 
 
 def test_a_dictionary_entry_still_used_elsewhere_is_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -790,14 +807,16 @@ def test_a_dictionary_that_fell_back_to_plain_pages_is_rewritten_correctly(tmp_p
     assert_same_as_whole(b, src, [S1])
 
 
-def test_a_dictionary_encoded_subject_column_falls_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The subject's id is an entry of the chunk's dictionary that no row left uses: rewritten whole."""
+def test_a_dictionary_encoded_subject_column_is_written_again_whole(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """The subject's id is an entry of the chunk's dictionary that no row left uses: that column is written
+    again whole, its bloom filter with it; the other columns splice."""
     cols = orders()
     place(cols, S1, [17, 900])
     src = write(tmp_path / "src.parquet", cols, dictionary=[*DICTIONARY, "customer_id"])
     assert pq.ParquetFile(src).metadata.row_group(0).column(1).has_dictionary_page
     b = both(tmp_path, monkeypatch, src, [S1])
-    assert not b.used
+    assert b.used and b.spliced.bytes_copied > 0
     assert_same_as_whole(b, src, [S1])
 
 
