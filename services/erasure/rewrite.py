@@ -217,6 +217,24 @@ def _note_removed(t: pa.Table, columns: Sequence[ColumnValues], result: RewriteR
     return positions, mask
 
 
+def _dictionaries_used(t: pa.Table, rg: pq.RowGroupMetaData, read_at: Callable[[int, int], bytes]) -> bool:
+    """Whether every entry of each dictionary page of row group `rg` (`t`: its dictionary columns) is used by
+    one of its rows (columns pyarrow reads as values, not dictionaries: distinct values against the page's
+    entry count, read from its header)."""
+    if compact_dictionaries(t) is not t:
+        return False
+    names = [rg.column(i).path_in_schema for i in range(rg.num_columns)]
+    for name in t.column_names:
+        col = t.column(name)
+        if pa.types.is_dictionary(col.type):
+            continue  # counted above
+        chunk = rg.column(names.index(name))
+        header = splice.page_header(read_at(chunk.dictionary_page_offset, 64))
+        if pc.count_distinct(col).as_py() != header.get(7, {}).get(1, -1):
+            return False
+    return True
+
+
 def compact_dictionaries(t: pa.Table) -> pa.Table:
     """Dictionary columns re-encoded from the rows left: a filtered dictionary array keeps its whole
     dictionary, and the writer would store every entry (an erased row's name) in the dictionary page.
@@ -290,10 +308,11 @@ def rewrite(
             result.row_groups_in += 1
             result.rows_in += t.num_rows
             if may_match is None or r in may_match:
-                before = t.num_rows
                 t = _drop_matches(t, columns, result, personal, salt)
-                if t.num_rows < before:
-                    t = compact_dictionaries(t)
+            # every row group, not only those that lost rows: a dictionary passed through keeps entries no row
+            # of its row group uses (an enum's domain, a dictionary a writer shared across row groups, which
+            # may hold another group's values), and verification rightly refuses them
+            t = compact_dictionaries(t)
             if t.num_rows == 0:
                 continue
             if writer is None:
@@ -385,6 +404,10 @@ def _splice_file(f: Any, md: pq.FileMetaData, options: dict[str, Any], columns: 
     touched, total = splice.touched_share(layout, deleted)
     if not deleted:
         return "no row to remove"
+    for r in range(md.num_row_groups):  # a row group copied as it is must not keep unused dictionary entries
+        if r not in deleted and dictionaries and not _dictionaries_used(
+                pf.read_row_group(r, columns=dictionaries, use_threads=False), md.row_group(r), read_at):
+            return f"row group {r}: a dictionary entry no row uses"
     if touched > splice.MAX_REWRITTEN_SHARE * total:
         return f"{touched / total:.0%} of the bytes in pages holding a removed row"
     result = RewriteResult(row_groups_in=md.num_row_groups, rows_in=md.num_rows)

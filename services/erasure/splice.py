@@ -231,6 +231,11 @@ def _page_kind(raw: bytes) -> tuple[int, int, bool]:
         header.get(4) is not None
 
 
+def page_header(raw: bytes) -> dict[int, Any]:
+    """A page's header (untyped), from bytes that start with it."""
+    return read_struct(raw)[0]
+
+
 def _entries(dictionary_page: bytes) -> int:
     return int(read_struct(dictionary_page)[0].get(7, {}).get(1, -1))
 

@@ -807,6 +807,25 @@ def test_a_dictionary_that_fell_back_to_plain_pages_is_rewritten_correctly(tmp_p
     assert_same_as_whole(b, src, [S1])
 
 
+def test_unused_dictionary_entries_in_a_row_group_that_loses_no_row(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A row group copied as it is would keep its dictionary's unused entries (an enum's domain, or values a
+    writer shared across row groups): the file is rewritten whole, every row group's dictionaries re-encoded
+    from its own rows, and the bytes hold the unused value nowhere."""
+    cols = orders()
+    place(cols, S1, [17, 900])  # both in the first row group
+    t = pa.table(cols, schema=SCHEMA)
+    domain = pa.array(["placed", "paid", "shipped", "refunded", "never-used"])
+    status = pa.DictionaryArray.from_arrays(pc.index_in(t["status"].combine_chunks(), value_set=domain), domain)
+    t = t.set_column(t.schema.get_field_index("status"), pa.field("status", status.type, nullable=False), status)
+    src = write(tmp_path / "src.parquet", t)
+    assert pq.ParquetFile(src).metadata.num_row_groups > 1 and b"never-used" in decompressed(src)
+    b = both(tmp_path, monkeypatch, src, [S1])
+    assert not b.used and "a dictionary entry no row uses" in b.spliced.whole_because
+    assert_same_as_whole(b, src, [S1])
+    assert b"never-used" not in decompressed(b.out)
+
+
 def test_a_dictionary_encoded_subject_column_is_written_again_whole(tmp_path: Path,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """The subject's id is an entry of the chunk's dictionary that no row left uses: that column is written
