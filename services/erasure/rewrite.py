@@ -12,10 +12,12 @@ every page holding no removed row undecoded and re-encodes only the others; it d
 module rewrites the file whole) when most of the bytes would be re-encoded anyway or when it cannot
 rebuild something exactly.
 
-Everything the writer derives from values is derived from the rows left: a row group that lost rows
-has its dictionary columns re-encoded (a filtered dictionary array keeps its whole dictionary, and
-the writer would store an erased row's value in the dictionary page), and statistics, page index
-and bloom filters are computed by the writer from what it writes. structure.py checks the bytes.
+Everything the writer derives from values is derived from the rows left: a dictionary column holding
+an entry no row of its row group uses is re-encoded (a filtered dictionary array keeps its whole
+dictionary, and the writer would store an erased row's value in the dictionary page; a row group that
+lost no row may also carry an enum's unused domain, or values a writer shared across row groups), and
+statistics, page index and bloom filters are computed by the writer from what it writes. structure.py
+checks the bytes.
 
 The footer's key-value metadata is kept (but `ARROW:schema`, which the writer makes from the schema):
 it records the contract the file was written with (`etl.contract.*`, contracts/schema_evolution.py),
