@@ -219,24 +219,6 @@ def _note_removed(t: pa.Table, columns: Sequence[ColumnValues], result: RewriteR
     return positions, mask
 
 
-def _dictionaries_used(t: pa.Table, rg: pq.RowGroupMetaData, read_at: Callable[[int, int], bytes]) -> bool:
-    """Whether every entry of each dictionary page of row group `rg` (`t`: its dictionary columns) is used by
-    one of its rows (columns pyarrow reads as values, not dictionaries: distinct values against the page's
-    entry count, read from its header)."""
-    if compact_dictionaries(t) is not t:
-        return False
-    names = [rg.column(i).path_in_schema for i in range(rg.num_columns)]
-    for name in t.column_names:
-        col = t.column(name)
-        if pa.types.is_dictionary(col.type):
-            continue  # counted above
-        chunk = rg.column(names.index(name))
-        header = splice.page_header(read_at(chunk.dictionary_page_offset, 64))
-        if pc.count_distinct(col).as_py() != header.get(7, {}).get(1, -1):
-            return False
-    return True
-
-
 def compact_dictionaries(t: pa.Table) -> pa.Table:
     """Dictionary columns re-encoded from the rows left: a filtered dictionary array keeps its whole
     dictionary, and the writer would store every entry (an erased row's name) in the dictionary page.
@@ -337,11 +319,15 @@ def rewrite(
 HOLD_REMOTE_BYTES = 64 << 20
 
 
+#: files read where they are (memory, local disk); any other NativeFile is remote (on S3, a GET a read)
+_LOCAL_FILES = (pa.BufferReader, pa.MemoryMappedFile, pa.OSFile)
+
+
 def _held(source: Any) -> Any:
     """`source`, or its bytes when it is a remote file of at most HOLD_REMOTE_BYTES: on S3 a splice reads
     the subject columns, the footer, the indexes and the pages in several requests (7 GETs for a month
     file against 1), and a file it declines is then read again for the whole rewrite."""
-    if not isinstance(source, pa.NativeFile) or isinstance(source, (pa.BufferReader, pa.MemoryMappedFile, pa.OSFile)):
+    if not isinstance(source, pa.NativeFile) or isinstance(source, _LOCAL_FILES):
         return source
     size = source.size()
     return pa.BufferReader(source.read_at(size, 0)) if size <= HOLD_REMOTE_BYTES else source
@@ -379,9 +365,7 @@ def _splice_file(f: Any, md: pq.FileMetaData, options: dict[str, Any], columns: 
     def direct(offset: int, length: int) -> bytes:
         return f.read_at(length, offset)
 
-    # bytes in memory or a local file are read as they are; a remote one (on S3: a GET a read) in blocks
-    local = isinstance(f, (pa.BufferReader, pa.MemoryMappedFile, pa.OSFile))
-    read_at = direct if local else BlockReader(direct, f.size())
+    read_at = direct if isinstance(f, _LOCAL_FILES) else BlockReader(direct, f.size())  # remote: in blocks
     try:
         layout = splice.read_layout(read_at, f.size())
     except (splice.NotSpliceable, ValueError) as exc:
@@ -403,17 +387,15 @@ def _splice_file(f: Any, md: pq.FileMetaData, options: dict[str, Any], columns: 
         positions = pc.indices_nonzero(mask) if mask is not None else None
         if positions is not None and len(positions):
             found[r], deleted[r] = (t, mask), positions.to_numpy()
-    touched, total = splice.touched_share(layout, deleted)
     if not deleted:
         return "no row to remove"
-    for r in range(md.num_row_groups):  # a row group copied as it is must not keep unused dictionary entries
-        if r not in deleted and dictionaries and not _dictionaries_used(
-                pf.read_row_group(r, columns=dictionaries, use_threads=False), md.row_group(r), read_at):
-            return f"row group {r}: a dictionary entry no row uses"
+    touched, total = splice.touched_share(layout, deleted)
     if touched > splice.MAX_REWRITTEN_SHARE * total:
         return f"{touched / total:.0%} of the bytes in pages holding a removed row"
     result = RewriteResult(row_groups_in=md.num_row_groups, rows_in=md.num_rows)
-    survivors = {}
+    # a row group that lost no row is copied: its dictionaries are tested too (splice._copied)
+    survivors = {r: pf.read_row_group(r, columns=dictionaries, use_threads=False)
+                 for r in range(md.num_row_groups) if r not in deleted and dictionaries}
     for r, (t, mask) in found.items():
         if rest:
             more = pf.read_row_group(r, columns=rest, use_threads=False)

@@ -231,11 +231,6 @@ def _page_kind(raw: bytes) -> tuple[int, int, bool]:
         header.get(4) is not None
 
 
-def page_header(raw: bytes) -> dict[int, Any]:
-    """A page's header (untyped), from bytes that start with it."""
-    return read_struct(raw)[0]
-
-
 def _entries(dictionary_page: bytes) -> int:
     return int(read_struct(dictionary_page)[0].get(7, {}).get(1, -1))
 
@@ -478,7 +473,8 @@ def plan(read_at: Callable[[int, int], bytes], layout: Layout, deleted: Mapping[
     """The spliced file's plan. `deleted` maps a row group to its removed rows (sorted, within it);
     `survivors_of` a row group to its surviving rows of every column that has a dictionary page or a
     bloom filter (to test the dictionary and rebuild the filter; dictionary columns as Arrow
-    dictionaries). `bloom_options` are the writer's per column (rewrite.options_of)."""
+    dictionaries), and a row group that lost no row to its dictionary columns (a copied dictionary must
+    not keep an entry no row uses either). `bloom_options` are the writer's per column (rewrite.options_of)."""
     touched, total = touched_share(layout, deleted)
     if touched > MAX_REWRITTEN_SHARE * total:  # (0 of 0: only whole row groups dropped, the rest copied)
         raise NotSpliceable("most of the touched row groups' pages hold a removed row")
@@ -497,7 +493,7 @@ def plan(read_at: Callable[[int, int], bytes], layout: Layout, deleted: Mapping[
         for i, cc in enumerate(thrift.field(rg, _RG_COLUMNS)):
             oi = layout.offset_indexes[r][i]
             if positions is None or len(positions) == 0:
-                chunks.append(_copied(columns[i], cc, oi, rows, read_at))
+                chunks.append(_copied(columns[i], cc, oi, rows, read_at, survivors_of.get(r)))
             else:
                 chunks.append(_spliced(columns[i], cc, oi, rows, positions, read_at,
                                        survivors_of[r], bloom_options.get(columns[i].name)))
@@ -540,9 +536,13 @@ def _source_pages(cc: Struct, oi: dict[int, Any], rows: int, read_at: Callable[[
 
 
 def _copied(col: _Column, cc: Struct, oi: dict[int, Any], rows: int, read_at: Callable[[int, int], bytes],
-            ) -> _ChunkPlan:
-    """A chunk of a row group that lost no row: its pages, indexes and bloom filter as they are."""
+            rows_of: pa.Table | None) -> _ChunkPlan:
+    """A chunk of a row group that lost no row: its pages, indexes and bloom filter as they are (`rows_of`:
+    the row group's dictionary columns; a dictionary holding an entry no row uses is not copied)."""
     md, pages, dictionary, ci = _source_pages(cc, oi, rows, read_at)
+    if dictionary is not None and (rows_of is None
+                                   or not _dictionary_all_used(col, rows_of, _entries(read_at(*dictionary)))):
+        raise NotSpliceable(f"column {col.name}: a dictionary entry no row uses, in a row group that lost no row")
     column_index = _column_index(col, ci, pages) if ci is not None else None
     return _ChunkPlan(cc, dictionary, pages, md, column_index, _OI_UNENCODED in oi, _bloom_range(md, read_at))
 
