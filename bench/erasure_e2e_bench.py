@@ -38,6 +38,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -296,6 +297,19 @@ def scan_environment(customers: set[int], orders: set[int]) -> Scan:
     return scan
 
 
+def partition_files(database: str) -> Iterator[list[str]]:
+    """Per partition of `orders`, the files under its Glue location (what a reader sees)."""
+    import pyarrow.fs as pafs
+
+    from contracts import aws
+
+    glue, fs = aws.client("glue"), aws.s3_filesystem()
+    for page in glue.get_paginator("get_partitions").paginate(DatabaseName=database, TableName="orders"):
+        for p in page["Partitions"]:
+            loc = p["StorageDescriptor"]["Location"].removeprefix("s3://").rstrip("/")
+            yield [i.path for i in fs.get_file_info(pafs.FileSelector(loc, allow_not_found=True)) if i.is_file]
+
+
 def lake_totals(database: str) -> dict[str, float]:
     """count and sum(amount) of what a reader sees: the files under each partition's Glue location."""
     import pyarrow.compute as pc
@@ -303,16 +317,13 @@ def lake_totals(database: str) -> dict[str, float]:
 
     from contracts import aws
 
-    glue, fs = aws.client("glue"), aws.s3_filesystem()
+    fs = aws.s3_filesystem()
     rows, amount = 0, 0.0
-    for page in glue.get_paginator("get_partitions").paginate(DatabaseName=database, TableName="orders"):
-        for p in page["Partitions"]:
-            loc = p["StorageDescriptor"]["Location"].removeprefix("s3://").rstrip("/")
-            for info in fs.get_file_info(__import__("pyarrow.fs").fs.FileSelector(loc, allow_not_found=True)):
-                if info.is_file:
-                    t = pq.read_table(info.path, filesystem=fs, columns=["amount"])
-                    rows += t.num_rows
-                    amount += float(pc.sum(t["amount"]).as_py() or 0)
+    for files in partition_files(database):
+        for path in files:
+            t = pq.read_table(path, filesystem=fs, columns=["amount"])
+            rows += t.num_rows
+            amount += float(pc.sum(t["amount"]).as_py() or 0)
     return {"rows": rows, "amount": amount}
 
 
@@ -337,18 +348,9 @@ def wait_transformed(keys: list[str], timeout_s: float, watch: MemoryWatch) -> N
 def wait_compacted(database: str, timeout_s: float, watch: MemoryWatch) -> float:
     """Seconds until every partition of `orders` is one file under its Glue location (compaction is done):
     an erasure on the lake as compaction leaves it, the usual case for data older than a few minutes."""
-    import pyarrow.fs as pafs
-
-    from contracts import aws
-
-    glue, fs = aws.client("glue"), aws.s3_filesystem()
     start = time.monotonic()
     while time.monotonic() - start < timeout_s and not watch.tripped:
-        counts = []
-        for page in glue.get_paginator("get_partitions").paginate(DatabaseName=database, TableName="orders"):
-            for p in page["Partitions"]:
-                loc = p["StorageDescriptor"]["Location"].removeprefix("s3://").rstrip("/")
-                counts.append(sum(i.is_file for i in fs.get_file_info(pafs.FileSelector(loc, allow_not_found=True))))
+        counts = [len(files) for files in partition_files(database)]
         if counts and max(counts) == 1:
             return time.monotonic() - start
         time.sleep(5)
