@@ -89,7 +89,7 @@ function download(name, text, type) {
 function handle(err) {
   if (err instanceof SignInNeeded) {
     toast(err.message, "warn");
-    location.hash = "#/sign-in";
+    go("#/sign-in");
     return null;
   }
   return problem(err);
@@ -109,8 +109,7 @@ function signInView(step = null) {
       else next = await auth.answer(step, { SOFTWARE_TOKEN_MFA_CODE: String(f.get("code")).trim() });
       if (next) return signInView(next);
       chrome();
-      location.hash = "#/requests";
-      route();
+      go("#/requests");
     } catch (err) {
       error.replaceChildren(problem(err));
     }
@@ -457,6 +456,13 @@ function chrome() {
   $("nav-new").hidden = !(user && auth.can("erasure-filers"));
 }
 
+/** Show `hash` exactly once: a changed hash routes through `hashchange`, an unchanged one routes here
+ * (routing both ways drew the view twice, and what was typed into the first form was lost). */
+function go(hash) {
+  if (location.hash === hash) route();
+  else location.hash = hash;
+}
+
 function route() {
   view += 1;
   const hash = location.hash || "#/requests";
@@ -482,7 +488,7 @@ async function main() {
   auth = new Auth(config);
   api = new Api(config.apiBase, auth);
   auth.onSignedOut = () => chrome();
-  $("sign-out").addEventListener("click", async () => { await auth.signOut(); location.hash = "#/sign-in"; route(); });
+  $("sign-out").addEventListener("click", async () => { await auth.signOut(); go("#/sign-in"); });
   window.addEventListener("hashchange", route);
   route();
 }

@@ -168,9 +168,17 @@ def _second_officer(state: PlatformState) -> None:
 
 
 def _sign_in(driver: Any, username: str, password: str) -> None:
-    _wait(driver).until(ec.presence_of_element_located((By.ID, "username"))).send_keys(username)
-    driver.find_element(By.ID, "password").send_keys(password)
-    driver.find_element(By.ID, "sign-in-submit").click()
+    """Fill and submit the form in one step, again from the start if the page redrew it meanwhile."""
+    def attempt(d: Any) -> bool:
+        try:
+            d.find_element(By.ID, "username").send_keys(username)
+            d.find_element(By.ID, "password").send_keys(password)
+            d.find_element(By.ID, "sign-in-submit").click()
+            return True
+        except (StaleElementReferenceException, NoSuchElementException):
+            return False
+
+    _wait(driver).until(attempt)
     _wait(driver).until(ec.presence_of_element_located((By.ID, "requests")))
 
 
