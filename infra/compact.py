@@ -9,6 +9,7 @@ Config (namespace `etl:`, all optional; defaults suit AWS):
   compactMinFiles        overrides every contract's compaction_min_files          (contract)
   compactMemoryMb        function memory; rewrite threads = its whole vCPUs        (1769 = 1 vCPU)
   compactEphemeralMb     /tmp for one bin's inputs, sorted runs and outputs       (4096)
+  compactBatchWindowSeconds  events gathered this long into one invocation, 0..300  (10)
 """
 
 from __future__ import annotations
@@ -30,6 +31,13 @@ from infra.settings import Settings
 from infra.transform import glue_arns
 
 _TUNABLES = CompactTunables()
+#: records per invocation at most with a batching window (without one, SQS mappings take at most 10)
+BATCH_SIZE = 100
+
+
+def _int_or(value: int | None, default: int) -> int:
+    """A set value, 0 included (`or` would take 0 for unset)."""
+    return default if value is None else value
 
 
 @dataclass(frozen=True)
@@ -45,6 +53,9 @@ class CompactConfig:
     #: one whole vCPU: a second (3008 MB) made the rewrite ~15% faster for 70% more GB-seconds (docs/design/cost.md)
     memory_mb: int = 1769
     ephemeral_mb: int = 4096
+    #: a burst of PartitionFilesAdded (a backfill, a big object's chunks) is checked once per partition per
+    #: invocation instead of once per event (docs/design/cost.md); compaction is background work
+    batch_window_s: int = 10
 
     @classmethod
     def load(cls) -> CompactConfig:
@@ -59,12 +70,15 @@ class CompactConfig:
             min_files=cfg.get_int("compactMinFiles"),
             memory_mb=cfg.get_int("compactMemoryMb") or d.memory_mb,
             ephemeral_mb=cfg.get_int("compactEphemeralMb") or d.ephemeral_mb,
+            batch_window_s=_int_or(cfg.get_int("compactBatchWindowSeconds"), d.batch_window_s),
         )
         c.commit_settings()  # fail the deployment, not the function, if the timings contradict each other
         if not (c.sweep_rate.startswith("rate(") and c.sweep_rate.endswith(")")):
             raise ValueError(f"etl:compactSweepRate must be rate(...), not {c.sweep_rate!r}")
         if not 1 <= c.timeout_s <= 900:
             raise ValueError("etl:compactTimeoutSeconds must be 1..900 (Lambda's limit)")
+        if not 0 <= c.batch_window_s <= 300:
+            raise ValueError("etl:compactBatchWindowSeconds must be 0..300 (Lambda's limit for SQS)")
         return c
 
     def commit_settings(self) -> CommitSettings:
@@ -151,7 +165,10 @@ def build(s: Settings) -> dict[str, pulumi.Input]:
             layers=dependency_layers(s, "compact", out("artifactsBucket")),
             memory_mb=c.memory_mb,
             timeout_s=c.timeout_s,
-            batch_size=10,  # most PartitionFilesAdded only re-check a manifest; a compaction re-plans per bin
+            # most PartitionFilesAdded only re-check a manifest, once per partition in a batch; a compaction
+            # re-plans per bin and hands what its deadline leaves to a follow-up command
+            batch_size=BATCH_SIZE if c.batch_window_s else 10,
+            batching_window_s=c.batch_window_s,
             max_concurrency=s.max_concurrency,
             max_receive_count=s.max_receive_count,
             log_retention_days=s.log_retention_days,

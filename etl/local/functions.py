@@ -47,6 +47,8 @@ class MappingSpec:
     batch_size: int
     max_concurrency: int
     report_batch_item_failures: bool
+    #: MaximumBatchingWindowInSeconds: gather up to `batch_size` records for this long before invoking
+    batching_window_s: int = 0
 
 
 @dataclass(frozen=True)
@@ -204,6 +206,10 @@ class Heartbeat:
         self.thread.start()
         return self
 
+    def hold(self, messages: list[dict[str, Any]]) -> None:
+        """Renew these too (records gathered into the batch after it was first received)."""
+        self.handles += [m["ReceiptHandle"] for m in messages]
+
     def __exit__(self, *_: object) -> None:
         self.done.set()
         self.thread.join(timeout=5)
@@ -233,22 +239,40 @@ class Poller:
 
     def poll(self, sqs: Any, wait_s: int) -> bool:
         """Receive one batch and invoke the handler on it; False when the queue had nothing."""
+        messages = self._receive(sqs, self.mapping.batch_size, wait_s)
+        if messages:
+            with Heartbeat(self.fn, self.mapping.queue_url, messages, sqs) as beat:
+                if self.mapping.batching_window_s:
+                    self._gather(sqs, messages, beat)
+                self.invoke(sqs, messages)
+        return bool(messages)
+
+    def _receive(self, sqs: Any, up_to: int, wait_s: int) -> list[dict[str, Any]]:
         try:
             resp = sqs.receive_message(
                 QueueUrl=self.mapping.queue_url,
-                MaxNumberOfMessages=min(10, self.mapping.batch_size),
+                MaxNumberOfMessages=min(10, up_to),
                 WaitTimeSeconds=wait_s,
                 VisibilityTimeout=visibility_s(),
                 AttributeNames=["All"],
                 MessageAttributeNames=["All"],
             )
         except Exception:  # the emulator is going away or restarting: the caller backs off
-            return False
-        messages = resp.get("Messages", [])
-        if messages:
-            with Heartbeat(self.fn, self.mapping.queue_url, messages, sqs):
-                self.invoke(sqs, messages)
-        return bool(messages)
+            return []
+        return list(resp.get("Messages", []))
+
+    def _gather(self, sqs: Any, messages: list[dict[str, Any]], beat: Heartbeat) -> None:
+        """Like Lambda's batching window: keep receiving until the batch is full or the window has passed.
+
+        The messages already held stay invisible meanwhile (the heartbeat renews them); the function's
+        timeout counts from the invocation, not from the first record.
+        """
+        ends = time.monotonic() + self.mapping.batching_window_s
+        while len(messages) < self.mapping.batch_size and (left := ends - time.monotonic()) > 0:
+            more = self._receive(sqs, self.mapping.batch_size - len(messages), max(1, min(20, round(left))))
+            beat.hold(more)
+            messages += more
+        beat.deadline = time.monotonic() + self.fn.timeout_s
 
     def invoke(self, sqs: Any, messages: list[dict[str, Any]]) -> None:
         event = sqs_event(messages, self.mapping.queue_arn, sqs.meta.region_name)

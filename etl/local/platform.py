@@ -144,6 +144,7 @@ def functions_of(resources: list[Registered]) -> dict[str, dict[str, Any]]:
                 batch_size=int(r.inputs.get("batchSize") or 10),
                 max_concurrency=int((r.inputs.get("scalingConfig") or {}).get("maximumConcurrency") or 2),
                 report_batch_item_failures="ReportBatchItemFailures" in (r.inputs.get("functionResponseTypes") or []),
+                batching_window_s=int(r.inputs.get("maximumBatchingWindowInSeconds") or 0),
             )
             fn["mappings"].append(asdict(mapping))
     rules = {r.inputs["name"]: r for r in resources if r.type == "aws:cloudwatch/eventRule:EventRule"}

@@ -35,6 +35,9 @@ class QueueFunctionArgs:
     memory_mb: int = 512
     timeout_s: int = 120
     batch_size: int = 10
+    #: seconds the mapping gathers records before invoking (0: invoke as soon as any arrive); lets a burst of
+    #: events for the same work share one invocation
+    batching_window_s: int = 0
     max_concurrency: int = 10
     max_receive_count: int = 3
     log_retention_days: int = 30
@@ -45,6 +48,8 @@ class QueueFunction(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: QueueFunctionArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("etl:service:QueueFunction", name, None, opts)
+        if args.batch_size > 10 and not args.batching_window_s:
+            raise ValueError(f"{name}: an SQS batch of more than 10 records needs a batching window (AWS refuses it)")
         child = pulumi.ResourceOptions(parent=self)
         fn_name = args.function_name
 
@@ -134,6 +139,7 @@ class QueueFunction(pulumi.ComponentResource):
             event_source_arn=self.queue.arn,
             function_name=self.function.arn,
             batch_size=args.batch_size,
+            maximum_batching_window_in_seconds=args.batching_window_s or None,
             function_response_types=["ReportBatchItemFailures"],
             scaling_config=aws.lambda_.EventSourceMappingScalingConfigArgs(
                 maximum_concurrency=max(2, args.max_concurrency)

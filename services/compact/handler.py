@@ -3,6 +3,8 @@
 * SQS: each record is a platform event (PartitionFilesAdded) or a command (commands.py). A record
   that raises is reported as a batch item failure and retried, then dead-lettered; nothing is
   swallowed. Duplicates are harmless: plans come from the committed manifest, op ids from inputs.
+  The mapping gathers a burst into one batch (a batching window), and a partition is checked once
+  per batch: every event of the batch was published after its commit, before this invocation began.
 * Schedule (EventBridge `Scheduled Event`): queue compactions of quiet partitions, then delete what
   is past its grace period. An error raises (Lambda retries the async invoke; the errors alarm fires).
 Logs carry dataset, partition values, counts and sizes; never row values or subject ids. A compacted
@@ -43,6 +45,9 @@ logger = Logger()
 metrics = Metrics()
 tracer = Tracer()
 processor = BatchProcessor(event_type=EventType.SQS)
+#: partitions checked by this invocation: a burst's later events for one (the batching window gathers
+#: them) are answered by its first check instead of each re-reading the manifest and re-marking it
+_checked: dict[tuple[str, tuple[tuple[str, str], ...]], dict[str, Any]] = {}
 #: stop starting work this long before Lambda's hard timeout (uploads and the commit must finish):
 #: 10 s, or a tenth of the time left for short local timeouts
 SAFETY_SECONDS = 10.0
@@ -136,7 +141,12 @@ def record_handler(record: SQSRecord, lambda_context: LambdaContext) -> dict[str
     if not isinstance(detail, events.PartitionFilesAdded):
         raise ValueError(f"compact does not handle {body.get('detail-type')!r}")
     logger.set_correlation_id(detail.object_id)  # the object whose files triggered this check
-    return _compacted(c.files_added(detail, deadline))
+    key = (detail.dataset, tuple(sorted(detail.partition.items())))
+    if key in _checked:  # committed before this invocation began, so the first check saw these files too
+        logger.info("partition already checked in this batch", dataset=detail.dataset)
+        return _checked[key]
+    _checked[key] = _compacted(c.files_added(detail, deadline))
+    return _checked[key]
 
 
 def _compacted(outcome: Outcome) -> dict[str, Any]:
@@ -189,4 +199,5 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any] | P
         return scheduled(context)
     if "Records" not in event:
         raise ValueError(f"compact expects an SQS batch or the sweep schedule, got keys {sorted(event)[:5]}")
+    _checked.clear()
     return process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)

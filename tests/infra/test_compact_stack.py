@@ -113,6 +113,17 @@ def test_overdue_cleanup_alarms_and_nothing_idles_at_a_cost(compact: Stack) -> N
         "sqs", "cloudwatch", "iam", "lambda", "s3"}
 
 
+def test_a_burst_of_events_is_gathered_into_one_invocation_and_the_window_is_configurable(compact: Stack) -> None:
+    mapping = compact.one("aws:lambda/eventSourceMapping:EventSourceMapping", "compact-mapping")
+    assert (mapping.inputs["batchSize"], mapping.inputs["maximumBatchingWindowInSeconds"]) == (100, 10)
+    off = build("compact-dev", {"compactBatchWindowSeconds": 0})
+    mapping = off.one("aws:lambda/eventSourceMapping:EventSourceMapping", "compact-mapping")
+    assert mapping.inputs["batchSize"] == 10 and not mapping.inputs.get("maximumBatchingWindowInSeconds"), \
+        "no window: at most 10 records, as AWS requires"
+    with pytest.raises(Exception, match=r"0\.\.300"):
+        build("compact-dev", {"compactBatchWindowSeconds": 301})
+
+
 def test_min_files_override_reaches_the_function() -> None:
     assert env_of(build("compact-dev", {"compactMinFiles": 4}))["MIN_FILES"] == "4"
 

@@ -130,3 +130,39 @@ def test_an_invocation_past_its_timeout_keeps_its_message_and_says_so(
     finally:
         proc.kill()
         proc.wait(10)
+
+
+def test_a_batching_window_gathers_a_burst_into_one_invocation_without_redelivery(
+        queue: tuple, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Like Lambda's MaximumBatchingWindowInSeconds: records arriving within the window share an invocation;
+    those held meanwhile stay invisible past the local visibility timeout (never twice in one batch)."""
+    sqs, url, arn = queue
+    monkeypatch.setenv("ETL_LOCAL_VISIBILITY_S", "2")
+    gathering = MappingSpec(queue_arn=arn, queue_url=url, batch_size=20, max_concurrency=1,
+                            report_batch_item_failures=True, batching_window_s=5)
+    poller = functions.Poller(fn("record"), gathering)
+    sqs.send_message(QueueUrl=url, MessageBody="first")
+    late = threading.Timer(3.0, lambda: [sqs.send_message(QueueUrl=url, MessageBody=f"late-{n}") for n in range(3)])
+    before = len(fake_handlers.CALLS)
+    late.start()
+    assert poller.poll(sqs, 1)
+    late.join()
+    batches = fake_handlers.CALLS[before:]
+    assert len(batches) == 1
+    bodies = [r["body"] for r in batches[0]["Records"]]
+    assert sorted(bodies) == ["first", "late-0", "late-1", "late-2"], "one record each, the first not redelivered"
+    assert visible(sqs, url) == 0
+
+
+def test_a_full_batch_does_not_wait_for_the_window(queue: tuple) -> None:
+    sqs, url, arn = queue
+    for n in range(4):
+        sqs.send_message(QueueUrl=url, MessageBody=str(n))
+    full = MappingSpec(queue_arn=arn, queue_url=url, batch_size=4, max_concurrency=1,
+                       report_batch_item_failures=True, batching_window_s=300)
+    before = len(fake_handlers.CALLS)
+    poller = functions.Poller(fn("record"), full)
+    done = threading.Thread(target=poller.poll, args=(sqs, 1))
+    done.start()
+    done.join(60)  # far less than the window: the batch is full once all four are received
+    assert not done.is_alive() and len(fake_handlers.CALLS[before:][0]["Records"]) == 4

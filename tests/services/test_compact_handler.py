@@ -12,6 +12,7 @@ from etl.compact_cli import CLEANUP_MESSAGE, compact_message, parse_selection
 from etl.local.functions import FunctionSpec, LambdaContext, scheduled_event
 from services.compact import handler
 from services.compact.commands import Cleanup, CompactPartition, parse_command
+from services.compact.jobs import Outcome
 from services.compact.plan import Trigger
 from tests.services.compact_fakes import FakeCompactor, envelope, record
 
@@ -41,6 +42,39 @@ def test_each_record_is_dispatched_and_only_the_bad_one_is_retried(fake: FakeCom
     failed = {f["itemIdentifier"] for f in response["batchItemFailures"]}
     assert failed == {records[3]["messageId"], records[4]["messageId"]}, "malformed command, foreign event"
     assert fake.calls == [("files_added", "obj1"), ("compact", ("orders", PART, Trigger.MANUAL)), ("cleanup", None)]
+
+
+def _added(partition: dict[str, str], object_id: str) -> dict[str, str]:
+    return record(envelope(events.PartitionFilesAdded(dataset="orders", partition=partition, generation=1,
+                                                      files=[f"{object_id}.parquet"], rows=5, bytes=100,
+                                                      object_id=object_id)))
+
+
+def test_a_burst_for_one_partition_is_checked_once_per_invocation(fake: FakeCompactor) -> None:
+    other = {"order_year": "2024", "order_month": "06"}
+    burst = [_added(PART, "a"), _added(other, "b"), _added(dict(reversed(PART.items())), "c"), _added(PART, "d")]
+    response = handler.handler({"Records": burst}, context())
+    assert not response["batchItemFailures"]
+    assert fake.calls == [("files_added", "a"), ("files_added", "b")], "c and d were committed before a's check"
+    handler.handler({"Records": [_added(PART, "e")]}, context())
+    assert fake.calls[-1] == ("files_added", "e"), "the next invocation checks again"
+
+
+def test_a_failed_check_is_not_an_answer_for_the_rest_of_the_batch(fake: FakeCompactor,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    real, tries = fake.files_added, []
+
+    def flaky(detail: events.PartitionFilesAdded, deadline: float) -> Outcome:
+        tries.append(detail.object_id)
+        if len(tries) == 1:
+            raise RuntimeError("throttled")
+        return real(detail, deadline)
+
+    monkeypatch.setattr(fake, "files_added", flaky)
+    burst = [_added(PART, "a"), _added(PART, "b"), _added(PART, "c")]
+    response = handler.handler({"Records": burst}, context())
+    assert [f["itemIdentifier"] for f in response["batchItemFailures"]] == [burst[0]["messageId"]]
+    assert tries == ["a", "b"], "b checked the partition itself; c took b's answer"
 
 
 def test_the_schedule_sweeps_then_cleans_up(fake: FakeCompactor) -> None:
