@@ -21,6 +21,7 @@ from etl.local.platform import PlatformState, pid_alive
 
 ROOT = Path(__file__).resolve().parents[2]
 E2E_CHUNK_BYTES = 65536  # objects over 64 KiB are cut into several chunks in the e2e platform
+E2E_COMPACT_WINDOW_S = 2  # seconds the compact queue gathers events (etl:compactBatchWindowSeconds)
 
 
 def etl(*args: str, env: dict[str, str], timeout: float = 180) -> subprocess.CompletedProcess:
@@ -101,10 +102,12 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     env = {**os.environ, "ETL_LOCAL_DIR": str(state_dir), "ETL_LOCAL_RETRY_DELAY_S": "1",
            "PYTHONPATH": str(ROOT)}
     env.pop("AWS_ENDPOINT_URL", None)
-    # Small chunks so that small test files fan out (the local default is AWS's 128 MiB). A busy machine
-    # can take minutes to start every host: `etl local up` itself fails with the reason if it cannot.
+    # Small chunks so that small test files fan out (the local default is AWS's 128 MiB), and a 2 s
+    # compaction batching window (default 10 s) so that a threshold compaction still meets files arriving
+    # within the seconds a test lands them. A busy machine can take minutes to start every host:
+    # `etl local up` itself fails with the reason if it cannot.
     started = etl("local", "up", "--detach", "--port", "0", "--set", f"transform:chunkBytes={E2E_CHUNK_BYTES}",
-                  env=env, timeout=600)
+                  "--set", f"compact:compactBatchWindowSeconds={E2E_COMPACT_WINDOW_S}", env=env, timeout=600)
     assert started.returncode == 0, started.stdout + started.stderr
     os.environ["ETL_LOCAL_DIR"] = str(state_dir)
     state = PlatformState.load()
