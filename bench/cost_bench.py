@@ -211,6 +211,7 @@ def bills(measured: dict[str, Any]) -> dict[str, tuple[cost_model.Bill, dict[str
         cost_model.requests_bill(bill, calls)
         cost_model.logs_bill(bill, measured["log_bytes"].get(name, 0))
         facts["invocations"] += len(runs)
+        facts["records"] += sum(r.get("records", 0) for r in runs)
         facts["seconds"] += sum(r["duration_ms"] for r in runs) / 1000
         facts["peak_rss_mb"] = max(facts["peak_rss_mb"], *(r.get("max_rss_mb", 0) for r in runs), 0)
         facts["s3_read"] += sum(c.bytes_out for c in calls if c.service == "s3" and c.operation == "GET")
@@ -404,7 +405,9 @@ def compaction_peers(measured: dict[str, Any], per_service: dict[str, tuple[cost
     lines = [
         f"Compaction peers on the same input: the compact service read {processed / 1e6:.1f} MB in {objects} objects "
         "(its S3 GETs: the small files it rewrote) over "
-        f"{facts['invocations']} invocations (most of them `PartitionFilesAdded` events below the threshold). "
+        f"{facts['invocations']} invocations, which took {facts['records']} queue records (`PartitionFilesAdded` "
+        "events, the sweep's and follow-up commands; the queue's batching window gathers a burst into one "
+        "invocation, which checks each partition once). "
         "S3 Tables bills $0.005 per GB processed plus $0.002 per 1,000 objects (it compacts Iceberg tables in "
         "table buckets only: a price peer, not a drop-in).",
         "",
