@@ -30,6 +30,7 @@ from services.erasure.blobs import Blob, BlobFile, CachedBlob
 from services.erasure.bloom import SplitBlockBloom, bloom_bitset
 from services.erasure.find import read_bloom
 from services.erasure.pages import (
+    CODECS,
     PageFormatError,
     Stats,
     chunk_span,
@@ -201,6 +202,8 @@ def check_file(blob: Blob, *, subject_ids: Collection[str] = (), label: str = ""
         return report
     index_at = column_index_locations(meta)
     footer_stats = _chunk_stats(meta)
+    # each chunk's codec as the footer names it: pyarrow's names LZ4_RAW "LZ4" (the LZ4 frame format to pa.Codec)
+    codecs = [[CODECS.get(cc.get(3, {}).get(4), "an unknown codec") for cc in rg.get(1, [])] for rg in meta.get(4, [])]
     kv = key_value_metadata(meta)
     ids = [s.encode() for s in subject_ids if s]
     for k, v in kv.items():
@@ -222,7 +225,7 @@ def check_file(blob: Blob, *, subject_ids: Collection[str] = (), label: str = ""
             survivors = physical(rows[name], chunk.physical_type, type_length)
             start, length = chunk_span(chunk)
             try:
-                pages = read_chunk(blob.read(start, length), chunk, chunk.physical_type, type_length)
+                pages = read_chunk(blob.read(start, length), codecs[r][i], chunk.physical_type, type_length)
             except PageFormatError as exc:
                 report.problems.append(f"{where}: row group {r} column {name}: {exc}")
                 continue
