@@ -209,7 +209,7 @@ def hashes_of(values: pa.Array, physical_type: str) -> np.ndarray:
     if physical_type in ("INT64", "INT32"):
         width = 8 if physical_type == "INT64" else 4
         return xxh64_fixed(distinct.to_numpy(zero_copy_only=False), width)
-    if physical_type in ("BYTE_ARRAY", "FIXED_LEN_BYTE_ARRAY"):
+    if physical_type in ("BYTE_ARRAY", "FIXED_LEN_BYTE_ARRAY", "INT96"):
         return np.array([xxh64(v) for v in distinct.cast(pa.binary()).to_pylist()], dtype=np.uint64)
     if physical_type in ("DOUBLE", "FLOAT"):
         fmt = "<d" if physical_type == "DOUBLE" else "<f"

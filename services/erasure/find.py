@@ -39,7 +39,7 @@ import pyarrow.parquet as pq
 from contracts.datasets import Dataset
 from services.erasure.blobs import Blob, BlobFile, CachedBlob, ReadStats
 from services.erasure.bloom import BloomFormatError, BloomProbe, SplitBlockBloom, parse_header, plain_bytes, xxh64
-from services.erasure.pages import PageFormatError, chunk_span, footer_bytes, plain_fixed_values
+from services.erasure.pages import PageFormatError, chunk_span, footer_bytes, plain_fixed_values, thrift_codec
 from services.erasure.subjects import ColumnValues
 
 try:  # pyarrow's FileMetaData un-pickler: a footer parsed from bytes in memory (see `_footer`)
@@ -321,7 +321,7 @@ def _exact_from_bytes(
     start, length = chunk_span(chunk)
     try:
         read = getattr(blob, "view", blob.read)  # a CachedBlob's bytes in place: the pages are sliced, not copied
-        values = plain_fixed_values(read(start, length), chunk.compression, chunk.physical_type,
+        values = plain_fixed_values(read(start, length), thrift_codec(chunk), chunk.physical_type,
                                     column.max_definition_level, column.max_repetition_level)
     except (PageFormatError, pa.ArrowException):
         return None

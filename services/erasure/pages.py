@@ -24,8 +24,10 @@ from contracts.thrift import BINARY, BYTE, DOUBLE, FALSE, I16, I32, I64, LIST, M
 DATA_PAGE, INDEX_PAGE, DICTIONARY_PAGE, DATA_PAGE_V2 = 0, 1, 2, 3
 # parquet.thrift Encoding (the two a fixed-width PLAIN chunk uses)
 PLAIN, RLE = 0, 3
-_CODECS = {"SNAPPY": "snappy", "GZIP": "gzip", "BROTLI": "brotli", "ZSTD": "zstd", "LZ4_RAW": "lz4_raw",
-           "LZ4": "lz4"}
+#: parquet.thrift CompressionCodec by its number (ColumnMetaData field 4 of a footer)
+CODECS = {0: "UNCOMPRESSED", 1: "SNAPPY", 2: "GZIP", 3: "LZO", 4: "BROTLI", 5: "LZ4", 6: "ZSTD", 7: "LZ4_RAW"}
+#: Parquet codec name -> pyarrow's Codec for its pages (LZ4, Hadoop-framed, is unframed by `_lz4_hadoop`)
+_CODECS = {"SNAPPY": "snappy", "GZIP": "gzip", "BROTLI": "brotli", "ZSTD": "zstd", "LZ4_RAW": "lz4_raw"}
 
 
 class PageFormatError(ValueError):
@@ -195,21 +197,63 @@ def walk_pages(chunk_bytes: bytes | memoryview, base_offset: int = 0) -> Iterato
         pos = end + csize
 
 
+def thrift_codec(chunk: Any) -> str:
+    """The Parquet (Thrift) name of a pyarrow ColumnChunkMetaData's codec. pyarrow calls LZ4_RAW "LZ4" (and
+    Thrift's LZ4, Hadoop-framed, "UNKNOWN"), and `pa.Codec("lz4")` is the LZ4 *frame* format, neither of them:
+    a page of an LZ4_RAW file decompressed by pyarrow's name failed (ERROR_frameType_unknown). Prefer the
+    footer's own number (`CODECS`) where the footer is parsed."""
+    name = str(chunk.compression)
+    return "LZ4_RAW" if name == "LZ4" else name
+
+
 def decompress(page: Page, codec: str) -> bytes | memoryview:
-    """The page's uncompressed bytes (levels + values for data pages)."""
-    name = _CODECS.get(codec)
-    if name is None or page.compressed_size == 0:
+    """The page's uncompressed bytes (levels + values for data pages); `codec` is the Parquet name (`CODECS`)."""
+    if codec == "UNCOMPRESSED" or page.compressed_size == 0:
         return page.body
     if page.kind == DATA_PAGE_V2:
         levels, values = page.body[: page.levels_bytes], page.body[page.levels_bytes :]
         if not page.values_compressed:
             return page.body
-        out = pa.Codec(name).decompress(values, decompressed_size=page.uncompressed_size - page.levels_bytes)
-        return bytes(levels) + out.to_pybytes()
-    return pa.Codec(name).decompress(page.body, decompressed_size=page.uncompressed_size).to_pybytes()
+        return bytes(levels) + _decompress(values, codec, page.uncompressed_size - page.levels_bytes)
+    return _decompress(page.body, codec, page.uncompressed_size)
 
 
-#: codecs whose pages `decompress` reads as Parquet stores them (LZ4, Hadoop-framed, is not one)
+def _decompress(body: bytes | memoryview, codec: str, size: int) -> bytes:
+    if codec == "LZ4":
+        return _lz4_hadoop(body, size)
+    name = _CODECS.get(codec)
+    if name is None:
+        raise PageFormatError(f"pages compressed with {codec} cannot be read")
+    try:
+        return pa.Codec(name).decompress(body, decompressed_size=size).to_pybytes()
+    except (OSError, pa.ArrowException) as exc:
+        raise PageFormatError(f"a {codec} page does not decompress ({type(exc).__name__})") from exc
+
+
+def _lz4_hadoop(body: bytes | memoryview, size: int) -> bytes:
+    """A page of codec LZ4: Hadoop's framing, blocks of [big-endian decompressed size, compressed size, raw LZ4
+    block]; if the bytes are not that, one raw LZ4 block (what parquet-cpp wrote under this codec before
+    LZ4_RAW existed), as Arrow's own reader falls back."""
+    raw = pa.Codec("lz4_raw")
+    out: list[bytes] = []
+    pos = total = 0
+    try:
+        while len(body) - pos >= 8:
+            n_out, n_in = struct.unpack_from(">II", body, pos)
+            pos += 8
+            if n_in > len(body) - pos or total + n_out > size:
+                raise PageFormatError("not Hadoop-framed")
+            out.append(raw.decompress(body[pos : pos + n_in], decompressed_size=n_out).to_pybytes())
+            pos += n_in
+            total += n_out
+        if pos == len(body) and total == size:
+            return b"".join(out)
+    except (PageFormatError, OSError, pa.ArrowException):
+        pass
+    return _decompress(body, "LZ4_RAW", size)
+
+
+#: codecs (Parquet names) whose pages are read here for FIND (LZ4, Hadoop-framed and long deprecated: pyarrow)
 _PLAIN_CODECS = {"UNCOMPRESSED", "SNAPPY", "GZIP", "BROTLI", "ZSTD", "LZ4_RAW"}
 _FIXED: dict[str, np.dtype] = {"INT32": np.dtype("<i4"), "INT64": np.dtype("<i8")}
 
@@ -305,16 +349,17 @@ def chunk_span(chunk: Any) -> tuple[int, int]:
     return start, chunk.total_compressed_size
 
 
-def read_chunk(data: bytes, chunk: Any, physical_type: str, type_length: int = 0, *,
+def read_chunk(data: bytes, codec: str, physical_type: str, type_length: int = 0, *,
                keep_bytes: bool = False) -> ChunkPages:
-    """Decode a chunk's dictionary pages and page statistics from its bytes (`data` = the chunk span)."""
+    """Decode a chunk's dictionary pages and page statistics from its bytes (`data` = the chunk span; `codec`:
+    the Parquet name, `CODECS` of the footer's number or `thrift_codec`)."""
     out = ChunkPages()
     for page in walk_pages(data):
         out.pages += 1
         if page.kind in (DATA_PAGE, DATA_PAGE_V2) and page.stats is not None:
             out.page_stats.append(page.stats)
         if page.kind == DICTIONARY_PAGE or keep_bytes:
-            raw = bytes(decompress(page, chunk.compression))  # bytes already here (`data` is): not copied
+            raw = bytes(decompress(page, codec))  # bytes already here (`data` is): not copied
             if keep_bytes:
                 out.uncompressed.append(raw)
             if page.kind == DICTIONARY_PAGE:

@@ -802,8 +802,11 @@ def _bloom(col: _Column, values: pa.ChunkedArray, option: Mapping[str, Any]) -> 
         arr = arr.dictionary_decode()
     sink = pa.BufferOutputStream()
     schema = pa.schema([pa.field(col.name, arr.type, nullable=True)])
+    # a decimal stored as an integer is hashed as one: pyarrow's default (FIXED_LEN_BYTE_ARRAY) made a filter of
+    # other bytes, which verification refused and FIND would have trusted to rule the column's values out
     with pq.ParquetWriter(sink, schema, compression="none", use_dictionary=False, write_statistics=False,
                           write_page_index=False, store_schema=False,
+                          store_decimal_as_integer=col.physical_type in ("INT32", "INT64"),
                           bloom_filter_options={col.name: dict(option)}) as w:
         w.write_table(pa.table([arr], schema=schema))
     out = sink.getvalue().to_pybytes()

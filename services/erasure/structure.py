@@ -11,7 +11,9 @@ value of an erased row (a passed-through dictionary did). For every column chunk
 * rebuilds each bloom filter from the surviving values (same size) and requires the same bits;
 * requires the footer's key-value metadata to hold no subject id (the Arrow schema and the
   contract's name, version and fingerprint are derived from no row and are not searched).
-Values are compared in their physical (PLAIN) form, exactly as the bytes hold them.
+Values are compared in their physical (PLAIN) form, exactly as the bytes hold them (floats bit for bit), but
+for the spec's zero: a float min of zero is written -0.0 and a max +0.0, so either stands for a surviving zero.
+A column the check cannot compare, or a row group pyarrow cannot read, is a problem named, never an exception.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from services.erasure.blobs import Blob, BlobFile, CachedBlob
 from services.erasure.bloom import SplitBlockBloom, bloom_bitset
 from services.erasure.find import read_bloom
 from services.erasure.pages import (
+    CODECS,
     PageFormatError,
     Stats,
     chunk_span,
@@ -42,6 +45,9 @@ from services.erasure.pages import (
     read_struct,
 )
 
+_FLOATS = ("FLOAT", "DOUBLE")
+#: the Julian day of 1970-01-01 (an INT96 timestamp's day)
+JULIAN_EPOCH_DAY = 2_440_588
 #: pyarrow truncates column-index strings to this many bytes by default
 INDEX_TRUNCATE = 64
 FOOTER_TAIL = 1 << 20
@@ -99,23 +105,43 @@ def physical(column: pa.ChunkedArray | pa.Array, physical_type: str, type_length
         return arr
     if pa.types.is_string(t):
         return arr.view(pa.binary())  # the same buffers
-    if pa.types.is_large_string(t):
-        return arr.cast(pa.binary())
+    if (pa.types.is_large_string(t) or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t)
+            or pa.types.is_string_view(t) or pa.types.is_binary_view(t)):
+        return arr.cast(pa.binary())  # (FIXED_LEN_BYTE_ARRAY: the bytes themselves)
+    if pa.types.is_null(t):
+        return pa.array([], pa.int64())
     if pa.types.is_decimal(t):
         if physical_type in ("INT32", "INT64"):  # unscaled value in the low 64 bits of each 16-byte slot
             raw = np.frombuffer(arr.buffers()[1], dtype=np.int64)[2 * arr.offset : 2 * (arr.offset + len(arr))]
             return pa.array(raw[::2], pa.int64())
-        # FIXED_LEN_BYTE_ARRAY: big-endian two's complement of the unscaled value
-        return pa.array([int(v.scaleb(t.scale)).to_bytes(type_length, "big", signed=True) for v in arr.to_pylist()],
-                        pa.binary())
+        # FIXED_LEN_BYTE_ARRAY: big-endian two's complement of the unscaled value, i.e. the last `type_length`
+        # bytes of Arrow's little-endian slot reversed (not through Python's Decimal: its context keeps 28
+        # digits, and a decimal(38,s) value's bytes came out rounded, a survivor not found in its own dictionary)
+        width = t.bit_width // 8
+        slots = np.frombuffer(arr.buffers()[1], dtype=np.uint8).reshape(-1, width)[arr.offset : arr.offset + len(arr)]
+        big_endian = np.ascontiguousarray(slots[:, ::-1][:, width - type_length :])
+        return pa.FixedSizeBinaryArray.from_buffers(pa.binary(type_length), len(arr),
+                                                    [None, pa.py_buffer(big_endian.tobytes())]).cast(pa.binary())
     if pa.types.is_boolean(t):
         return arr.cast(pa.int64())
     if pa.types.is_date32(t) or pa.types.is_time32(t):
         return arr.view(pa.int32()).cast(pa.int64())
+    if pa.types.is_timestamp(t) and physical_type == "INT96":  # deprecated: nanoseconds of the day, Julian day
+        days, nanos = np.divmod(arr.cast(pa.timestamp("ns")).view(pa.int64()).to_numpy(), 86_400 * 10**9)
+        packed = np.empty(len(arr), dtype=[("nanos", "<i8"), ("day", "<i4")])
+        packed["nanos"], packed["day"] = nanos, days + JULIAN_EPOCH_DAY
+        return pa.FixedSizeBinaryArray.from_buffers(pa.binary(12), len(arr), [None, pa.py_buffer(packed.tobytes())]
+                                                    ).cast(pa.binary())
     if pa.types.is_timestamp(t) or pa.types.is_date64(t) or pa.types.is_time64(t) or pa.types.is_duration(t):
         return arr.view(pa.int64())
-    if pa.types.is_floating(t):
-        return arr.cast(pa.float64())
+    if pa.types.is_float16(t) and physical_type == "FIXED_LEN_BYTE_ARRAY":  # Parquet FLOAT16: the bits, LE
+        return pa.FixedSizeBinaryArray.from_buffers(pa.binary(2), len(arr), [None, arr.buffers()[1]],
+                                                    offset=arr.offset).cast(pa.binary())
+    if pa.types.is_floating(t) and physical_type in ("FLOAT", "DOUBLE"):
+        return arr.cast(pa.float64())  # exact, -0.0 and NaN kept (a float32 widened as plain_value widens it)
+    if t == pa.uint64() or (t == pa.uint32() and physical_type == "INT32"):  # stored as the signed same bits
+        signed = arr.view(pa.int64() if t == pa.uint64() else pa.int32())
+        return signed if t == pa.uint64() else signed.cast(pa.int64())
     if pa.types.is_integer(t):
         return arr if t == pa.int64() else arr.cast(pa.int64())
     raise ValueError(f"cannot compare {t} columns physically")
@@ -131,27 +157,34 @@ class _Values:
     one `is_in`: the test builds a hash table of the survivors on every call, so a test per page and
     statistic made the check quadratic (55 s of a 64 s verification on 12 feeds of 30 MB)."""
 
-    def __init__(self, physical_type: str) -> None:
+    def __init__(self, physical_type: str, *, float16: bool = False) -> None:
         self.physical_type = physical_type
+        self.float16 = float16  # a FIXED_LEN_BYTE_ARRAY(2) of half floats (compared as floats are)
         self.values: list[int | float | bytes] = []
         self.tags: list[tuple[str, int, bool]] = []  # (source, position within it, may be a truncated prefix)
+        self.bounds: list[str] = []  # "min", "max" or "" (a dictionary entry)
 
-    def add(self, source: str, position: int, value: int | float | bytes, *, truncated_ok: bool = False) -> None:
+    def add(self, source: str, position: int, value: int | float | bytes, *, truncated_ok: bool = False,
+            bound: str = "") -> None:
         self.values.append(value)
         self.tags.append((source, position, truncated_ok))
+        self.bounds.append(bound)
 
     def add_stats(self, source: str, position: int, stats: Stats | None, *, truncated_ok: bool = False) -> None:
         if stats is None or self.physical_type == "BOOLEAN":
             return
-        for raw in (stats.min, stats.max):
+        for bound, raw in (("min", stats.min), ("max", stats.max)):
             if raw is not None:
-                self.add(source, position, plain_value(raw, self.physical_type), truncated_ok=truncated_ok)
+                self.add(source, position, plain_value(raw, self.physical_type), truncated_ok=truncated_ok,
+                         bound=bound)
 
     def unused(self, survivors: pa.Array) -> list[tuple[str, int]]:
         """(source, position) of every value no surviving row holds, truncated prefixes of one excepted."""
         if not self.values:
             return []
-        if pa.types.is_binary(survivors.type) and len(self.values) * LOOKUP_SURVIVORS_FROM <= len(survivors):
+        if self.physical_type in _FLOATS or self.float16:
+            missing = self._missing_floats(survivors)
+        elif pa.types.is_binary(survivors.type) and len(self.values) * LOOKUP_SURVIVORS_FROM <= len(survivors):
             # a few values and many strings: a table of the values, each survivor looked up in it, costs half
             # as much as a table of the survivors (strings hash slowly; numbers and few survivors: no gain)
             distinct = list(dict.fromkeys(self.values))  # bytes compare as Arrow compares binary values
@@ -168,6 +201,27 @@ class _Values:
         return [(src, pos) for (src, pos, truncated_ok), v, miss in zip(self.tags, self.values, missing, strict=True)
                 if miss and not (truncated_ok and isinstance(v, bytes) and len(v) >= INDEX_TRUNCATE - 1
                                  and _prefix_of_survivor(v, survivors))]
+
+    def _missing_floats(self, survivors: pa.Array) -> list[bool]:
+        """Floats compared bit for bit (-0.0 is not 0.0 there, and NaN is a value), but for the one rewrite the
+        Parquet spec requires of statistics: a min of zero is written -0.0 and a max of zero +0.0, whichever
+        zero the rows hold (a float column whose least value was 0.0 failed verification: every erasure on
+        a dataset with such a column). Either zero then stands for a surviving zero of either sign."""
+        if self.float16:  # FIXED_LEN_BYTE_ARRAY(2): the little-endian half-precision bits, as bytes
+            bits = np.array([int.from_bytes(v, "little") for v in self.values if isinstance(v, bytes)], np.uint64)
+            held_bits = np.frombuffer(b"".join(survivors.to_pylist()), "<u2").astype(np.uint64)
+            sign = np.uint64(1 << 15)
+        else:  # FLOAT widened to a double on both sides (plain_value, physical), exactly
+            bits = np.array(self.values, np.float64).view(np.uint64)
+            held_bits = survivors.to_numpy(zero_copy_only=False).view(np.uint64)
+            sign = np.uint64(1 << 63)
+        missing = pc.invert(pc.is_in(pa.array(bits), value_set=pa.array(held_bits))).to_pylist()
+        if not any(missing) or not (held_bits & ~sign == 0).any():
+            return missing
+        for k, (b, bound) in enumerate(zip(bits, self.bounds, strict=True)):
+            if missing[k] and bound and b & ~sign == 0:  # a zero, and a zero survives
+                missing[k] = bool(b == sign) != (bound == "min")
+        return missing
 
 
 def _prefix_of_survivor(v: bytes, survivors: pa.Array) -> bool:
@@ -200,7 +254,10 @@ def check_file(blob: Blob, *, subject_ids: Collection[str] = (), label: str = ""
         report.problems.append(f"{where}: unreadable Parquet ({type(exc).__name__})")
         return report
     index_at = column_index_locations(meta)
+    index_at += [[]] * (md.num_row_groups - len(index_at))
     footer_stats = _chunk_stats(meta)
+    # each chunk's codec as the footer names it: pyarrow's names LZ4_RAW "LZ4" (the LZ4 frame format to pa.Codec)
+    codecs = [[CODECS.get(cc.get(3, {}).get(4), "an unknown codec") for cc in rg.get(1, [])] for rg in meta.get(4, [])]
     kv = key_value_metadata(meta)
     ids = [s.encode() for s in subject_ids if s]
     for k, v in kv.items():
@@ -211,56 +268,64 @@ def check_file(blob: Blob, *, subject_ids: Collection[str] = (), label: str = ""
     for r in range(md.num_row_groups):
         rg = md.row_group(r)
         flat = [n for i in range(rg.num_columns) if "." not in (n := rg.column(i).path_in_schema)]
-        rows = pf.read_row_group(r, columns=flat, use_threads=False) if flat else None  # one read, not one a column
+        try:  # one read, not one a column
+            rows = pf.read_row_group(r, columns=flat, use_threads=False) if flat else None
+        except (pa.ArrowException, OSError) as exc:  # e.g. LZO, which the format has and pyarrow cannot read
+            report.problems.append(f"{where}: row group {r} unreadable ({type(exc).__name__})")
+            continue
         for i in range(rg.num_columns):
             chunk = rg.column(i)
             name = chunk.path_in_schema
             if "." in name or rows is None:
                 continue  # nested columns: the platform writes none
             report.column_chunks += 1
-            type_length = _type_length(pf, i)
-            survivors = physical(rows[name], chunk.physical_type, type_length)
-            start, length = chunk_span(chunk)
+            at = f"{where}: row group {r} column {name}"
             try:
-                pages = read_chunk(blob.read(start, length), chunk, chunk.physical_type, type_length)
+                _check_chunk(report, blob, chunk, rows[name], _type_length(pf, i),
+                             codecs[r][i], footer_stats[r][i], index_at[r][i] if i < len(index_at[r]) else None, at)
             except PageFormatError as exc:
-                report.problems.append(f"{where}: row group {r} column {name}: {exc}")
-                continue
-            report.pages += pages.pages
-            values = _Values(chunk.physical_type)
-            for n, d in enumerate(pages.dictionaries):
-                report.dictionary_pages += 1
-                report.dictionary_values += len(d)
-                for entry in d:
-                    values.add("dictionary", n, entry)
-            for n, st in enumerate(pages.page_stats):
-                values.add_stats("statistics", n, st)
-            values.add_stats("statistics", -1, footer_stats[r][i])
-            report.statistics_checked += len(pages.page_stats) + (footer_stats[r][i] is not None)
-            loc = index_at[r][i] if r < len(index_at) and i < len(index_at[r]) else None
-            if loc:
-                ci = read_column_index(blob.read(*loc))
-                report.column_indexes += 1
-                for n, (lo, hi, null) in enumerate(zip(ci.mins, ci.maxs, ci.null_pages, strict=False)):
-                    if not null:
-                        values.add_stats("index", n, Stats(lo, hi), truncated_ok=True)
-            found = values.unused(survivors)
-            unused = Counter(src for src, _ in found)
-            for _page, count in sorted(Counter(pos for src, pos in found if src == "dictionary").items()):
-                report.problems.append(f"{where}: row group {r} column {name}: dictionary page holds "
-                                       f"{count} value(s) no surviving row uses")
-            if unused["statistics"]:
-                report.problems.append(f"{where}: row group {r} column {name}: {unused['statistics']} statistics "
-                                       "value(s) that no surviving row holds")
-            if unused["index"]:
-                report.problems.append(f"{where}: row group {r} column {name}: page index holds "
-                                       f"{unused['index']} value(s) no surviving row holds")
-            if chunk.bloom_filter_offset and chunk.bloom_filter_offset > 0:
-                report.bloom_filters += 1
-                if not _bloom_matches(blob, chunk, survivors):
-                    report.problems.append(f"{where}: row group {r} column {name}: bloom filter is not the one "
-                                           "its surviving values make")
+                report.problems.append(f"{at}: {exc}")
+            except (ValueError, TypeError, pa.ArrowException) as exc:  # a valid file the check cannot compare
+                report.problems.append(f"{at}: its {rows.schema.field(name).type} values cannot be compared with "
+                                       f"its metadata ({type(exc).__name__})")
     return report
+
+
+def _check_chunk(report: StructureReport, blob: Blob, chunk: Any, column: pa.ChunkedArray, type_length: int,
+                 codec: str, footer: Stats | None, index_at: tuple[int, int] | None, at: str) -> None:
+    """Check one column chunk's dictionaries, statistics, page index and bloom filter against its rows."""
+    survivors = physical(column, chunk.physical_type, type_length)
+    start, length = chunk_span(chunk)
+    pages = read_chunk(blob.read(start, length), codec, chunk.physical_type, type_length)
+    report.pages += pages.pages
+    values = _Values(chunk.physical_type, float16=pa.types.is_float16(column.type))
+    for n, d in enumerate(pages.dictionaries):
+        report.dictionary_pages += 1
+        report.dictionary_values += len(d)
+        for entry in d:
+            values.add("dictionary", n, entry)
+    for n, st in enumerate(pages.page_stats):
+        values.add_stats("statistics", n, st)
+    values.add_stats("statistics", -1, footer)
+    report.statistics_checked += len(pages.page_stats) + (footer is not None)
+    if index_at:
+        ci = read_column_index(blob.read(*index_at))
+        report.column_indexes += 1
+        for n, (lo, hi, null) in enumerate(zip(ci.mins, ci.maxs, ci.null_pages, strict=False)):
+            if not null:
+                values.add_stats("index", n, Stats(lo, hi), truncated_ok=True)
+    found = values.unused(survivors)
+    unused = Counter(src for src, _ in found)
+    for _page, count in sorted(Counter(pos for src, pos in found if src == "dictionary").items()):
+        report.problems.append(f"{at}: dictionary page holds {count} value(s) no surviving row uses")
+    if unused["statistics"]:
+        report.problems.append(f"{at}: {unused['statistics']} statistics value(s) that no surviving row holds")
+    if unused["index"]:
+        report.problems.append(f"{at}: page index holds {unused['index']} value(s) no surviving row holds")
+    if chunk.bloom_filter_offset and chunk.bloom_filter_offset > 0:
+        report.bloom_filters += 1
+        if not _bloom_matches(blob, chunk, survivors):
+            report.problems.append(f"{at}: bloom filter is not the one its surviving values make")
 
 
 def _type_length(pf: pq.ParquetFile, i: int) -> int:

@@ -30,6 +30,7 @@ from services.erasure.pages import (
     plain_value,
     read_chunk,
     read_column_index,
+    thrift_codec,
     walk_pages,
 )
 from services.erasure.rewrite import rewrite
@@ -78,7 +79,7 @@ def dictionary_values(path: Path) -> set[bytes]:
         for i in range(pf.metadata.num_columns):
             chunk = pf.metadata.row_group(r).column(i)
             start, length = chunk_span(chunk)
-            for d in read_chunk(data[start : start + length], chunk, chunk.physical_type).dictionaries:
+            for d in read_chunk(data[start : start + length], thrift_codec(chunk), chunk.physical_type).dictionaries:
                 out |= {v if isinstance(v, bytes) else str(v).encode() for v in d}
     return out
 
@@ -92,7 +93,7 @@ def uncompressed_pages(path: Path) -> bytes:
         for i in range(pf.metadata.num_columns):
             chunk = pf.metadata.row_group(r).column(i)
             start, length = chunk_span(chunk)
-            parts += [decompress(p, chunk.compression) for p in walk_pages(data[start : start + length])]
+            parts += [decompress(p, thrift_codec(chunk)) for p in walk_pages(data[start : start + length])]
     return b"\0".join(parts)
 
 

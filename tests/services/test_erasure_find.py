@@ -117,6 +117,7 @@ LAYOUTS = [
     {"data_page_version": "1.0", "compression": "snappy", "data_page_size": 512},  # many pages
     {"data_page_version": "2.0", "compression": "gzip", "data_page_size": 512},
     {"data_page_version": "1.0", "compression": "none"},
+    {"data_page_version": "2.0", "compression": "lz4", "data_page_size": 512},  # LZ4_RAW, pyarrow's "LZ4"
 ]
 
 
@@ -124,7 +125,7 @@ LAYOUTS = [
 @pytest.mark.parametrize(("arrow_type", "nullable"), [(pa.int64(), True), (pa.int64(), False), (pa.int32(), True)])
 def test_plain_values_decoded_from_the_bytes_are_pyarrows(tmp_path: Path, layout: dict, arrow_type: pa.DataType,
                                                           nullable: bool) -> None:
-    from services.erasure.pages import chunk_span, plain_fixed_values
+    from services.erasure.pages import chunk_span, plain_fixed_values, thrift_codec
 
     rnd = random.Random(5)
     values = [None if nullable and rnd.random() < 0.2 else rnd.randrange(-(2**31), 2**31) for _ in range(3000)]
@@ -138,14 +139,14 @@ def test_plain_values_decoded_from_the_bytes_are_pyarrows(tmp_path: Path, layout
     expected = [v for v in values if v is not None]
     for chunk_bytes in (path.read_bytes()[start : start + length],  # and as FIND passes it: a view of the file
                         memoryview(path.read_bytes())[start : start + length]):
-        got = plain_fixed_values(chunk_bytes, chunk.compression, chunk.physical_type,
+        got = plain_fixed_values(chunk_bytes, thrift_codec(chunk), chunk.physical_type,
                                  column.max_definition_level, column.max_repetition_level)
         assert got is not None
         assert got.tolist() == expected
 
 
 def test_chunks_the_bytes_path_does_not_read_are_left_to_pyarrow(tmp_path: Path) -> None:
-    from services.erasure.pages import chunk_span, plain_fixed_values
+    from services.erasure.pages import chunk_span, plain_fixed_values, thrift_codec
 
     t = pa.table({"d": pa.array([1, 2, 1, 2] * 500, pa.int64()), "e": pa.array(range(2000), pa.int64()),
                   "s": pa.array(["x"] * 2000)})
@@ -156,7 +157,7 @@ def test_chunks_the_bytes_path_does_not_read_are_left_to_pyarrow(tmp_path: Path)
     for i in range(3):  # a dictionary, a DELTA encoding, a byte array
         chunk, column = md.row_group(0).column(i), md.schema.column(i)
         start, length = chunk_span(chunk)
-        assert plain_fixed_values(data[start : start + length], chunk.compression, chunk.physical_type,
+        assert plain_fixed_values(data[start : start + length], thrift_codec(chunk), chunk.physical_type,
                                   column.max_definition_level) is None
 
 
