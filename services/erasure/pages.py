@@ -24,8 +24,9 @@ from contracts.thrift import BINARY, BYTE, DOUBLE, FALSE, I16, I32, I64, LIST, M
 DATA_PAGE, INDEX_PAGE, DICTIONARY_PAGE, DATA_PAGE_V2 = 0, 1, 2, 3
 # parquet.thrift Encoding (the two a fixed-width PLAIN chunk uses)
 PLAIN, RLE = 0, 3
-_CODECS = {"SNAPPY": "snappy", "GZIP": "gzip", "BROTLI": "brotli", "ZSTD": "zstd", "LZ4_RAW": "lz4_raw",
-           "LZ4": "lz4"}
+#: pa.Codec per codec name as pyarrow reports it; pyarrow's "LZ4" is Parquet's LZ4_RAW (Hadoop-framed LZ4 it
+#: reports as "UNKNOWN"), whose pages are raw LZ4 blocks, not the LZ4 frame format pa.Codec("lz4") reads
+_CODECS = {"SNAPPY": "snappy", "GZIP": "gzip", "BROTLI": "brotli", "ZSTD": "zstd", "LZ4": "lz4_raw"}
 
 
 class PageFormatError(ValueError):
@@ -209,8 +210,8 @@ def decompress(page: Page, codec: str) -> bytes | memoryview:
     return pa.Codec(name).decompress(page.body, decompressed_size=page.uncompressed_size).to_pybytes()
 
 
-#: codecs whose pages `decompress` reads as Parquet stores them (LZ4, Hadoop-framed, is not one)
-_PLAIN_CODECS = {"UNCOMPRESSED", "SNAPPY", "GZIP", "BROTLI", "ZSTD", "LZ4_RAW"}
+#: codecs whose pages `decompress` reads as Parquet stores them
+_PLAIN_CODECS = {"UNCOMPRESSED", *_CODECS}
 _FIXED: dict[str, np.dtype] = {"INT32": np.dtype("<i4"), "INT64": np.dtype("<i8")}
 
 
