@@ -18,15 +18,15 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from contracts.parquet_codecs import BY_REPORTED
 from contracts.thrift import BINARY, BYTE, DOUBLE, FALSE, I16, I32, I64, LIST, MAP, SET, STRUCT, TRUE
 
 # parquet.thrift PageType
 DATA_PAGE, INDEX_PAGE, DICTIONARY_PAGE, DATA_PAGE_V2 = 0, 1, 2, 3
 # parquet.thrift Encoding (the two a fixed-width PLAIN chunk uses)
 PLAIN, RLE = 0, 3
-#: pa.Codec per codec name as pyarrow reports it; pyarrow's "LZ4" is Parquet's LZ4_RAW (Hadoop-framed LZ4 it
-#: reports as "UNKNOWN"), whose pages are raw LZ4 blocks, not the LZ4 frame format pa.Codec("lz4") reads
-_CODECS = {"SNAPPY": "snappy", "GZIP": "gzip", "BROTLI": "brotli", "ZSTD": "zstd", "LZ4": "lz4_raw"}
+#: pa.Codec per codec name as pyarrow reports it (contracts/parquet_codecs.py: its "LZ4" is LZ4_RAW)
+_CODECS = {name: c.block for name, c in BY_REPORTED.items() if c.block}
 
 
 class PageFormatError(ValueError):
@@ -211,7 +211,7 @@ def decompress(page: Page, codec: str) -> bytes | memoryview:
 
 
 #: codecs whose pages `decompress` reads as Parquet stores them
-_PLAIN_CODECS = {"UNCOMPRESSED", *_CODECS}
+_PLAIN_CODECS = set(BY_REPORTED)
 _FIXED: dict[str, np.dtype] = {"INT32": np.dtype("<i4"), "INT64": np.dtype("<i8")}
 
 

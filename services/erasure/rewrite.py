@@ -43,6 +43,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from contracts.lineage import LINE_COLUMN, OBJECT_COLUMN
+from contracts.parquet_codecs import BY_REPORTED
 from services.erasure import splice
 from services.erasure.blobs import BlockReader
 from services.erasure.find import count_by_subject, match_mask
@@ -55,8 +56,8 @@ BLOOM_FPP = 0.05
 ZSTD_LEVEL = 1
 #: footer keys the writer makes itself (from the schema), never copied from the source
 _WRITER_KEYS = {b"ARROW:schema"}
-_CODECS = {"ZSTD": "zstd", "SNAPPY": "snappy", "GZIP": "gzip", "UNCOMPRESSED": "none", "BROTLI": "brotli",
-           "LZ4": "lz4", "LZ4_RAW": "lz4"}
+#: ParquetWriter codec per codec name as pyarrow reports it (one it cannot write is written as zstd)
+_CODECS = {name: c.writer for name, c in BY_REPORTED.items()}
 _DICTIONARY = {"PLAIN_DICTIONARY", "RLE_DICTIONARY"}
 _COLUMN_ENCODINGS = ("DELTA_BINARY_PACKED", "DELTA_LENGTH_BYTE_ARRAY", "DELTA_BYTE_ARRAY", "BYTE_STREAM_SPLIT")
 

@@ -43,6 +43,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from contracts import thrift
+from contracts.parquet_codecs import BY_THRIFT, BY_WRITER
 from contracts.thrift import BINARY, BOOL, I32, I64, LIST, STRUCT, Struct
 from services.erasure.pages import DATA_PAGE, DATA_PAGE_V2, DICTIONARY_PAGE, plain_values, read_struct, walk_pages
 from services.erasure.structure import INDEX_TRUNCATE, physical
@@ -77,7 +78,6 @@ _REQUIRED = 0
 
 _TYPES = {0: "BOOLEAN", 1: "INT32", 2: "INT64", 3: "INT96", 4: "FLOAT", 5: "DOUBLE", 6: "BYTE_ARRAY",
           7: "FIXED_LEN_BYTE_ARRAY"}
-_CODECS = {0: "none", 1: "snappy", 2: "gzip", 4: "brotli", 6: "zstd", 7: "lz4"}
 _DICTIONARY_ENCODINGS = {2, 8}  # PLAIN_DICTIONARY, RLE_DICTIONARY
 _ENCODING_NAMES = {0: "PLAIN", 5: "DELTA_BINARY_PACKED", 6: "DELTA_LENGTH_BYTE_ARRAY", 7: "DELTA_BYTE_ARRAY",
                    9: "BYTE_STREAM_SPLIT"}
@@ -250,9 +250,8 @@ class _Dictionary:
         self.page = page
         self.entries = int(header.get(7, {}).get(1, -1))
         body = page[end:]
-        # (LZ4_RAW: the writer's "lz4"; pa.Codec("lz4") is the LZ4 frame format)
-        codec = "lz4_raw" if col.codec == "lz4" else col.codec
-        raw = pa.Codec(codec).decompress(body, decompressed_size=header[2]) if codec != "none" else body
+        block = BY_WRITER[col.codec].block  # LZ4_RAW: the writer's "lz4", but pa.Codec("lz4_raw")
+        raw = pa.Codec(block).decompress(body, decompressed_size=header[2]) if block else body
         self.plain = plain_values(bytes(raw), self.entries, col.physical_type)
         self.standins = pc.cast(pa.array(np.arange(self.entries)), pa.string()).cast(pa.binary())
         self.values: pa.Array | None = None  # the entries as the column's Arrow type, once a page is decoded
@@ -503,15 +502,15 @@ def plan(read_at: Callable[[int, int], bytes], layout: Layout, deleted: Mapping[
 
 
 def _column(leaf: Struct, md: Struct) -> _Column:
-    codec = _CODECS.get(thrift.field(md, _MD_CODEC))
+    codec = BY_THRIFT.get(thrift.field(md, _MD_CODEC))
     if codec is None:
         raise NotSpliceable("a codec pyarrow cannot write")
     name = thrift.field(leaf, _SE_NAME).decode()
     logical = thrift.field(leaf, _SE_LOGICAL) or {}
     integer = thrift.field(logical, 10) or {}  # LogicalType.INTEGER: (bitWidth, isSigned)
     unsigned = thrift.field(leaf, _SE_CONVERTED) in _UNSIGNED or thrift.field(integer, 2) is False
-    return _Column(name, leaf, _TYPES[thrift.field(leaf, 1)], thrift.field(leaf, _SE_REPETITION) != _REQUIRED, codec,
-                   signed=not unsigned)
+    return _Column(name, leaf, _TYPES[thrift.field(leaf, 1)], thrift.field(leaf, _SE_REPETITION) != _REQUIRED,
+                   codec.writer, signed=not unsigned)
 
 
 def _source_pages(cc: Struct, oi: dict[int, Any], rows: int, read_at: Callable[[int, int], bytes],
