@@ -43,6 +43,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from contracts import thrift
+from contracts.lake_format import ZSTD_LEVEL
 from contracts.parquet_codecs import BY_THRIFT, BY_WRITER
 from contracts.thrift import BINARY, BOOL, I32, I64, LIST, STRUCT, Struct
 from services.erasure.pages import DATA_PAGE, DATA_PAGE_V2, DICTIONARY_PAGE, plain_values, read_struct, walk_pages
@@ -299,7 +300,7 @@ def _reencode(col: _Column, md: Struct, dictionary: _Dictionary | None, touched:
         start += t.rows
     removed = arr.filter(pa.array(~keep))
     options: dict[str, Any] = {
-        "compression": col.codec, "compression_level": 1 if col.codec == "zstd" else None,
+        "compression": col.codec, "compression_level": ZSTD_LEVEL if col.codec == "zstd" else None,
         "data_page_size": 1 << 30, "dictionary_pagesize_limit": 1 << 30, "store_schema": False,
         "data_page_version": "1.0" if kind == DATA_PAGE else "2.0", "write_page_checksum": checksum,
         "store_decimal_as_integer": col.physical_type in ("INT32", "INT64"),
@@ -629,8 +630,9 @@ def _rechunked(col: _Column, cc: Struct, md: Struct, oi: dict[int, Any], ci: dic
     if len(arr) != rows:
         raise NotSpliceable(f"column {col.name}: surviving values do not match the rows left")
     options: dict[str, Any] = {
-        "compression": col.codec, "compression_level": 1 if col.codec == "zstd" else None, "use_dictionary": True,
-        "write_statistics": _MD_STATS in md, "write_page_index": ci is not None, "store_schema": False,
+        "compression": col.codec, "compression_level": ZSTD_LEVEL if col.codec == "zstd" else None,
+        "use_dictionary": True, "write_statistics": _MD_STATS in md, "write_page_index": ci is not None,
+        "store_schema": False,
         "data_page_version": "1.0" if kind == DATA_PAGE else "2.0", "dictionary_pagesize_limit": 1 << 30,
         "store_decimal_as_integer": col.physical_type in ("INT32", "INT64"),
     }
