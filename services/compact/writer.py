@@ -1,10 +1,7 @@
-"""Parquet output of a compaction: the transform service's writer choices, rolled into target-sized files.
+"""Parquet output of a compaction: the lake's file format (contracts/lake_format.py), rolled into target-sized files.
 
-Same options as services/transform/parquet.py (copied, services never import each other):
-contract compression (zstd level 1; free text as DELTA_LENGTH_BYTE_ARRAY), statistics and page index,
-decimals as integers, no Arrow schema in the footer, DELTA_BINARY_PACKED for `_source_line` and
-integer sort-key columns, bloom filters on the subject columns, `sorting_columns` from the
-contract, dictionary pages for columns that repeat in a sample of the first row group.
+The writer's choices are the transform's (one definition, contracts/lake_format.py), with the
+dictionaries decided on the output's first row group rather than on each small input.
 
 Memory: pyarrow cannot append to an open row group, so rows are buffered until a full row group
 (`row_group_rows`) is written; that buffer plus the merge's is the service's whole footprint.
@@ -12,114 +9,22 @@ Memory: pyarrow cannot append to an open row group, so rows are buffered until a
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from contracts.arrow import write_batch_rows
 from contracts.datasets import Dataset
-from contracts.lineage import LINE_COLUMN
+from contracts.lake_format import ROW_GROUP_SAMPLING, writer_options
 from contracts.schema_evolution import footer_metadata
 from services.compact.split_writer import SplitFileWriter, column_shares, splittable
 
-BLOOM_FPP = 0.05
-#: rows sampled for the dictionary decision (a row group, not a small file: 8,192 rows recognise a
-#: thousand clerks as repeating), and the distinct share under which a column "repeats"
-WRITER_SAMPLE_ROWS, MAX_DISTINCT_SHARE = 8192, 0.5
-ZSTD_TEXT_LEVEL, ZSTD_LEVEL = 1, 1
-#: free text (strings without a dictionary): smaller than PLAIN at zstd 3, for less CPU (as transform)
-TEXT_ENCODING = "DELTA_LENGTH_BYTE_ARRAY"
-_CODECS = {"zstd": "zstd", "snappy": "snappy", "gzip": "gzip", "none": "none"}
 #: roll over to a new file only if at least this share of a target is still to come (no runt files)
 MIN_TAIL_SHARE = 0.25
-
-
-def repeating_columns(table: pa.Table, candidates: Sequence[str]) -> list[str]:
-    """Columns whose values repeat in an evenly spaced sample: dictionary pages pay off only for those.
-
-    Judged on the output's first row group, not on the inputs' choices: a column with a thousand
-    clerks is unique in a 1,500-row input file but repeats heavily in a million-row row group.
-    The sample is taken chunk by chunk: `take` on a chunked column first concatenates every chunk,
-    which for a row group of merge output is a transient copy of the whole row group (62 MiB for
-    TPC-H orders, the largest allocation of the writer).
-    """
-    n = table.num_rows
-    step = max(1.0, n / WRITER_SAMPLE_ROWS)
-    limit = MAX_DISTINCT_SHARE * max(1, min(n, WRITER_SAMPLE_ROWS))
-    layouts: dict[tuple[int, ...], list[pa.Array | None]] = {}  # columns of a row group share chunk lengths
-    out = []
-    for name in candidates:
-        column = table.column(name)
-        lengths = tuple(len(c) for c in column.chunks)
-        if lengths not in layouts:
-            layouts[lengths] = _picks(lengths, step)
-        col = _sample(column, layouts[lengths])
-        if pa.types.is_dictionary(col.type):
-            col = col.cast(col.type.value_type)
-        if pc.count_distinct(col).as_py() <= limit:
-            out.append(name)
-    return out
-
-
-def _picks(lengths: Sequence[int], step: float) -> list[pa.Array | None]:
-    """For each chunk, the in-chunk positions of every `step`-th row of the whole column (None: none)."""
-    picks: list[pa.Array | None] = []
-    offset, position = 0, 0.0
-    for length in lengths:
-        end = offset + length
-        chunk = []
-        while position < end:
-            chunk.append(int(position) - offset)
-            position += step
-        picks.append(pa.array(chunk, pa.int64()) if chunk else None)
-        offset = end
-    return picks
-
-
-def _sample(column: pa.ChunkedArray, picks: Sequence[pa.Array | None]) -> pa.ChunkedArray:
-    """The picked values of `column`, taken within each chunk (never a take on the whole chunked column)."""
-    parts = [chunk.take(p) for chunk, p in zip(column.chunks, picks, strict=True) if p is not None]
-    return pa.chunked_array(parts, type=column.type)
-
-
-def writer_options(first: pa.Table, dataset: Dataset, ndv: int) -> dict[str, Any]:
-    """ParquetWriter keyword arguments (the transform's choices), decided from the first row group."""
-    schema = first.schema
-    names = schema.names
-    delta = [
-        n for n in names if n == LINE_COLUMN or (n in dataset.sort_key and pa.types.is_integer(schema.field(n).type))
-    ]
-    candidates = [n for n in names if n not in delta and not pa.types.is_boolean(schema.field(n).type)]
-    dictionary = repeating_columns(first, candidates)
-    codec = _CODECS[dataset.storage.compression]
-    text = [f.name for f in schema if _is_text(f.type) and f.name not in dictionary]
-    levels = {f.name: ZSTD_TEXT_LEVEL if f.name in text else ZSTD_LEVEL for f in schema}
-    sorting = pq.SortingColumn.from_ordering(schema, [(c, "ascending") for c in dataset.sort_key if c in names])
-    return {
-        "compression": codec,
-        "compression_level": levels if codec == "zstd" else None,
-        "use_dictionary": dictionary,
-        "column_encoding": {**dict.fromkeys(delta, "DELTA_BINARY_PACKED"), **dict.fromkeys(text, TEXT_ENCODING)},
-        "write_statistics": True,
-        "write_batch_size": write_batch_rows(first),
-        "write_page_index": True,
-        "store_decimal_as_integer": True,
-        "store_schema": False,
-        "bloom_filter_options": {
-            c: {"ndv": max(1, ndv), "fpp": BLOOM_FPP} for c in dataset.subject_columns if c in names
-        },
-        "sorting_columns": sorting or None,
-    }
-
-
-def _is_text(t: pa.DataType) -> bool:
-    return pa.types.is_string(t) or (pa.types.is_dictionary(t) and pa.types.is_string(t.value_type))
 
 
 @dataclass(frozen=True)
@@ -214,7 +119,8 @@ class RollingWriter:
 
     def _flush(self, group: pa.Table) -> None:
         if self._options is None:  # one decision for every file of the bin: the first row group is the sample
-            self._options = writer_options(group, self.dataset, ndv=min(self.expected_rows, self.row_group_rows))
+            ndv = min(self.expected_rows, self.row_group_rows)
+            self._options = writer_options(group, self.dataset, ndv=ndv, sampling=ROW_GROUP_SAMPLING)
             if self.threads > 1 and group.num_columns > 1 and splittable(group.schema):
                 self._shares = column_shares(group, self.threads)
                 if self.pool is None:

@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from contracts.parquet_codecs import BY_REPORTED, THRIFT_NAMES
+from contracts.parquet_codecs import CODECS as PYARROW_CODECS
 from contracts.thrift import BINARY, BYTE, DOUBLE, FALSE, I16, I32, I64, LIST, MAP, SET, STRUCT, TRUE
 
 # parquet.thrift PageType
@@ -25,9 +27,9 @@ DATA_PAGE, INDEX_PAGE, DICTIONARY_PAGE, DATA_PAGE_V2 = 0, 1, 2, 3
 # parquet.thrift Encoding (the two a fixed-width PLAIN chunk uses)
 PLAIN, RLE = 0, 3
 #: parquet.thrift CompressionCodec by its number (ColumnMetaData field 4 of a footer)
-CODECS = {0: "UNCOMPRESSED", 1: "SNAPPY", 2: "GZIP", 3: "LZO", 4: "BROTLI", 5: "LZ4", 6: "ZSTD", 7: "LZ4_RAW"}
+CODECS = THRIFT_NAMES
 #: Parquet codec name -> pyarrow's Codec for its pages (LZ4, Hadoop-framed, is unframed by `_lz4_hadoop`)
-_CODECS = {"SNAPPY": "snappy", "GZIP": "gzip", "BROTLI": "brotli", "ZSTD": "zstd", "LZ4_RAW": "lz4_raw"}
+_CODECS = {c.parquet: c.block for c in PYARROW_CODECS if c.block}
 
 
 class PageFormatError(ValueError):
@@ -203,7 +205,7 @@ def thrift_codec(chunk: Any) -> str:
     a page of an LZ4_RAW file decompressed by pyarrow's name failed (ERROR_frameType_unknown). Prefer the
     footer's own number (`CODECS`) where the footer is parsed."""
     name = str(chunk.compression)
-    return "LZ4_RAW" if name == "LZ4" else name
+    return BY_REPORTED[name].parquet if name in BY_REPORTED else name
 
 
 def decompress(page: Page, codec: str) -> bytes | memoryview:
@@ -254,7 +256,7 @@ def _lz4_hadoop(body: bytes | memoryview, size: int) -> bytes:
 
 
 #: codecs (Parquet names) whose pages are read here for FIND (LZ4, Hadoop-framed and long deprecated: pyarrow)
-_PLAIN_CODECS = {"UNCOMPRESSED", "SNAPPY", "GZIP", "BROTLI", "ZSTD", "LZ4_RAW"}
+_PLAIN_CODECS = {c.parquet for c in PYARROW_CODECS}
 _FIXED: dict[str, np.dtype] = {"INT32": np.dtype("<i4"), "INT64": np.dtype("<i8")}
 
 

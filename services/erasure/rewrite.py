@@ -23,10 +23,10 @@ The footer's key-value metadata is kept (but `ARROW:schema`, which the writer ma
 it records the contract the file was written with (`etl.contract.*`, contracts/schema_evolution.py),
 which schema evolution reads back; structure.py still checks every other key for subject ids.
 
-Not recorded in Parquet, so taken from the platform's writer convention (services/transform/
-parquet.py, services/compact/writer.py; no service imports another and contracts holds no such
-constant): zstd level 1 for every column (free text is DELTA_LENGTH_BYTE_ARRAY, the encoding is read
-from the file); bloom filters sized for the row group's rows at a 5 % false-positive rate.
+Not recorded in Parquet, so taken from the lake's file format (contracts/lake_format.py, which transform
+and compaction write with): the zstd level, ZSTD_LEVEL for every column (free text is
+DELTA_LENGTH_BYTE_ARRAY, the encoding is read from the file); bloom filters sized for the row group's rows
+at BLOOM_FPP.
 """
 
 from __future__ import annotations
@@ -42,7 +42,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from contracts.lake_format import BLOOM_FPP, ZSTD_LEVEL
 from contracts.lineage import LINE_COLUMN, OBJECT_COLUMN
+from contracts.parquet_codecs import BY_REPORTED
 from services.erasure import splice
 from services.erasure.blobs import BlockReader
 from services.erasure.find import count_by_subject, match_mask
@@ -50,13 +52,10 @@ from services.erasure.fingerprints import fingerprints
 from services.erasure.subjects import ColumnValues
 
 _log = logging.getLogger(__name__)
-BLOOM_FPP = 0.05
-#: zstd level of every column, as transform and compaction write them (free text included)
-ZSTD_LEVEL = 1
 #: footer keys the writer makes itself (from the schema), never copied from the source
 _WRITER_KEYS = {b"ARROW:schema"}
-_CODECS = {"ZSTD": "zstd", "SNAPPY": "snappy", "GZIP": "gzip", "UNCOMPRESSED": "none", "BROTLI": "brotli",
-           "LZ4": "lz4", "LZ4_RAW": "lz4"}
+#: ParquetWriter codec per codec name as pyarrow reports it (one it cannot write is written as zstd)
+_CODECS = {name: c.writer for name, c in BY_REPORTED.items()}
 _DICTIONARY = {"PLAIN_DICTIONARY", "RLE_DICTIONARY"}
 _COLUMN_ENCODINGS = ("DELTA_BINARY_PACKED", "DELTA_LENGTH_BYTE_ARRAY", "DELTA_BYTE_ARRAY", "BYTE_STREAM_SPLIT")
 

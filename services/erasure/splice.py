@@ -43,6 +43,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from contracts import thrift
+from contracts.lake_format import ZSTD_LEVEL
+from contracts.parquet_codecs import BY_THRIFT, BY_WRITER
 from contracts.thrift import BINARY, BOOL, I32, I64, LIST, STRUCT, Struct
 from services.erasure.pages import DATA_PAGE, DATA_PAGE_V2, DICTIONARY_PAGE, plain_values, read_struct, walk_pages
 from services.erasure.structure import INDEX_TRUNCATE, physical
@@ -77,7 +79,6 @@ _REQUIRED = 0
 
 _TYPES = {0: "BOOLEAN", 1: "INT32", 2: "INT64", 3: "INT96", 4: "FLOAT", 5: "DOUBLE", 6: "BYTE_ARRAY",
           7: "FIXED_LEN_BYTE_ARRAY"}
-_CODECS = {0: "none", 1: "snappy", 2: "gzip", 4: "brotli", 6: "zstd", 7: "lz4"}
 _DICTIONARY_ENCODINGS = {2, 8}  # PLAIN_DICTIONARY, RLE_DICTIONARY
 _ENCODING_NAMES = {0: "PLAIN", 5: "DELTA_BINARY_PACKED", 6: "DELTA_LENGTH_BYTE_ARRAY", 7: "DELTA_BYTE_ARRAY",
                    9: "BYTE_STREAM_SPLIT"}
@@ -250,9 +251,8 @@ class _Dictionary:
         self.page = page
         self.entries = int(header.get(7, {}).get(1, -1))
         body = page[end:]
-        # (LZ4_RAW: the writer's "lz4"; pa.Codec("lz4") is the LZ4 frame format)
-        codec = "lz4_raw" if col.codec == "lz4" else col.codec
-        raw = pa.Codec(codec).decompress(body, decompressed_size=header[2]) if codec != "none" else body
+        block = BY_WRITER[col.codec].block  # LZ4_RAW: the writer's "lz4", but pa.Codec("lz4_raw")
+        raw = pa.Codec(block).decompress(body, decompressed_size=header[2]) if block else body
         self.plain = plain_values(bytes(raw), self.entries, col.physical_type)
         self.standins = pc.cast(pa.array(np.arange(self.entries)), pa.string()).cast(pa.binary())
         self.values: pa.Array | None = None  # the entries as the column's Arrow type, once a page is decoded
@@ -300,7 +300,7 @@ def _reencode(col: _Column, md: Struct, dictionary: _Dictionary | None, touched:
         start += t.rows
     removed = arr.filter(pa.array(~keep))
     options: dict[str, Any] = {
-        "compression": col.codec, "compression_level": 1 if col.codec == "zstd" else None,
+        "compression": col.codec, "compression_level": ZSTD_LEVEL if col.codec == "zstd" else None,
         "data_page_size": 1 << 30, "dictionary_pagesize_limit": 1 << 30, "store_schema": False,
         "data_page_version": "1.0" if kind == DATA_PAGE else "2.0", "write_page_checksum": checksum,
         "store_decimal_as_integer": col.physical_type in ("INT32", "INT64"),
@@ -503,15 +503,15 @@ def plan(read_at: Callable[[int, int], bytes], layout: Layout, deleted: Mapping[
 
 
 def _column(leaf: Struct, md: Struct) -> _Column:
-    codec = _CODECS.get(thrift.field(md, _MD_CODEC))
+    codec = BY_THRIFT.get(thrift.field(md, _MD_CODEC))
     if codec is None:
         raise NotSpliceable("a codec pyarrow cannot write")
     name = thrift.field(leaf, _SE_NAME).decode()
     logical = thrift.field(leaf, _SE_LOGICAL) or {}
     integer = thrift.field(logical, 10) or {}  # LogicalType.INTEGER: (bitWidth, isSigned)
     unsigned = thrift.field(leaf, _SE_CONVERTED) in _UNSIGNED or thrift.field(integer, 2) is False
-    return _Column(name, leaf, _TYPES[thrift.field(leaf, 1)], thrift.field(leaf, _SE_REPETITION) != _REQUIRED, codec,
-                   signed=not unsigned)
+    return _Column(name, leaf, _TYPES[thrift.field(leaf, 1)], thrift.field(leaf, _SE_REPETITION) != _REQUIRED,
+                   codec.writer, signed=not unsigned)
 
 
 def _source_pages(cc: Struct, oi: dict[int, Any], rows: int, read_at: Callable[[int, int], bytes],
@@ -630,8 +630,9 @@ def _rechunked(col: _Column, cc: Struct, md: Struct, oi: dict[int, Any], ci: dic
     if len(arr) != rows:
         raise NotSpliceable(f"column {col.name}: surviving values do not match the rows left")
     options: dict[str, Any] = {
-        "compression": col.codec, "compression_level": 1 if col.codec == "zstd" else None, "use_dictionary": True,
-        "write_statistics": _MD_STATS in md, "write_page_index": ci is not None, "store_schema": False,
+        "compression": col.codec, "compression_level": ZSTD_LEVEL if col.codec == "zstd" else None,
+        "use_dictionary": True, "write_statistics": _MD_STATS in md, "write_page_index": ci is not None,
+        "store_schema": False,
         "data_page_version": "1.0" if kind == DATA_PAGE else "2.0", "dictionary_pagesize_limit": 1 << 30,
         "store_decimal_as_integer": col.physical_type in ("INT32", "INT64"),
     }

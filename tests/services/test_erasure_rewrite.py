@@ -10,12 +10,12 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from contracts.lake_format import ZSTD_LEVEL
 from contracts.schema_evolution import FOOTER_DATASET, FOOTER_VERSION, file_contract
 from services.erasure.blobs import LocalBlob
 from services.erasure.find import probe
 from services.erasure.rewrite import (
     SLICE_FROM_FEW,
-    ZSTD_LEVEL,
     compact_dictionaries,
     rewrite,
     without_rows,
