@@ -35,3 +35,5 @@ def test_a_file_written_with_a_codec_reports_and_stores_that_codec_and_its_pages
 
 def test_each_name_names_one_codec() -> None:
     assert len(BY_THRIFT) == len(BY_REPORTED) == len(BY_WRITER) == len(CODECS)
+    assert BY_REPORTED["LZ4"].parquet == "LZ4_RAW", "pyarrow's LZ4 is Parquet's LZ4_RAW, not Hadoop-framed LZ4"
+    assert {c.parquet for c in CODECS} == {"UNCOMPRESSED", "SNAPPY", "GZIP", "BROTLI", "ZSTD", "LZ4_RAW"}
