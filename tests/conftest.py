@@ -46,6 +46,20 @@ PLATFORM_GROUPS = {
     "tests/e2e/test_transform_flow.py": "platform-2",
 }
 
+#: The longest modules of the rest, longest first (single process, `--durations`): handed out right after the
+#: platform groups, so none of them starts last and keeps one worker busy while the others have nothing left
+#: (xdist orders the rest by number of tests, which put the 7 tests of test_erasure_verify.py near the end).
+#: Only the order depends on this list; a module missing from it still runs.
+LONG_MODULES = (
+    "tests/ops/test_build.py",
+    "tests/services/test_erasure_engine.py",
+    "tests/services/test_erasure_verify.py",
+    "tests/contracts/test_commits_property.py",
+    "tests/services/test_erasure_groups.py",
+    "tests/services/test_transform_property.py",
+    "tests/contracts/test_commits_aws.py",
+)
+
 
 def platform_group(nodeid: str) -> str | None:
     """The work group of a test that starts a local platform; None for every other test."""
@@ -78,15 +92,16 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     class PlatformGroups(LoadScopeScheduling):
         """Work units: a whole platform group, or one module (its module-scoped fixtures, such as the layer
         builds of tests/ops/test_build.py or a moto server, then run once, not once per worker). The groups
-        are handed out first, so each starts at once; then the modules with the most tests."""
+        are handed out first, so each starts at once; then LONG_MODULES; then the modules with the most tests."""
 
         def _split_scope(self, nodeid: str) -> str:
             return platform_group(nodeid) or nodeid.split("::", 1)[0]
 
         def _assign_work_unit(self, node: Any) -> None:
-            for group in sorted(set(PLATFORM_GROUPS.values()), reverse=True):
-                if group in self.workqueue:
-                    self.workqueue.move_to_end(group, last=False)
+            first = [*sorted(set(PLATFORM_GROUPS.values())), *LONG_MODULES]
+            for unit in reversed(first):
+                if unit in self.workqueue:
+                    self.workqueue.move_to_end(unit, last=False)
             super()._assign_work_unit(node)
 
     return PlatformGroups(config, log)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ast
 
-from tests.conftest import PLATFORM_GROUPS, ROOT, platform_group
+from tests.conftest import LONG_MODULES, PLATFORM_GROUPS, ROOT, platform_group
 
 TEST_MODULES = sorted(ROOT.glob("tests/**/test_*.py"))
 
@@ -28,3 +28,8 @@ def test_no_test_module_imports_another() -> None:
             offenders += [f"{path.relative_to(ROOT)}: {n}" for n in names
                           if n.startswith("tests.") and n.rsplit(".", 1)[-1].startswith("test_")]
     assert offenders == []
+
+
+def test_the_long_modules_handed_out_first_exist_and_start_no_platform() -> None:
+    """A renamed module would silently lose its place at the front of the queue."""
+    assert all((ROOT / m).is_file() and platform_group(f"{m}::test") is None for m in LONG_MODULES)

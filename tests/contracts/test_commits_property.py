@@ -22,6 +22,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import cached_property, lru_cache
 from typing import Any
 
 import pytest
@@ -232,7 +233,7 @@ class World:
         if location is None:
             return []
         prefix = location.removeprefix(f"s3://{BUCKET}/")
-        return [row for data in self.store.live(prefix).values() for row in json.loads(data)]
+        return [row for data in self.store.live(prefix).values() for row in decoded(data)]
 
     def cleanup_attempt(self, deadline: float) -> object:
         return self.committer.cleanup(deadline=deadline)
@@ -270,6 +271,13 @@ def encode(rows: list[int]) -> bytes:
     return json.dumps(rows).encode()
 
 
+@lru_cache(maxsize=4096)
+def decoded(data: bytes) -> tuple[int, ...]:
+    """An object's rows: the same bytes always hold the same rows, and the reader's view is rebuilt after every
+    step from the same few objects, so each is parsed once."""
+    return tuple(json.loads(data))
+
+
 @dataclass
 class Op:
     """A writer's operation: the same op id and rows on every attempt."""
@@ -283,9 +291,11 @@ class Op:
     status: str = "running"  # running | retry | done | conflict
     attempts: int = 0
 
-    @property
-    def rows(self) -> set[int]:
-        return {r for rows in self.contents for r in rows} if self.kind == "append" else set()
+    @cached_property
+    def rows(self) -> frozenset[int]:
+        """The rows an append adds (its contents never change: a retry writes the same rows); the checks after
+        every step read it for every op, so it is computed once."""
+        return frozenset(r for rows in self.contents for r in rows) if self.kind == "append" else frozenset()
 
     def attempt(self, world: World) -> Callable[[float], CommitResult]:
         def run(deadline: float) -> CommitResult:

@@ -35,6 +35,9 @@ from tests.fakes.catalog import create_dataset_table
 DATASETS = load_datasets()
 SALT = b"engine-test-salt-0123456789"
 DAY = "2024-05-01"
+#: a run whose verification fails is attempted again up to this many times (the default is 3): two attempts still
+#: take every failing run through a retry and then give up, and each attempt is a whole find-rewrite-purge-verify
+MAX_ATTEMPTS = 2
 
 
 class Crash(RuntimeError):
@@ -170,7 +173,7 @@ def make_world(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> World:
     cfg = Config(env="test", bus="bus", lake_bucket=buckets["lake"], raw_bucket=buckets["raw"],
                  quarantine_bucket=buckets["quarantine"], landing_bucket=buckets["landing"],
                  erasure_bucket=buckets["erasure"], state_table=table, database=database, run_queue_url="run",
-                 work_queue_url="work", purge_grace_s=0, batch_max_wait_s=3600)
+                 work_queue_url="work", purge_grace_s=0, batch_max_wait_s=3600, max_attempts=MAX_ATTEMPTS)
     store = Store(table)
     committer = PartitionCommitter.on_aws(bucket=cfg.lake_bucket, table_name=table, database=database)
     holder: dict[str, World] = {}
