@@ -24,10 +24,11 @@ def test_glibc_accepts_the_allocator_thresholds_and_buffers_are_freed_after() ->
     gc.collect()  # or a collection during the test frees earlier tests' Arrow objects, and `before` drifts
     before = pool.bytes_allocated()  # what other modules of this process hold (small cached arrays)
     buffers = [pa.allocate_buffer(4 * 2**20) for _ in range(8)]  # from the heap now, not fresh mmaps
-    assert pool.bytes_allocated() >= before + 32 * 2**20
+    # the pool holds them (not `before +`: an earlier test's arrays may be freed meanwhile, and once were)
+    assert pool.bytes_allocated() >= 32 * 2**20
     del buffers
     release_memory()
-    assert pool.bytes_allocated() == before
+    assert pool.bytes_allocated() <= before, "every buffer went back to the pool"
 
 
 def _rss() -> int:
