@@ -12,11 +12,11 @@ row group of merge output, a transient copy of the whole row group), just to pic
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -27,7 +27,7 @@ MAX_DISTINCT_SHARE = 0.5
 class Spacing(Enum):
     """Where the sampled rows of `n` lie (both evenly spaced; they differ by at most a row or two each)."""
 
-    ENDS = "ends"  # numpy.linspace(0, n - 1, rows): the first row and the last
+    ENDS = "ends"  # as numpy.linspace(0, n - 1, rows): the first row and the last
     STRIDE = "stride"  # the first row, then every (n / rows)-th, the step added up in floating point
 
 
@@ -69,21 +69,31 @@ def repeating_columns(table: pa.Table, candidates: Sequence[str], sampling: Samp
     return out
 
 
-def _positions(n: int, sampling: Sampling) -> np.ndarray | None:
-    """The sampled rows of `n`, ascending; None when every row is sampled."""
+def _positions(n: int, sampling: Sampling) -> list[int] | None:
+    """The sampled rows of `n`, ascending; None when every row is sampled.
+
+    Plain Python, not numpy: the compact function's layer has no numpy. The same rows as `numpy.linspace`
+    (`i * step`, the last exactly n - 1) and as a running `position += step` (tested against numpy).
+    """
     rows = sampling.rows
     if n <= rows:
         return None
     if sampling.spacing is Spacing.ENDS:
-        return np.linspace(0, n - 1, rows).astype(np.int64)
-    # np.cumsum adds one step after the other (no pairwise summation), as a running `position += step` does
-    running = np.cumsum(np.concatenate(([0.0], np.full(rows + 1, n / rows))))
-    return running[running < n].astype(np.int64)
+        step = (n - 1) / (rows - 1)
+        return [*(int(i * step) for i in range(rows - 1)), n - 1]
+    step, position, out = n / rows, 0.0, []
+    while position < n:
+        out.append(int(position))
+        position += step
+    return out
 
 
-def _per_chunk(lengths: Sequence[int], positions: np.ndarray) -> list[tuple[int, pa.Array]]:
+def _per_chunk(lengths: Sequence[int], positions: list[int]) -> list[tuple[int, pa.Array]]:
     """(chunk, in-chunk positions) of each chunk holding a sampled row."""
-    starts = np.cumsum([0, *lengths])
-    bounds = np.searchsorted(positions, starts)  # positions[bounds[i]:bounds[i + 1]] fall in chunk i
-    return [(i, pa.array(positions[bounds[i] : bounds[i + 1]] - starts[i]))
-            for i in range(len(lengths)) if bounds[i + 1] > bounds[i]]
+    out, start, lo = [], 0, 0
+    for i, length in enumerate(lengths):
+        hi = bisect_left(positions, start + length, lo)  # positions[lo:hi] fall in chunk i
+        if hi > lo:
+            out.append((i, pa.array([p - start for p in positions[lo:hi]], pa.int64())))
+        lo, start = hi, start + length
+    return out

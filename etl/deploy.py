@@ -236,6 +236,8 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
               False, only="compact"),
     ConfigKey("compactEphemeralMb", "4096", "compact function /tmp for one bin's inputs, sorted runs and outputs",
               False, only="compact"),
+    ConfigKey("compactBatchWindowSeconds", "10", "seconds (0..300) the queue gathers PartitionFilesAdded events into "
+              "one invocation, which checks each partition once", False, only="compact"),
     ConfigKey("erasureDeadlineDays", "30", "days from receipt within which an erasure request must be completed",
               False, only="erasure"),
     ConfigKey("erasureRiskDays", "7", "open requests this close to their deadline raise the at-risk alarm; "

@@ -84,3 +84,24 @@ def test_a_column_repeats_when_at_most_half_its_sample_is_distinct_however_it_is
     long = pa.table({"v": pa.array([i % 300 for i in range(50_000)]), "w": pa.array(range(50_000))})
     chunked = pa.Table.from_batches(long.to_batches(max_chunksize=3_333))
     assert repeating_columns(long, ["w", "v"], sampling) == repeating_columns(chunked, ["w", "v"], sampling) == ["v"]
+
+
+def test_sampled_rows_are_numpys_evenly_spaced_rows_without_numpy() -> None:
+    """The compact layer has no numpy, so the sample is computed in Python: the rows must be the ones numpy's
+    linspace (transform) and a running float step (compaction) give, or the lake's dictionaries would change."""
+    import random
+
+    import numpy as np
+
+    from contracts.parquet_dictionaries import Sampling, Spacing, _positions
+
+    sizes = [1025, 8193, 24_576, 1_000_000, 2**20 + 1, *random.Random(7).sample(range(1, 3_000_000), 300)]
+    for n in sizes:
+        ends = _positions(n, Sampling(1024, Spacing.ENDS, True))
+        assert ends == (None if n <= 1024 else np.linspace(0, n - 1, 1024).astype(np.int64).tolist())
+        stride = _positions(n, Sampling(8192, Spacing.STRIDE, False))
+        if n <= 8192:
+            assert stride is None
+            continue
+        running = np.cumsum(np.concatenate(([0.0], np.full(8193, n / 8192))))
+        assert stride == running[running < n].astype(np.int64).tolist()
