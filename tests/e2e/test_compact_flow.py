@@ -30,6 +30,8 @@ YEAR, MONTH = "2031", "03"
 PARTITION = {"order_year": YEAR, "order_month": MONTH}
 OBJECTS, ROWS = 24, 20
 THRESHOLD = 16  # orders.toml compaction_min_files
+#: the first test also pays for the platform's start and the module's flow (~2-3 min on a busy 2-core machine)
+pytestmark = pytest.mark.timeout(600)
 
 
 def orders(n: int, base: int) -> bytes:

@@ -41,6 +41,8 @@ BASE = RND.randrange(700_000_000, 799_000_000)  # nine-digit ids: a token search
 SUBJECTS = [BASE + 1, BASE + 2, BASE + 3]  # 3 appears only in quarantine
 OTHERS = list(range(BASE + 10, BASE + 40))
 DATASETS = load_datasets()
+#: the first test also pays for the platform's start and the module's flow (~2-3 min on a busy 2-core machine)
+pytestmark = pytest.mark.timeout(600)
 
 
 # -- helpers ---------------------------------------------------------------------------------------------
