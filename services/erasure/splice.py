@@ -299,12 +299,8 @@ def _reencode(col: _Column, md: Struct, dictionary: _Dictionary | None, touched:
         keep[t.positions - t.first_row + start] = False
         start += t.rows
     removed = arr.filter(pa.array(~keep))
-    options: dict[str, Any] = {
-        "compression": col.codec, "compression_level": ZSTD_LEVEL if col.codec == "zstd" else None,
-        "data_page_size": 1 << 30, "dictionary_pagesize_limit": 1 << 30, "store_schema": False,
-        "data_page_version": "1.0" if kind == DATA_PAGE else "2.0", "write_page_checksum": checksum,
-        "store_decimal_as_integer": col.physical_type in ("INT32", "INT64"),
-    }
+    options = _chunk_writer_options(col, kind)
+    options.update(data_page_size=1 << 30, write_page_checksum=checksum)
     if dictionary is not None:
         options.update(use_dictionary=True, write_statistics=False, write_page_index=False)
     else:
@@ -619,6 +615,16 @@ def _spliced(col: _Column, cc: Struct, oi: dict[int, Any], rows: int, positions:
     return _ChunkPlan(cc, dictionary_range, pages, meta, column_index, _OI_UNENCODED in oi, bloom)
 
 
+def _chunk_writer_options(col: _Column, kind: int) -> dict[str, Any]:
+    """What a one-column writer must share with the chunk it writes pages for: codec and level, page version,
+    one dictionary page whatever its size, decimals stored as the chunk stores them, no Arrow schema."""
+    return {
+        "compression": col.codec, "compression_level": ZSTD_LEVEL if col.codec == "zstd" else None,
+        "data_page_version": "1.0" if kind == DATA_PAGE else "2.0", "dictionary_pagesize_limit": 1 << 30,
+        "store_decimal_as_integer": col.physical_type in ("INT32", "INT64"), "store_schema": False,
+    }
+
+
 def _rechunked(col: _Column, cc: Struct, md: Struct, oi: dict[int, Any], ci: dict[int, Any] | None,
                survivors: pa.Table, bloom_option: Mapping[str, Any] | None, rows: int, kind: int) -> _ChunkPlan:
     """A dictionary chunk written again whole from its surviving values (a fresh dictionary of the values
@@ -629,13 +635,8 @@ def _rechunked(col: _Column, cc: Struct, md: Struct, oi: dict[int, Any], ci: dic
         arr = arr.dictionary_decode()  # a dictionary array would be written with its whole dictionary
     if len(arr) != rows:
         raise NotSpliceable(f"column {col.name}: surviving values do not match the rows left")
-    options: dict[str, Any] = {
-        "compression": col.codec, "compression_level": ZSTD_LEVEL if col.codec == "zstd" else None,
-        "use_dictionary": True, "write_statistics": _MD_STATS in md, "write_page_index": ci is not None,
-        "store_schema": False,
-        "data_page_version": "1.0" if kind == DATA_PAGE else "2.0", "dictionary_pagesize_limit": 1 << 30,
-        "store_decimal_as_integer": col.physical_type in ("INT32", "INT64"),
-    }
+    options = _chunk_writer_options(col, kind)
+    options.update(use_dictionary=True, write_statistics=_MD_STATS in md, write_page_index=ci is not None)
     if bloom_option is not None and _MD_BLOOM in md:
         options["bloom_filter_options"] = {col.name: dict(bloom_option)}
     schema = pa.schema([pa.field(col.name, arr.type, nullable=col.nullable)])
