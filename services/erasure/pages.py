@@ -18,18 +18,15 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from contracts.parquet_codecs import BY_REPORTED, THRIFT_NAMES
-from contracts.parquet_codecs import CODECS as PYARROW_CODECS
+from contracts.parquet_codecs import BY_REPORTED, CODECS
 from contracts.thrift import BINARY, BYTE, DOUBLE, FALSE, I16, I32, I64, LIST, MAP, SET, STRUCT, TRUE
 
 # parquet.thrift PageType
 DATA_PAGE, INDEX_PAGE, DICTIONARY_PAGE, DATA_PAGE_V2 = 0, 1, 2, 3
 # parquet.thrift Encoding (the two a fixed-width PLAIN chunk uses)
 PLAIN, RLE = 0, 3
-#: parquet.thrift CompressionCodec by its number (ColumnMetaData field 4 of a footer)
-CODECS = THRIFT_NAMES
 #: Parquet codec name -> pyarrow's Codec for its pages (LZ4, Hadoop-framed, is unframed by `_lz4_hadoop`)
-_CODECS = {c.parquet: c.block for c in PYARROW_CODECS if c.block}
+_CODECS = {c.parquet: c.block for c in CODECS if c.block}
 
 
 class PageFormatError(ValueError):
@@ -203,13 +200,13 @@ def thrift_codec(chunk: Any) -> str:
     """The Parquet (Thrift) name of a pyarrow ColumnChunkMetaData's codec. pyarrow calls LZ4_RAW "LZ4" (and
     Thrift's LZ4, Hadoop-framed, "UNKNOWN"), and `pa.Codec("lz4")` is the LZ4 *frame* format, neither of them:
     a page of an LZ4_RAW file decompressed by pyarrow's name failed (ERROR_frameType_unknown). Prefer the
-    footer's own number (`CODECS`) where the footer is parsed."""
+    footer's own number (`THRIFT_NAMES`) where the footer is parsed."""
     name = str(chunk.compression)
     return BY_REPORTED[name].parquet if name in BY_REPORTED else name
 
 
 def decompress(page: Page, codec: str) -> bytes | memoryview:
-    """The page's uncompressed bytes (levels + values for data pages); `codec` is the Parquet name (`CODECS`)."""
+    """The page's uncompressed bytes (levels + values for data pages); `codec` is the Parquet name (`THRIFT_NAMES`)."""
     if codec == "UNCOMPRESSED" or page.compressed_size == 0:
         return page.body
     if page.kind == DATA_PAGE_V2:
@@ -256,7 +253,7 @@ def _lz4_hadoop(body: bytes | memoryview, size: int) -> bytes:
 
 
 #: codecs (Parquet names) whose pages are read here for FIND (LZ4, Hadoop-framed and long deprecated: pyarrow)
-_PLAIN_CODECS = {c.parquet for c in PYARROW_CODECS}
+_PLAIN_CODECS = {c.parquet for c in CODECS}
 _FIXED: dict[str, np.dtype] = {"INT32": np.dtype("<i4"), "INT64": np.dtype("<i8")}
 
 
@@ -354,7 +351,7 @@ def chunk_span(chunk: Any) -> tuple[int, int]:
 def read_chunk(data: bytes, codec: str, physical_type: str, type_length: int = 0, *,
                keep_bytes: bool = False) -> ChunkPages:
     """Decode a chunk's dictionary pages and page statistics from its bytes (`data` = the chunk span; `codec`:
-    the Parquet name, `CODECS` of the footer's number or `thrift_codec`)."""
+    the Parquet name, `THRIFT_NAMES` of the footer's number or `thrift_codec`)."""
     out = ChunkPages()
     for page in walk_pages(data):
         out.pages += 1

@@ -28,11 +28,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from contracts.parquet_codecs import THRIFT_NAMES
 from services.erasure.blobs import Blob, BlobFile, CachedBlob
 from services.erasure.bloom import SplitBlockBloom, bloom_bitset
 from services.erasure.find import read_bloom
 from services.erasure.pages import (
-    CODECS,
     PageFormatError,
     Stats,
     chunk_span,
@@ -257,7 +257,8 @@ def check_file(blob: Blob, *, subject_ids: Collection[str] = (), label: str = ""
     index_at += [[]] * (md.num_row_groups - len(index_at))
     footer_stats = _chunk_stats(meta)
     # each chunk's codec as the footer names it: pyarrow's names LZ4_RAW "LZ4" (the LZ4 frame format to pa.Codec)
-    codecs = [[CODECS.get(cc.get(3, {}).get(4), "an unknown codec") for cc in rg.get(1, [])] for rg in meta.get(4, [])]
+    codecs = [[THRIFT_NAMES.get(cc.get(3, {}).get(4), "an unknown codec") for cc in rg.get(1, [])]
+              for rg in meta.get(4, [])]
     kv = key_value_metadata(meta)
     ids = [s.encode() for s in subject_ids if s]
     for k, v in kv.items():

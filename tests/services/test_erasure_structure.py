@@ -31,11 +31,11 @@ from hypothesis import strategies as st
 from contracts import thrift
 from contracts.arrow import arrow_type
 from contracts.datasets import SIMPLE_TYPES
+from contracts.parquet_codecs import THRIFT_NAMES
 from services.erasure import rewrite as rewrite_module
 from services.erasure import splice, structure
 from services.erasure.blobs import LocalBlob
 from services.erasure.pages import (
-    CODECS,
     DATA_PAGE,
     Page,
     PageFormatError,
@@ -278,7 +278,7 @@ def test_lz4_pages_are_read_by_the_codec_the_footer_names(tmp_path: Path, versio
     assert chunk.compression == "LZ4" and thrift_codec(chunk) == "LZ4_RAW"
     data = path.read_bytes()
     footer = read_struct(data[-8 - int.from_bytes(data[-8:-4], "little") : -8])[0]
-    assert CODECS[footer[4][0][1][0][3][4]] == "LZ4_RAW"
+    assert THRIFT_NAMES[footer[4][0][1][0][3][4]] == "LZ4_RAW"
     report = check_file(LocalBlob(str(path)))
     assert report.problems == [] and report.pages > 4 and report.dictionary_pages == 1
     hadoop = _recodec(path, 5)  # the same raw blocks, the footer saying LZ4
