@@ -206,12 +206,13 @@ def bills(measured: dict[str, Any]) -> dict[str, tuple[cost_model.Bill, dict[str
         bill, facts = out.setdefault(service, (cost_model.Bill(), Counter()))
         runs = measured["invocations"].get(name, [])
         cost_model.lambda_bill(bill, [r["duration_ms"] for r in runs], fn["memory_mb"])  # arm64, the default
-        cost_model.queue_bill(bill, sum(r.get("records", 0) for r in runs))
+        records = sum(r.get("records", 0) for r in runs)  # the queue messages its invocations consumed
+        cost_model.queue_bill(bill, records)
         calls = measured["calls"].get(caller_id(name), [])
         cost_model.requests_bill(bill, calls)
         cost_model.logs_bill(bill, measured["log_bytes"].get(name, 0))
         facts["invocations"] += len(runs)
-        facts["records"] += sum(r.get("records", 0) for r in runs)
+        facts["records"] += records
         facts["seconds"] += sum(r["duration_ms"] for r in runs) / 1000
         facts["peak_rss_mb"] = max(facts["peak_rss_mb"], *(r.get("max_rss_mb", 0) for r in runs), 0)
         facts["s3_read"] += sum(c.bytes_out for c in calls if c.service == "s3" and c.operation == "GET")
